@@ -1,0 +1,251 @@
+//! Commands: what producers ask for. One closed enum, tagged by the public `type`
+//! names of `API.md`. Fields a rule checks (severity, workload, the contact) are kept
+//! raw here so that `decide` answers with the rule's own code instead of a parse error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::directory::*;
+use crate::ids::*;
+use crate::vocab::RawValue;
+
+/// A ticket contact as sent (R16); checked and typed by `decide`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactInput {
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub preferred_contact: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenTicket {
+    pub customer_id: CustomerId,
+    #[serde(default)]
+    pub workload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<SubscriptionId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<ProductId>,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "missing")]
+    pub severity: RawValue,
+    #[serde(default)]
+    pub support_topic: String,
+    /// `cloud_solution_provider` for a customer's Azure ticket (R10); the partner's
+    /// own plan id for its own tenant (R13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub support_plan: Option<String>,
+    #[serde(default)]
+    pub country_code: String,
+    #[serde(default)]
+    pub contact: Option<ContactInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<IssueId>,
+}
+
+fn missing() -> RawValue {
+    RawValue::Text(String::new())
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketText {
+    pub ticket_id: TicketId,
+    #[serde(default)]
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateTicket {
+    pub ticket_id: TicketId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<ContactInput>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachToTicket {
+    pub ticket_id: TicketId,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub uri: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalateTicket {
+    pub ticket_id: TicketId,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<IssueId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseTicket {
+    pub ticket_id: TicketId,
+    #[serde(default)]
+    pub resolution: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReopenTicket {
+    pub ticket_id: TicketId,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketRef {
+    pub ticket_id: TicketId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupportRequest {
+    pub customer_id: CustomerId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<SubscriptionId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<ProductId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<String>,
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// Every command of `API.md`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Command {
+    #[serde(rename = "partner.register")]
+    PartnerRegister(Partner),
+    #[serde(rename = "customer.register")]
+    CustomerRegister(Customer),
+    #[serde(rename = "partner.user.upsert")]
+    PartnerUserUpsert(PartnerUser),
+    #[serde(rename = "group.member.add")]
+    GroupMemberAdd(GroupMember),
+    #[serde(rename = "group.member.remove")]
+    GroupMemberRemove(GroupMember),
+    #[serde(rename = "gdap.relationship.upsert")]
+    RelationshipUpsert(Relationship),
+    #[serde(rename = "gdap.assignment.upsert")]
+    AssignmentUpsert(Assignment),
+    #[serde(rename = "subscription.register")]
+    SubscriptionRegister(Subscription),
+    #[serde(rename = "rbac.assign")]
+    RbacAssign(RbacAssignment),
+    #[serde(rename = "rbac.remove")]
+    RbacRemove(RbacAssignment),
+    #[serde(rename = "marketplace.product.register")]
+    ProductRegister(Product),
+    #[serde(rename = "support_plan.register")]
+    SupportPlanRegister(SupportPlan),
+    #[serde(rename = "service_health.issue.upsert")]
+    ServiceHealthIssueUpsert(HealthIssue),
+    #[serde(rename = "ticket.open")]
+    TicketOpen(OpenTicket),
+    #[serde(rename = "ticket.note")]
+    TicketNote(TicketText),
+    #[serde(rename = "ticket.update")]
+    TicketUpdate(UpdateTicket),
+    #[serde(rename = "ticket.attach")]
+    TicketAttach(AttachToTicket),
+    #[serde(rename = "ticket.escalate")]
+    TicketEscalate(EscalateTicket),
+    #[serde(rename = "ticket.respond")]
+    TicketRespond(TicketText),
+    #[serde(rename = "ticket.request_attention")]
+    TicketRequestAttention(TicketText),
+    #[serde(rename = "ticket.close")]
+    TicketClose(CloseTicket),
+    #[serde(rename = "ticket.reopen")]
+    TicketReopen(ReopenTicket),
+    /// Internal (the notifier, as the vendor side): record an SLA breach if due (R20).
+    #[serde(rename = "ticket.sla_check")]
+    TicketSlaCheck(TicketRef),
+    #[serde(rename = "support.request")]
+    SupportRequest(SupportRequest),
+}
+
+/// Where a command's events go: the stream it appends to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A new ticket (its id comes from the context).
+    NewTicket,
+    Ticket(TicketId),
+    /// A new support request (its id comes from the context).
+    NewSupportRequest,
+    /// A directory fact's stream.
+    Fact(crate::StreamId),
+}
+
+impl Command {
+    /// The public `type` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Command::PartnerRegister(_) => "partner.register",
+            Command::CustomerRegister(_) => "customer.register",
+            Command::PartnerUserUpsert(_) => "partner.user.upsert",
+            Command::GroupMemberAdd(_) => "group.member.add",
+            Command::GroupMemberRemove(_) => "group.member.remove",
+            Command::RelationshipUpsert(_) => "gdap.relationship.upsert",
+            Command::AssignmentUpsert(_) => "gdap.assignment.upsert",
+            Command::SubscriptionRegister(_) => "subscription.register",
+            Command::RbacAssign(_) => "rbac.assign",
+            Command::RbacRemove(_) => "rbac.remove",
+            Command::ProductRegister(_) => "marketplace.product.register",
+            Command::SupportPlanRegister(_) => "support_plan.register",
+            Command::ServiceHealthIssueUpsert(_) => "service_health.issue.upsert",
+            Command::TicketOpen(_) => "ticket.open",
+            Command::TicketNote(_) => "ticket.note",
+            Command::TicketUpdate(_) => "ticket.update",
+            Command::TicketAttach(_) => "ticket.attach",
+            Command::TicketEscalate(_) => "ticket.escalate",
+            Command::TicketRespond(_) => "ticket.respond",
+            Command::TicketRequestAttention(_) => "ticket.request_attention",
+            Command::TicketClose(_) => "ticket.close",
+            Command::TicketReopen(_) => "ticket.reopen",
+            Command::TicketSlaCheck(_) => "ticket.sla_check",
+            Command::SupportRequest(_) => "support.request",
+        }
+    }
+
+    /// The stream this command appends to.
+    pub fn target(&self) -> Target {
+        use crate::StreamId as S;
+        match self {
+            Command::PartnerRegister(p) => Target::Fact(S::of("partner", p.partner_id.as_str())),
+            Command::CustomerRegister(c) => Target::Fact(S::of("customer", c.customer_id.as_str())),
+            Command::PartnerUserUpsert(u) => Target::Fact(S::of("user", u.user_id.as_str())),
+            Command::GroupMemberAdd(m) | Command::GroupMemberRemove(m) => Target::Fact(S::of("group", m.group_id.as_str())),
+            Command::RelationshipUpsert(r) => Target::Fact(S::of("gdap", r.relationship_id.as_str())),
+            Command::AssignmentUpsert(a) => Target::Fact(S::of("assignment", a.assignment_id.as_str())),
+            Command::SubscriptionRegister(s) => Target::Fact(S::of("subscription", s.subscription_id.as_str())),
+            Command::RbacAssign(r) | Command::RbacRemove(r) => Target::Fact(S::of("rbac", r.assignment_id.as_str())),
+            Command::ProductRegister(p) => Target::Fact(S::of("product", p.product_id.as_str())),
+            Command::SupportPlanRegister(p) => Target::Fact(S::of("plan", p.plan_id.as_str())),
+            Command::ServiceHealthIssueUpsert(i) => Target::Fact(S::of("health", i.issue_id.as_str())),
+            Command::TicketOpen(_) => Target::NewTicket,
+            Command::TicketNote(TicketText { ticket_id, .. })
+            | Command::TicketRespond(TicketText { ticket_id, .. })
+            | Command::TicketRequestAttention(TicketText { ticket_id, .. })
+            | Command::TicketUpdate(UpdateTicket { ticket_id, .. })
+            | Command::TicketAttach(AttachToTicket { ticket_id, .. })
+            | Command::TicketEscalate(EscalateTicket { ticket_id, .. })
+            | Command::TicketClose(CloseTicket { ticket_id, .. })
+            | Command::TicketReopen(ReopenTicket { ticket_id, .. })
+            | Command::TicketSlaCheck(TicketRef { ticket_id }) => Target::Ticket(ticket_id.clone()),
+            Command::SupportRequest(_) => Target::NewSupportRequest,
+        }
+    }
+}

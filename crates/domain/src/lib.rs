@@ -1,0 +1,137 @@
+//! # behalf-domain
+//!
+//! The pure core of Behalf: identifiers, the directory (GDAP projection), commands,
+//! events, rejections, and the one function that matters:
+//!
+//! ```text
+//! decide(&State, &Command, &Context) -> Result<Vec<Event>, Rejection>
+//! ```
+//!
+//! **Invariant:** no I/O, no clock, no randomness, no async. Time and new ids arrive in
+//! the [`Context`]; `cargo tree -p behalf-domain` names only serde.
+//!
+//! Where the rules live: [`policy`] (R2–R14, R18, R22, R24), [`ticket`] (R1, R15–R21,
+//! R27), [`directory`] (R25, R28), [`routing`] (R23), [`sla`] (R20), [`event::Evidence`]
+//! (R29), [`rejection_event`] (R30).
+
+pub mod command;
+pub mod directory;
+pub mod event;
+pub mod ids;
+pub mod policy;
+pub mod rejection;
+pub mod roles;
+pub mod routing;
+pub mod sla;
+pub mod ticket;
+pub mod time;
+pub mod vocab;
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{Command, Target};
+pub use directory::Directory;
+pub use event::{CommandRejected, Event, Evidence, Grant, StreamId};
+pub use ids::*;
+pub use rejection::{Code, Rejection, Rule};
+pub use ticket::Ticket;
+pub use time::Timestamp;
+pub use vocab::*;
+
+/// Who is acting: always taken from the token, never from a request body (R2).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Principal {
+    PartnerAgent { partner_id: PartnerId, user_id: UserId },
+    PartnerSync { partner_id: PartnerId },
+    Customer { customer_id: CustomerId, user_id: UserId },
+    Vendor,
+    Auditor,
+    Admin,
+}
+
+impl Principal {
+    pub fn kind(&self) -> PrincipalKind {
+        match self {
+            Principal::PartnerAgent { .. } => PrincipalKind::PartnerAgent,
+            Principal::PartnerSync { .. } => PrincipalKind::PartnerSync,
+            Principal::Customer { .. } => PrincipalKind::Customer,
+            Principal::Vendor => PrincipalKind::Vendor,
+            Principal::Auditor => PrincipalKind::Auditor,
+            Principal::Admin => PrincipalKind::Admin,
+        }
+    }
+}
+
+/// Everything about a request besides its body, supplied by the shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// The decision time (R5, R13, R20).
+    pub now: Timestamp,
+    /// The authenticated principal (R2).
+    pub principal: Principal,
+    /// The id a new ticket or support request gets (server-generated, sortable).
+    pub new_id: String,
+    /// The log position the directory state was folded up to (R29).
+    pub directory_position: u64,
+    /// R27: the ticket version the caller expects, if it said.
+    pub expected_version: Option<u64>,
+}
+
+/// What a decision reads: the GDAP projection and, for a ticket command, the ticket.
+#[derive(Clone, Copy, Debug)]
+pub struct State<'a> {
+    pub directory: &'a Directory,
+    pub ticket: Option<&'a Ticket>,
+}
+
+/// Decides a command: the events to append, or the rule that refuses it. Pure.
+pub fn decide(state: &State<'_>, command: &Command, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+    let dir = state.directory;
+    let p = &ctx.principal;
+    match command {
+        Command::PartnerRegister(x) => directory::register_partner(dir, p, x),
+        Command::CustomerRegister(x) => directory::register_customer(dir, p, x),
+        Command::PartnerUserUpsert(x) => directory::upsert_user(dir, p, x),
+        Command::GroupMemberAdd(x) => directory::add_member(dir, p, x),
+        Command::GroupMemberRemove(x) => directory::remove_member(dir, p, x),
+        Command::RelationshipUpsert(x) => directory::upsert_relationship(dir, p, x),
+        Command::AssignmentUpsert(x) => directory::upsert_assignment(dir, p, x),
+        Command::SubscriptionRegister(x) => directory::register_subscription(dir, p, x),
+        Command::RbacAssign(x) => directory::assign_rbac(dir, p, x),
+        Command::RbacRemove(x) => directory::remove_rbac(dir, p, x),
+        Command::ProductRegister(x) => directory::register_product(dir, p, x),
+        Command::SupportPlanRegister(x) => directory::register_plan(dir, p, x),
+        Command::ServiceHealthIssueUpsert(x) => directory::upsert_issue(dir, p, x),
+        Command::TicketOpen(x) => ticket::decide_open(dir, x, ctx),
+        Command::SupportRequest(x) => routing::decide_support_request(dir, x, ctx),
+        Command::TicketNote(_)
+        | Command::TicketUpdate(_)
+        | Command::TicketAttach(_)
+        | Command::TicketEscalate(_)
+        | Command::TicketRespond(_)
+        | Command::TicketRequestAttention(_)
+        | Command::TicketClose(_)
+        | Command::TicketReopen(_)
+        | Command::TicketSlaCheck(_) => match command.target() {
+            Target::Ticket(id) => ticket::decide_existing(dir, state.ticket, command, &id, ctx),
+            Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => {
+                Err(Rejection::without_rule(Code::RequestMalformed, "not a ticket command"))
+            }
+        },
+    }
+}
+
+/// R30: the audit record of a refused command. It goes to the rejections stream and
+/// changes no ticket.
+pub fn rejection_event(command_type: &str, rejection: &Rejection, ctx: &Context, ticket_id: Option<TicketId>) -> Event {
+    Event::CommandRejected(CommandRejected {
+        command_type: command_type.to_owned(),
+        principal: ctx.principal.clone(),
+        code: rejection.code,
+        rule: rejection.rule,
+        message: rejection.message.clone(),
+        ticket_id,
+        at: ctx.now,
+    })
+}
