@@ -125,6 +125,7 @@ pub struct SupportRequest {
 /// Every command of `API.md`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
+#[allow(clippy::large_enum_variant)] // reason: commands are decoded one at a time and moved, never stored in bulk
 pub enum Command {
     #[serde(rename = "partner.register")]
     PartnerRegister(Partner),
@@ -227,7 +228,9 @@ impl Command {
             Command::PartnerRegister(p) => Target::Fact(S::of("partner", p.partner_id.as_str())),
             Command::CustomerRegister(c) => Target::Fact(S::of("customer", c.customer_id.as_str())),
             Command::PartnerUserUpsert(u) => Target::Fact(S::of("user", u.user_id.as_str())),
-            Command::GroupMemberAdd(m) | Command::GroupMemberRemove(m) => Target::Fact(S::of("group", m.group_id.as_str())),
+            Command::GroupMemberAdd(m) | Command::GroupMemberRemove(m) => {
+                Target::Fact(S::of("group", m.group_id.as_str()))
+            }
             Command::RelationshipUpsert(r) => Target::Fact(S::of("gdap", r.relationship_id.as_str())),
             Command::AssignmentUpsert(a) => Target::Fact(S::of("assignment", a.assignment_id.as_str())),
             Command::SubscriptionRegister(s) => Target::Fact(S::of("subscription", s.subscription_id.as_str())),

@@ -276,7 +276,11 @@ impl Directory {
     }
 
     /// Relationships between a partner and a customer, in id order.
-    pub fn relationships_between<'a>(&'a self, partner: &PartnerId, customer: &CustomerId) -> impl Iterator<Item = &'a Relationship> {
+    pub fn relationships_between<'a>(
+        &'a self,
+        partner: &PartnerId,
+        customer: &CustomerId,
+    ) -> impl Iterator<Item = &'a Relationship> {
         self.relationships_by_pair
             .get(&(partner.clone(), customer.clone()))
             .into_iter()
@@ -286,7 +290,11 @@ impl Directory {
 
     /// Access assignments on a relationship, in id order.
     pub fn assignments_on<'a>(&'a self, relationship: &RelationshipId) -> impl Iterator<Item = &'a Assignment> {
-        self.assignments_by_relationship.get(relationship).into_iter().flatten().filter_map(|id| self.assignments.get(id))
+        self.assignments_by_relationship
+            .get(relationship)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.assignments.get(id))
     }
 
     /// RBAC assignments on a subscription, in id order.
@@ -324,14 +332,21 @@ pub fn is_domain(d: &str) -> bool {
     let labels: Vec<&str> = d.split('.').collect();
     d.len() <= 253
         && labels.len() >= 2
-        && labels.iter().all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.starts_with('-') && !l.ends_with('-'))
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// `local@domain` with a valid domain; returns the lower-cased domain.
 pub fn email_domain(e: &str) -> Option<String> {
     let (local, domain) = e.trim().rsplit_once('@')?;
     let domain = domain.to_ascii_lowercase();
-    (!local.is_empty() && local.len() <= 64 && !local.contains(char::is_whitespace) && is_domain(&domain)).then_some(domain)
+    (!local.is_empty() && local.len() <= 64 && !local.contains(char::is_whitespace) && is_domain(&domain))
+        .then_some(domain)
 }
 
 fn domains(field: &str, ds: &[String]) -> Result<(), Rejection> {
@@ -347,7 +362,11 @@ fn domains(field: &str, ds: &[String]) -> Result<(), Rejection> {
 fn vendor_only(principal: &Principal) -> Result<(), Rejection> {
     match principal {
         Principal::Vendor => Ok(()),
-        Principal::PartnerAgent { .. } | Principal::PartnerSync { .. } | Principal::Customer { .. } | Principal::Auditor | Principal::Admin => {
+        Principal::PartnerAgent { .. }
+        | Principal::PartnerSync { .. }
+        | Principal::Customer { .. }
+        | Principal::Auditor
+        | Principal::Admin => {
             Err(Rejection::new(Code::Forbidden, 25, "only the vendor-side principal may write vendor facts"))
         }
     }
@@ -358,8 +377,14 @@ fn own_partner(principal: &Principal, partner: &PartnerId, vendor_too: bool) -> 
     match principal {
         Principal::PartnerSync { partner_id } if partner_id == partner => Ok(()),
         Principal::Vendor if vendor_too => Ok(()),
-        Principal::PartnerSync { .. } => Err(Rejection::new(Code::Forbidden, 25, "a partner may write facts of its own tenant only")),
-        Principal::Vendor | Principal::PartnerAgent { .. } | Principal::Customer { .. } | Principal::Auditor | Principal::Admin => {
+        Principal::PartnerSync { .. } => {
+            Err(Rejection::new(Code::Forbidden, 25, "a partner may write facts of its own tenant only"))
+        }
+        Principal::Vendor
+        | Principal::PartnerAgent { .. }
+        | Principal::Customer { .. }
+        | Principal::Auditor
+        | Principal::Admin => {
             Err(Rejection::new(Code::Forbidden, 25, "only the partner's directory producer may write this fact"))
         }
     }
@@ -385,14 +410,14 @@ pub(crate) fn register_partner(dir: &Directory, principal: &Principal, p: &Partn
     domains("domains", &p.domains)?;
     let p = Partner { domains: lower(&p.domains), ..p.clone() };
     match (&p.program, &p.provider_id) {
-        (Program::IndirectReseller, None) => return Err(Rejection::invalid("provider_id", "an indirect reseller names its provider")),
-        (Program::IndirectReseller, Some(provider)) => {
-            match dir.partners.get(provider) {
-                Some(pp) if pp.program == Program::IndirectProvider => {}
-                Some(_) => return Err(Rejection::invalid("provider_id", "must be an indirect provider")),
-                None => return Err(Rejection::invalid("provider_id", "no such partner")),
-            }
+        (Program::IndirectReseller, None) => {
+            return Err(Rejection::invalid("provider_id", "an indirect reseller names its provider"))
         }
+        (Program::IndirectReseller, Some(provider)) => match dir.partners.get(provider) {
+            Some(pp) if pp.program == Program::IndirectProvider => {}
+            Some(_) => return Err(Rejection::invalid("provider_id", "must be an indirect provider")),
+            None => return Err(Rejection::invalid("provider_id", "no such partner")),
+        },
         (Program::DirectBill | Program::IndirectProvider | Program::Advisor, Some(_)) => {
             return Err(Rejection::invalid("provider_id", "only an indirect reseller names a provider"));
         }
@@ -467,27 +492,45 @@ fn roles_ok(roles: &[RoleId]) -> Result<(), Rejection> {
 }
 
 /// R28: a valid relationship.
-pub(crate) fn upsert_relationship(dir: &Directory, principal: &Principal, r: &Relationship) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn upsert_relationship(
+    dir: &Directory,
+    principal: &Principal,
+    r: &Relationship,
+) -> Result<Vec<Event>, Rejection> {
     own_partner(principal, &r.partner_id, false)?;
     ids_ok!("relationship_id" => r.relationship_id, "partner_id" => r.partner_id, "customer_id" => r.customer_id);
     roles_ok(&r.roles)?;
     let partner = dir.partners.get(&r.partner_id).ok_or_else(|| Rejection::invalid("partner_id", "no such partner"))?;
-    let customer = dir.customers.get(&r.customer_id).ok_or_else(|| Rejection::invalid("customer_id", "no such customer"))?;
+    let customer =
+        dir.customers.get(&r.customer_id).ok_or_else(|| Rejection::invalid("customer_id", "no such customer"))?;
     if partner.cloud != customer.cloud {
-        return Err(Rejection::new(Code::CloudMismatch, 14, format!("partner is in {} but customer is in {}", partner.cloud, customer.cloud)));
+        return Err(Rejection::new(
+            Code::CloudMismatch,
+            14,
+            format!("partner is in {} but customer is in {}", partner.cloud, customer.cloud),
+        ));
     }
     let invalid = |why: String| Rejection::new(Code::InvalidRelationship, 28, why);
     match parse_iso_duration_days(&r.duration) {
         Some(d) if (1..=730).contains(&d) => {}
-        Some(_) | None => return Err(invalid(format!("duration {:?} must be between P1D and P2Y", r.duration)).with("field", "duration")),
+        Some(_) | None => {
+            return Err(
+                invalid(format!("duration {:?} must be between P1D and P2Y", r.duration)).with("field", "duration")
+            )
+        }
     }
     match parse_iso_duration_days(&r.auto_extend) {
         Some(0) => {}
         Some(180) if r.roles.iter().any(|x| x.as_str() == GLOBAL_ADMINISTRATOR) => {
-            return Err(invalid("auto-extend is not allowed with Global Administrator".into()).with("field", "auto_extend"));
+            return Err(
+                invalid("auto-extend is not allowed with Global Administrator".into()).with("field", "auto_extend")
+            );
         }
         Some(180) => {}
-        Some(_) | None => return Err(invalid(format!("auto_extend {:?} must be PT0S, P0D or P180D", r.auto_extend)).with("field", "auto_extend")),
+        Some(_) | None => {
+            return Err(invalid(format!("auto_extend {:?} must be PT0S, P0D or P180D", r.auto_extend))
+                .with("field", "auto_extend"))
+        }
     }
     if r.status == RelationshipStatus::Active && r.activated_at.is_none() {
         return Err(invalid("an active relationship needs activated_at".into()).with("field", "activated_at"));
@@ -497,12 +540,20 @@ pub(crate) fn upsert_relationship(dir: &Directory, principal: &Principal, r: &Re
             return Err(invalid("a relationship's partner and customer never change".into()));
         }
     }
-    let r = Relationship { duration: r.duration.trim().to_ascii_uppercase(), auto_extend: r.auto_extend.trim().to_ascii_uppercase(), ..r.clone() };
+    let r = Relationship {
+        duration: r.duration.trim().to_ascii_uppercase(),
+        auto_extend: r.auto_extend.trim().to_ascii_uppercase(),
+        ..r.clone()
+    };
     Ok(upsert(dir.relationships.get(&r.relationship_id), &r, || Event::RelationshipUpserted(r.clone())))
 }
 
 /// R28: an assignment's roles are a subset of its relationship's.
-pub(crate) fn upsert_assignment(dir: &Directory, principal: &Principal, a: &Assignment) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn upsert_assignment(
+    dir: &Directory,
+    principal: &Principal,
+    a: &Assignment,
+) -> Result<Vec<Event>, Rejection> {
     ids_ok!("assignment_id" => a.assignment_id, "relationship_id" => a.relationship_id, "group_id" => a.group_id);
     let rel = match dir.relationships.get(&a.relationship_id) {
         Some(rel) => rel,
@@ -510,9 +561,19 @@ pub(crate) fn upsert_assignment(dir: &Directory, principal: &Principal, a: &Assi
             // Who may write it cannot be known without the relationship; refuse
             // strangers first so that nobody learns which relationships exist.
             match principal {
-                Principal::PartnerSync { .. } => return Err(Rejection::invalid("relationship_id", "no such relationship")),
-                Principal::Vendor | Principal::PartnerAgent { .. } | Principal::Customer { .. } | Principal::Auditor | Principal::Admin => {
-                    return Err(Rejection::new(Code::Forbidden, 25, "only the partner's directory producer may write this fact"))
+                Principal::PartnerSync { .. } => {
+                    return Err(Rejection::invalid("relationship_id", "no such relationship"))
+                }
+                Principal::Vendor
+                | Principal::PartnerAgent { .. }
+                | Principal::Customer { .. }
+                | Principal::Auditor
+                | Principal::Admin => {
+                    return Err(Rejection::new(
+                        Code::Forbidden,
+                        25,
+                        "only the partner's directory producer may write this fact",
+                    ))
                 }
             }
         }
@@ -520,8 +581,16 @@ pub(crate) fn upsert_assignment(dir: &Directory, principal: &Principal, a: &Assi
     own_partner(principal, &rel.partner_id, false)?;
     roles_ok(&a.roles)?;
     if let Some(extra) = a.roles.iter().find(|r| !rel.roles.contains(r)) {
-        return Err(Rejection::new(Code::RoleNotInRelationship, 28, format!("role {extra} ({}) is not granted by relationship {}", crate::roles::role_name(extra), rel.relationship_id))
-            .with("role_id", extra.as_str()));
+        return Err(Rejection::new(
+            Code::RoleNotInRelationship,
+            28,
+            format!(
+                "role {extra} ({}) is not granted by relationship {}",
+                crate::roles::role_name(extra),
+                rel.relationship_id
+            ),
+        )
+        .with("role_id", extra.as_str()));
     }
     if let Some(owner) = dir.groups.get(&a.group_id).and_then(|g| g.partner_id.as_ref()) {
         if owner != &rel.partner_id {
@@ -536,7 +605,11 @@ pub(crate) fn upsert_assignment(dir: &Directory, principal: &Principal, a: &Assi
     Ok(upsert(dir.assignments.get(&a.assignment_id), a, || Event::AssignmentUpserted(a.clone())))
 }
 
-pub(crate) fn register_subscription(dir: &Directory, principal: &Principal, s: &Subscription) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn register_subscription(
+    dir: &Directory,
+    principal: &Principal,
+    s: &Subscription,
+) -> Result<Vec<Event>, Rejection> {
     vendor_only(principal)?;
     ids_ok!("subscription_id" => s.subscription_id, "customer_id" => s.customer_id, "provider_id" => s.provider_id);
     if !dir.customers.contains_key(&s.customer_id) {

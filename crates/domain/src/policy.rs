@@ -30,22 +30,32 @@ pub struct TicketScope<'a> {
 pub fn r2_partner_agent(principal: &Principal) -> Result<(&PartnerId, &UserId), Rejection> {
     match principal {
         Principal::PartnerAgent { partner_id, user_id } => Ok((partner_id, user_id)),
-        Principal::PartnerSync { .. } | Principal::Customer { .. } | Principal::Vendor | Principal::Auditor | Principal::Admin => {
+        Principal::PartnerSync { .. }
+        | Principal::Customer { .. }
+        | Principal::Vendor
+        | Principal::Auditor
+        | Principal::Admin => {
             Err(Rejection::new(Code::Forbidden, 2, "only a partner agent may act on tickets for customers"))
         }
     }
 }
 
 fn registered_partner<'d>(dir: &'d Directory, partner: &PartnerId) -> Result<&'d Partner, Rejection> {
-    dir.partners.get(partner).ok_or_else(|| Rejection::new(Code::Forbidden, 2, format!("partner {partner} is not registered")))
+    dir.partners
+        .get(partner)
+        .ok_or_else(|| Rejection::new(Code::Forbidden, 2, format!("partner {partner} is not registered")))
 }
 
 /// R3: the user holds the partner's Admin agent role.
 pub fn r3_admin_agent(dir: &Directory, partner: &PartnerId, user: &UserId) -> Result<(), Rejection> {
     match dir.users.get(user) {
         Some(u) if &u.partner_id == partner && u.admin_agent => Ok(()),
-        Some(u) if &u.partner_id == partner => Err(Rejection::new(Code::NotAdminAgent, 3, format!("user {user} does not hold the Admin agent role"))),
-        Some(_) | None => Err(Rejection::new(Code::NotAdminAgent, 3, format!("user {user} is not a known user of partner {partner}"))),
+        Some(u) if &u.partner_id == partner => {
+            Err(Rejection::new(Code::NotAdminAgent, 3, format!("user {user} does not hold the Admin agent role")))
+        }
+        Some(_) | None => {
+            Err(Rejection::new(Code::NotAdminAgent, 3, format!("user {user} is not a known user of partner {partner}")))
+        }
     }
 }
 
@@ -54,9 +64,13 @@ pub fn r14_one_cloud(partner: &Partner, customer: &Customer) -> Result<(), Rejec
     if partner.cloud == customer.cloud {
         Ok(())
     } else {
-        Err(Rejection::new(Code::CloudMismatch, 14, format!("partner is in the {} cloud, customer in {}", partner.cloud, customer.cloud))
-            .with("partner_cloud", partner.cloud.as_str())
-            .with("customer_cloud", customer.cloud.as_str()))
+        Err(Rejection::new(
+            Code::CloudMismatch,
+            14,
+            format!("partner is in the {} cloud, customer in {}", partner.cloud, customer.cloud),
+        )
+        .with("partner_cloud", partner.cloud.as_str())
+        .with("customer_cloud", customer.cloud.as_str()))
     }
 }
 
@@ -65,15 +79,27 @@ pub fn r5_is_live(rel: &Relationship, now: Timestamp) -> Result<(), Rejection> {
     match rel.status {
         RelationshipStatus::Active => match rel.end_at(now) {
             Some(end) if now < end => Ok(()),
-            Some(end) => Err(Rejection::new(Code::RelationshipExpired, 5, format!("relationship {} ended at {end}", rel.relationship_id))
-                .with("relationship_id", rel.relationship_id.as_str())
-                .with("ended_at", end.to_string())),
-            None => Err(Rejection::new(Code::RelationshipInactive, 5, format!("relationship {} has no activation time", rel.relationship_id))
-                .with("status", rel.status.as_str())),
-        },
-        RelationshipStatus::Expired => Err(Rejection::new(Code::RelationshipExpired, 5, format!("relationship {} has expired", rel.relationship_id))
+            Some(end) => Err(Rejection::new(
+                Code::RelationshipExpired,
+                5,
+                format!("relationship {} ended at {end}", rel.relationship_id),
+            )
             .with("relationship_id", rel.relationship_id.as_str())
+            .with("ended_at", end.to_string())),
+            None => Err(Rejection::new(
+                Code::RelationshipInactive,
+                5,
+                format!("relationship {} has no activation time", rel.relationship_id),
+            )
             .with("status", rel.status.as_str())),
+        },
+        RelationshipStatus::Expired => Err(Rejection::new(
+            Code::RelationshipExpired,
+            5,
+            format!("relationship {} has expired", rel.relationship_id),
+        )
+        .with("relationship_id", rel.relationship_id.as_str())
+        .with("status", rel.status.as_str())),
         RelationshipStatus::Created
         | RelationshipStatus::ApprovalPending
         | RelationshipStatus::Approved
@@ -81,14 +107,23 @@ pub fn r5_is_live(rel: &Relationship, now: Timestamp) -> Result<(), Rejection> {
         | RelationshipStatus::Expiring
         | RelationshipStatus::TerminationRequested
         | RelationshipStatus::Terminating
-        | RelationshipStatus::Terminated => Err(Rejection::new(Code::RelationshipInactive, 5, format!("relationship {} is {}", rel.relationship_id, rel.status))
-            .with("relationship_id", rel.relationship_id.as_str())
-            .with("status", rel.status.as_str())),
+        | RelationshipStatus::Terminated => Err(Rejection::new(
+            Code::RelationshipInactive,
+            5,
+            format!("relationship {} is {}", rel.relationship_id, rel.status),
+        )
+        .with("relationship_id", rel.relationship_id.as_str())
+        .with("status", rel.status.as_str())),
     }
 }
 
 /// R4 and R5: the partner's live relationships with the customer.
-pub fn r4_r5_live_relationships<'d>(dir: &'d Directory, partner: &PartnerId, customer: &CustomerId, now: Timestamp) -> Result<Vec<&'d Relationship>, Rejection> {
+pub fn r4_r5_live_relationships<'d>(
+    dir: &'d Directory,
+    partner: &PartnerId,
+    customer: &CustomerId,
+    now: Timestamp,
+) -> Result<Vec<&'d Relationship>, Rejection> {
     let mut first_refusal = None;
     let mut live = Vec::new();
     for rel in dir.relationships_between(partner, customer) {
@@ -102,12 +137,20 @@ pub fn r4_r5_live_relationships<'d>(dir: &'d Directory, partner: &PartnerId, cus
     match (live.is_empty(), first_refusal) {
         (false, _) => Ok(live),
         (true, Some(refusal)) => Err(refusal),
-        (true, None) => Err(Rejection::new(Code::NoRelationship, 4, format!("partner {partner} has no GDAP relationship with customer {customer}"))),
+        (true, None) => Err(Rejection::new(
+            Code::NoRelationship,
+            4,
+            format!("partner {partner} has no GDAP relationship with customer {customer}"),
+        )),
     }
 }
 
 /// R6: the active assignments on live relationships whose group holds the user.
-pub fn r6_reaching_assignments<'d>(dir: &'d Directory, live: &[&'d Relationship], user: &UserId) -> Result<Vec<(&'d Relationship, &'d Assignment)>, Rejection> {
+pub fn r6_reaching_assignments<'d>(
+    dir: &'d Directory,
+    live: &[&'d Relationship],
+    user: &UserId,
+) -> Result<Vec<(&'d Relationship, &'d Assignment)>, Rejection> {
     let groups: Vec<&GroupId> = dir.groups_of(user).collect();
     let reaching: Vec<_> = live
         .iter()
@@ -127,7 +170,13 @@ fn granted_roles<'a>(rel: &'a Relationship, a: &'a Assignment) -> impl Iterator<
 }
 
 /// R7 and R22: a reaching assignment with a role that carries `permission`.
-pub fn r7_permission(reaching: &[(&Relationship, &Assignment)], permission: Permission, rule: u8, user: &UserId, position: u64) -> Result<Evidence, Rejection> {
+pub fn r7_permission(
+    reaching: &[(&Relationship, &Assignment)],
+    permission: Permission,
+    rule: u8,
+    user: &UserId,
+    position: u64,
+) -> Result<Evidence, Rejection> {
     reaching
         .iter()
         .find_map(|(rel, a)| {
@@ -146,16 +195,27 @@ pub fn r7_permission(reaching: &[(&Relationship, &Assignment)], permission: Perm
             })
         })
         .ok_or_else(|| {
-            Rejection::new(Code::MissingPermission, rule, format!("no assigned role carries the {} permission", permission.as_str()))
-                .with("permission", permission.as_str())
+            Rejection::new(
+                Code::MissingPermission,
+                rule,
+                format!("no assigned role carries the {} permission", permission.as_str()),
+            )
+            .with("permission", permission.as_str())
         })
 }
 
 /// R8 (subscription part) and R9: the subscription is the customer's Azure one, and
 /// this partner is its provider and may file for it.
-pub fn r8_r9_azure_subscription(dir: &Directory, partner: &Partner, customer: &CustomerId, sub: Option<&SubscriptionId>) -> Result<SubscriptionId, Rejection> {
+pub fn r8_r9_azure_subscription(
+    dir: &Directory,
+    partner: &Partner,
+    customer: &CustomerId,
+    sub: Option<&SubscriptionId>,
+) -> Result<SubscriptionId, Rejection> {
     let invalid = |why: String| Rejection::new(Code::SubscriptionInvalid, 8, why);
-    let sub_id = sub.ok_or_else(|| invalid("an Azure ticket names the customer's subscription".into()).with("field", "subscription_id"))?;
+    let sub_id = sub.ok_or_else(|| {
+        invalid("an Azure ticket names the customer's subscription".into()).with("field", "subscription_id")
+    })?;
     let sub = dir.subscriptions.get(sub_id).ok_or_else(|| invalid(format!("subscription {sub_id} does not exist")))?;
     if &sub.customer_id != customer {
         return Err(invalid(format!("subscription {sub_id} does not belong to customer {customer}")));
@@ -166,13 +226,21 @@ pub fn r8_r9_azure_subscription(dir: &Directory, partner: &Partner, customer: &C
     match partner.program {
         Program::DirectBill | Program::IndirectProvider => {}
         Program::IndirectReseller | Program::Advisor => {
-            return Err(Rejection::new(Code::ResellerCannotFile, 9, format!("an {} cannot file Azure tickets; the subscription's provider files them", partner.program))
-                .with("program", partner.program.as_str())
-                .with("provider_id", sub.provider_id.as_str()));
+            return Err(Rejection::new(
+                Code::ResellerCannotFile,
+                9,
+                format!("an {} cannot file Azure tickets; the subscription's provider files them", partner.program),
+            )
+            .with("program", partner.program.as_str())
+            .with("provider_id", sub.provider_id.as_str()));
         }
     }
     if sub.provider_id != partner.partner_id {
-        return Err(Rejection::new(Code::NotSubscriptionProvider, 9, format!("subscription {sub_id} is provided by another partner")));
+        return Err(Rejection::new(
+            Code::NotSubscriptionProvider,
+            9,
+            format!("subscription {sub_id} is provided by another partner"),
+        ));
     }
     Ok(sub_id.clone())
 }
@@ -182,22 +250,38 @@ pub fn r8_r9_azure_subscription(dir: &Directory, partner: &Partner, customer: &C
 pub fn r8_rbac(dir: &Directory, sub: &SubscriptionId, user: &UserId) -> Result<(RbacAssignmentId, RoleId), Rejection> {
     let groups: Vec<&GroupId> = dir.groups_of(user).collect();
     dir.rbac_on(sub)
-        .find(|r| (r.principal_id == *user || groups.iter().any(|g| g.as_str() == r.principal_id.as_str())) && azure_role_may_open_support(&r.role_id))
+        .find(|r| {
+            (r.principal_id == *user || groups.iter().any(|g| g.as_str() == r.principal_id.as_str()))
+                && azure_role_may_open_support(&r.role_id)
+        })
         .map(|r| (r.assignment_id.clone(), r.role_id.clone()))
-        .ok_or_else(|| Rejection::new(Code::RbacMissing, 8, format!("user {user} holds no Owner, Contributor or Support Request Contributor role on subscription {sub}")))
+        .ok_or_else(|| {
+            Rejection::new(
+                Code::RbacMissing,
+                8,
+                format!(
+                    "user {user} holds no Owner, Contributor or Support Request Contributor role on subscription {sub}"
+                ),
+            )
+        })
 }
 
 /// R10: a customer's Azure ticket names the CSP support plan.
 pub fn r10_csp_support_plan(plan: Option<&str>) -> Result<(), Rejection> {
     match plan {
         Some(p) if p.trim().eq_ignore_ascii_case(CSP_SUPPORT_PLAN) => Ok(()),
-        Some(_) | None => Err(Rejection::new(Code::SupportPlanMustBeCsp, 10, format!("a customer's Azure ticket names the support plan {CSP_SUPPORT_PLAN}"))),
+        Some(_) | None => Err(Rejection::new(
+            Code::SupportPlanMustBeCsp,
+            10,
+            format!("a customer's Azure ticket names the support plan {CSP_SUPPORT_PLAN}"),
+        )),
     }
 }
 
 /// R11: the contact is the partner's (one of its domains), not the customer's.
 pub fn r11_partner_contact(partner: &Partner, customer: Option<&Customer>, email: &str) -> Result<(), Rejection> {
-    let refuse = |why: &str| Rejection::new(Code::ContactMustBePartner, 11, why.to_owned()).with("field", "contact.email");
+    let refuse =
+        |why: &str| Rejection::new(Code::ContactMustBePartner, 11, why.to_owned()).with("field", "contact.email");
     let domain = email_domain(email).ok_or_else(|| refuse("the contact e-mail is not an e-mail address"))?;
     if customer.is_some_and(|c| c.domains.contains(&domain)) {
         return Err(refuse("the contact must be the partner's, not the customer's"));
@@ -209,20 +293,43 @@ pub fn r11_partner_contact(partner: &Partner, customer: Option<&Customer>, email
 }
 
 /// R13: on its own tenant a partner files under a registered, unexpired plan of its own.
-pub fn r13_own_support_plan(dir: &Directory, partner: &PartnerId, plan: Option<&str>, now: Timestamp) -> Result<PlanId, Rejection> {
-    let plan = plan.ok_or_else(|| Rejection::new(Code::OwnTenantNeedsSupportPlan, 13, "on its own tenant a partner files under its own support plan, not CSP support"))?;
+pub fn r13_own_support_plan(
+    dir: &Directory,
+    partner: &PartnerId,
+    plan: Option<&str>,
+    now: Timestamp,
+) -> Result<PlanId, Rejection> {
+    let plan = plan.ok_or_else(|| {
+        Rejection::new(
+            Code::OwnTenantNeedsSupportPlan,
+            13,
+            "on its own tenant a partner files under its own support plan, not CSP support",
+        )
+    })?;
     let id = PlanId::new(plan.trim());
     match dir.plans.get(&id) {
         Some(p) if &p.partner_id == partner && now < p.valid_until => Ok(id),
-        Some(p) if &p.partner_id == partner => Err(Rejection::new(Code::SupportPlanInvalid, 13, format!("support plan {id} expired at {}", p.valid_until))),
-        Some(_) | None => Err(Rejection::new(Code::SupportPlanInvalid, 13, format!("support plan {id} is not a registered plan of partner {partner}"))),
+        Some(p) if &p.partner_id == partner => {
+            Err(Rejection::new(Code::SupportPlanInvalid, 13, format!("support plan {id} expired at {}", p.valid_until)))
+        }
+        Some(_) | None => Err(Rejection::new(
+            Code::SupportPlanInvalid,
+            13,
+            format!("support plan {id} is not a registered plan of partner {partner}"),
+        )),
     }
 }
 
 /// R2–R11, R13, R14 for a ticket action at `now`: the evidence of the grant that
 /// allows it (R29), or the rule that refuses it. R18 calls this again for every
 /// command on an existing ticket.
-pub fn authorize_ticket(dir: &Directory, principal: &Principal, scope: &TicketScope<'_>, now: Timestamp, position: u64) -> Result<Evidence, Rejection> {
+pub fn authorize_ticket(
+    dir: &Directory,
+    principal: &Principal,
+    scope: &TicketScope<'_>,
+    now: Timestamp,
+    position: u64,
+) -> Result<Evidence, Rejection> {
     let (partner_id, user_id) = r2_partner_agent(principal)?;
     let partner = registered_partner(dir, partner_id)?;
     r3_admin_agent(dir, partner_id, user_id)?;
@@ -231,9 +338,19 @@ pub fn authorize_ticket(dir: &Directory, principal: &Principal, scope: &TicketSc
         // R13: the partner's own tenant. GDAP is not needed; its own plan is.
         let plan_id = r13_own_support_plan(dir, partner_id, scope.support_plan, now)?;
         r11_partner_contact(partner, None, scope.contact_email)?;
-        return Ok(Evidence { directory_position: position, user_id: user_id.clone(), grant: Grant::OwnTenant { plan_id } });
+        return Ok(Evidence {
+            directory_position: position,
+            user_id: user_id.clone(),
+            grant: Grant::OwnTenant { plan_id },
+        });
     }
-    let customer = customer.ok_or_else(|| Rejection::new(Code::NoRelationship, 4, format!("partner {partner_id} has no GDAP relationship with customer {}", scope.customer_id)))?;
+    let customer = customer.ok_or_else(|| {
+        Rejection::new(
+            Code::NoRelationship,
+            4,
+            format!("partner {partner_id} has no GDAP relationship with customer {}", scope.customer_id),
+        )
+    })?;
     r14_one_cloud(partner, customer)?;
     let live = r4_r5_live_relationships(dir, partner_id, scope.customer_id, now)?;
     let reaching = r6_reaching_assignments(dir, &live, user_id)?;
@@ -262,7 +379,9 @@ pub fn authorize_ticket(dir: &Directory, principal: &Principal, scope: &TicketSc
                 },
             }
         }
-        Workload::Office365 | Workload::Ems | Workload::DynamicsCrmOnline => r7_permission(&reaching, Permission::SupportTickets, 7, user_id, position)?,
+        Workload::Office365 | Workload::Ems | Workload::DynamicsCrmOnline => {
+            r7_permission(&reaching, Permission::SupportTickets, 7, user_id, position)?
+        }
     };
     r11_partner_contact(partner, Some(customer), scope.contact_email)?;
     Ok(evidence)
@@ -271,7 +390,13 @@ pub fn authorize_ticket(dir: &Directory, principal: &Principal, scope: &TicketSc
 /// R22: a partner user reads a customer's service health through a live relationship
 /// whose active assignment carries `serviceHealth` for that user. Customers read their
 /// own; the vendor side and auditors read all.
-pub fn authorize_service_health(dir: &Directory, principal: &Principal, customer: &CustomerId, now: Timestamp, position: u64) -> Result<Option<Evidence>, Rejection> {
+pub fn authorize_service_health(
+    dir: &Directory,
+    principal: &Principal,
+    customer: &CustomerId,
+    now: Timestamp,
+    position: u64,
+) -> Result<Option<Evidence>, Rejection> {
     match principal {
         Principal::PartnerAgent { partner_id, user_id } => {
             registered_partner(dir, partner_id)?;
@@ -288,11 +413,18 @@ pub fn authorize_service_health(dir: &Directory, principal: &Principal, customer
 }
 
 /// R24: whether a principal may see a ticket filed by `partner` for `customer`.
-pub fn r24_can_see_ticket(dir: &Directory, principal: &Principal, partner: &PartnerId, customer: &CustomerId, now: Timestamp) -> bool {
+pub fn r24_can_see_ticket(
+    dir: &Directory,
+    principal: &Principal,
+    partner: &PartnerId,
+    customer: &CustomerId,
+    now: Timestamp,
+) -> bool {
     match principal {
         Principal::PartnerAgent { partner_id, .. } => {
             partner_id == partner
-                && (partner_id.as_str() == customer.as_str() || r4_r5_live_relationships(dir, partner_id, customer, now).is_ok())
+                && (partner_id.as_str() == customer.as_str()
+                    || r4_r5_live_relationships(dir, partner_id, customer, now).is_ok())
         }
         Principal::Customer { customer_id, .. } => customer_id == customer,
         Principal::Vendor | Principal::Auditor => true,
@@ -312,29 +444,71 @@ pub struct WorkloadAccess {
 /// subscription of the customer), judged by the same [`authorize_ticket`] the command
 /// service uses. The contact and plan checks (R10, R11) concern a ticket's content,
 /// not access, so they are assumed satisfied.
-pub fn explain_access(dir: &Directory, partner: &PartnerId, user: &UserId, customer: &CustomerId, now: Timestamp, position: u64) -> Vec<WorkloadAccess> {
+pub fn explain_access(
+    dir: &Directory,
+    partner: &PartnerId,
+    user: &UserId,
+    customer: &CustomerId,
+    now: Timestamp,
+    position: u64,
+) -> Vec<WorkloadAccess> {
     let principal = Principal::PartnerAgent { partner_id: partner.clone(), user_id: user.clone() };
-    let email = dir
-        .partners
-        .get(partner)
-        .and_then(|p| p.domains.first())
-        .map(|d| format!("contact@{d}"))
-        .unwrap_or_default();
-    let own_plan = dir.plans.values().find(|p| &p.partner_id == partner && now < p.valid_until).map(|p| p.plan_id.as_str().to_owned());
+    let email =
+        dir.partners.get(partner).and_then(|p| p.domains.first()).map(|d| format!("contact@{d}")).unwrap_or_default();
+    let own_plan = dir
+        .plans
+        .values()
+        .find(|p| &p.partner_id == partner && now < p.valid_until)
+        .map(|p| p.plan_id.as_str().to_owned());
     let mut out = Vec::new();
     for w in [Workload::Office365, Workload::Ems, Workload::DynamicsCrmOnline] {
-        let scope = TicketScope { customer_id: customer, workload: w, subscription_id: None, support_plan: own_plan.as_deref(), contact_email: &email };
-        out.push(WorkloadAccess { workload: w, subscription_id: None, outcome: authorize_ticket(dir, &principal, &scope, now, position) });
+        let scope = TicketScope {
+            customer_id: customer,
+            workload: w,
+            subscription_id: None,
+            support_plan: own_plan.as_deref(),
+            contact_email: &email,
+        };
+        out.push(WorkloadAccess {
+            workload: w,
+            subscription_id: None,
+            outcome: authorize_ticket(dir, &principal, &scope, now, position),
+        });
     }
-    let subs: Vec<&SubscriptionId> = dir.subscriptions.values().filter(|s| &s.customer_id == customer && s.workload == Workload::Azure).map(|s| &s.subscription_id).collect();
+    let subs: Vec<&SubscriptionId> = dir
+        .subscriptions
+        .values()
+        .filter(|s| &s.customer_id == customer && s.workload == Workload::Azure)
+        .map(|s| &s.subscription_id)
+        .collect();
     let plan = if partner.as_str() == customer.as_str() { own_plan.clone() } else { Some(CSP_SUPPORT_PLAN.to_owned()) };
     if subs.is_empty() {
-        let scope = TicketScope { customer_id: customer, workload: Workload::Azure, subscription_id: None, support_plan: plan.as_deref(), contact_email: &email };
-        out.push(WorkloadAccess { workload: Workload::Azure, subscription_id: None, outcome: authorize_ticket(dir, &principal, &scope, now, position) });
+        let scope = TicketScope {
+            customer_id: customer,
+            workload: Workload::Azure,
+            subscription_id: None,
+            support_plan: plan.as_deref(),
+            contact_email: &email,
+        };
+        out.push(WorkloadAccess {
+            workload: Workload::Azure,
+            subscription_id: None,
+            outcome: authorize_ticket(dir, &principal, &scope, now, position),
+        });
     }
     for sub in subs {
-        let scope = TicketScope { customer_id: customer, workload: Workload::Azure, subscription_id: Some(sub), support_plan: plan.as_deref(), contact_email: &email };
-        out.push(WorkloadAccess { workload: Workload::Azure, subscription_id: Some(sub.clone()), outcome: authorize_ticket(dir, &principal, &scope, now, position) });
+        let scope = TicketScope {
+            customer_id: customer,
+            workload: Workload::Azure,
+            subscription_id: Some(sub),
+            support_plan: plan.as_deref(),
+            contact_email: &email,
+        };
+        out.push(WorkloadAccess {
+            workload: Workload::Azure,
+            subscription_id: Some(sub.clone()),
+            outcome: authorize_ticket(dir, &principal, &scope, now, position),
+        });
     }
     out
 }

@@ -21,17 +21,37 @@ pub struct AzureRole {
 pub const GLOBAL_ADMINISTRATOR: &str = "62e90394-69f5-4237-9190-012177145e10";
 
 pub const ENTRA_ROLES: &[EntraRole] = &[
-    EntraRole { id: GLOBAL_ADMINISTRATOR, name: "Global Administrator", permissions: &[Permission::SupportTickets, Permission::ServiceHealth] },
-    EntraRole { id: "f023fd81-a637-4b56-95fd-791ac0226033", name: "Service Support Administrator", permissions: &[Permission::SupportTickets, Permission::ServiceHealth] },
-    EntraRole { id: "729827e3-9c14-49f7-bb1b-9608f156bbb8", name: "Helpdesk Administrator", permissions: &[Permission::SupportTickets, Permission::ServiceHealth] },
-    EntraRole { id: "f2ef992c-3afb-46b9-b7cf-a126ee74c451", name: "Global Reader", permissions: &[Permission::ServiceHealth] },
+    EntraRole {
+        id: GLOBAL_ADMINISTRATOR,
+        name: "Global Administrator",
+        permissions: &[Permission::SupportTickets, Permission::ServiceHealth],
+    },
+    EntraRole {
+        id: "f023fd81-a637-4b56-95fd-791ac0226033",
+        name: "Service Support Administrator",
+        permissions: &[Permission::SupportTickets, Permission::ServiceHealth],
+    },
+    EntraRole {
+        id: "729827e3-9c14-49f7-bb1b-9608f156bbb8",
+        name: "Helpdesk Administrator",
+        permissions: &[Permission::SupportTickets, Permission::ServiceHealth],
+    },
+    EntraRole {
+        id: "f2ef992c-3afb-46b9-b7cf-a126ee74c451",
+        name: "Global Reader",
+        permissions: &[Permission::ServiceHealth],
+    },
     EntraRole { id: "88d8e3e3-8f55-4a1e-953a-9b9898b8876b", name: "Directory Readers", permissions: &[] },
 ];
 
 pub const AZURE_ROLES: &[AzureRole] = &[
     AzureRole { id: "8e3af657-a8ff-443c-a75c-2fe8c4bcb635", name: "Owner", may_open_support_requests: true },
     AzureRole { id: "b24988ac-6180-42a0-ab88-20f7382dd24c", name: "Contributor", may_open_support_requests: true },
-    AzureRole { id: "cfd33db0-3dd1-45e3-aa9d-cdbdf3b6f24e", name: "Support Request Contributor", may_open_support_requests: true },
+    AzureRole {
+        id: "cfd33db0-3dd1-45e3-aa9d-cdbdf3b6f24e",
+        name: "Support Request Contributor",
+        may_open_support_requests: true,
+    },
     AzureRole { id: "acdd72a7-3385-48ef-bd42-f606fba81ae7", name: "Reader", may_open_support_requests: false },
 ];
 

@@ -15,11 +15,21 @@ pub fn selling_partner(sub: &Subscription) -> &PartnerId {
     sub.reseller_id.as_ref().unwrap_or(&sub.provider_id)
 }
 
-pub(crate) fn decide_support_request(dir: &Directory, req: &SupportRequest, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_support_request(
+    dir: &Directory,
+    req: &SupportRequest,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
     let user_id = match &ctx.principal {
         Principal::Customer { customer_id, user_id } if customer_id == &req.customer_id => user_id.clone(),
-        Principal::Customer { .. } => return Err(Rejection::new(Code::Forbidden, 23, "a customer asks for help for its own tenant only")),
-        Principal::PartnerAgent { .. } | Principal::PartnerSync { .. } | Principal::Vendor | Principal::Auditor | Principal::Admin => {
+        Principal::Customer { .. } => {
+            return Err(Rejection::new(Code::Forbidden, 23, "a customer asks for help for its own tenant only"))
+        }
+        Principal::PartnerAgent { .. }
+        | Principal::PartnerSync { .. }
+        | Principal::Vendor
+        | Principal::Auditor
+        | Principal::Admin => {
             return Err(Rejection::new(Code::Forbidden, 23, "only a customer user sends support requests"))
         }
     };
@@ -37,7 +47,13 @@ pub(crate) fn decide_support_request(dir: &Directory, req: &SupportRequest, ctx:
     let sub = match &req.subscription_id {
         Some(id) => match dir.subscriptions.get(id) {
             Some(s) if s.customer_id == req.customer_id => Some(s),
-            Some(_) | None => return Err(Rejection::new(Code::SubscriptionInvalid, 23, format!("subscription {id} is not one of this customer's"))),
+            Some(_) | None => {
+                return Err(Rejection::new(
+                    Code::SubscriptionInvalid,
+                    23,
+                    format!("subscription {id} is not one of this customer's"),
+                ))
+            }
         },
         None => None,
     };
@@ -55,10 +71,12 @@ pub(crate) fn decide_support_request(dir: &Directory, req: &SupportRequest, ctx:
         at: ctx.now,
     };
     if let Some(pid) = &product_id {
-        let product = dir.products.get(pid).ok_or_else(|| Rejection::invalid("product_id", "no such marketplace product"))?;
+        let product =
+            dir.products.get(pid).ok_or_else(|| Rejection::invalid("product_id", "no such marketplace product"))?;
         return Ok(vec![Event::SupportRequestRouted(routed(Route::Isv, None, Some(Isv::from(product))))]);
     }
-    let sub = sub.ok_or_else(|| Rejection::invalid("subscription_id", "a support request names a subscription or a product"))?;
+    let sub = sub
+        .ok_or_else(|| Rejection::invalid("subscription_id", "a support request names a subscription or a product"))?;
     let partner = selling_partner(sub).clone();
     let route = match (sub.billing, prefer) {
         (Billing::Trial, _) => Route::Partner,

@@ -113,8 +113,15 @@ impl Ticket {
                     t.contact = c.clone();
                 }
             }
-            Event::AttachmentAdded(e) => t.attachments.push(Attachment { name: e.name.clone(), uri: e.uri.clone(), at: e.at }),
-            Event::TicketEscalated(e) => t.escalations.push(Escalation { reason: e.reason, note: e.note.clone(), incident_id: e.incident_id.clone(), at: e.at }),
+            Event::AttachmentAdded(e) => {
+                t.attachments.push(Attachment { name: e.name.clone(), uri: e.uri.clone(), at: e.at })
+            }
+            Event::TicketEscalated(e) => t.escalations.push(Escalation {
+                reason: e.reason,
+                note: e.note.clone(),
+                incident_id: e.incident_id.clone(),
+                at: e.at,
+            }),
             Event::VendorResponded(_) | Event::SlaBreached(_) => {}
             Event::AttentionRequested(_) => t.status = TicketStatus::AttentionNeeded,
             Event::AttentionCleared(_) => t.status = TicketStatus::Open,
@@ -165,7 +172,14 @@ impl Ticket {
         }
     }
 
-    fn escalation(&self, reason: EscalationReason, note: Option<String>, incident_id: Option<IssueId>, at: Timestamp, evidence: Option<Evidence>) -> Event {
+    fn escalation(
+        &self,
+        reason: EscalationReason,
+        note: Option<String>,
+        incident_id: Option<IssueId>,
+        at: Timestamp,
+        evidence: Option<Evidence>,
+    ) -> Event {
         Event::TicketEscalated(TicketEscalated {
             ticket_id: self.ticket_id.clone(),
             reason,
@@ -231,10 +245,13 @@ pub fn check_contact(c: Option<&ContactInput>) -> Result<Contact, Rejection> {
     if email_domain(&email).is_none() || email.len() > 254 {
         return Err(Rejection::invalid("contact.email", "not an e-mail address"));
     }
-    let preferred_contact = PreferredContact::parse(&c.preferred_contact).ok_or_else(|| Rejection::invalid("contact.preferred_contact", "must be email or phone"))?;
+    let preferred_contact = PreferredContact::parse(&c.preferred_contact)
+        .ok_or_else(|| Rejection::invalid("contact.preferred_contact", "must be email or phone"))?;
     let phone_no = c.phone.as_deref().map(str::trim).filter(|p| !p.is_empty());
     match (preferred_contact, phone_no) {
-        (PreferredContact::Phone, None) => return Err(Rejection::invalid("contact.phone", "is required when the preferred contact is phone")),
+        (PreferredContact::Phone, None) => {
+            return Err(Rejection::invalid("contact.phone", "is required when the preferred contact is phone"))
+        }
         (_, Some(p)) if !phone(p) => return Err(Rejection::invalid("contact.phone", "not a phone number")),
         (PreferredContact::Phone | PreferredContact::Email, _) => {}
     }
@@ -243,7 +260,12 @@ pub fn check_contact(c: Option<&ContactInput>) -> Result<Contact, Rejection> {
 
 fn severity(v: &RawValue) -> Result<Severity, Rejection> {
     Severity::parse_raw(v).ok_or_else(|| {
-        Rejection::new(Code::BadSeverity, 15, format!("severity {v} must be critical, moderate or minimal (or 1, 2, 3)")).with("field", "severity")
+        Rejection::new(
+            Code::BadSeverity,
+            15,
+            format!("severity {v} must be critical, moderate or minimal (or 1, 2, 3)"),
+        )
+        .with("field", "severity")
     })
 }
 
@@ -251,7 +273,8 @@ fn severity(v: &RawValue) -> Result<Severity, Rejection> {
 fn incident(dir: &Directory, id: Option<&IssueId>) -> Result<(), Rejection> {
     match id {
         Some(i) if !dir.issues.contains_key(i) => {
-            Err(Rejection::new(Code::IncidentNotFound, 21, format!("service health issue {i} does not exist")).with("incident_id", i.as_str()))
+            Err(Rejection::new(Code::IncidentNotFound, 21, format!("service health issue {i} does not exist"))
+                .with("incident_id", i.as_str()))
         }
         Some(_) | None => Ok(()),
     }
@@ -259,16 +282,25 @@ fn incident(dir: &Directory, id: Option<&IssueId>) -> Result<(), Rejection> {
 
 /// R12: a ticket about a marketplace product goes to the ISV.
 fn marketplace(dir: &Directory, open: &OpenTicket) -> Result<(), Rejection> {
-    let product = open
-        .product_id
-        .clone()
-        .or_else(|| open.subscription_id.as_ref().and_then(|s| dir.subscriptions.get(s)).and_then(|s| s.marketplace_product_id.clone()));
+    let product = open.product_id.clone().or_else(|| {
+        open.subscription_id
+            .as_ref()
+            .and_then(|s| dir.subscriptions.get(s))
+            .and_then(|s| s.marketplace_product_id.clone())
+    });
     let Some(pid) = product else { return Ok(()) };
-    let mut r = Rejection::new(Code::MarketplaceProduct, 12, format!("marketplace product {pid} is supported by its ISV, not through CSP")).with("product_id", pid.as_str());
+    let mut r = Rejection::new(
+        Code::MarketplaceProduct,
+        12,
+        format!("marketplace product {pid} is supported by its ISV, not through CSP"),
+    )
+    .with("product_id", pid.as_str());
     if let Some(p) = dir.products.get(&pid) {
         r.message = format!("marketplace product {pid} is supported by its ISV {}", p.isv_name);
         r = r.with("isv_name", p.isv_name.as_str());
-        for (k, v) in [("support_url", &p.support_url), ("support_email", &p.support_email), ("support_phone", &p.support_phone)] {
+        for (k, v) in
+            [("support_url", &p.support_url), ("support_email", &p.support_email), ("support_phone", &p.support_phone)]
+        {
             if let Some(v) = v {
                 r = r.with(k, v.as_str());
             }
@@ -283,7 +315,12 @@ pub(crate) fn decide_open(dir: &Directory, cmd: &OpenTicket, ctx: &Context) -> R
     ticket_id.check().map_err(|why| Rejection::invalid("ticket_id", why))?;
     cmd.customer_id.check().map_err(|why| Rejection::invalid("customer_id", why))?;
     let workload = Workload::parse(&cmd.workload).ok_or_else(|| {
-        Rejection::new(Code::UnsupportedWorkload, 1, format!("workload {:?} is not one of azure, office365, ems, dynamics_crm_online", cmd.workload)).with("field", "workload")
+        Rejection::new(
+            Code::UnsupportedWorkload,
+            1,
+            format!("workload {:?} is not one of azure, office365, ems, dynamics_crm_online", cmd.workload),
+        )
+        .with("field", "workload")
     })?;
     let title = bounded("title", &cmd.title, 200)?;
     let description = bounded("description", &cmd.description, 10_000)?;
@@ -325,7 +362,13 @@ pub(crate) fn decide_open(dir: &Directory, cmd: &OpenTicket, ctx: &Context) -> R
     if severity == Severity::Critical {
         // R21: critical tickets escalate on opening.
         let t = Ticket::fold(&events).expect("a TicketOpened event opens a ticket");
-        events.push(t.escalation(EscalationReason::CriticalOnOpen, None, cmd.incident_id.clone(), ctx.now, Some(evidence)));
+        events.push(t.escalation(
+            EscalationReason::CriticalOnOpen,
+            None,
+            cmd.incident_id.clone(),
+            ctx.now,
+            Some(evidence),
+        ));
     }
     Ok(events)
 }
@@ -339,19 +382,28 @@ enum Actor {
 
 /// R2, R18, R24 for a command on an existing ticket. `vendor_may` says whether the
 /// vendor side may send this command.
-fn actor(dir: &Directory, t: &Ticket, ctx: &Context, vendor_may: bool, contact_email: &str) -> Result<Actor, Rejection> {
+fn actor(
+    dir: &Directory,
+    t: &Ticket,
+    ctx: &Context,
+    vendor_may: bool,
+    contact_email: &str,
+) -> Result<Actor, Rejection> {
     match &ctx.principal {
         Principal::PartnerAgent { partner_id, .. } => {
             if partner_id != &t.partner_id {
                 // R24: another partner's ticket is not there for this caller.
                 return Err(not_found(&t.ticket_id));
             }
-            authorize_ticket(dir, &ctx.principal, &t.scope(contact_email), ctx.now, ctx.directory_position).map(Actor::Partner)
+            authorize_ticket(dir, &ctx.principal, &t.scope(contact_email), ctx.now, ctx.directory_position)
+                .map(Actor::Partner)
         }
         Principal::Vendor if vendor_may => Ok(Actor::Vendor),
-        Principal::Vendor | Principal::PartnerSync { .. } | Principal::Customer { .. } | Principal::Auditor | Principal::Admin => {
-            Err(Rejection::new(Code::Forbidden, 2, "this principal may not send this command"))
-        }
+        Principal::Vendor
+        | Principal::PartnerSync { .. }
+        | Principal::Customer { .. }
+        | Principal::Auditor
+        | Principal::Admin => Err(Rejection::new(Code::Forbidden, 2, "this principal may not send this command")),
     }
 }
 
@@ -382,7 +434,13 @@ fn clear_attention(t: &Ticket, ctx: &Context, events: &mut Vec<Event>) {
 }
 
 /// Decides a command on an existing ticket (everything but `ticket.open`).
-pub(crate) fn decide_existing(dir: &Directory, ticket: Option<&Ticket>, cmd: &Command, id: &TicketId, ctx: &Context) -> Result<Vec<Event>, Rejection> {
+pub(crate) fn decide_existing(
+    dir: &Directory,
+    ticket: Option<&Ticket>,
+    cmd: &Command,
+    id: &TicketId,
+    ctx: &Context,
+) -> Result<Vec<Event>, Rejection> {
     let t = match ticket {
         Some(t) if &t.ticket_id == id => t,
         Some(_) | None => return Err(not_found(id)),
@@ -395,9 +453,13 @@ pub(crate) fn decide_existing(dir: &Directory, ticket: Option<&Ticket>, cmd: &Co
     }
     if let Some(expected) = ctx.expected_version {
         if expected != t.version {
-            return Err(Rejection::new(Code::ConcurrencyConflict, 27, format!("ticket {id} is at version {}, not {expected}", t.version))
-                .with("expected", expected)
-                .with("actual", t.version));
+            return Err(Rejection::new(
+                Code::ConcurrencyConflict,
+                27,
+                format!("ticket {id} is at version {}, not {expected}", t.version),
+            )
+            .with("expected", expected)
+            .with("actual", t.version));
         }
     }
     let at = ctx.now;
@@ -413,7 +475,8 @@ pub(crate) fn decide_existing(dir: &Directory, ticket: Option<&Ticket>, cmd: &Co
                 Actor::Vendor => None,
             };
             let by_partner = evidence.is_some();
-            let mut events = vec![Event::NoteAdded(NoteAdded { ticket_id, author: ctx.principal.clone(), text, at, evidence })];
+            let mut events =
+                vec![Event::NoteAdded(NoteAdded { ticket_id, author: ctx.principal.clone(), text, at, evidence })];
             if by_partner {
                 clear_attention(t, ctx, &mut events);
             }
@@ -453,16 +516,32 @@ pub(crate) fn decide_existing(dir: &Directory, ticket: Option<&Ticket>, cmd: &Co
             let text = bounded("text", &c.text, 10_000)?;
             match actor(dir, t, ctx, true, email)? {
                 Actor::Vendor => {}
-                Actor::Partner(_) => return Err(Rejection::new(Code::Forbidden, 2, "only the vendor side responds or asks for attention")),
+                Actor::Partner(_) => {
+                    return Err(Rejection::new(
+                        Code::Forbidden,
+                        2,
+                        "only the vendor side responds or asks for attention",
+                    ))
+                }
             }
             not_closed(t)?;
             if let Command::TicketRespond(_) = cmd {
                 return Ok(vec![Event::VendorResponded(VendorResponded { ticket_id, text, at })]);
             }
             if t.status == TicketStatus::AttentionNeeded {
-                return Err(Rejection::new(Code::InvalidTransition, 17, format!("ticket {id} already needs the partner's attention")));
+                return Err(Rejection::new(
+                    Code::InvalidTransition,
+                    17,
+                    format!("ticket {id} already needs the partner's attention"),
+                ));
             }
-            Ok(vec![Event::AttentionRequested(AttentionRequested { ticket_id, partner_id: t.partner_id.clone(), customer_id: t.customer_id.clone(), text, at })])
+            Ok(vec![Event::AttentionRequested(AttentionRequested {
+                ticket_id,
+                partner_id: t.partner_id.clone(),
+                customer_id: t.customer_id.clone(),
+                text,
+                at,
+            })])
         }
         Command::TicketClose(c) => {
             let resolution = bounded("resolution", &c.resolution, 1_000)?;
@@ -471,20 +550,32 @@ pub(crate) fn decide_existing(dir: &Directory, ticket: Option<&Ticket>, cmd: &Co
                 Actor::Vendor => None,
             };
             not_closed(t)?;
-            Ok(vec![Event::TicketClosed(TicketClosed { ticket_id, by: ctx.principal.clone(), resolution, at, evidence })])
+            Ok(vec![Event::TicketClosed(TicketClosed {
+                ticket_id,
+                by: ctx.principal.clone(),
+                resolution,
+                at,
+                evidence,
+            })])
         }
         Command::TicketReopen(c) => {
             let reason = bounded("reason", &c.reason, 1_000)?;
             let evidence = partner_only(ctx, t, dir, email)?;
             if t.status != TicketStatus::Closed {
-                return Err(Rejection::new(Code::InvalidTransition, 17, format!("ticket {id} is {}; only a closed ticket reopens", t.status)));
+                return Err(Rejection::new(
+                    Code::InvalidTransition,
+                    17,
+                    format!("ticket {id} is {}; only a closed ticket reopens", t.status),
+                ));
             }
             Ok(vec![Event::TicketReopened(TicketReopened { ticket_id, reason, at, evidence })])
         }
         Command::TicketSlaCheck(_) => {
             match actor(dir, t, ctx, true, email)? {
                 Actor::Vendor => {}
-                Actor::Partner(_) => return Err(Rejection::new(Code::Forbidden, 2, "SLA checks are the vendor side's")),
+                Actor::Partner(_) => {
+                    return Err(Rejection::new(Code::Forbidden, 2, "SLA checks are the vendor side's"))
+                }
             }
             not_closed(t)?;
             // R20: a missed target is recorded once and escalates.
@@ -512,6 +603,8 @@ pub(crate) fn decide_existing(dir: &Directory, ticket: Option<&Ticket>, cmd: &Co
         | Command::SupportPlanRegister(_)
         | Command::ServiceHealthIssueUpsert(_)
         | Command::TicketOpen(_)
-        | Command::SupportRequest(_) => Err(Rejection::without_rule(Code::RequestMalformed, "not a command on an existing ticket")),
+        | Command::SupportRequest(_) => {
+            Err(Rejection::without_rule(Code::RequestMalformed, "not a command on an existing ticket"))
+        }
     }
 }

@@ -95,11 +95,11 @@ impl Severity {
 }
 
 vocab!(/// GDAP relationship status (vendor's `delegatedAdminRelationshipStatus`).
-    RelationshipStatus {
-        Created = "created", ApprovalPending = "approval_pending", Approved = "approved",
-        Activating = "activating", Active = "active", Expiring = "expiring", Expired = "expired",
-        TerminationRequested = "termination_requested", Terminating = "terminating", Terminated = "terminated",
-    });
+RelationshipStatus {
+    Created = "created", ApprovalPending = "approval_pending", Approved = "approved",
+    Activating = "activating", Active = "active", Expiring = "expiring", Expired = "expired",
+    TerminationRequested = "termination_requested", Terminating = "terminating", Terminated = "terminated",
+});
 
 vocab!(/// GDAP access assignment status.
     AssignmentStatus { Pending = "pending", Active = "active", Deleting = "deleting", Deleted = "deleted", Error = "error" });

@@ -1,0 +1,214 @@
+//! A standard world for rule tests: a direct-bill partner, an indirect provider and
+//! its reseller, customers in both clouds, GDAP grants and Azure RBAC — all written
+//! through `decide` as the real producers would write them.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use behalf_domain::*;
+use serde_json::{json, Value};
+
+pub const T0: &str = "2026-06-01T00:00:00Z";
+pub const PARTNER: &str = "11111111-0000-4000-8000-000000000001";
+pub const PROVIDER: &str = "11111111-0000-4000-8000-000000000002";
+pub const RESELLER: &str = "11111111-0000-4000-8000-000000000003";
+pub const GOV_PARTNER: &str = "11111111-0000-4000-8000-000000000004";
+pub const CUSTOMER: &str = "22222222-0000-4000-8000-000000000001";
+pub const GOV_CUSTOMER: &str = "22222222-0000-4000-8000-000000000002";
+pub const OTHER_CUSTOMER: &str = "22222222-0000-4000-8000-000000000003";
+pub const AGENT: &str = "33333333-0000-4000-8000-000000000001";
+pub const NOT_ADMIN: &str = "33333333-0000-4000-8000-000000000002";
+pub const READER_AGENT: &str = "33333333-0000-4000-8000-000000000003";
+pub const RESELLER_AGENT: &str = "33333333-0000-4000-8000-000000000004";
+pub const PROVIDER_AGENT: &str = "33333333-0000-4000-8000-000000000005";
+pub const CUSTOMER_USER: &str = "33333333-0000-4000-8000-0000000000c1";
+pub const GROUP: &str = "44444444-0000-4000-8000-000000000001";
+pub const READER_GROUP: &str = "44444444-0000-4000-8000-000000000002";
+pub const RESELLER_GROUP: &str = "44444444-0000-4000-8000-000000000003";
+pub const PROVIDER_GROUP: &str = "44444444-0000-4000-8000-000000000004";
+pub const HELPDESK: &str = "729827e3-9c14-49f7-bb1b-9608f156bbb8";
+pub const GLOBAL_READER: &str = "f2ef992c-3afb-46b9-b7cf-a126ee74c451";
+pub const DIRECTORY_READERS: &str = "88d8e3e3-8f55-4a1e-953a-9b9898b8876b";
+pub const GLOBAL_ADMIN: &str = "62e90394-69f5-4237-9190-012177145e10";
+pub const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
+pub const READER: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+
+pub fn at(s: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(s).unwrap()
+}
+
+pub fn agent() -> Principal {
+    Principal::PartnerAgent { partner_id: PARTNER.into(), user_id: AGENT.into() }
+}
+pub fn agent_of(partner: &str, user: &str) -> Principal {
+    Principal::PartnerAgent { partner_id: partner.into(), user_id: user.into() }
+}
+pub fn sync(partner: &str) -> Principal {
+    Principal::PartnerSync { partner_id: partner.into() }
+}
+pub fn customer_user() -> Principal {
+    Principal::Customer { customer_id: CUSTOMER.into(), user_id: CUSTOMER_USER.into() }
+}
+
+pub struct World {
+    pub dir: Directory,
+    pub tickets: BTreeMap<TicketId, Vec<Event>>,
+    pub now: Timestamp,
+    pub position: u64,
+    next_id: u64,
+}
+
+impl World {
+    pub fn empty() -> Self {
+        World { dir: Directory::default(), tickets: BTreeMap::new(), now: at(T0), position: 0, next_id: 0 }
+    }
+
+    /// Sends a command as `who`; accepted events are folded in.
+    pub fn run(&mut self, who: &Principal, cmd: Value) -> Result<Vec<Event>, Rejection> {
+        self.run_expecting(who, cmd, None)
+    }
+
+    pub fn run_expecting(
+        &mut self,
+        who: &Principal,
+        cmd: Value,
+        expected_version: Option<u64>,
+    ) -> Result<Vec<Event>, Rejection> {
+        let cmd: Command = serde_json::from_value(cmd).expect("command parses");
+        self.next_id += 1;
+        let new_id = format!("T{}", self.next_id);
+        let ctx = Context {
+            now: self.now,
+            principal: who.clone(),
+            new_id,
+            directory_position: self.position,
+            expected_version,
+        };
+        let ticket = match cmd.target() {
+            Target::Ticket(id) => Ticket::fold(self.tickets.get(&id).into_iter().flatten()),
+            Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => None,
+        };
+        let events = decide(&State { directory: &self.dir, ticket: ticket.as_ref() }, &cmd, &ctx)?;
+        for e in &events {
+            self.position += 1;
+            self.dir.apply(e);
+            if let Some(id) = e.ticket_id() {
+                self.tickets.entry(id.clone()).or_default().push(e.clone());
+            }
+        }
+        Ok(events)
+    }
+
+    pub fn must(&mut self, who: &Principal, cmd: Value) -> Vec<Event> {
+        let shown = cmd.to_string();
+        self.run(who, cmd).unwrap_or_else(|r| panic!("{shown} refused: {r}"))
+    }
+
+    pub fn ticket(&self, id: &str) -> Ticket {
+        Ticket::fold(self.tickets.get(&TicketId::new(id)).into_iter().flatten()).expect("ticket exists")
+    }
+
+    /// Opens an Office 365 ticket as the standard agent; returns its id.
+    pub fn open_ticket(&mut self, extra: Value) -> String {
+        let events = self.must(&agent(), merge(open_o365(), extra));
+        events[0].ticket_id().unwrap().to_string()
+    }
+
+    /// The standard world (see the module docs).
+    pub fn standard() -> Self {
+        let mut w = World::empty();
+        let v = Principal::Vendor;
+        w.must(&v, json!({"type":"partner.register","partner_id":PARTNER,"name":"Contoso Partner","program":"direct_bill","domains":["contoso-partner.com"],"cloud":"commercial"}));
+        w.must(&v, json!({"type":"partner.register","partner_id":PROVIDER,"name":"Big Provider","program":"indirect_provider","domains":["provider.example"],"cloud":"commercial"}));
+        w.must(&v, json!({"type":"partner.register","partner_id":RESELLER,"name":"Small Reseller","program":"indirect_reseller","domains":["reseller.example"],"cloud":"commercial","provider_id":PROVIDER}));
+        w.must(&v, json!({"type":"partner.register","partner_id":GOV_PARTNER,"name":"Gov Partner","program":"direct_bill","domains":["gov-partner.example"],"cloud":"usgov"}));
+        w.must(&v, json!({"type":"customer.register","customer_id":CUSTOMER,"name":"Fabrikam","domains":["fabrikam.com"],"cloud":"commercial"}));
+        w.must(&v, json!({"type":"customer.register","customer_id":GOV_CUSTOMER,"name":"Agency","domains":["agency.example"],"cloud":"usgov"}));
+        w.must(&v, json!({"type":"customer.register","customer_id":OTHER_CUSTOMER,"name":"Other","domains":["other.example"],"cloud":"commercial"}));
+        // The partner's own tenant, as a customer (R13).
+        w.must(&v, json!({"type":"customer.register","customer_id":PARTNER,"name":"Contoso Partner (own)","domains":["contoso-partner.com"],"cloud":"commercial"}));
+        let s = sync(PARTNER);
+        for (user, admin) in [(AGENT, true), (NOT_ADMIN, false), (READER_AGENT, true)] {
+            w.must(&s, json!({"type":"partner.user.upsert","partner_id":PARTNER,"user_id":user,"email":format!("{}@contoso-partner.com", &user[..8]),"admin_agent":admin}));
+        }
+        w.must(&s, json!({"type":"group.member.add","partner_id":PARTNER,"group_id":GROUP,"user_id":AGENT}));
+        w.must(&s, json!({"type":"group.member.add","partner_id":PARTNER,"group_id":GROUP,"user_id":NOT_ADMIN}));
+        w.must(
+            &s,
+            json!({"type":"group.member.add","partner_id":PARTNER,"group_id":READER_GROUP,"user_id":READER_AGENT}),
+        );
+        w.must(&s, json!({"type":"gdap.relationship.upsert","relationship_id":"rel-1","partner_id":PARTNER,"customer_id":CUSTOMER,"status":"active","roles":[HELPDESK, GLOBAL_READER, DIRECTORY_READERS],"activated_at":"2026-05-01T00:00:00Z","duration":"P730D","auto_extend":"PT0S"}));
+        w.must(&s, json!({"type":"gdap.assignment.upsert","assignment_id":"asg-1","relationship_id":"rel-1","group_id":GROUP,"roles":[HELPDESK],"status":"active"}));
+        w.must(&s, json!({"type":"gdap.assignment.upsert","assignment_id":"asg-2","relationship_id":"rel-1","group_id":READER_GROUP,"roles":[GLOBAL_READER],"status":"active"}));
+        // The indirect provider and its reseller, both with GDAP to the customer.
+        let sp = sync(PROVIDER);
+        w.must(&sp, json!({"type":"partner.user.upsert","partner_id":PROVIDER,"user_id":PROVIDER_AGENT,"email":"agent@provider.example","admin_agent":true}));
+        w.must(
+            &sp,
+            json!({"type":"group.member.add","partner_id":PROVIDER,"group_id":PROVIDER_GROUP,"user_id":PROVIDER_AGENT}),
+        );
+        w.must(&sp, json!({"type":"gdap.relationship.upsert","relationship_id":"rel-p","partner_id":PROVIDER,"customer_id":CUSTOMER,"status":"active","roles":[HELPDESK],"activated_at":"2026-05-01T00:00:00Z","duration":"P365D","auto_extend":"P180D"}));
+        w.must(&sp, json!({"type":"gdap.assignment.upsert","assignment_id":"asg-p","relationship_id":"rel-p","group_id":PROVIDER_GROUP,"roles":[HELPDESK],"status":"active"}));
+        let sr = sync(RESELLER);
+        w.must(&sr, json!({"type":"partner.user.upsert","partner_id":RESELLER,"user_id":RESELLER_AGENT,"email":"agent@reseller.example","admin_agent":true}));
+        w.must(
+            &sr,
+            json!({"type":"group.member.add","partner_id":RESELLER,"group_id":RESELLER_GROUP,"user_id":RESELLER_AGENT}),
+        );
+        w.must(&sr, json!({"type":"gdap.relationship.upsert","relationship_id":"rel-r","partner_id":RESELLER,"customer_id":CUSTOMER,"status":"active","roles":[HELPDESK],"activated_at":"2026-05-01T00:00:00Z","duration":"P365D","auto_extend":"PT0S"}));
+        w.must(&sr, json!({"type":"gdap.assignment.upsert","assignment_id":"asg-r","relationship_id":"rel-r","group_id":RESELLER_GROUP,"roles":[HELPDESK],"status":"active"}));
+        // Subscriptions, RBAC, a marketplace product, a support plan, an incident.
+        w.must(&v, json!({"type":"marketplace.product.register","product_id":"prod-1","isv_name":"Northwind ISV","support_url":"https://support.northwind.example","support_email":"help@northwind.example"}));
+        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-azure","customer_id":CUSTOMER,"workload":"azure","provider_id":PARTNER,"billing":"paid"}));
+        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-indirect","customer_id":CUSTOMER,"workload":"azure","provider_id":PROVIDER,"reseller_id":RESELLER,"billing":"paid"}));
+        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-trial","customer_id":CUSTOMER,"workload":"office365","provider_id":PARTNER,"billing":"trial"}));
+        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-o365","customer_id":CUSTOMER,"workload":"office365","provider_id":PARTNER,"billing":"paid"}));
+        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-mkt","customer_id":CUSTOMER,"workload":"azure","provider_id":PARTNER,"billing":"paid","marketplace_product_id":"prod-1"}));
+        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-other","customer_id":OTHER_CUSTOMER,"workload":"azure","provider_id":PARTNER,"billing":"paid"}));
+        w.must(&v, json!({"type":"rbac.assign","assignment_id":"rbac-1","subscription_id":"sub-azure","principal_id":AGENT,"role_id":CONTRIBUTOR}));
+        w.must(&v, json!({"type":"rbac.assign","assignment_id":"rbac-2","subscription_id":"sub-indirect","principal_id":PROVIDER_GROUP,"role_id":CONTRIBUTOR}));
+        w.must(&v, json!({"type":"rbac.assign","assignment_id":"rbac-3","subscription_id":"sub-indirect","principal_id":RESELLER_AGENT,"role_id":CONTRIBUTOR}));
+        w.must(&v, json!({"type":"support_plan.register","plan_id":"plan-1","partner_id":PARTNER,"kind":"partner_program","valid_until":"2027-01-01T00:00:00Z"}));
+        w.must(&v, json!({"type":"support_plan.register","plan_id":"plan-old","partner_id":PARTNER,"kind":"premier_unified","valid_until":"2026-01-01T00:00:00Z"}));
+        w.must(&v, json!({"type":"service_health.issue.upsert","issue_id":"MO226784","workload":"office365","title":"Mail delays","classification":"incident","status":"serviceDegradation","is_resolved":false,"start":"2026-05-31T00:00:00Z","customer_ids":[]}));
+        w
+    }
+}
+
+/// A complete, valid Office 365 `ticket.open` body.
+pub fn open_o365() -> Value {
+    json!({
+        "type": "ticket.open",
+        "customer_id": CUSTOMER,
+        "workload": "office365",
+        "title": "Mailbox cannot receive external mail",
+        "description": "Since this morning the shared mailbox bounces external mail.",
+        "severity": "moderate",
+        "support_topic": "Exchange Online / Mail flow",
+        "country_code": "ID",
+        "contact": {"first_name":"Ayu","last_name":"Lestari","email":"ayu@contoso-partner.com","preferred_contact":"email"}
+    })
+}
+
+/// A complete, valid Azure `ticket.open` body.
+pub fn open_azure() -> Value {
+    merge(
+        open_o365(),
+        json!({"workload":"azure","subscription_id":"sub-azure","support_plan":"cloud_solution_provider","support_topic":"Virtual machines / cannot start"}),
+    )
+}
+
+/// `base` with `extra`'s keys replacing (null removes).
+pub fn merge(mut base: Value, extra: Value) -> Value {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            if v.is_null() {
+                b.remove(&k);
+            } else {
+                b.insert(k, v);
+            }
+        }
+    }
+    base
+}
