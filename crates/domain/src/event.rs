@@ -329,12 +329,6 @@ impl Event {
         }
     }
 
-    /// The schema version this build writes for the event's type. The log crate
-    /// upcasts older versions on read.
-    pub fn schema_version(&self) -> u16 {
-        1
-    }
-
     /// The ticket an event belongs to, if any.
     pub fn ticket_id(&self) -> Option<&TicketId> {
         match self {

@@ -1,0 +1,268 @@
+//! # behalf-log
+//!
+//! The event log's contract, shared by every engine: the commit envelope and its codec
+//! ([`codec`]), the [`EventLog`] trait, and a [`conformance`] suite that every engine
+//! runs unchanged (the embedded sled engine today, JetStream later).
+//!
+//! **Invariant:** one commit per command, holding all its events; per-stream versions
+//! dense from 1; global positions dense from 1, one per commit; each commit holds the
+//! hash of the one before. An append is acknowledged only once it is durable.
+//! **API boundary:** this crate names no storage engine.
+
+pub mod codec;
+pub mod conformance;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+use behalf_domain::{CommandId, Event, Evidence, Principal, StreamId, Timestamp};
+
+pub use codec::{Hash, GENESIS};
+
+/// Internal failures of a log engine. Expected outcomes (a version conflict, a reused
+/// key) are values in [`AppendRefused`], not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("codec: {0}")]
+    Codec(String),
+    #[error("corrupt log at position {position}: {what}")]
+    Corrupt { position: u64, what: String },
+    #[error("the log is closed")]
+    Closed,
+}
+
+/// What the appender expects the stream's version to be (R27).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append whatever the version is.
+    Any,
+    /// The stream is at exactly this version (0: it does not exist yet).
+    Exact(u64),
+}
+
+/// One command's events, to be appended as one commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppendRequest {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    /// The idempotency key (R26).
+    pub command_id: CommandId,
+    /// Digest of the request body: the same key with another body is refused.
+    pub request_hash: Hash,
+    pub at: Timestamp,
+    pub actor: Principal,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    /// At least one event.
+    pub events: Vec<Event>,
+}
+
+/// A commit that is in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub position: u64,
+    pub stream: StreamId,
+    pub first_version: u64,
+    /// The stream's version after this commit.
+    pub last_version: u64,
+    /// The command had been appended before: this is its first outcome (R26).
+    pub duplicate: bool,
+}
+
+/// An append the log refused; nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendRefused {
+    /// R27: the stream has moved on.
+    Conflict { expected: ExpectedVersion, actual: u64 },
+    /// R26: the command id was used before with another body.
+    KeyReused { position: u64 },
+}
+
+/// One event with its full envelope.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventEnvelope {
+    pub stream: StreamId,
+    pub version: u64,
+    /// The commit's global position.
+    pub position: u64,
+    /// Index of the event within its commit.
+    pub index: u32,
+    /// `<command id>:<index>`: stable across engines and replays.
+    pub event_id: String,
+    pub event_type: String,
+    pub schema_version: u16,
+    pub at: Timestamp,
+    pub actor: Principal,
+    pub command_id: CommandId,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub event: Event,
+}
+
+impl EventEnvelope {
+    /// The R29 evidence, where the event has one.
+    pub fn evidence(&self) -> Option<&Evidence> {
+        self.event.evidence()
+    }
+}
+
+/// A decoded commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    pub position: u64,
+    pub stream: StreamId,
+    pub first_version: u64,
+    pub command_id: CommandId,
+    pub request_hash: Hash,
+    pub at: Timestamp,
+    pub actor: Principal,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub prev_hash: Hash,
+    /// SHA-256 of this commit's stored bytes; the next commit's `prev_hash`.
+    pub hash: Hash,
+    /// Each event with its type and schema version as stored.
+    pub events: Vec<(String, u16, Event)>,
+}
+
+impl Commit {
+    pub fn last_version(&self) -> u64 {
+        self.first_version + self.events.len() as u64 - 1
+    }
+
+    /// Decodes a stored record (upcasting its events) and computes its hash.
+    pub fn decode(bytes: &[u8]) -> Result<Commit, LogError> {
+        let r = codec::decode_record(bytes)?;
+        let events = r
+            .events
+            .iter()
+            .map(|s| codec::decode_event(s).map(|e| (s.event_type.clone(), s.schema, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if events.is_empty() {
+            return Err(LogError::Codec(format!("commit {} holds no events", r.position)));
+        }
+        Ok(Commit {
+            position: r.position,
+            stream: r.stream,
+            first_version: r.first_version,
+            command_id: r.command_id,
+            request_hash: to_hash(&r.request_hash)?,
+            at: r.at,
+            actor: r.actor,
+            correlation_id: r.correlation_id,
+            causation_id: r.causation_id,
+            prev_hash: to_hash(&r.prev_hash)?,
+            hash: codec::sha256(bytes),
+            events,
+        })
+    }
+
+    /// The events with their full envelopes.
+    pub fn envelopes(&self) -> impl Iterator<Item = EventEnvelope> + '_ {
+        self.events.iter().enumerate().map(|(i, (t, schema, e))| EventEnvelope {
+            stream: self.stream.clone(),
+            version: self.first_version + i as u64,
+            position: self.position,
+            index: i as u32,
+            event_id: format!("{}:{i}", self.command_id),
+            event_type: t.clone(),
+            schema_version: *schema,
+            at: self.at,
+            actor: self.actor.clone(),
+            command_id: self.command_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            causation_id: self.causation_id.clone(),
+            event: e.clone(),
+        })
+    }
+
+    pub fn appended(&self, duplicate: bool) -> Appended {
+        Appended {
+            position: self.position,
+            stream: self.stream.clone(),
+            first_version: self.first_version,
+            last_version: self.last_version(),
+            duplicate,
+        }
+    }
+}
+
+fn to_hash(v: &[u8]) -> Result<Hash, LogError> {
+    v.try_into().map_err(|_| LogError::Codec("a hash is not 32 bytes".into()))
+}
+
+/// Builds the stored record of a request at a position (used by every engine, so
+/// the bytes — and the hash chain — are the same whichever engine wrote them).
+pub fn record_for(req: &AppendRequest, position: u64, first_version: u64, prev: &Hash) -> Result<Vec<u8>, LogError> {
+    let events = req.events.iter().map(codec::encode_event).collect::<Result<Vec<_>, _>>()?;
+    codec::encode_record(&codec::CommitRecord {
+        format: codec::RECORD_FORMAT,
+        position,
+        stream: req.stream.clone(),
+        first_version,
+        command_id: req.command_id.clone(),
+        request_hash: req.request_hash.to_vec(),
+        at: req.at,
+        actor: req.actor.clone(),
+        correlation_id: req.correlation_id.clone().unwrap_or_else(|| req.command_id.to_string()),
+        causation_id: req.causation_id.clone(),
+        prev_hash: prev.to_vec(),
+        events,
+    })
+}
+
+/// The result of walking the hash chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Commits that verified, from position 1.
+    pub verified: u64,
+    /// The first bad position and what is wrong with it.
+    pub first_bad: Option<(u64, String)>,
+}
+
+/// The log. Every engine implements it and passes [`conformance`].
+pub trait EventLog: Send + Sync + 'static {
+    type Subscription: Subscription;
+
+    /// Appends one commit. Answers only after the commit is durable. The same
+    /// command id with the same body answers its first outcome and appends nothing.
+    fn append(
+        &self,
+        req: AppendRequest,
+    ) -> impl Future<Output = Result<Result<Appended, AppendRefused>, LogError>> + Send;
+
+    /// A stream's commits whose events reach `from_version` or later, in order.
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+    ) -> impl Future<Output = Result<Vec<Commit>, LogError>> + Send;
+
+    /// A stream's current version (0: no such stream).
+    fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<u64, LogError>> + Send;
+
+    /// Up to `limit` commits after position `after`, in global order.
+    fn read_all(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<Commit>, LogError>> + Send;
+
+    /// The last durable position (0: empty).
+    fn head(&self) -> impl Future<Output = Result<u64, LogError>> + Send;
+
+    /// The commit a command id produced, if any (R26).
+    fn find_command(&self, id: &CommandId) -> impl Future<Output = Result<Option<Commit>, LogError>> + Send;
+
+    /// Every commit after `after`: first those already in the log, then new ones as
+    /// they become durable. No gaps, no duplicates.
+    fn subscribe(&self, after: u64) -> Self::Subscription;
+
+    /// Walks the whole hash chain and decodes every event.
+    fn verify(&self) -> impl Future<Output = Result<VerifyReport, LogError>> + Send;
+}
+
+/// A catch-up-then-live subscription.
+pub trait Subscription: Send + 'static {
+    /// The next commit, waiting for one if the subscriber is caught up.
+    fn next(&mut self) -> impl Future<Output = Result<Commit, LogError>> + Send;
+}
