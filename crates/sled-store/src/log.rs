@@ -132,50 +132,70 @@ fn stream_version_in(tree: &sled::Tree, stream: &StreamId) -> Result<u64, LogErr
     })
 }
 
+/// The outcome of walking the chain: the last good commit and, if the walk stopped
+/// early, the first bad position and what is wrong with it.
+struct ChainWalk {
+    good: u64,
+    good_hash: Hash,
+    bad: Option<(u64, String)>,
+}
+
+/// The `prev_hash` a commit records, or `None` if it does not decode.
+fn recorded_prev(tree: &sled::Tree, pos: u64) -> Result<Option<Hash>, LogError> {
+    Ok(tree.get(log_key(pos)).map_err(storage)?.and_then(|v| Commit::decode(&v).ok()).map(|c| c.prev_hash))
+}
+
 /// Walks the chain from position 1: every record decodes, sits at its own key, links
-/// to the one before, and the head entry names the last one.
-fn walk_chain(tree: &sled::Tree) -> Result<(u64, Hash, Option<(u64, String)>), LogError> {
+/// to the one before, and the head entry names the last one. A broken link between
+/// N and N+1 is blamed on N when N+1 itself is vouched for by its successor (N's bytes
+/// changed), and on N+1 otherwise.
+fn walk_chain(tree: &sled::Tree) -> Result<ChainWalk, LogError> {
     let (head, head_hash) = read_head(tree)?;
-    let mut prev = GENESIS;
-    let mut expected = 1u64;
+    // Good commits so far, and the hash and the hash before the last one.
+    let (mut good, mut prev, mut before_prev) = (0u64, GENESIS, GENESIS);
+    let stop =
+        |good: u64, hash: Hash, pos: u64, what: String| Ok(ChainWalk { good, good_hash: hash, bad: Some((pos, what)) });
     for kv in tree.range(log_key(1)..=log_key(u64::MAX)) {
         let (k, v) = kv.map_err(storage)?;
         let pos = u64_at(&k, 1);
+        let expected = good + 1;
         if pos != expected {
-            return Ok((
-                expected - 1,
-                prev,
-                Some((expected, format!("commit {expected} is missing (next stored is {pos})"))),
-            ));
+            return stop(good, prev, expected, format!("commit {expected} is missing (the next stored is {pos})"));
         }
         let commit = match Commit::decode(&v) {
             Ok(c) => c,
-            Err(e) => return Ok((expected - 1, prev, Some((pos, format!("record does not decode: {e}"))))),
+            Err(e) => return stop(good, prev, pos, format!("record does not decode: {e}")),
         };
         if commit.position != pos {
-            return Ok((expected - 1, prev, Some((pos, format!("record says position {}", commit.position)))));
+            return stop(good, prev, pos, format!("record at {pos} says it is commit {}", commit.position));
         }
         if commit.prev_hash != prev {
-            return Ok((expected - 1, prev, Some((pos, "hash chain broken: previous hash does not match".into()))));
+            let successor = if pos == head { Some(head_hash) } else { recorded_prev(tree, pos + 1)? };
+            if good > 0 && successor == Some(commit.hash) {
+                let what = format!("commit {good}'s contents do not match the hash commit {pos} recorded");
+                return stop(good - 1, before_prev, good, what);
+            }
+            return stop(good, prev, pos, "hash chain broken: the previous hash does not match".into());
         }
+        before_prev = prev;
         prev = commit.hash;
-        expected += 1;
+        good = pos;
     }
-    let last = expected - 1;
-    if last < head {
-        return Ok((last, prev, Some((last + 1, format!("log ends at {last} but the head says {head}")))));
+    if good < head {
+        return stop(good, prev, good + 1, format!("the log ends at {good} but the head says {head}"));
     }
-    if last > head {
-        return Ok((head, prev, Some((head + 1, format!("commits after the head ({head}) are present")))));
+    if good > head {
+        return stop(head, GENESIS, head + 1, format!("commits after the head ({head}) are present"));
     }
     if prev != head_hash {
-        return Ok((
-            last.saturating_sub(1),
-            prev,
-            Some((last, "the last commit does not match the head's hash".into())),
-        ));
+        return stop(
+            good.saturating_sub(1),
+            before_prev,
+            good,
+            "the last commit does not match the head's hash".into(),
+        );
     }
-    Ok((last, prev, None))
+    Ok(ChainWalk { good, good_hash: prev, bad: None })
 }
 
 /// Moves every commit after `good` to quarantine and rebuilds the indexes.
@@ -240,9 +260,10 @@ impl SledLog {
         let path = path.as_ref().to_path_buf();
         let db = sled::Config::new().path(&path).open().map_err(storage)?;
         let tree: sled::Tree = (*db).clone();
-        let (mut head, mut head_hash, bad) = walk_chain(&tree)?;
+        let walk = walk_chain(&tree)?;
+        let (mut head, mut head_hash) = (walk.good, walk.good_hash);
         let mut report = OpenReport { head, truncated: None };
-        if let Some((position, what)) = bad {
+        if let Some((position, what)) = walk.bad {
             if !options.stop_at_last_good {
                 return Err(LogError::Corrupt { position, what });
             }
@@ -534,10 +555,10 @@ impl EventLog for SledLog {
 
     async fn verify(&self) -> Result<VerifyReport, LogError> {
         let tree = self.tree().clone();
-        let (verified, _, first_bad) = tokio::task::spawn_blocking(move || walk_chain(&tree))
+        let walk = tokio::task::spawn_blocking(move || walk_chain(&tree))
             .await
             .map_err(|e| LogError::Storage(format!("verify task: {e}")))??;
-        Ok(VerifyReport { verified, first_bad })
+        Ok(VerifyReport { verified: walk.good, first_bad: walk.bad })
     }
 }
 

@@ -1,0 +1,144 @@
+//! Bad bytes on disk: a corrupt, missing, reordered or truncated record is reported
+//! with its position and never skipped; the engine refuses to start on a broken chain
+//! unless told to stop at the last good commit, and then it says so.
+
+use std::path::Path;
+
+use behalf_log::conformance::request;
+use behalf_log::{EventLog, ExpectedVersion, LogError};
+use behalf_sled_store::{OpenOptions, SledLog};
+
+fn key(pos: u64) -> Vec<u8> {
+    let mut k = vec![b'L'];
+    k.extend_from_slice(&pos.to_be_bytes());
+    k
+}
+
+async fn fill(dir: &Path, n: u64) {
+    let (log, _) = SledLog::open(dir, OpenOptions::default()).unwrap();
+    for i in 0..n {
+        log.append(request(&format!("ticket-{}", i % 3), ExpectedVersion::Any, &format!("c{i}"), 2))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Edits the stored records directly, as a disk fault or an attacker would.
+fn tamper(dir: &Path, f: impl FnOnce(&sled::Db)) {
+    let db = sled::open(dir).unwrap();
+    f(&db);
+    db.flush().unwrap();
+}
+
+fn refused_at(dir: &Path) -> (u64, String) {
+    match SledLog::open(dir, OpenOptions::default()) {
+        Err(LogError::Corrupt { position, what }) => (position, what),
+        Err(other) => panic!("expected a corrupt-log refusal, got {other}"),
+        Ok(_) => panic!("a broken log opened"),
+    }
+}
+
+#[tokio::test]
+async fn flipped_byte_is_named_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 10).await;
+    tamper(dir.path(), |db| {
+        let mut v = db.get(key(5)).unwrap().unwrap().to_vec();
+        let i = v.len() - 3; // inside the last event's text
+        v[i] ^= 0x01;
+        db.insert(key(5), v).unwrap();
+    });
+    let (pos, what) = refused_at(dir.path());
+    assert_eq!(pos, 5, "{what}");
+}
+
+#[tokio::test]
+async fn flipped_byte_in_the_last_commit_is_caught_by_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 4).await;
+    tamper(dir.path(), |db| {
+        let mut v = db.get(key(4)).unwrap().unwrap().to_vec();
+        let i = v.len() - 2;
+        v[i] ^= 0x20;
+        db.insert(key(4), v).unwrap();
+    });
+    assert_eq!(refused_at(dir.path()).0, 4);
+}
+
+#[tokio::test]
+async fn dropped_commit_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 10).await;
+    tamper(dir.path(), |db| {
+        db.remove(key(6)).unwrap();
+    });
+    let (pos, what) = refused_at(dir.path());
+    assert_eq!(pos, 6, "{what}");
+    assert!(what.contains("missing"), "{what}");
+}
+
+#[tokio::test]
+async fn reordered_commits_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 10).await;
+    tamper(dir.path(), |db| {
+        let a = db.get(key(3)).unwrap().unwrap();
+        let b = db.get(key(4)).unwrap().unwrap();
+        db.insert(key(3), b).unwrap();
+        db.insert(key(4), a).unwrap();
+    });
+    assert_eq!(refused_at(dir.path()).0, 3);
+}
+
+#[tokio::test]
+async fn truncated_record_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 10).await;
+    tamper(dir.path(), |db| {
+        let v = db.get(key(8)).unwrap().unwrap();
+        db.insert(key(8), &v[..v.len() / 2]).unwrap();
+    });
+    let (pos, what) = refused_at(dir.path());
+    assert_eq!(pos, 8);
+    assert!(what.contains("decode"), "{what}");
+}
+
+#[tokio::test]
+async fn stop_at_last_good_truncates_says_so_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 10).await;
+    tamper(dir.path(), |db| {
+        let v = db.get(key(7)).unwrap().unwrap();
+        db.insert(key(7), &v[..10]).unwrap();
+    });
+    let (log, report) = SledLog::open(dir.path(), OpenOptions { stop_at_last_good: true }).unwrap();
+    assert_eq!(report.head, 6);
+    assert_eq!(report.truncated.as_ref().map(|t| t.0), Some(7), "it says where it stopped");
+    assert_eq!(log.head().await.unwrap(), 6);
+    // Commands of the dropped commits are no longer known; the indexes were rebuilt.
+    assert!(log.find_command(&"c7".into()).await.unwrap().is_none());
+    assert_eq!(log.find_command(&"c5".into()).await.unwrap().unwrap().position, 6);
+    let next = log.append(request("ticket-0", ExpectedVersion::Any, "after", 1)).await.unwrap().unwrap();
+    assert_eq!(next.position, 7);
+    let report = log.verify().await.unwrap();
+    assert_eq!((report.verified, report.first_bad), (7, None));
+    drop(log);
+    // The dropped records are kept aside, not destroyed.
+    let db = sled::open(dir.path()).unwrap();
+    assert_eq!(db.open_tree("quarantine").unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn verify_names_the_first_bad_position_of_a_running_log() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 5).await;
+    let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
+    assert_eq!(log.verify().await.unwrap().first_bad, None);
+    drop(log);
+    tamper(dir.path(), |db| {
+        db.remove(key(2)).unwrap();
+    });
+    let (pos, _) = refused_at(dir.path());
+    assert_eq!(pos, 2);
+}
