@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod conformance;
+pub mod samples;
 
 use std::future::Future;
 
