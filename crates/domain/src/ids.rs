@@ -40,7 +40,11 @@ macro_rules! id {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                String::deserialize(d).map($name::new)
+                let mut s = String::deserialize(d)?;
+                if $guid {
+                    s.make_ascii_lowercase();
+                }
+                Ok($name(s))
             }
         }
 

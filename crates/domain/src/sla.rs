@@ -49,9 +49,7 @@ pub struct SlaState {
 impl SlaClock {
     pub fn apply(&mut self, event: &Event) {
         match event {
-            Event::TicketOpened(e) => {
-                *self = SlaClock { opened_at: e.at, target_ms: response_target_ms(e.severity), ..SlaClock::default() };
-            }
+            Event::TicketOpened(e) => self.open(e.at, e.severity),
             Event::VendorResponded(e) => {
                 self.responded_at.get_or_insert(e.at);
             }
@@ -80,6 +78,11 @@ impl SlaClock {
             | Event::SupportRequestRouted(_)
             | Event::CommandRejected(_) => {}
         }
+    }
+
+    /// Starts the clock at opening.
+    pub fn open(&mut self, at: Timestamp, severity: Severity) {
+        *self = SlaClock { opened_at: at, target_ms: response_target_ms(severity), ..SlaClock::default() };
     }
 
     fn pause(&mut self, at: Timestamp) {

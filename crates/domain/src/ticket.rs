@@ -15,29 +15,9 @@ use crate::time::Timestamp;
 use crate::vocab::*;
 use crate::{Context, Principal};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Note {
-    pub author: Principal,
-    pub text: String,
-    pub at: Timestamp,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    pub name: String,
-    pub uri: String,
-    pub at: Timestamp,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Escalation {
-    pub reason: EscalationReason,
-    pub note: Option<String>,
-    pub incident_id: Option<IssueId>,
-    pub at: Timestamp,
-}
-
-/// A ticket as folded from its stream.
+/// A ticket as the command side folds it from its stream: what decisions need, and
+/// no more. Titles, descriptions, notes and attachments are the views' business
+/// (the projectors keep them); keeping them out of here keeps replay fast and lean.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub ticket_id: TicketId,
@@ -46,12 +26,8 @@ pub struct Ticket {
     pub workload: Workload,
     pub cloud: Cloud,
     pub subscription_id: Option<SubscriptionId>,
-    pub title: String,
-    pub description: String,
     pub severity: Severity,
-    pub support_topic: String,
     pub support_plan: Option<String>,
-    pub country_code: String,
     pub contact: Contact,
     pub incident_id: Option<IssueId>,
     pub csp_priority: bool,
@@ -61,67 +37,76 @@ pub struct Ticket {
     pub opened_by: UserId,
     pub opened_at: Timestamp,
     pub closed_at: Option<Timestamp>,
-    pub notes: Vec<Note>,
-    pub attachments: Vec<Attachment>,
-    pub escalations: Vec<Escalation>,
+    pub notes: u32,
+    pub attachments: u32,
+    pub escalations: u32,
     pub sla: SlaClock,
 }
 
 impl Ticket {
     /// Folds one event of the ticket's stream into its state (`None` before opening).
     pub fn evolve(state: Option<Ticket>, event: &Event) -> Option<Ticket> {
+        Ticket::evolve_owned(state, event.clone())
+    }
+
+    /// As [`Ticket::evolve`], moving the event's fields instead of copying them (replay).
+    pub fn evolve_owned(state: Option<Ticket>, event: Event) -> Option<Ticket> {
         let mut t = match (state, event) {
-            (None, Event::TicketOpened(e)) => Ticket {
-                ticket_id: e.ticket_id.clone(),
-                partner_id: e.partner_id.clone(),
-                customer_id: e.customer_id.clone(),
-                workload: e.workload,
-                cloud: e.cloud,
-                subscription_id: e.subscription_id.clone(),
-                title: e.title.clone(),
-                description: e.description.clone(),
-                severity: e.severity,
-                support_topic: e.support_topic.clone(),
-                support_plan: e.support_plan.clone(),
-                country_code: e.country_code.clone(),
-                contact: e.contact.clone(),
-                incident_id: e.incident_id.clone(),
-                csp_priority: e.csp_priority,
-                status: TicketStatus::Open,
-                version: 0,
-                opened_by: e.evidence.user_id.clone(),
-                opened_at: e.at,
-                closed_at: None,
-                notes: Vec::new(),
-                attachments: Vec::new(),
-                escalations: Vec::new(),
-                sla: SlaClock::default(),
-            },
+            (Some(t), event) => {
+                let mut t = t;
+                t.apply(event);
+                return Some(t);
+            }
+            (None, Event::TicketOpened(e)) => {
+                let mut sla = SlaClock::default();
+                sla.open(e.at, e.severity);
+                Ticket {
+                    ticket_id: e.ticket_id,
+                    partner_id: e.partner_id,
+                    customer_id: e.customer_id,
+                    workload: e.workload,
+                    cloud: e.cloud,
+                    subscription_id: e.subscription_id,
+                    severity: e.severity,
+                    support_plan: e.support_plan,
+                    contact: e.contact,
+                    incident_id: e.incident_id,
+                    csp_priority: e.csp_priority,
+                    status: TicketStatus::Open,
+                    version: 0,
+                    opened_by: e.evidence.user_id,
+                    opened_at: e.at,
+                    closed_at: None,
+                    notes: 0,
+                    attachments: 0,
+                    escalations: 0,
+                    sla,
+                }
+            }
             (None, _) => return None,
-            (Some(t), _) => t,
         };
+        t.version = 1;
+        Some(t)
+    }
+
+    /// Folds one later event of the ticket's stream into its state.
+    pub fn apply(&mut self, event: Event) {
+        let t = self;
         t.version += 1;
-        t.sla.apply(event);
+        t.sla.apply(&event);
         match event {
             Event::TicketOpened(_) => {}
-            Event::NoteAdded(e) => t.notes.push(Note { author: e.author.clone(), text: e.text.clone(), at: e.at }),
+            Event::NoteAdded(_) => t.notes += 1,
             Event::TicketUpdated(e) => {
                 if let Some(s) = e.severity {
                     t.severity = s;
                 }
-                if let Some(c) = &e.contact {
-                    t.contact = c.clone();
+                if let Some(c) = e.contact {
+                    t.contact = c;
                 }
             }
-            Event::AttachmentAdded(e) => {
-                t.attachments.push(Attachment { name: e.name.clone(), uri: e.uri.clone(), at: e.at })
-            }
-            Event::TicketEscalated(e) => t.escalations.push(Escalation {
-                reason: e.reason,
-                note: e.note.clone(),
-                incident_id: e.incident_id.clone(),
-                at: e.at,
-            }),
+            Event::AttachmentAdded(_) => t.attachments += 1,
+            Event::TicketEscalated(_) => t.escalations += 1,
             Event::VendorResponded(_) | Event::SlaBreached(_) => {}
             Event::AttentionRequested(_) => t.status = TicketStatus::AttentionNeeded,
             Event::AttentionCleared(_) => t.status = TicketStatus::Open,
@@ -149,7 +134,6 @@ impl Ticket {
             | Event::SupportRequestRouted(_)
             | Event::CommandRejected(_) => {}
         }
-        Some(t)
     }
 
     /// Folds a whole stream.

@@ -7,8 +7,19 @@ use std::str::FromStr;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-fn fold(s: &str) -> String {
-    s.chars().filter(|c| *c != '_' && *c != '-' && *c != ' ').flat_map(char::to_lowercase).collect()
+/// Compares ignoring ASCII case and the separators `_`, `-` and space, without
+/// allocating (this runs for every enum field of every event decoded).
+fn same_word(a: &str, b: &str) -> bool {
+    let keep = |c: &u8| !matches!(c, b'_' | b'-' | b' ');
+    let mut x = a.bytes().filter(keep).map(|c| c.to_ascii_lowercase());
+    let mut y = b.bytes().filter(keep).map(|c| c.to_ascii_lowercase());
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(p), Some(q)) if p == q => {}
+            _ => return false,
+        }
+    }
 }
 
 macro_rules! vocab {
@@ -24,8 +35,9 @@ macro_rules! vocab {
             }
             /// Case-insensitive; `_`, `-` and spaces are ignored.
             pub fn parse(s: &str) -> Option<Self> {
-                let f = fold(s);
-                $(if f == fold($text) { return Some($name::$variant); })+
+                // The exact written form first: that is what stored events hold.
+                $(if s == $text { return Some($name::$variant); })+
+                $(if same_word(s, $text) { return Some($name::$variant); })+
                 None
             }
         }

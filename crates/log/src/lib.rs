@@ -93,7 +93,7 @@ pub struct EventEnvelope {
     pub index: u32,
     /// `<command id>:<index>`: stable across engines and replays.
     pub event_id: String,
-    pub event_type: String,
+    pub event_type: &'static str,
     pub schema_version: u16,
     pub at: Timestamp,
     pub actor: Principal,
@@ -122,11 +122,12 @@ pub struct Commit {
     pub actor: Principal,
     pub correlation_id: String,
     pub causation_id: Option<String>,
+    /// SHA-256 of the stored bytes of the commit before (the hash chain). A commit's
+    /// own hash is [`codec::sha256`] of its bytes; only chain walks compute it.
     pub prev_hash: Hash,
-    /// SHA-256 of this commit's stored bytes; the next commit's `prev_hash`.
-    pub hash: Hash,
-    /// Each event with its type and schema version as stored.
-    pub events: Vec<(String, u16, Event)>,
+    pub events: Vec<Event>,
+    /// The schema version each event was stored with (before upcasting).
+    pub schemas: Vec<u16>,
 }
 
 impl Commit {
@@ -134,14 +135,11 @@ impl Commit {
         self.first_version + self.events.len() as u64 - 1
     }
 
-    /// Decodes a stored record (upcasting its events) and computes its hash.
+    /// Decodes a stored record, upcasting its events.
     pub fn decode(bytes: &[u8]) -> Result<Commit, LogError> {
         let r = codec::decode_record(bytes)?;
-        let events = r
-            .events
-            .iter()
-            .map(|s| codec::decode_event(s).map(|e| (s.event_type.clone(), s.schema, e)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let events = r.events.iter().map(codec::decode_event).collect::<Result<Vec<_>, _>>()?;
+        let schemas = r.events.iter().map(|s| s.schema).collect();
         if events.is_empty() {
             return Err(LogError::Codec(format!("commit {} holds no events", r.position)));
         }
@@ -156,20 +154,20 @@ impl Commit {
             correlation_id: r.correlation_id,
             causation_id: r.causation_id,
             prev_hash: to_hash(&r.prev_hash)?,
-            hash: codec::sha256(bytes),
             events,
+            schemas,
         })
     }
 
     /// The events with their full envelopes.
     pub fn envelopes(&self) -> impl Iterator<Item = EventEnvelope> + '_ {
-        self.events.iter().enumerate().map(|(i, (t, schema, e))| EventEnvelope {
+        self.events.iter().zip(&self.schemas).enumerate().map(|(i, (e, schema))| EventEnvelope {
             stream: self.stream.clone(),
             version: self.first_version + i as u64,
             position: self.position,
             index: i as u32,
             event_id: format!("{}:{i}", self.command_id),
-            event_type: t.clone(),
+            event_type: e.type_name(),
             schema_version: *schema,
             at: self.at,
             actor: self.actor.clone(),

@@ -102,6 +102,25 @@ fn u64_at(v: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// Opens sled, waiting a little for the directory's lock: sled's own IO threads can
+/// hold it for a moment after the last handle of a previous open was dropped.
+fn open_db(path: &Path) -> Result<sled::Db, LogError> {
+    let mut pause = std::time::Duration::from_millis(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(storage(e)),
+        }
+    }
+}
+
 /// The head entry: position and hash of the last commit.
 fn read_head(tree: &sled::Tree) -> Result<(u64, Hash), LogError> {
     match tree.get(HEAD).map_err(storage)? {
@@ -171,14 +190,14 @@ fn walk_chain(tree: &sled::Tree) -> Result<ChainWalk, LogError> {
         }
         if commit.prev_hash != prev {
             let successor = if pos == head { Some(head_hash) } else { recorded_prev(tree, pos + 1)? };
-            if good > 0 && successor == Some(commit.hash) {
+            if good > 0 && successor == Some(sha256(&v)) {
                 let what = format!("commit {good}'s contents do not match the hash commit {pos} recorded");
                 return stop(good - 1, before_prev, good, what);
             }
             return stop(good, prev, pos, "hash chain broken: the previous hash does not match".into());
         }
         before_prev = prev;
-        prev = commit.hash;
+        prev = sha256(&v);
         good = pos;
     }
     if good < head {
@@ -226,7 +245,7 @@ fn truncate_after(db: &sled::Db, tree: &sled::Tree, good: u64) -> Result<Hash, L
             c.position,
             &c.request_hash,
         );
-        last_hash = c.hash;
+        last_hash = sha256(&v);
     }
     batch.insert(HEAD, head_value(good, &last_hash));
     quarantine.apply_batch(q).map_err(storage)?;
@@ -258,7 +277,7 @@ impl SledLog {
     /// Opens (or creates) the log in `path`, walking the hash chain first.
     pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<(SledLog, OpenReport), LogError> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new().path(&path).open().map_err(storage)?;
+        let db = open_db(&path)?;
         let tree: sled::Tree = (*db).clone();
         let walk = walk_chain(&tree)?;
         let (mut head, mut head_hash) = (walk.good, walk.good_hash);
