@@ -258,9 +258,23 @@ pub struct CommandRejected {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<Rule>,
     pub message: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub details: std::collections::BTreeMap<String, crate::rejection::Detail>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket_id: Option<TicketId>,
     pub at: Timestamp,
+}
+
+impl CommandRejected {
+    /// The rejection this record keeps (R26: a retry answers it again).
+    pub fn rejection(&self) -> crate::Rejection {
+        crate::Rejection {
+            code: self.code,
+            rule: self.rule,
+            message: self.message.clone(),
+            details: self.details.clone(),
+        }
+    }
 }
 
 /// Every event the log holds.

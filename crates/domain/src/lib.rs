@@ -131,6 +131,7 @@ pub fn rejection_event(command_type: &str, rejection: &Rejection, ctx: &Context,
         code: rejection.code,
         rule: rejection.rule,
         message: rejection.message.clone(),
+        details: rejection.details.clone(),
         ticket_id,
         at: ctx.now,
     })

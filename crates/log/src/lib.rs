@@ -12,6 +12,7 @@
 pub mod codec;
 pub mod conformance;
 pub mod samples;
+pub mod tokens;
 
 use std::future::Future;
 

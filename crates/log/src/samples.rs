@@ -277,6 +277,7 @@ pub fn every_event_type() -> Vec<Event> {
             code: Code::ResellerCannotFile,
             rule: Some(Rule(9)),
             message: "an indirect_reseller cannot file Azure tickets".into(),
+            details: Default::default(),
             ticket_id: None,
             at: t(210_000),
         }),

@@ -15,3 +15,7 @@
 mod log;
 
 pub use log::{OpenOptions, OpenReport, SledLog, SledSubscription, MAX_BATCH};
+
+mod tokens;
+
+pub use tokens::SledTokens;

@@ -104,7 +104,7 @@ fn u64_at(v: &[u8], at: usize) -> u64 {
 
 /// Opens sled, waiting a little for the directory's lock: sled's own IO threads can
 /// hold it for a moment after the last handle of a previous open was dropped.
-fn open_db(path: &Path) -> Result<sled::Db, LogError> {
+pub(crate) fn open_db(path: &Path) -> Result<sled::Db, LogError> {
     let mut pause = std::time::Duration::from_millis(2);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {

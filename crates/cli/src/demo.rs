@@ -1,0 +1,281 @@
+//! `behalf demo`: the seed's story, told through the real HTTP API of a real server on
+//! a fresh temporary store. Each step prints what was sent, the answer and the rule.
+//! Exits non-zero if any step is answered otherwise than the rules say.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use serde_json::{json, Value};
+
+use crate::settings::{LogFormat, Settings};
+
+const CONTOSO: &str = "c0a1b2c3-0000-4000-8000-000000000001"; // direct bill
+const NORTHWIND: &str = "c0a1b2c3-0000-4000-8000-000000000002"; // indirect provider
+const TAILSPIN: &str = "c0a1b2c3-0000-4000-8000-000000000003"; // indirect reseller
+const FABRIKAM: &str = "f0a1b2c3-0000-4000-8000-000000000001"; // customer
+const AYU: &str = "a0a1b2c3-0000-4000-8000-000000000001"; // Contoso's admin agent
+const RINA: &str = "a0a1b2c3-0000-4000-8000-000000000002"; // Tailspin's admin agent
+const CONTOSO_AGENTS: &str = "90a1b2c3-0000-4000-8000-000000000001";
+const TAILSPIN_AGENTS: &str = "90a1b2c3-0000-4000-8000-000000000002";
+const HELPDESK: &str = "729827e3-9c14-49f7-bb1b-9608f156bbb8";
+const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
+
+struct Demo {
+    http: reqwest::Client,
+    base: String,
+    failures: Vec<String>,
+}
+
+enum Expect {
+    Accepted,
+    Refused(&'static str),
+}
+
+impl Demo {
+    async fn send(&self, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let r = self.http.post(format!("{}/v1/commands", self.base)).bearer_auth(token).json(body).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Sends quietly (the cast and the grants); any refusal is a failure.
+    async fn setup(&mut self, token: &str, body: Value) -> anyhow::Result<Value> {
+        let (status, answer) = self.send(token, &body).await?;
+        if answer["outcome"] != "accepted" {
+            self.failures.push(format!("set-up {} was answered {status} {answer}", body["type"]));
+        }
+        Ok(answer)
+    }
+
+    /// Sends and narrates one step of the story.
+    async fn step(
+        &mut self,
+        n: u32,
+        title: &str,
+        who: &str,
+        token: &str,
+        body: Value,
+        expect: Expect,
+    ) -> anyhow::Result<Value> {
+        println!("\n── {n}. {title}");
+        println!("   {who} sends {}", body);
+        let (status, answer) = self.send(token, &body).await?;
+        let ok = match (&expect, answer["outcome"].as_str()) {
+            (Expect::Accepted, Some("accepted")) => {
+                let types: Vec<&str> =
+                    answer["events"].as_array().into_iter().flatten().filter_map(|e| e["type"].as_str()).collect();
+                println!("   ← {status} accepted at position {}: {}", answer["position"], types.join(", "));
+                true
+            }
+            (Expect::Refused(code), Some("rejected")) => {
+                println!(
+                    "   ← {status} rejected {} ({}): {}",
+                    answer["code"].as_str().unwrap_or("?"),
+                    answer["rule"].as_str().unwrap_or("-"),
+                    answer["message"].as_str().unwrap_or("")
+                );
+                if let Some(d) = answer.get("details") {
+                    println!("     details {d}");
+                }
+                answer["code"] == *code
+            }
+            _ => {
+                println!("   ← {status} {answer}");
+                false
+            }
+        };
+        if !ok {
+            self.failures.push(format!("step {n} ({title}) was not answered as the rules say"));
+        }
+        Ok(answer)
+    }
+
+    async fn token(&self, admin: &str, spec: Value) -> anyhow::Result<String> {
+        let r = self.http.post(format!("{}/v1/tokens", self.base)).bearer_auth(admin).json(&spec).send().await?;
+        let v: Value = r.json().await?;
+        v["token"].as_str().map(str::to_owned).with_context(|| format!("no token issued: {v}"))
+    }
+}
+
+fn contact(email: &str) -> Value {
+    json!({"first_name": "Ayu", "last_name": "Lestari", "email": email, "preferred_contact": "email"})
+}
+
+fn ticket(customer: &str, workload: &str, email: &str) -> Value {
+    json!({
+        "type": "ticket.open", "customer_id": customer, "workload": workload,
+        "title": "Users cannot sign in to Outlook", "description": "Since 08:00 WIB every sign-in fails with AADSTS50058.",
+        "severity": "moderate", "support_topic": "Exchange Online / Sign-in", "country_code": "ID", "contact": contact(email)
+    })
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let settings = Settings {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        log_format: LogFormat::Human,
+        max_body_bytes: 256 * 1024,
+        max_in_flight: 1024,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (started, serving) = crate::serve::start(&settings, async move {
+        let _ = stop_rx.await;
+    })
+    .await?;
+    let server = tokio::spawn(serving);
+    let admin_path = started.admin_token.context("a fresh store creates an admin token")?;
+    let admin = std::fs::read_to_string(&admin_path)?.trim().to_owned();
+    println!("Behalf demo — a fresh store in {}, HTTP on {}", dir.path().display(), started.addr);
+    println!("The admin token was written to {}.", admin_path.display());
+
+    let mut d = Demo {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+        base: format!("http://{}", started.addr),
+        failures: Vec::new(),
+    };
+    let vendor = d.token(&admin, json!({"kind": "vendor", "label": "demo vendor"})).await?;
+    let contoso_sync = d.token(&admin, json!({"kind": "partner_sync", "partner_id": CONTOSO})).await?;
+    let tailspin_sync = d.token(&admin, json!({"kind": "partner_sync", "partner_id": TAILSPIN})).await?;
+    let ayu = d.token(&admin, json!({"kind": "partner_agent", "partner_id": CONTOSO, "user_id": AYU})).await?;
+    let rina = d.token(&admin, json!({"kind": "partner_agent", "partner_id": TAILSPIN, "user_id": RINA})).await?;
+
+    println!("\nThe cast: Contoso (CSP direct bill), Northwind (indirect provider) and its reseller");
+    println!("Tailspin; their customer Fabrikam. The vendor registers the tenants; each partner");
+    println!("syncs its own users, groups and GDAP grants.");
+    for body in [
+        json!({"type":"partner.register","partner_id":CONTOSO,"name":"Contoso","program":"direct_bill","domains":["contoso-partner.com"],"cloud":"commercial"}),
+        json!({"type":"partner.register","partner_id":NORTHWIND,"name":"Northwind Distribution","program":"indirect_provider","domains":["northwind.example"],"cloud":"commercial"}),
+        json!({"type":"partner.register","partner_id":TAILSPIN,"name":"Tailspin Reseller","program":"indirect_reseller","domains":["tailspin.example"],"cloud":"commercial","provider_id":NORTHWIND}),
+        json!({"type":"customer.register","customer_id":FABRIKAM,"name":"Fabrikam Indonesia","domains":["fabrikam.co.id"],"cloud":"commercial"}),
+        json!({"type":"customer.register","customer_id":CONTOSO,"name":"Contoso (own tenant)","domains":["contoso-partner.com"],"cloud":"commercial"}),
+        json!({"type":"marketplace.product.register","product_id":"northwind-backup","isv_name":"Northwind Backup Ltd","support_url":"https://support.northwind-backup.example","support_email":"help@northwind-backup.example"}),
+        json!({"type":"subscription.register","subscription_id":"fab-azure-1","customer_id":FABRIKAM,"workload":"azure","provider_id":CONTOSO,"billing":"paid"}),
+        json!({"type":"subscription.register","subscription_id":"fab-azure-2","customer_id":FABRIKAM,"workload":"azure","provider_id":NORTHWIND,"reseller_id":TAILSPIN,"billing":"paid"}),
+        json!({"type":"subscription.register","subscription_id":"fab-backup","customer_id":FABRIKAM,"workload":"azure","provider_id":CONTOSO,"billing":"paid","marketplace_product_id":"northwind-backup"}),
+        json!({"type":"rbac.assign","assignment_id":"rbac-ayu","subscription_id":"fab-azure-1","principal_id":AYU,"role_id":CONTRIBUTOR}),
+        json!({"type":"rbac.assign","assignment_id":"rbac-rina","subscription_id":"fab-azure-2","principal_id":RINA,"role_id":CONTRIBUTOR}),
+        json!({"type":"support_plan.register","plan_id":"contoso-premier","partner_id":CONTOSO,"kind":"premier_unified","valid_until":"2099-01-01T00:00:00Z"}),
+    ] {
+        d.setup(&vendor, body).await?;
+    }
+    // Grants activated a month ago, for two years.
+    use behalf_service::clock::Clock as _;
+    let activated = behalf_service::clock::SystemClock.now().plus_millis(-30 * 86_400_000).to_string();
+    let grant = |partner: &str, rel: &str, status: &str| json!({"type":"gdap.relationship.upsert","relationship_id":rel,"partner_id":partner,"customer_id":FABRIKAM,"status":status,"roles":[HELPDESK],"activated_at":activated,"duration":"P730D","auto_extend":"PT0S"});
+    for (sync, partner, user, email, group, rel) in [
+        (&contoso_sync, CONTOSO, AYU, "ayu@contoso-partner.com", CONTOSO_AGENTS, "rel-contoso-fabrikam"),
+        (&tailspin_sync, TAILSPIN, RINA, "rina@tailspin.example", TAILSPIN_AGENTS, "rel-tailspin-fabrikam"),
+    ] {
+        d.setup(
+            sync,
+            json!({"type":"partner.user.upsert","partner_id":partner,"user_id":user,"email":email,"admin_agent":true}),
+        )
+        .await?;
+        d.setup(sync, json!({"type":"group.member.add","partner_id":partner,"group_id":group,"user_id":user})).await?;
+        d.setup(sync, grant(partner, rel, "active")).await?;
+        d.setup(sync, json!({"type":"gdap.assignment.upsert","assignment_id":format!("{rel}-helpdesk"),"relationship_id":rel,"group_id":group,"roles":[HELPDESK],"status":"active"})).await?;
+    }
+    println!("Registered: 3 partners, 1 customer, 3 subscriptions, 2 GDAP relationships with Helpdesk Administrator.");
+
+    let opened = d
+        .step(
+            1,
+            "An admin agent files an Office 365 ticket for the customer (R3–R7, R11)",
+            "Ayu (Contoso)",
+            &ayu,
+            ticket(FABRIKAM, "office365", "ayu@contoso-partner.com"),
+            Expect::Accepted,
+        )
+        .await?;
+    let ticket_id = opened["ticket_id"].as_str().unwrap_or_default().to_owned();
+    let mut azure = ticket(FABRIKAM, "azure", "ayu@contoso-partner.com");
+    azure["subscription_id"] = json!("fab-azure-1");
+    azure["support_plan"] = json!("cloud_solution_provider");
+    azure["title"] = json!("VM will not start after resize");
+    d.step(
+        2,
+        "The subscription's provider files an Azure ticket: GDAP and RBAC (R8–R10)",
+        "Ayu (Contoso)",
+        &ayu,
+        azure.clone(),
+        Expect::Accepted,
+    )
+    .await?;
+    let mut resold = azure.clone();
+    resold["subscription_id"] = json!("fab-azure-2");
+    resold["contact"] = contact("rina@tailspin.example");
+    d.step(
+        3,
+        "The indirect reseller tries an Azure ticket: only the provider files them (R9)",
+        "Rina (Tailspin)",
+        &rina,
+        resold,
+        Expect::Refused("azure.reseller_cannot_file"),
+    )
+    .await?;
+    d.step(
+        4,
+        "A ticket with the customer's own e-mail as contact (R11)",
+        "Ayu (Contoso)",
+        &ayu,
+        ticket(FABRIKAM, "office365", "budi@fabrikam.co.id"),
+        Expect::Refused("ticket.contact_must_be_partner"),
+    )
+    .await?;
+    let mut backup = azure.clone();
+    backup["subscription_id"] = json!("fab-backup");
+    d.step(
+        5,
+        "A marketplace product is supported by its ISV, not through CSP (R12)",
+        "Ayu (Contoso)",
+        &ayu,
+        backup,
+        Expect::Refused("ticket.marketplace_product"),
+    )
+    .await?;
+    d.step(
+        6,
+        "Contoso's own tenant: CSP support does not apply (R13)",
+        "Ayu (Contoso)",
+        &ayu,
+        ticket(CONTOSO, "office365", "ayu@contoso-partner.com"),
+        Expect::Refused("ticket.own_tenant_needs_support_plan"),
+    )
+    .await?;
+    let mut own = ticket(CONTOSO, "office365", "ayu@contoso-partner.com");
+    own["support_plan"] = json!("contoso-premier");
+    d.step(7, "…with its own Premier support plan it is accepted (R13)", "Ayu (Contoso)", &ayu, own, Expect::Accepted)
+        .await?;
+    d.step(
+        8,
+        "Contoso's sync reports the GDAP relationship terminated",
+        "Contoso sync",
+        &contoso_sync,
+        grant(CONTOSO, "rel-contoso-fabrikam", "terminated"),
+        Expect::Accepted,
+    )
+    .await?;
+    d.step(
+        9,
+        "The next note on the ticket is refused: authority is checked every time (R18)",
+        "Ayu (Contoso)",
+        &ayu,
+        json!({"type":"ticket.note","ticket_id":ticket_id,"text":"Any update?"}),
+        Expect::Refused("gdap.relationship_inactive"),
+    )
+    .await?;
+
+    let _ = stop_tx.send(());
+    server.await??;
+    println!();
+    if d.failures.is_empty() {
+        println!("Every step was answered as the rules say. Every command above, accepted or refused, is in the log.");
+        Ok(())
+    } else {
+        for f in &d.failures {
+            eprintln!("demo: {f}");
+        }
+        bail!("{} step(s) were not answered as the rules say", d.failures.len())
+    }
+}

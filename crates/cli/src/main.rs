@@ -1,0 +1,91 @@
+//! `behalf` — the binary. Thin: parse the command line, set up tracing, run a role.
+
+mod demo;
+mod serve;
+mod settings;
+mod token;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// The allocator: measurably better than glibc's for replay (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Behalf: support tickets that CSP partners file on behalf of their customers,
+/// only when their GDAP grants allow it, kept in one tamper-evident event log.
+#[derive(Parser, Debug)]
+#[command(name = "behalf", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run everything in one process on the embedded engine (HTTP API, command
+    /// service, GDAP projection). A fresh data directory gets an admin token.
+    Serve(ServeArgs),
+    /// Narrate the seed's story on a fresh temporary store, through the real HTTP API.
+    Demo,
+    /// Issue, revoke or list tokens in a data directory (while no server runs on it;
+    /// on a running server use POST /v1/tokens with the admin token).
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Where the log and the tokens live [default: ./behalf-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HOST:PORT to listen on; port 0 picks a free port [default: 127.0.0.1:8080]
+    #[arg(long)]
+    listen: Option<String>,
+    /// A TOML settings file (keys as the flags, with underscores)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log lines as `human` or `json` [default: human]
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Largest accepted request body in bytes [default: 262144]
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+    /// Commands decided at once before answering 429 [default: 4096]
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+}
+
+fn init_tracing(format: settings::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BEHALF_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        settings::LogFormat::Human => builder.init(),
+        settings::LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Cmd::Serve(a) => {
+            let flags = settings::Layer {
+                data_dir: a.data_dir,
+                listen: a.listen,
+                log_format: a.log_format,
+                max_body_bytes: a.max_body_bytes,
+                max_in_flight: a.max_in_flight,
+            };
+            let s = settings::load(settings::config_path(a.config).as_deref(), settings::Layer::from_env()?, flags)?;
+            init_tracing(s.log_format);
+            rt.block_on(serve::run(s, serve::shutdown_signal()))
+        }
+        Cmd::Demo => {
+            init_tracing(settings::LogFormat::Human);
+            rt.block_on(demo::run())
+        }
+        Cmd::Token(t) => token::run(t),
+    }
+}

@@ -1,0 +1,91 @@
+//! `behalf serve`: the embedded engine, the command service and the HTTP API in one
+//! process, until SIGTERM or Ctrl-C; then stop accepting, finish what is in flight,
+//! and exit 0. Every acknowledged command was durable before it was acknowledged.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use behalf_http::{App, Limits};
+use behalf_service::clock::{Clock, SystemClock};
+use behalf_service::commands::CommandService;
+use behalf_service::tokens::Tokens;
+use behalf_sled_store::{OpenOptions, SledLog, SledTokens};
+use tokio::net::TcpListener;
+
+use crate::settings::Settings;
+
+/// Opens the stores of a data directory.
+pub fn open_stores(data_dir: &Path) -> anyhow::Result<(SledLog, Tokens<SledTokens>)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let in_use = || format!("is another behalf process using {}?", data_dir.display());
+    let (log, report) = SledLog::open(data_dir.join("log"), OpenOptions::default())
+        .with_context(|| format!("cannot open the event log in {}; {}", data_dir.display(), in_use()))?;
+    tracing::info!(head = report.head, "event log open");
+    let tokens = SledTokens::open(data_dir.join("tokens"))
+        .with_context(|| format!("cannot open the token store; {}", in_use()))?;
+    Ok((log, Tokens::new(tokens)))
+}
+
+/// A server that is up: its address and where the admin token went, if it was made.
+pub struct Started {
+    pub addr: SocketAddr,
+    pub admin_token: Option<PathBuf>,
+}
+
+/// Binds and starts serving; `serving` completes when the server has shut down.
+pub async fn start(
+    s: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Started, impl Future<Output = anyhow::Result<()>>)> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (log, tokens) = open_stores(&s.data_dir)?;
+    let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
+    let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
+    let limits = Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight };
+    let app = App::new(service, Arc::new(tokens), clock, limits);
+    let listener = TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
+    let addr = listener.local_addr()?;
+    let serving = async move {
+        behalf_http::serve(listener, behalf_http::router(app), shutdown).await.context("the HTTP server failed")?;
+        tracing::info!("stopped accepting; in-flight commands finished");
+        Ok(())
+    };
+    Ok((Started { addr, admin_token }, serving))
+}
+
+pub async fn run(s: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let (started, serving) = start(&s, shutdown).await?;
+    if let Some(path) = &started.admin_token {
+        println!("admin token written to {} (readable by its owner only)", path.display());
+    }
+    println!("listening on {}", started.addr);
+    tracing::info!(addr = %started.addr, data_dir = %s.data_dir.display(), "serving");
+    serving.await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,138 @@
+//! Typed settings, layered: defaults → TOML file → `BEHALF_*` environment → flags,
+//! validated before anything starts. The environment is read here and nowhere else.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The settings of `behalf serve`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub max_body_bytes: usize,
+    pub max_in_flight: usize,
+}
+
+/// One layer: what a file, the environment or the flags say (each may say nothing).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub log_format: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub max_in_flight: Option<usize>,
+}
+
+impl Layer {
+    fn over(self, base: Layer) -> Layer {
+        Layer {
+            data_dir: self.data_dir.or(base.data_dir),
+            listen: self.listen.or(base.listen),
+            log_format: self.log_format.or(base.log_format),
+            max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
+            max_in_flight: self.max_in_flight.or(base.max_in_flight),
+        }
+    }
+
+    /// The `BEHALF_*` variables.
+    pub fn from_env() -> anyhow::Result<Layer> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let num = |name: &str| -> anyhow::Result<Option<usize>> {
+            var(name)
+                .map(|v| v.parse::<usize>().with_context(|| format!("{name}={v:?} is not a whole number")))
+                .transpose()
+        };
+        Ok(Layer {
+            data_dir: var("BEHALF_DATA_DIR").map(PathBuf::from),
+            listen: var("BEHALF_LISTEN"),
+            log_format: var("BEHALF_LOG_FORMAT"),
+            max_body_bytes: num("BEHALF_MAX_BODY_BYTES")?,
+            max_in_flight: num("BEHALF_MAX_IN_FLIGHT")?,
+        })
+    }
+
+    pub fn from_file(path: &Path) -> anyhow::Result<Layer> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("the settings file {} is not valid", path.display()))
+    }
+}
+
+/// The config file named by the flag, else by `BEHALF_CONFIG`.
+pub fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| std::env::var("BEHALF_CONFIG").ok().filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+/// Layers defaults, the file, the environment and the flags, and validates the result.
+pub fn load(config: Option<&Path>, env: Layer, flags: Layer) -> anyhow::Result<Settings> {
+    let file = match config {
+        Some(p) => Layer::from_file(p)?,
+        None => Layer::default(),
+    };
+    let l = flags.over(env.over(file));
+    let listen_text = l.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen: SocketAddr = listen_text
+        .parse()
+        .with_context(|| format!("listen address {listen_text:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"))?;
+    let log_format = match l.log_format.as_deref().unwrap_or("human") {
+        "human" => LogFormat::Human,
+        "json" => LogFormat::Json,
+        other => bail!("log format {other:?} is not human or json"),
+    };
+    let max_body_bytes = l.max_body_bytes.unwrap_or(256 * 1024);
+    if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+        bail!("max_body_bytes {max_body_bytes} must be between 1 KiB and 64 MiB");
+    }
+    let max_in_flight = l.max_in_flight.unwrap_or(4096);
+    if max_in_flight == 0 {
+        bail!("max_in_flight must be at least 1");
+    }
+    let data_dir = l.data_dir.unwrap_or_else(|| PathBuf::from("./behalf-data"));
+    if data_dir.as_os_str().is_empty() {
+        bail!("the data directory must not be empty");
+    }
+    Ok(Settings { data_dir, listen, log_format, max_body_bytes, max_in_flight })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("behalf.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nmax_in_flight = 10\nlog_format = \"json\"\n").unwrap();
+        let env = Layer { max_in_flight: Some(20), ..Layer::default() };
+        let flags = Layer { listen: Some("127.0.0.1:0".into()), ..Layer::default() };
+        let s = load(Some(&file), env, flags).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:0", "flags win");
+        assert_eq!(s.max_in_flight, 20, "environment over file");
+        assert_eq!(s.log_format, LogFormat::Json, "file over defaults");
+        assert_eq!(s.data_dir, PathBuf::from("./behalf-data"), "defaults");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_before_start() {
+        let bad = |l: Layer| load(None, Layer::default(), l).unwrap_err().to_string();
+        assert!(bad(Layer { listen: Some("localhost".into()), ..Layer::default() }).contains("HOST:PORT"));
+        assert!(bad(Layer { log_format: Some("xml".into()), ..Layer::default() }).contains("xml"));
+        assert!(bad(Layer { max_body_bytes: Some(1), ..Layer::default() }).contains("max_body_bytes"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        assert!(load(Some(&file), Layer::default(), Layer::default()).is_err(), "unknown keys are refused");
+    }
+}

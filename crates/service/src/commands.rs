@@ -1,0 +1,318 @@
+//! The command service: for one request, answer its first outcome if it was seen
+//! before (R26); otherwise wait for the GDAP projection to catch up with the log, load
+//! the ticket, `decide`, and append with the ticket's expected version, answering only
+//! once the append is durable. A version conflict is retried against fresh state a
+//! bounded number of times. Refusals are recorded in the audit stream (R30).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use behalf_domain::event::Isv;
+use behalf_domain::*;
+use behalf_log::{AppendRefused, AppendRequest, Commit, EventLog, ExpectedVersion, Hash};
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::clock::Clock;
+use crate::gdap::GdapProjection;
+use crate::ids::IdGen;
+use crate::request::{digest, Request};
+use crate::ServiceError;
+
+/// How often a command is decided again after losing a race on its ticket.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// How long a decision waits for the GDAP projection to catch up.
+pub const PROJECTION_WAIT: Duration = Duration::from_secs(5);
+
+/// An accepted command's answer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Accepted {
+    pub outcome: &'static str,
+    pub command_id: CommandId,
+    pub stream: StreamId,
+    /// The stream's version after the command.
+    pub version: u64,
+    /// The global position of the commit (or of the log, when nothing was appended).
+    pub position: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_id: Option<TicketId>,
+    /// For `support.request`: the recorded decision (R23).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Route>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_id: Option<PartnerId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isv: Option<Isv>,
+    pub events: Vec<Event>,
+    /// The answer is the first outcome of an earlier identical request (R26).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+impl Accepted {
+    /// Whether the command created a ticket (HTTP 201).
+    pub fn created(&self) -> bool {
+        self.events.iter().any(|e| matches!(e, Event::TicketOpened(_)))
+    }
+
+    fn new(
+        command_id: CommandId,
+        stream: StreamId,
+        version: u64,
+        position: u64,
+        events: Vec<Event>,
+        duplicate: bool,
+    ) -> Self {
+        let ticket_id = events.iter().find_map(|e| e.ticket_id().cloned());
+        let routed = events.iter().find_map(|e| if let Event::SupportRequestRouted(r) = e { Some(r) } else { None });
+        Accepted {
+            outcome: "accepted",
+            command_id,
+            stream,
+            version,
+            position,
+            ticket_id,
+            route: routed.map(|r| r.route),
+            partner_id: routed.and_then(|r| r.partner_id.clone()),
+            isv: routed.and_then(|r| r.isv.clone()),
+            events,
+            duplicate,
+        }
+    }
+}
+
+/// The answer to a command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Accepted(Accepted),
+    Rejected(Rejection),
+}
+
+/// The command service over one log.
+pub struct CommandService<L: EventLog> {
+    log: L,
+    gdap: Arc<GdapProjection>,
+    clock: Arc<dyn Clock>,
+    ids: IdGen,
+}
+
+fn rejection_answer_of(commit: &Commit) -> Option<Rejection> {
+    commit.events.iter().find_map(|e| if let Event::CommandRejected(r) = e { Some(r.rejection()) } else { None })
+}
+
+impl<L: EventLog> CommandService<L> {
+    /// Starts the service (and its GDAP projection) over `log`.
+    pub fn new(log: L, clock: Arc<dyn Clock>) -> Self {
+        let gdap = GdapProjection::spawn(&log);
+        CommandService { log, gdap, clock, ids: IdGen::default() }
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    pub fn gdap(&self) -> &Arc<GdapProjection> {
+        &self.gdap
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Ready to decide: the projection follows the log and has caught up with it.
+    pub async fn ready(&self) -> bool {
+        match self.log.head().await {
+            Ok(head) => self.gdap.healthy() && self.gdap.position() >= head,
+            Err(_) => false,
+        }
+    }
+
+    /// Executes one request for an authenticated principal.
+    pub async fn execute(&self, principal: Principal, req: Request) -> Result<Outcome, ServiceError> {
+        let command_id = match &req.command_id {
+            Some(id) => id.clone(),
+            None => CommandId::new(format!("auto-{}", self.ids.next(self.clock.now()))),
+        };
+        let span = tracing::info_span!("command", id = %command_id, kind = req.command.type_name());
+        self.execute_as(principal, req, command_id).instrument(span).await
+    }
+
+    async fn execute_as(
+        &self,
+        principal: Principal,
+        req: Request,
+        command_id: CommandId,
+    ) -> Result<Outcome, ServiceError> {
+        let hash = digest(&principal, &req);
+        // R26: a command seen before answers its first outcome.
+        if let Some(first) = self.log.find_command(&command_id).await? {
+            return Ok(self.first_outcome(&first, &hash, command_id));
+        }
+        let mut new_id = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let head = self.log.head().await?;
+            self.gdap.wait_for(head, PROJECTION_WAIT).await?;
+            let now = self.clock.now();
+            let (stream, ticket, expected) = match req.command.target() {
+                Target::NewTicket | Target::NewSupportRequest => {
+                    let id = new_id.get_or_insert_with(|| self.ids.next(now)).clone();
+                    let category = if matches!(req.command.target(), Target::NewTicket) { "ticket" } else { "support" };
+                    (StreamId::of(category, &id), None, ExpectedVersion::Exact(0))
+                }
+                Target::Ticket(id) => {
+                    let stream = StreamId::ticket(&id);
+                    let commits = self.log.read_stream(&stream, 1).await?;
+                    let ticket = commits.into_iter().flat_map(|c| c.events).fold(None, Ticket::evolve_owned);
+                    let version = ticket.as_ref().map_or(0, |t| t.version);
+                    (stream, ticket, ExpectedVersion::Exact(version))
+                }
+                Target::Fact(stream) => (stream, None, ExpectedVersion::Any),
+            };
+            let (decision, position) = {
+                let view = self.gdap.view();
+                let ctx = Context {
+                    now,
+                    principal: principal.clone(),
+                    new_id: new_id.clone().unwrap_or_default(),
+                    directory_position: view.position,
+                    expected_version: req.expected_version,
+                };
+                let state = State { directory: &view.directory, ticket: ticket.as_ref() };
+                (decide(&state, &req.command, &ctx), view.position)
+            };
+            let events = match decision {
+                Ok(events) => events,
+                Err(rejection) => return self.refuse(&principal, &req, command_id, hash, rejection).await,
+            };
+            if events.is_empty() {
+                // An upsert of the same state: accepted, nothing appended.
+                let version = self.log.stream_version(&stream).await?;
+                return Ok(Outcome::Accepted(Accepted::new(
+                    command_id,
+                    stream,
+                    version,
+                    position.max(head),
+                    events,
+                    false,
+                )));
+            }
+            let append = AppendRequest {
+                stream: stream.clone(),
+                expected,
+                command_id: command_id.clone(),
+                request_hash: hash,
+                at: now,
+                actor: principal.clone(),
+                correlation_id: None,
+                causation_id: None,
+                events: events.clone(),
+            };
+            match self.log.append(append).await? {
+                Ok(a) if a.duplicate => {
+                    // Lost a race with the same command: answer what the log holds.
+                    let first = self.log.find_command(&command_id).await?;
+                    return Ok(match first {
+                        Some(c) => self.first_outcome(&c, &hash, command_id),
+                        None => Outcome::Accepted(Accepted::new(
+                            command_id,
+                            a.stream,
+                            a.last_version,
+                            a.position,
+                            events,
+                            true,
+                        )),
+                    });
+                }
+                Ok(a) => {
+                    tracing::debug!(position = a.position, "accepted");
+                    return Ok(Outcome::Accepted(Accepted::new(
+                        command_id,
+                        a.stream,
+                        a.last_version,
+                        a.position,
+                        events,
+                        false,
+                    )));
+                }
+                Err(AppendRefused::Conflict { .. }) => continue,
+                Err(AppendRefused::KeyReused { position }) => {
+                    return Ok(Outcome::Rejected(key_reused(position)));
+                }
+            }
+        }
+        let r = Rejection::new(
+            Code::ConcurrencyConflict,
+            27,
+            format!("the stream kept moving; gave up after {MAX_ATTEMPTS} attempts"),
+        );
+        self.refuse(&principal, &req, command_id, hash, r).await
+    }
+
+    fn first_outcome(&self, first: &Commit, hash: &Hash, command_id: CommandId) -> Outcome {
+        if &first.request_hash != hash {
+            return Outcome::Rejected(key_reused(first.position));
+        }
+        match rejection_answer_of(first) {
+            Some(r) if first.stream == StreamId::rejections() => Outcome::Rejected(r),
+            Some(_) | None => Outcome::Accepted(Accepted::new(
+                command_id,
+                first.stream.clone(),
+                first.last_version(),
+                first.position,
+                first.events.clone(),
+                true,
+            )),
+        }
+    }
+
+    /// R30: records the refusal in the audit stream, keyed by the command id, so a
+    /// retry answers it again (R26); then answers it.
+    async fn refuse(
+        &self,
+        principal: &Principal,
+        req: &Request,
+        command_id: CommandId,
+        hash: Hash,
+        rejection: Rejection,
+    ) -> Result<Outcome, ServiceError> {
+        let ticket_id = match req.command.target() {
+            Target::Ticket(id) => Some(id),
+            Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => None,
+        };
+        let now = self.clock.now();
+        let ctx = Context {
+            now,
+            principal: principal.clone(),
+            new_id: String::new(),
+            directory_position: 0,
+            expected_version: None,
+        };
+        let record = rejection_event(req.command.type_name(), &rejection, &ctx, ticket_id);
+        let append = AppendRequest {
+            stream: StreamId::rejections(),
+            expected: ExpectedVersion::Any,
+            command_id: command_id.clone(),
+            request_hash: hash,
+            at: now,
+            actor: principal.clone(),
+            correlation_id: None,
+            causation_id: None,
+            events: vec![record],
+        };
+        tracing::debug!(code = %rejection.code, "rejected");
+        match self.log.append(append).await? {
+            Ok(a) if a.duplicate => Ok(match self.log.find_command(&command_id).await? {
+                Some(c) => self.first_outcome(&c, &hash, command_id),
+                None => Outcome::Rejected(rejection),
+            }),
+            Ok(_) | Err(AppendRefused::Conflict { .. }) => Ok(Outcome::Rejected(rejection)),
+            Err(AppendRefused::KeyReused { position }) => Ok(Outcome::Rejected(key_reused(position))),
+        }
+    }
+}
+
+fn key_reused(position: u64) -> Rejection {
+    Rejection::new(Code::IdempotencyKeyReused, 26, "this command id was used before with another body")
+        .with("first_position", position)
+}

@@ -1,0 +1,103 @@
+//! The GDAP projection: the directory folded from the log, kept current by a
+//! subscription. A decision first waits until the projection has applied everything
+//! the log held when the command arrived (no decision on a stale grant), then reads it
+//! under a read lock together with the position it stands at (the R29 evidence).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use behalf_domain::Directory;
+use behalf_log::{EventLog, Subscription};
+use tokio::sync::watch;
+
+use crate::ServiceError;
+
+pub struct GdapProjection {
+    directory: RwLock<Directory>,
+    /// Every commit up to here is applied.
+    position: AtomicU64,
+    notify: watch::Sender<u64>,
+    failed: AtomicBool,
+}
+
+/// A consistent view: the directory and the position it was folded up to.
+pub struct View<'a> {
+    pub directory: RwLockReadGuard<'a, Directory>,
+    pub position: u64,
+}
+
+impl GdapProjection {
+    /// Starts following `log` from the beginning on a task of the current runtime.
+    pub fn spawn<L: EventLog>(log: &L) -> Arc<GdapProjection> {
+        let (notify, _) = watch::channel(0);
+        let p = Arc::new(GdapProjection {
+            directory: RwLock::new(Directory::default()),
+            position: AtomicU64::new(0),
+            notify,
+            failed: AtomicBool::new(false),
+        });
+        let mut sub = log.subscribe(0);
+        let me = Arc::clone(&p);
+        tokio::spawn(async move {
+            loop {
+                match sub.next().await {
+                    Ok(commit) => me.apply(&commit),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the GDAP projection stopped following the log");
+                        me.failed.store(true, Ordering::SeqCst);
+                        me.notify.send_replace(u64::MAX);
+                        return;
+                    }
+                }
+            }
+        });
+        p
+    }
+
+    fn apply(&self, commit: &behalf_log::Commit) {
+        if commit.events.iter().any(|e| e.is_directory()) {
+            let mut dir = self.directory.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for e in &commit.events {
+                dir.apply(e);
+            }
+        }
+        self.position.store(commit.position, Ordering::SeqCst);
+        self.notify.send_replace(commit.position);
+    }
+
+    /// The position applied so far.
+    pub fn position(&self) -> u64 {
+        self.position.load(Ordering::SeqCst)
+    }
+
+    /// Whether it is following the log.
+    pub fn healthy(&self) -> bool {
+        !self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `position` is applied, at most `wait`.
+    pub async fn wait_for(&self, position: u64, wait: Duration) -> Result<(), ServiceError> {
+        let mut rx = self.notify.subscribe();
+        let reached = tokio::time::timeout(wait, rx.wait_for(|p| *p >= position)).await;
+        if !self.healthy() {
+            return Err(ServiceError::Unavailable("the GDAP projection stopped following the log".into()));
+        }
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(ServiceError::Unavailable(format!(
+                "the GDAP projection is at {} and has not reached {position} yet",
+                self.position()
+            ))),
+        }
+    }
+
+    /// Reads the directory and the position it stands at.
+    pub fn view(&self) -> View<'_> {
+        let directory = self.directory.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Read under the lock: directory events apply under the write lock before the
+        // position moves, so the directory holds at least everything up to here.
+        let position = self.position();
+        View { directory, position }
+    }
+}
