@@ -145,14 +145,11 @@ fn rejected(r: &Rejection, msgpack: bool) -> Response {
     let body =
         RejectedBody { outcome: "rejected", code: r.code, message: &r.message, rule: r.rule, details: &r.details };
     let mut resp = json_response(status, &body, msgpack);
-    match r.code {
-        Code::Overloaded | Code::Unavailable => {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        Code::Unauthenticated => {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        _ => {}
+    if matches!(r.code, Code::Overloaded | Code::Unavailable) {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if r.code == Code::Unauthenticated {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     resp
 }
@@ -175,18 +172,21 @@ fn is_msgpack(headers: &HeaderMap) -> bool {
 }
 
 /// The principal of the request's bearer token.
-fn authenticate<L: EventLog, T: TokenStore>(app: &App<L, T>, headers: &HeaderMap) -> Result<Principal, Response> {
+/// A response that ends a handler early (boxed: a `Response` is large).
+type Early = Box<Response>;
+
+fn authenticate<L: EventLog, T: TokenStore>(app: &App<L, T>, headers: &HeaderMap) -> Result<Principal, Early> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
     let unauth =
         || rejected(&Rejection::without_rule(Code::Unauthenticated, "missing, unknown or revoked token"), false);
-    let Some(token) = token else { return Err(unauth()) };
+    let Some(token) = token else { return Err(Box::new(unauth())) };
     match app.tokens.authenticate(token) {
         Ok(Ok(p)) => Ok(p),
-        Ok(Err(r)) => Err(rejected(&r, false)),
-        Err(e) => Err(unavailable(&e)),
+        Ok(Err(r)) => Err(Box::new(rejected(&r, false))),
+        Err(e) => Err(Box::new(unavailable(&e))),
     }
 }
 
@@ -214,7 +214,7 @@ async fn post_command<L: EventLog, T: TokenStore>(
     let msgpack_out = wants_msgpack(&headers);
     let principal = match authenticate(&app, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let bytes = match read_body(body, app.limits.max_body_bytes, &headers).await {
         Ok(b) => b,
@@ -246,10 +246,11 @@ async fn post_command<L: EventLog, T: TokenStore>(
     }
 }
 
-fn admin_only<L: EventLog, T: TokenStore>(app: &App<L, T>, headers: &HeaderMap) -> Result<(), Response> {
-    match authenticate(app, headers)? {
-        Principal::Admin => Ok(()),
-        _ => Err(rejected(&Rejection::without_rule(Code::Forbidden, "only an admin token manages tokens"), false)),
+fn admin_only<L: EventLog, T: TokenStore>(app: &App<L, T>, headers: &HeaderMap) -> Result<(), Early> {
+    if authenticate(app, headers)? == Principal::Admin {
+        Ok(())
+    } else {
+        Err(Box::new(rejected(&Rejection::without_rule(Code::Forbidden, "only an admin token manages tokens"), false)))
     }
 }
 
@@ -259,7 +260,7 @@ async fn issue_token<L: EventLog, T: TokenStore>(
     body: Body,
 ) -> Response {
     if let Err(r) = admin_only(&app, &headers) {
-        return r;
+        return *r;
     }
     let bytes = match read_body(body, app.limits.max_body_bytes, &headers).await {
         Ok(b) => b,
@@ -281,7 +282,7 @@ async fn issue_token<L: EventLog, T: TokenStore>(
 
 async fn list_tokens<L: EventLog, T: TokenStore>(State(app): State<Arc<App<L, T>>>, headers: HeaderMap) -> Response {
     if let Err(r) = admin_only(&app, &headers) {
-        return r;
+        return *r;
     }
     match app.tokens.list() {
         Ok(list) => json_response(StatusCode::OK, &serde_json::json!({ "tokens": list }), false),
@@ -295,7 +296,7 @@ async fn revoke_token<L: EventLog, T: TokenStore>(
     Path(token_id): Path<String>,
 ) -> Response {
     if let Err(r) = admin_only(&app, &headers) {
-        return r;
+        return *r;
     }
     match app.tokens.revoke(&token_id) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),

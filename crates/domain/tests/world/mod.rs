@@ -1,4 +1,5 @@
-//! A standard world for rule tests: a direct-bill partner, an indirect provider and
+//! A standard world for rule tests (`tests/fixtures/standard-world.json`, shared with
+//! the end-to-end suites): a direct-bill partner, an indirect provider and
 //! its reseller, customers in both clouds, GDAP grants and Azure RBAC — all written
 //! through `decide` as the real producers would write them.
 
@@ -115,65 +116,32 @@ impl World {
         events[0].ticket_id().unwrap().to_string()
     }
 
-    /// The standard world (see the module docs).
+    /// The standard world of `tests/fixtures/standard-world.json` (see the module
+    /// docs), with its relative times read against `T0`.
     pub fn standard() -> Self {
         let mut w = World::empty();
-        let v = Principal::Vendor;
-        w.must(&v, json!({"type":"partner.register","partner_id":PARTNER,"name":"Contoso Partner","program":"direct_bill","domains":["contoso-partner.com"],"cloud":"commercial"}));
-        w.must(&v, json!({"type":"partner.register","partner_id":PROVIDER,"name":"Big Provider","program":"indirect_provider","domains":["provider.example"],"cloud":"commercial"}));
-        w.must(&v, json!({"type":"partner.register","partner_id":RESELLER,"name":"Small Reseller","program":"indirect_reseller","domains":["reseller.example"],"cloud":"commercial","provider_id":PROVIDER}));
-        w.must(&v, json!({"type":"partner.register","partner_id":GOV_PARTNER,"name":"Gov Partner","program":"direct_bill","domains":["gov-partner.example"],"cloud":"usgov"}));
-        w.must(&v, json!({"type":"customer.register","customer_id":CUSTOMER,"name":"Fabrikam","domains":["fabrikam.com"],"cloud":"commercial"}));
-        w.must(&v, json!({"type":"customer.register","customer_id":GOV_CUSTOMER,"name":"Agency","domains":["agency.example"],"cloud":"usgov"}));
-        w.must(&v, json!({"type":"customer.register","customer_id":OTHER_CUSTOMER,"name":"Other","domains":["other.example"],"cloud":"commercial"}));
-        // The partner's own tenant, as a customer (R13).
-        w.must(&v, json!({"type":"customer.register","customer_id":PARTNER,"name":"Contoso Partner (own)","domains":["contoso-partner.com"],"cloud":"commercial"}));
-        let s = sync(PARTNER);
-        for (user, admin) in [(AGENT, true), (NOT_ADMIN, false), (READER_AGENT, true)] {
-            w.must(&s, json!({"type":"partner.user.upsert","partner_id":PARTNER,"user_id":user,"email":format!("{}@contoso-partner.com", &user[..8]),"admin_agent":admin}));
+        for (who, cmd) in standard_world(&[
+            ("{{ACTIVATED}}", "2026-05-01T00:00:00Z"),
+            ("{{PLAN_VALID_UNTIL}}", "2027-01-01T00:00:00Z"),
+            ("{{ISSUE_START}}", "2026-05-31T00:00:00Z"),
+        ]) {
+            w.must(&who, cmd);
         }
-        w.must(&s, json!({"type":"group.member.add","partner_id":PARTNER,"group_id":GROUP,"user_id":AGENT}));
-        w.must(&s, json!({"type":"group.member.add","partner_id":PARTNER,"group_id":GROUP,"user_id":NOT_ADMIN}));
-        w.must(
-            &s,
-            json!({"type":"group.member.add","partner_id":PARTNER,"group_id":READER_GROUP,"user_id":READER_AGENT}),
-        );
-        w.must(&s, json!({"type":"gdap.relationship.upsert","relationship_id":"rel-1","partner_id":PARTNER,"customer_id":CUSTOMER,"status":"active","roles":[HELPDESK, GLOBAL_READER, DIRECTORY_READERS],"activated_at":"2026-05-01T00:00:00Z","duration":"P730D","auto_extend":"PT0S"}));
-        w.must(&s, json!({"type":"gdap.assignment.upsert","assignment_id":"asg-1","relationship_id":"rel-1","group_id":GROUP,"roles":[HELPDESK],"status":"active"}));
-        w.must(&s, json!({"type":"gdap.assignment.upsert","assignment_id":"asg-2","relationship_id":"rel-1","group_id":READER_GROUP,"roles":[GLOBAL_READER],"status":"active"}));
-        // The indirect provider and its reseller, both with GDAP to the customer.
-        let sp = sync(PROVIDER);
-        w.must(&sp, json!({"type":"partner.user.upsert","partner_id":PROVIDER,"user_id":PROVIDER_AGENT,"email":"agent@provider.example","admin_agent":true}));
-        w.must(
-            &sp,
-            json!({"type":"group.member.add","partner_id":PROVIDER,"group_id":PROVIDER_GROUP,"user_id":PROVIDER_AGENT}),
-        );
-        w.must(&sp, json!({"type":"gdap.relationship.upsert","relationship_id":"rel-p","partner_id":PROVIDER,"customer_id":CUSTOMER,"status":"active","roles":[HELPDESK],"activated_at":"2026-05-01T00:00:00Z","duration":"P365D","auto_extend":"P180D"}));
-        w.must(&sp, json!({"type":"gdap.assignment.upsert","assignment_id":"asg-p","relationship_id":"rel-p","group_id":PROVIDER_GROUP,"roles":[HELPDESK],"status":"active"}));
-        let sr = sync(RESELLER);
-        w.must(&sr, json!({"type":"partner.user.upsert","partner_id":RESELLER,"user_id":RESELLER_AGENT,"email":"agent@reseller.example","admin_agent":true}));
-        w.must(
-            &sr,
-            json!({"type":"group.member.add","partner_id":RESELLER,"group_id":RESELLER_GROUP,"user_id":RESELLER_AGENT}),
-        );
-        w.must(&sr, json!({"type":"gdap.relationship.upsert","relationship_id":"rel-r","partner_id":RESELLER,"customer_id":CUSTOMER,"status":"active","roles":[HELPDESK],"activated_at":"2026-05-01T00:00:00Z","duration":"P365D","auto_extend":"PT0S"}));
-        w.must(&sr, json!({"type":"gdap.assignment.upsert","assignment_id":"asg-r","relationship_id":"rel-r","group_id":RESELLER_GROUP,"roles":[HELPDESK],"status":"active"}));
-        // Subscriptions, RBAC, a marketplace product, a support plan, an incident.
-        w.must(&v, json!({"type":"marketplace.product.register","product_id":"prod-1","isv_name":"Northwind ISV","support_url":"https://support.northwind.example","support_email":"help@northwind.example"}));
-        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-azure","customer_id":CUSTOMER,"workload":"azure","provider_id":PARTNER,"billing":"paid"}));
-        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-indirect","customer_id":CUSTOMER,"workload":"azure","provider_id":PROVIDER,"reseller_id":RESELLER,"billing":"paid"}));
-        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-trial","customer_id":CUSTOMER,"workload":"office365","provider_id":PARTNER,"billing":"trial"}));
-        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-o365","customer_id":CUSTOMER,"workload":"office365","provider_id":PARTNER,"billing":"paid"}));
-        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-mkt","customer_id":CUSTOMER,"workload":"azure","provider_id":PARTNER,"billing":"paid","marketplace_product_id":"prod-1"}));
-        w.must(&v, json!({"type":"subscription.register","subscription_id":"sub-other","customer_id":OTHER_CUSTOMER,"workload":"azure","provider_id":PARTNER,"billing":"paid"}));
-        w.must(&v, json!({"type":"rbac.assign","assignment_id":"rbac-1","subscription_id":"sub-azure","principal_id":AGENT,"role_id":CONTRIBUTOR}));
-        w.must(&v, json!({"type":"rbac.assign","assignment_id":"rbac-2","subscription_id":"sub-indirect","principal_id":PROVIDER_GROUP,"role_id":CONTRIBUTOR}));
-        w.must(&v, json!({"type":"rbac.assign","assignment_id":"rbac-3","subscription_id":"sub-indirect","principal_id":RESELLER_AGENT,"role_id":CONTRIBUTOR}));
-        w.must(&v, json!({"type":"support_plan.register","plan_id":"plan-1","partner_id":PARTNER,"kind":"partner_program","valid_until":"2027-01-01T00:00:00Z"}));
-        w.must(&v, json!({"type":"support_plan.register","plan_id":"plan-old","partner_id":PARTNER,"kind":"premier_unified","valid_until":"2026-01-01T00:00:00Z"}));
-        w.must(&v, json!({"type":"service_health.issue.upsert","issue_id":"MO226784","workload":"office365","title":"Mail delays","classification":"incident","status":"serviceDegradation","is_resolved":false,"start":"2026-05-31T00:00:00Z","customer_ids":[]}));
         w
     }
+}
+
+/// The standard world's commands, shared with the end-to-end suites: who sends each,
+/// and the command, with the `{{…}}` times replaced.
+pub fn standard_world(times: &[(&str, &str)]) -> Vec<(Principal, Value)> {
+    let mut text = include_str!("../../../../tests/fixtures/standard-world.json").to_owned();
+    for (k, v) in times {
+        text = text.replace(k, v);
+    }
+    let rows: Vec<Value> = serde_json::from_str(&text).expect("standard-world.json parses");
+    rows.into_iter()
+        .map(|r| (serde_json::from_value(r["as"].clone()).expect("a principal"), r["command"].clone()))
+        .collect()
 }
 
 /// A complete, valid Office 365 `ticket.open` body.

@@ -1,0 +1,601 @@
+//! End-to-end: the real `behalf serve` binary on a free port with a temporary data
+//! directory, driven over HTTP. Every command type of API.md, every rejection code of
+//! RULES.md R1–R18 and R23–R28 with its HTTP status and rule, bad input, SIGKILL during
+//! a burst, SIGTERM, and the demo.
+
+#![allow(clippy::wildcard_enum_match_arm)] // reason: tests panic on the unexpected
+
+mod support;
+
+use std::collections::HashMap;
+
+use behalf_domain::Principal;
+use serde_json::{json, Value};
+use support::world::*;
+use support::{now, send_world, Client, Server};
+
+/// What a step expects.
+enum Then {
+    Accepted(&'static [&'static str]),
+    Refused(u16, &'static str, Option<&'static str>),
+}
+use Then::*;
+
+struct Run {
+    c: Client,
+    tokens: HashMap<String, String>,
+    admin: String,
+}
+
+impl Run {
+    async fn token(&mut self, who: &Principal) -> String {
+        let key = serde_json::to_string(who).unwrap();
+        if !self.tokens.contains_key(&key) {
+            let t = self.c.token(&self.admin, who).await;
+            self.tokens.insert(key.clone(), t);
+        }
+        self.tokens[&key].clone()
+    }
+
+    async fn check(&mut self, label: &str, who: &Principal, body: Value, then: Then) -> Value {
+        let token = self.token(who).await;
+        let (status, answer) = self.c.post(&token, &body).await;
+        match then {
+            Accepted(types) => {
+                assert_eq!(answer["outcome"], "accepted", "{label}: answered {status} {answer}");
+                let got: Vec<&str> =
+                    answer["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+                assert_eq!(got, types, "{label}");
+                assert!(status == 200 || status == 201, "{label}: status {status}");
+                assert!(answer["position"].as_u64().unwrap() > 0, "{label}: position");
+            }
+            Refused(want_status, code, rule) => {
+                assert_eq!((status, answer["code"].as_str().unwrap_or("")), (want_status, code), "{label}: {answer}");
+                assert_eq!(answer["outcome"], "rejected", "{label}");
+                assert_eq!(answer["rule"].as_str(), rule, "{label}");
+                assert!(!answer["message"].as_str().unwrap_or("").is_empty(), "{label}: a message for people");
+            }
+        }
+        answer
+    }
+}
+
+fn open(extra: Value) -> Value {
+    merge(open_o365(), extra)
+}
+fn azure(extra: Value) -> Value {
+    merge(open_azure(), extra)
+}
+fn relationship(status: &str, activated: &str, duration: &str) -> Value {
+    json!({"type":"gdap.relationship.upsert","relationship_id":"rel-1","partner_id":PARTNER,"customer_id":CUSTOMER,"status":status,"roles":[HELPDESK, GLOBAL_READER, DIRECTORY_READERS],"activated_at":activated,"duration":duration,"auto_extend":"PT0S"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_and_rejection_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let mut r = Run { c, tokens: HashMap::new(), admin: server.admin.clone() };
+    let v = Principal::Vendor;
+    let a = agent();
+    let activated = now().plus_millis(-30 * 86_400_000).to_string();
+
+    // Directory and vendor facts: every type, as accepted upserts.
+    r.check("partner.register", &v, json!({"type":"partner.register","partner_id":"11111111-0000-4000-8000-0000000000e1","name":"E2E","program":"advisor","domains":["e2e.example"],"cloud":"commercial"}), Accepted(&["PartnerRegistered"])).await;
+    r.check("customer.register", &v, json!({"type":"customer.register","customer_id":"22222222-0000-4000-8000-0000000000e1","name":"E2E customer","domains":["e2e-customer.example"],"cloud":"commercial"}), Accepted(&["CustomerRegistered"])).await;
+    r.check("partner.user.upsert", &sync(PARTNER), json!({"type":"partner.user.upsert","partner_id":PARTNER,"user_id":"33333333-0000-4000-8000-0000000000e1","email":"e2e@contoso-partner.com","admin_agent":true}), Accepted(&["PartnerUserUpserted"])).await;
+    r.check("group.member.add", &sync(PARTNER), json!({"type":"group.member.add","partner_id":PARTNER,"group_id":GROUP,"user_id":"33333333-0000-4000-8000-0000000000e1"}), Accepted(&["GroupMemberAdded"])).await;
+    r.check("group.member.remove", &sync(PARTNER), json!({"type":"group.member.remove","partner_id":PARTNER,"group_id":GROUP,"user_id":"33333333-0000-4000-8000-0000000000e1"}), Accepted(&["GroupMemberRemoved"])).await;
+    r.check("gdap.relationship.upsert", &sync(PARTNER), json!({"type":"gdap.relationship.upsert","relationship_id":"rel-e2e","partner_id":PARTNER,"customer_id":"22222222-0000-4000-8000-0000000000e1","status":"approvalPending","roles":[HELPDESK],"duration":"P90D","auto_extend":"P180D"}), Accepted(&["RelationshipUpserted"])).await;
+    r.check("gdap.assignment.upsert", &sync(PARTNER), json!({"type":"gdap.assignment.upsert","assignment_id":"asg-e2e","relationship_id":"rel-e2e","group_id":GROUP,"roles":[HELPDESK],"status":"pending"}), Accepted(&["AssignmentUpserted"])).await;
+    r.check("subscription.register", &v, json!({"type":"subscription.register","subscription_id":"sub-e2e","customer_id":CUSTOMER,"workload":"ems","provider_id":PARTNER,"billing":"trial"}), Accepted(&["SubscriptionRegistered"])).await;
+    r.check("rbac.assign", &v, json!({"type":"rbac.assign","assignment_id":"rbac-e2e","subscription_id":"sub-azure","principal_id":NOT_ADMIN,"role_id":READER}), Accepted(&["RbacAssigned"])).await;
+    r.check("rbac.remove", &v, json!({"type":"rbac.remove","assignment_id":"rbac-e2e","subscription_id":"sub-azure","principal_id":NOT_ADMIN,"role_id":READER}), Accepted(&["RbacRemoved"])).await;
+    r.check("marketplace.product.register", &v, json!({"type":"marketplace.product.register","product_id":"prod-e2e","isv_name":"E2E ISV","support_phone":"+62 21 555 0199"}), Accepted(&["MarketplaceProductRegistered"])).await;
+    r.check("support_plan.register", &v, json!({"type":"support_plan.register","plan_id":"plan-e2e","partner_id":PARTNER,"kind":"azure_support_plan","valid_until":"2099-01-01T00:00:00Z"}), Accepted(&["SupportPlanRegistered"])).await;
+    r.check("service_health.issue.upsert", &v, json!({"type":"service_health.issue.upsert","issue_id":"MO999001","workload":"ems","title":"Intune delays","classification":"advisory","status":"investigating","is_resolved":false,"start":activated,"customer_ids":[CUSTOMER]}), Accepted(&["ServiceHealthIssueUpserted"])).await;
+    r.check("R25 the same fact again appends nothing", &v, json!({"type":"customer.register","customer_id":"22222222-0000-4000-8000-0000000000e1","name":"E2E customer","domains":["e2e-customer.example"],"cloud":"commercial"}), Accepted(&[])).await;
+
+    // Tickets: every type.
+    let opened = r.check("ticket.open", &a, open(json!({})), Accepted(&["TicketOpened"])).await;
+    let t = opened["ticket_id"].as_str().unwrap().to_owned();
+    r.check(
+        "ticket.note",
+        &a,
+        json!({"type":"ticket.note","ticket_id":t,"text":"more detail"}),
+        Accepted(&["NoteAdded"]),
+    )
+    .await;
+    r.check(
+        "ticket.update",
+        &a,
+        json!({"type":"ticket.update","ticket_id":t,"severity":2}),
+        Accepted(&["TicketUpdated"]),
+    )
+    .await;
+    r.check(
+        "ticket.attach",
+        &a,
+        json!({"type":"ticket.attach","ticket_id":t,"name":"trace.csv","uri":"https://files.example/trace.csv"}),
+        Accepted(&["AttachmentAdded"]),
+    )
+    .await;
+    r.check(
+        "ticket.escalate",
+        &a,
+        json!({"type":"ticket.escalate","ticket_id":t,"reason":"business down","incident_id":"MO226784"}),
+        Accepted(&["TicketEscalated"]),
+    )
+    .await;
+    r.check(
+        "ticket.respond",
+        &v,
+        json!({"type":"ticket.respond","ticket_id":t,"text":"looking"}),
+        Accepted(&["VendorResponded"]),
+    )
+    .await;
+    r.check(
+        "ticket.request_attention",
+        &v,
+        json!({"type":"ticket.request_attention","ticket_id":t,"text":"send logs"}),
+        Accepted(&["AttentionRequested"]),
+    )
+    .await;
+    r.check(
+        "R17 a partner note returns the ticket to open",
+        &a,
+        json!({"type":"ticket.note","ticket_id":t,"text":"logs attached"}),
+        Accepted(&["NoteAdded", "AttentionCleared"]),
+    )
+    .await;
+    r.check(
+        "R17 reopening an open ticket",
+        &a,
+        json!({"type":"ticket.reopen","ticket_id":t,"reason":"x"}),
+        Refused(409, "ticket.invalid_transition", Some("R17")),
+    )
+    .await;
+    r.check(
+        "ticket.close",
+        &a,
+        json!({"type":"ticket.close","ticket_id":t,"resolution":"fixed"}),
+        Accepted(&["TicketClosed"]),
+    )
+    .await;
+    r.check(
+        "R17 a closed ticket takes only reopen",
+        &a,
+        json!({"type":"ticket.note","ticket_id":t,"text":"x"}),
+        Refused(409, "ticket.closed", Some("R17")),
+    )
+    .await;
+    r.check(
+        "ticket.reopen",
+        &a,
+        json!({"type":"ticket.reopen","ticket_id":t,"reason":"back"}),
+        Accepted(&["TicketReopened"]),
+    )
+    .await;
+    r.check(
+        "R17 unknown ticket",
+        &a,
+        json!({"type":"ticket.note","ticket_id":"no-such-ticket","text":"x"}),
+        Refused(404, "ticket.not_found", Some("R17")),
+    )
+    .await;
+    r.check(
+        "R21 critical tickets escalate on opening",
+        &a,
+        open(json!({"severity":"Critical"})),
+        Accepted(&["TicketOpened", "TicketEscalated"]),
+    )
+    .await;
+    r.check("support.request", &customer_user(), json!({"type":"support.request","customer_id":CUSTOMER,"subscription_id":"sub-o365","prefer":"vendor","summary":"help"}), Accepted(&["SupportRequestRouted"])).await;
+    let isv = r
+        .check(
+            "R23 a marketplace product routes to its ISV",
+            &customer_user(),
+            json!({"type":"support.request","customer_id":CUSTOMER,"subscription_id":"sub-mkt","summary":"help"}),
+            Accepted(&["SupportRequestRouted"]),
+        )
+        .await;
+    assert_eq!((isv["route"].as_str(), isv["isv"]["name"].as_str()), (Some("isv"), Some("Northwind ISV")));
+
+    // Every rejection code of R1–R18, R23–R28, with its status and rule.
+    r.check("R1", &a, open(json!({"workload":"intune"})), Refused(422, "ticket.unsupported_workload", Some("R1")))
+        .await;
+    r.check("R2", &v, open(json!({})), Refused(403, "auth.forbidden", Some("R2"))).await;
+    r.check("R3", &agent_of(PARTNER, NOT_ADMIN), open(json!({})), Refused(403, "partner.not_admin_agent", Some("R3")))
+        .await;
+    r.check("R4", &a, open(json!({"customer_id":OTHER_CUSTOMER})), Refused(403, "gdap.no_relationship", Some("R4")))
+        .await;
+    r.check(
+        "R6",
+        &agent_of(PARTNER, "33333333-0000-4000-8000-0000000000e1"),
+        open(json!({})),
+        Refused(403, "gdap.no_access", Some("R6")),
+    )
+    .await;
+    r.check(
+        "R7",
+        &agent_of(PARTNER, READER_AGENT),
+        open(json!({})),
+        Refused(403, "gdap.missing_permission", Some("R7")),
+    )
+    .await;
+    r.check(
+        "R8 subscription",
+        &a,
+        azure(json!({"subscription_id":"sub-other"})),
+        Refused(422, "ticket.subscription_invalid", Some("R8")),
+    )
+    .await;
+    r.check("R9 reseller", &agent_of(RESELLER, RESELLER_AGENT), azure(json!({"subscription_id":"sub-indirect","contact":{"first_name":"A","last_name":"B","email":"a@reseller.example","preferred_contact":"email"}})), Refused(403, "azure.reseller_cannot_file", Some("R9"))).await;
+    r.check(
+        "R9 provider",
+        &a,
+        azure(json!({"subscription_id":"sub-indirect"})),
+        Refused(403, "azure.not_subscription_provider", Some("R9")),
+    )
+    .await;
+    r.check(
+        "R10",
+        &a,
+        azure(json!({"support_plan":"premier"})),
+        Refused(422, "azure.support_plan_must_be_csp", Some("R10")),
+    )
+    .await;
+    r.check("R11", &a, open(json!({"contact":{"first_name":"B","last_name":"S","email":"budi@fabrikam.com","preferred_contact":"email"}})), Refused(422, "ticket.contact_must_be_partner", Some("R11"))).await;
+    let isv = r
+        .check(
+            "R12",
+            &a,
+            azure(json!({"subscription_id":"sub-mkt"})),
+            Refused(422, "ticket.marketplace_product", Some("R12")),
+        )
+        .await;
+    assert_eq!(isv["details"]["support_email"], "help@northwind.example");
+    r.check(
+        "R13 no plan",
+        &a,
+        open(json!({"customer_id":PARTNER})),
+        Refused(422, "ticket.own_tenant_needs_support_plan", Some("R13")),
+    )
+    .await;
+    r.check(
+        "R13 expired plan",
+        &a,
+        open(json!({"customer_id":PARTNER,"support_plan":"plan-old"})),
+        Refused(422, "ticket.support_plan_invalid", Some("R13")),
+    )
+    .await;
+    r.check("R14", &a, open(json!({"customer_id":GOV_CUSTOMER})), Refused(403, "tenant.cloud_mismatch", Some("R14")))
+        .await;
+    r.check("R15", &a, open(json!({"severity":"unknown"})), Refused(422, "validation.bad_severity", Some("R15"))).await;
+    r.check("R16", &a, open(json!({"country_code":"XX"})), Refused(422, "validation.invalid", Some("R16"))).await;
+    r.check(
+        "R21",
+        &a,
+        json!({"type":"ticket.escalate","ticket_id":t,"reason":"x","incident_id":"MO000000"}),
+        Refused(422, "ticket.incident_not_found", Some("R21")),
+    )
+    .await;
+    r.check(
+        "R23",
+        &a,
+        json!({"type":"support.request","customer_id":CUSTOMER,"subscription_id":"sub-o365","summary":"help"}),
+        Refused(403, "auth.forbidden", Some("R23")),
+    )
+    .await;
+    r.check(
+        "R24 another partner's ticket is not there",
+        &agent_of(PROVIDER, PROVIDER_AGENT),
+        json!({"type":"ticket.note","ticket_id":t,"text":"mine?"}),
+        Refused(404, "ticket.not_found", Some("R17")),
+    )
+    .await;
+    r.check(
+        "R25",
+        &sync(RESELLER),
+        relationship("active", &activated, "P730D"),
+        Refused(403, "auth.forbidden", Some("R25")),
+    )
+    .await;
+    r.check(
+        "R28 duration",
+        &sync(PARTNER),
+        relationship("active", &activated, "P3Y"),
+        Refused(422, "gdap.invalid_relationship", Some("R28")),
+    )
+    .await;
+    r.check("R28 roles", &sync(PARTNER), json!({"type":"gdap.assignment.upsert","assignment_id":"asg-9","relationship_id":"rel-1","group_id":GROUP,"roles":[GLOBAL_ADMIN],"status":"active"}), Refused(422, "gdap.role_not_in_relationship", Some("R28"))).await;
+
+    // R27: a stale expected version.
+    let mut stale = json!({"type":"ticket.note","ticket_id":t,"text":"x","expected_version":1});
+    let conflict = r.check("R27", &a, stale.clone(), Refused(409, "concurrency.conflict", Some("R27"))).await;
+    stale["expected_version"] = conflict["details"]["actual"].clone();
+    r.check("R27 the right version", &a, stale, Accepted(&["NoteAdded"])).await;
+
+    // R26: the same command id answers the first outcome; another body is refused.
+    let keyed = json!({"type":"ticket.note","ticket_id":t,"text":"once","command_id":"e2e-once"});
+    let first = r.check("R26 first", &a, keyed.clone(), Accepted(&["NoteAdded"])).await;
+    let again = r.check("R26 again", &a, keyed, Accepted(&["NoteAdded"])).await;
+    assert_eq!((first["position"].clone(), again["duplicate"].clone()), (again["position"].clone(), json!(true)));
+    r.check(
+        "R26 another body",
+        &a,
+        json!({"type":"ticket.note","ticket_id":t,"text":"twice","command_id":"e2e-once"}),
+        Refused(422, "idempotency.key_reused", Some("R26")),
+    )
+    .await;
+    // A refusal is a first outcome too (R26, R30).
+    let refused = json!({"type":"ticket.open","customer_id":CUSTOMER,"workload":"intune","command_id":"e2e-refused"});
+    r.check(
+        "R30 refused once",
+        &a,
+        merge(open(json!({})), refused.clone()),
+        Refused(422, "ticket.unsupported_workload", Some("R1")),
+    )
+    .await;
+    r.check(
+        "R30 refused again, same answer",
+        &a,
+        merge(open(json!({})), refused),
+        Refused(422, "ticket.unsupported_workload", Some("R1")),
+    )
+    .await;
+
+    // R5 and R18 last: they take the grant away.
+    r.check(
+        "R5 expired",
+        &sync(PARTNER),
+        relationship("active", &now().plus_millis(-800 * 86_400_000).to_string(), "P730D"),
+        Accepted(&["RelationshipUpserted"]),
+    )
+    .await;
+    r.check("R5 expired refuses", &a, open(json!({})), Refused(403, "gdap.relationship_expired", Some("R5"))).await;
+    r.check(
+        "R18 terminated",
+        &sync(PARTNER),
+        relationship("terminated", &activated, "P730D"),
+        Accepted(&["RelationshipUpserted"]),
+    )
+    .await;
+    r.check(
+        "R18 the next note is refused",
+        &a,
+        json!({"type":"ticket.note","ticket_id":t,"text":"still there?"}),
+        Refused(403, "gdap.relationship_inactive", Some("R5")),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_answered_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let agent_token = c.token(&server.admin, &agent()).await;
+    let head = c.metric("behalf_log_head").await;
+    let url = format!("{}/v1/commands", c.base);
+    let raw = |body: Vec<u8>, ctype: &'static str, token: Option<String>| {
+        let mut r = c.http.post(&url).header("content-type", ctype).body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let code = |r: reqwest::Response| async move {
+        let s = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        (s, v["code"].as_str().unwrap_or("").to_owned())
+    };
+    let t = Some(agent_token.clone());
+    assert_eq!(
+        code(raw(b"not json".to_vec(), "application/json", t.clone()).await.unwrap()).await,
+        (400, "request.malformed".into())
+    );
+    assert_eq!(
+        code(raw(br#"{"type":"ticket.fly"}"#.to_vec(), "application/json", t.clone()).await.unwrap()).await,
+        (400, "request.malformed".into())
+    );
+    assert_eq!(
+        code(
+            raw(br#"{"type":"ticket.note","ticket_id":7,"text":"x"}"#.to_vec(), "application/json", t.clone())
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "request.malformed".into())
+    );
+    assert_eq!(
+        code(raw(vec![0xc1, 0xff], "application/msgpack", t.clone()).await.unwrap()).await,
+        (400, "request.malformed".into())
+    );
+    assert_eq!(
+        code(raw(b"{}".to_vec(), "application/json", None).await.unwrap()).await,
+        (401, "auth.unauthenticated".into())
+    );
+    assert_eq!(
+        code(raw(b"{}".to_vec(), "application/json", Some("bh_nope_nope".into())).await.unwrap()).await,
+        (401, "auth.unauthenticated".into())
+    );
+    let big = format!(r#"{{"type":"ticket.note","ticket_id":"x","text":"{}"}}"#, "a".repeat(300 * 1024));
+    assert_eq!(
+        code(raw(big.into_bytes(), "application/json", t.clone()).await.unwrap()).await,
+        (413, "request.too_large".into())
+    );
+    assert_eq!(c.metric("behalf_log_head").await, head, "bad input appends nothing");
+
+    // MessagePack bodies and answers; the Idempotency-Key header.
+    let body = rmp_serde::to_vec_named(&open_o365()).unwrap();
+    let r = c
+        .http
+        .post(&url)
+        .bearer_auth(&agent_token)
+        .header("content-type", "application/msgpack")
+        .header("idempotency-key", "mp-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["outcome"].as_str(), v["command_id"].as_str()), (Some("accepted"), Some("mp-1")));
+    let r = c
+        .http
+        .post(&url)
+        .bearer_auth(&agent_token)
+        .header("content-type", "application/msgpack")
+        .header("accept", "application/msgpack")
+        .header("idempotency-key", "mp-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let again: Value = rmp_serde::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!((again["ticket_id"].clone(), again["duplicate"].clone()), (v["ticket_id"].clone(), json!(true)));
+
+    // Revoked tokens are refused; only admins manage tokens.
+    let tok = c
+        .http
+        .get(format!("{}/v1/tokens", c.base))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let id = tok["tokens"].as_array().unwrap().iter().find(|t| t["principal"]["kind"] == "partner_agent").unwrap()
+        ["token_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = c.http.delete(format!("{}/v1/tokens/{id}", c.base)).bearer_auth(&agent_token).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = c.http.delete(format!("{}/v1/tokens/{id}", c.base)).bearer_auth(&server.admin).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(c.post(&agent_token, &open_o365()).await.0, 401);
+    assert!(!tok.to_string().contains(&agent_token), "listing never shows a secret");
+    // The data directory's admin token file is the owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.path().join("admin.token")).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_a_burst_loses_no_acknowledged_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let token = c.token(&server.admin, &agent()).await;
+    // 32 writers send keyed commands; the server is killed after 150 acknowledgements.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Value)>();
+    let mut writers = Vec::new();
+    for w in 0..32 {
+        let (c, token, tx) = (c.clone(), token.clone(), tx.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..100 {
+                let id = format!("burst-{w}-{i}");
+                let body = merge(open_o365(), json!({"command_id": id, "title": format!("burst {w} {i}")}));
+                let r = c.http.post(format!("{}/v1/commands", c.base)).bearer_auth(&token).json(&body).send().await;
+                let Ok(r) = r else { return };
+                let Ok(v) = r.json::<Value>().await else { return };
+                if v["outcome"] == "accepted" && tx.send((id, v)).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut acked = Vec::new();
+    while let Some(a) = rx.recv().await {
+        acked.push(a);
+        if acked.len() == 150 {
+            server.kill9();
+            break;
+        }
+    }
+    for w in writers {
+        let _ = w.await;
+    }
+    while let Ok(a) = rx.try_recv() {
+        acked.push(a); // answered before the kill landed
+    }
+    assert!(acked.len() >= 150);
+
+    // Every acknowledged command is in the log exactly once.
+    {
+        let (log, report) = behalf_sled_store::SledLog::open(dir.path().join("log"), Default::default()).unwrap();
+        assert_eq!(report.truncated, None);
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut after = 0;
+        loop {
+            let page = behalf_log::EventLog::read_all(&log, after, 4096).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            for commit in page {
+                *seen.entry(commit.command_id.to_string()).or_default() += 1;
+            }
+        }
+        for (id, answer) in &acked {
+            assert_eq!(seen.get(id), Some(&1), "{id} acknowledged at {} is in the log once", answer["position"]);
+        }
+    }
+
+    // After a restart, a retry with the same command id returns the first answer.
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    for (id, first) in acked.iter().take(40) {
+        let body =
+            merge(open_o365(), json!({"command_id": id, "title": format!("burst {}", &id[6..].replace('-', " "))}));
+        let (status, again) = c.post(&token, &body).await;
+        assert_eq!(status, 201, "{id}: {again}");
+        assert_eq!(
+            (&again["ticket_id"], &again["position"], &again["duplicate"]),
+            (&first["ticket_id"], &first["position"], &json!(true)),
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let c = Client::of(&server);
+    assert_eq!(c.http.get(format!("{}/healthz", c.base)).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(c.http.get(format!("{}/readyz", c.base)).send().await.unwrap().status().as_u16(), 200);
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    // The store reopens cleanly, with the admin token still valid.
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    let t = c.token(&server.admin, &Principal::Vendor).await;
+    assert!(t.starts_with("bh_"));
+}
+
+#[test]
+fn demo_runs_and_exits_zero() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
+        .arg("demo")
+        .env("BEHALF_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for code in [
+        "azure.reseller_cannot_file",
+        "ticket.contact_must_be_partner",
+        "ticket.marketplace_product",
+        "ticket.own_tenant_needs_support_plan",
+        "gdap.relationship_inactive",
+    ] {
+        assert!(text.contains(code), "the demo shows {code}");
+    }
+}

@@ -1,0 +1,148 @@
+//! End-to-end support: the real `behalf` binary on a free port with a temporary data
+//! directory, an HTTP client, and the standard world sent through the API.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use behalf_domain::{Principal, Timestamp};
+use serde_json::{json, Value};
+
+#[path = "../../../domain/tests/world/mod.rs"]
+pub mod world;
+
+/// A running `behalf serve`.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub admin: String,
+}
+
+impl Server {
+    /// Starts the binary on `data_dir` and waits for its `listening on` line.
+    pub fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_behalf"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("BEHALF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("behalf starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("behalf printed its address").expect("stdout");
+            if let Some(a) = line.strip_prefix("listening on ") {
+                break a.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let admin = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin token").trim().to_owned();
+        Server { child, base: format!("http://{addr}"), data_dir: data_dir.to_path_buf(), admin }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A client of one server.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Client {
+    pub fn of(server: &Server) -> Client {
+        Client { http: reqwest::Client::new(), base: server.base.clone() }
+    }
+
+    pub async fn post(&self, token: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/v1/commands", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn token(&self, admin: &str, principal: &Principal) -> String {
+        let spec = match principal {
+            Principal::PartnerAgent { partner_id, user_id } => {
+                json!({"kind":"partner_agent","partner_id":partner_id,"user_id":user_id})
+            }
+            Principal::PartnerSync { partner_id } => json!({"kind":"partner_sync","partner_id":partner_id}),
+            Principal::Customer { customer_id, user_id } => {
+                json!({"kind":"customer","customer_id":customer_id,"user_id":user_id})
+            }
+            Principal::Vendor => json!({"kind":"vendor"}),
+            Principal::Auditor => json!({"kind":"auditor"}),
+            Principal::Admin => json!({"kind":"admin"}),
+        };
+        let r = self
+            .http
+            .post(format!("{}/v1/tokens", self.base))
+            .bearer_auth(admin)
+            .json(&spec)
+            .send()
+            .await
+            .expect("token request");
+        assert_eq!(r.status().as_u16(), 201);
+        let v: Value = r.json().await.unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+}
+
+/// Now, as the server's clock sees it.
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    Timestamp::from_millis(ms)
+}
+
+/// The standard world's commands with times relative to now.
+pub fn standard_world() -> Vec<(Principal, Value)> {
+    let day = 86_400_000;
+    let (a, p, i) = (
+        now().plus_millis(-30 * day).to_string(),
+        now().plus_millis(365 * day).to_string(),
+        now().plus_millis(-day).to_string(),
+    );
+    world::standard_world(&[("{{ACTIVATED}}", &a), ("{{PLAN_VALID_UNTIL}}", &p), ("{{ISSUE_START}}", &i)])
+}
+
+/// Sends the standard world through the API; panics on any refusal.
+pub async fn send_world(c: &Client, admin: &str) {
+    let mut tokens = std::collections::HashMap::new();
+    for (who, cmd) in standard_world() {
+        let key = serde_json::to_string(&who).unwrap();
+        if !tokens.contains_key(&key) {
+            tokens.insert(key.clone(), c.token(admin, &who).await);
+        }
+        let (status, answer) = c.post(&tokens[&key], &cmd).await;
+        assert_eq!(answer["outcome"], "accepted", "{cmd} answered {status} {answer}");
+    }
+}
