@@ -20,10 +20,10 @@ const TAILSPIN_AGENTS: &str = "90a1b2c3-0000-4000-8000-000000000002";
 const HELPDESK: &str = "729827e3-9c14-49f7-bb1b-9608f156bbb8";
 const CONTRIBUTOR: &str = "b24988ac-6180-42a0-ab88-20f7382dd24c";
 
-struct Demo {
+pub struct Demo {
     http: reqwest::Client,
     base: String,
-    failures: Vec<String>,
+    pub failures: Vec<String>,
 }
 
 enum Expect {
@@ -32,6 +32,10 @@ enum Expect {
 }
 
 impl Demo {
+    pub fn new(base: String) -> anyhow::Result<Demo> {
+        Ok(Demo { http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?, base, failures: Vec::new() })
+    }
+
     async fn send(&self, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let r = self.http.post(format!("{}/v1/commands", self.base)).bearer_auth(token).json(body).send().await?;
         let status = r.status().as_u16();
@@ -109,6 +113,68 @@ fn ticket(customer: &str, workload: &str, email: &str) -> Value {
     })
 }
 
+/// A month before now: when the demo's grants were activated (for two years).
+fn month_ago() -> String {
+    use behalf_service::clock::Clock as _;
+    behalf_service::clock::SystemClock.now().plus_millis(-30 * 86_400_000).to_string()
+}
+
+/// A GDAP relationship of `partner` with Fabrikam, Helpdesk Administrator, two years.
+fn grant(partner: &str, rel: &str, status: &str, activated: &str) -> Value {
+    json!({"type":"gdap.relationship.upsert","relationship_id":rel,"partner_id":partner,"customer_id":FABRIKAM,"status":status,"roles":[HELPDESK],"activated_at":activated,"duration":"P730D","auto_extend":"PT0S"})
+}
+
+/// The tokens of the cast.
+pub struct Cast {
+    pub contoso_sync: String,
+    pub ayu: String,
+    pub rina: String,
+}
+
+/// Registers the cast (tenants, users, groups, GDAP grants, subscriptions, RBAC, a
+/// marketplace product, a support plan) through the API; used by the demo and by
+/// `behalf bench`.
+pub async fn cast(d: &mut Demo, admin: &str) -> anyhow::Result<Cast> {
+    let vendor = d.token(admin, json!({"kind": "vendor", "label": "demo vendor"})).await?;
+    let contoso_sync = d.token(admin, json!({"kind": "partner_sync", "partner_id": CONTOSO})).await?;
+    let tailspin_sync = d.token(admin, json!({"kind": "partner_sync", "partner_id": TAILSPIN})).await?;
+    let ayu = d.token(admin, json!({"kind": "partner_agent", "partner_id": CONTOSO, "user_id": AYU})).await?;
+    let rina = d.token(admin, json!({"kind": "partner_agent", "partner_id": TAILSPIN, "user_id": RINA})).await?;
+
+    for body in [
+        json!({"type":"partner.register","partner_id":CONTOSO,"name":"Contoso","program":"direct_bill","domains":["contoso-partner.com"],"cloud":"commercial"}),
+        json!({"type":"partner.register","partner_id":NORTHWIND,"name":"Northwind Distribution","program":"indirect_provider","domains":["northwind.example"],"cloud":"commercial"}),
+        json!({"type":"partner.register","partner_id":TAILSPIN,"name":"Tailspin Reseller","program":"indirect_reseller","domains":["tailspin.example"],"cloud":"commercial","provider_id":NORTHWIND}),
+        json!({"type":"customer.register","customer_id":FABRIKAM,"name":"Fabrikam Indonesia","domains":["fabrikam.co.id"],"cloud":"commercial"}),
+        json!({"type":"customer.register","customer_id":CONTOSO,"name":"Contoso (own tenant)","domains":["contoso-partner.com"],"cloud":"commercial"}),
+        json!({"type":"marketplace.product.register","product_id":"northwind-backup","isv_name":"Northwind Backup Ltd","support_url":"https://support.northwind-backup.example","support_email":"help@northwind-backup.example"}),
+        json!({"type":"subscription.register","subscription_id":"fab-azure-1","customer_id":FABRIKAM,"workload":"azure","provider_id":CONTOSO,"billing":"paid"}),
+        json!({"type":"subscription.register","subscription_id":"fab-azure-2","customer_id":FABRIKAM,"workload":"azure","provider_id":NORTHWIND,"reseller_id":TAILSPIN,"billing":"paid"}),
+        json!({"type":"subscription.register","subscription_id":"fab-backup","customer_id":FABRIKAM,"workload":"azure","provider_id":CONTOSO,"billing":"paid","marketplace_product_id":"northwind-backup"}),
+        json!({"type":"rbac.assign","assignment_id":"rbac-ayu","subscription_id":"fab-azure-1","principal_id":AYU,"role_id":CONTRIBUTOR}),
+        json!({"type":"rbac.assign","assignment_id":"rbac-rina","subscription_id":"fab-azure-2","principal_id":RINA,"role_id":CONTRIBUTOR}),
+        json!({"type":"support_plan.register","plan_id":"contoso-premier","partner_id":CONTOSO,"kind":"premier_unified","valid_until":"2099-01-01T00:00:00Z"}),
+    ] {
+        d.setup(&vendor, body).await?;
+    }
+    let activated = month_ago();
+    let grant = |partner: &str, rel: &str, status: &str| grant(partner, rel, status, &activated);
+    for (sync, partner, user, email, group, rel) in [
+        (&contoso_sync, CONTOSO, AYU, "ayu@contoso-partner.com", CONTOSO_AGENTS, "rel-contoso-fabrikam"),
+        (&tailspin_sync, TAILSPIN, RINA, "rina@tailspin.example", TAILSPIN_AGENTS, "rel-tailspin-fabrikam"),
+    ] {
+        d.setup(
+            sync,
+            json!({"type":"partner.user.upsert","partner_id":partner,"user_id":user,"email":email,"admin_agent":true}),
+        )
+        .await?;
+        d.setup(sync, json!({"type":"group.member.add","partner_id":partner,"group_id":group,"user_id":user})).await?;
+        d.setup(sync, grant(partner, rel, "active")).await?;
+        d.setup(sync, json!({"type":"gdap.assignment.upsert","assignment_id":format!("{rel}-helpdesk"),"relationship_id":rel,"group_id":group,"roles":[HELPDESK],"status":"active"})).await?;
+    }
+    Ok(Cast { contoso_sync, ayu, rina })
+}
+
 pub async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let settings = Settings {
@@ -129,52 +195,13 @@ pub async fn run() -> anyhow::Result<()> {
     println!("Behalf demo — a fresh store in {}, HTTP on {}", dir.path().display(), started.addr);
     println!("The admin token was written to {}.", admin_path.display());
 
-    let mut d = Demo {
-        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
-        base: format!("http://{}", started.addr),
-        failures: Vec::new(),
-    };
-    let vendor = d.token(&admin, json!({"kind": "vendor", "label": "demo vendor"})).await?;
-    let contoso_sync = d.token(&admin, json!({"kind": "partner_sync", "partner_id": CONTOSO})).await?;
-    let tailspin_sync = d.token(&admin, json!({"kind": "partner_sync", "partner_id": TAILSPIN})).await?;
-    let ayu = d.token(&admin, json!({"kind": "partner_agent", "partner_id": CONTOSO, "user_id": AYU})).await?;
-    let rina = d.token(&admin, json!({"kind": "partner_agent", "partner_id": TAILSPIN, "user_id": RINA})).await?;
-
+    let mut d = Demo::new(format!("http://{}", started.addr))?;
     println!("\nThe cast: Contoso (CSP direct bill), Northwind (indirect provider) and its reseller");
     println!("Tailspin; their customer Fabrikam. The vendor registers the tenants; each partner");
     println!("syncs its own users, groups and GDAP grants.");
-    for body in [
-        json!({"type":"partner.register","partner_id":CONTOSO,"name":"Contoso","program":"direct_bill","domains":["contoso-partner.com"],"cloud":"commercial"}),
-        json!({"type":"partner.register","partner_id":NORTHWIND,"name":"Northwind Distribution","program":"indirect_provider","domains":["northwind.example"],"cloud":"commercial"}),
-        json!({"type":"partner.register","partner_id":TAILSPIN,"name":"Tailspin Reseller","program":"indirect_reseller","domains":["tailspin.example"],"cloud":"commercial","provider_id":NORTHWIND}),
-        json!({"type":"customer.register","customer_id":FABRIKAM,"name":"Fabrikam Indonesia","domains":["fabrikam.co.id"],"cloud":"commercial"}),
-        json!({"type":"customer.register","customer_id":CONTOSO,"name":"Contoso (own tenant)","domains":["contoso-partner.com"],"cloud":"commercial"}),
-        json!({"type":"marketplace.product.register","product_id":"northwind-backup","isv_name":"Northwind Backup Ltd","support_url":"https://support.northwind-backup.example","support_email":"help@northwind-backup.example"}),
-        json!({"type":"subscription.register","subscription_id":"fab-azure-1","customer_id":FABRIKAM,"workload":"azure","provider_id":CONTOSO,"billing":"paid"}),
-        json!({"type":"subscription.register","subscription_id":"fab-azure-2","customer_id":FABRIKAM,"workload":"azure","provider_id":NORTHWIND,"reseller_id":TAILSPIN,"billing":"paid"}),
-        json!({"type":"subscription.register","subscription_id":"fab-backup","customer_id":FABRIKAM,"workload":"azure","provider_id":CONTOSO,"billing":"paid","marketplace_product_id":"northwind-backup"}),
-        json!({"type":"rbac.assign","assignment_id":"rbac-ayu","subscription_id":"fab-azure-1","principal_id":AYU,"role_id":CONTRIBUTOR}),
-        json!({"type":"rbac.assign","assignment_id":"rbac-rina","subscription_id":"fab-azure-2","principal_id":RINA,"role_id":CONTRIBUTOR}),
-        json!({"type":"support_plan.register","plan_id":"contoso-premier","partner_id":CONTOSO,"kind":"premier_unified","valid_until":"2099-01-01T00:00:00Z"}),
-    ] {
-        d.setup(&vendor, body).await?;
-    }
-    // Grants activated a month ago, for two years.
-    use behalf_service::clock::Clock as _;
-    let activated = behalf_service::clock::SystemClock.now().plus_millis(-30 * 86_400_000).to_string();
-    let grant = |partner: &str, rel: &str, status: &str| json!({"type":"gdap.relationship.upsert","relationship_id":rel,"partner_id":partner,"customer_id":FABRIKAM,"status":status,"roles":[HELPDESK],"activated_at":activated,"duration":"P730D","auto_extend":"PT0S"});
-    for (sync, partner, user, email, group, rel) in [
-        (&contoso_sync, CONTOSO, AYU, "ayu@contoso-partner.com", CONTOSO_AGENTS, "rel-contoso-fabrikam"),
-        (&tailspin_sync, TAILSPIN, RINA, "rina@tailspin.example", TAILSPIN_AGENTS, "rel-tailspin-fabrikam"),
-    ] {
-        d.setup(
-            sync,
-            json!({"type":"partner.user.upsert","partner_id":partner,"user_id":user,"email":email,"admin_agent":true}),
-        )
-        .await?;
-        d.setup(sync, json!({"type":"group.member.add","partner_id":partner,"group_id":group,"user_id":user})).await?;
-        d.setup(sync, grant(partner, rel, "active")).await?;
-        d.setup(sync, json!({"type":"gdap.assignment.upsert","assignment_id":format!("{rel}-helpdesk"),"relationship_id":rel,"group_id":group,"roles":[HELPDESK],"status":"active"})).await?;
+    let Cast { contoso_sync, ayu, rina } = cast(&mut d, &admin).await?;
+    if !d.failures.is_empty() {
+        bail!("setting up the cast failed: {}", d.failures.join("; "));
     }
     println!("Registered: 3 partners, 1 customer, 3 subscriptions, 2 GDAP relationships with Helpdesk Administrator.");
 
@@ -252,7 +279,7 @@ pub async fn run() -> anyhow::Result<()> {
         "Contoso's sync reports the GDAP relationship terminated",
         "Contoso sync",
         &contoso_sync,
-        grant(CONTOSO, "rel-contoso-fabrikam", "terminated"),
+        grant(CONTOSO, "rel-contoso-fabrikam", "terminated", &month_ago()),
         Expect::Accepted,
     )
     .await?;

@@ -1,5 +1,6 @@
 //! `behalf` — the binary. Thin: parse the command line, set up tracing, run a role.
 
+mod bench;
 mod demo;
 mod serve;
 mod settings;
@@ -33,6 +34,9 @@ enum Cmd {
     /// on a running server use POST /v1/tokens with the admin token).
     #[command(subcommand)]
     Token(token::TokenCmd),
+    /// Load generators: ticket.open over HTTP or in-process, beside raw sled.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,5 +91,9 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(demo::run())
         }
         Cmd::Token(t) => token::run(t),
+        Cmd::Bench(b) => {
+            init_tracing(settings::LogFormat::Human);
+            rt.block_on(bench::run(b))
+        }
     }
 }

@@ -312,6 +312,12 @@ impl<L: EventLog> CommandService<L> {
     }
 }
 
+impl<L: EventLog> Drop for CommandService<L> {
+    fn drop(&mut self) {
+        self.gdap.stop();
+    }
+}
+
 fn key_reused(position: u64) -> Rejection {
     Rejection::new(Code::IdempotencyKeyReused, 26, "this command id was used before with another body")
         .with("first_position", position)

@@ -19,6 +19,8 @@ pub struct GdapProjection {
     position: AtomicU64,
     notify: watch::Sender<u64>,
     failed: AtomicBool,
+    /// The follower task; aborted by [`GdapProjection::stop`].
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A consistent view: the directory and the position it was folded up to.
@@ -36,10 +38,11 @@ impl GdapProjection {
             position: AtomicU64::new(0),
             notify,
             failed: AtomicBool::new(false),
+            task: std::sync::Mutex::new(None),
         });
         let mut sub = log.subscribe(0);
         let me = Arc::clone(&p);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 match sub.next().await {
                     Ok(commit) => me.apply(&commit),
@@ -52,7 +55,15 @@ impl GdapProjection {
                 }
             }
         });
+        *p.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         p
+    }
+
+    /// Stops following the log (and lets go of the log's handle).
+    pub fn stop(&self) {
+        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
     }
 
     fn apply(&self, commit: &behalf_log::Commit) {

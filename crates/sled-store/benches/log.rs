@@ -61,23 +61,11 @@ async fn appends(writers: usize, secs: f64) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Raw sled: batches of `batch` inserts of a record-sized value, one flush each.
+/// Raw sled: batches of `batch` inserts of a commit-sized value, one flush each.
 fn raw_sled(batch: usize, secs: f64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
     let value = behalf_log::record_for(&req("x", "x", vec![ticket_opened("x")]), 1, 1, &behalf_log::GENESIS).unwrap();
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed().as_secs_f64() < secs {
-        let mut b = sled::Batch::default();
-        for _ in 0..batch {
-            n += 1;
-            b.insert(&n.to_be_bytes(), value.as_slice());
-        }
-        db.apply_batch(b).unwrap();
-        db.flush().unwrap();
-    }
-    n as f64 / start.elapsed().as_secs_f64()
+    behalf_sled_store::baseline::insert_flush_per_sec(dir.path(), batch, &value, secs).unwrap()
 }
 
 /// Reads the whole log through `EventLog::read_all`; with `fold`, folds every ticket.

@@ -12,6 +12,7 @@
 //! `L`+position → commit record; `S`+stream+`\0`+first version → position, last
 //! version; `C`+command id → position, request hash; `H` → head position and hash.
 
+pub mod baseline;
 mod log;
 
 pub use log::{OpenOptions, OpenReport, SledLog, SledSubscription, MAX_BATCH};
