@@ -59,7 +59,9 @@ struct Stats {
 
 fn report(what: &str, s: &mut Stats, elapsed: f64) {
     s.latencies_us.sort_unstable();
-    let pct = |p: f64| s.latencies_us.get(((s.latencies_us.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        s.latencies_us.get(((s.latencies_us.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1000.0
+    };
     println!(
         "{what}: {:.0} accepted/s ({} accepted, {} not accepted in {elapsed:.1}s); latency p50 {:.2} ms, p99 {:.2} ms",
         s.accepted as f64 / elapsed,
@@ -76,7 +78,13 @@ fn raw_baseline(batch: usize) -> anyhow::Result<f64> {
     Ok(behalf_sled_store::baseline::insert_flush_per_sec(dir.path(), batch, &value, 3.0)?)
 }
 
-async fn start_server() -> anyhow::Result<(tempfile::TempDir, String, String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+async fn start_server() -> anyhow::Result<(
+    tempfile::TempDir,
+    String,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+)> {
     let dir = tempfile::tempdir()?;
     let settings = Settings {
         data_dir: dir.path().to_path_buf(),
@@ -124,7 +132,12 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                         }
                         n += 1;
                         let t0 = Instant::now();
-                        let r = http.post(format!("{base}/v1/commands")).bearer_auth(&token).json(&ticket_body(w as u64 * 1_000_000_000 + n)).send().await;
+                        let r = http
+                            .post(format!("{base}/v1/commands"))
+                            .bearer_auth(&token)
+                            .json(&ticket_body(w as u64 * 1_000_000_000 + n))
+                            .send()
+                            .await;
                         let ok = match r {
                             Ok(r) => r.status().as_u16() == 201 && r.bytes().await.is_ok(),
                             Err(_) => false,
@@ -164,7 +177,10 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let (log, _tokens) = crate::serve::open_stores(dir.path())?;
             let service = Arc::new(CommandService::new(log, clock));
-            let ayu = Principal::PartnerAgent { partner_id: "c0a1b2c3-0000-4000-8000-000000000001".into(), user_id: "a0a1b2c3-0000-4000-8000-000000000001".into() };
+            let ayu = Principal::PartnerAgent {
+                partner_id: "c0a1b2c3-0000-4000-8000-000000000001".into(),
+                user_id: "a0a1b2c3-0000-4000-8000-000000000001".into(),
+            };
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
             let start = Instant::now();
             let mut tasks = Vec::new();
@@ -175,7 +191,8 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                     let mut n = 0u64;
                     while Instant::now() < deadline {
                         n += 1;
-                        let req = request::from_value(ticket_body(w as u64 * 1_000_000_000 + n), None).expect("a valid request");
+                        let req = request::from_value(ticket_body(w as u64 * 1_000_000_000 + n), None)
+                            .expect("a valid request");
                         let t0 = Instant::now();
                         let ok = matches!(service.execute(ayu.clone(), req).await, Ok(Outcome::Accepted(_)));
                         s.latencies_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);

@@ -33,7 +33,11 @@ enum Expect {
 
 impl Demo {
     pub fn new(base: String) -> anyhow::Result<Demo> {
-        Ok(Demo { http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?, base, failures: Vec::new() })
+        Ok(Demo {
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            base,
+            failures: Vec::new(),
+        })
     }
 
     async fn send(&self, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {

@@ -63,7 +63,8 @@ struct ServeArgs {
 
 fn init_tracing(format: settings::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("BEHALF_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         settings::LogFormat::Human => builder.init(),
         settings::LogFormat::Json => builder.json().init(),
