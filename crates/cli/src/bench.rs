@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use behalf_domain::Principal;
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::{CommandService, Outcome};
@@ -15,7 +14,6 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::demo::{cast, Demo};
-use crate::settings::{LogFormat, Settings};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
@@ -78,33 +76,25 @@ fn raw_baseline(batch: usize) -> anyhow::Result<f64> {
     Ok(behalf_sled_store::baseline::insert_flush_per_sec(dir.path(), batch, &value, 3.0)?)
 }
 
-async fn start_server() -> anyhow::Result<(
-    tempfile::TempDir,
-    String,
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-)> {
-    let dir = tempfile::tempdir()?;
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        log_format: LogFormat::Human,
-        max_body_bytes: 256 * 1024,
-        max_in_flight: 65_536,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (started, serving) = crate::serve::start(&settings, async move {
-        let _ = stopped.await;
-    })
-    .await?;
-    let server = tokio::spawn(serving);
-    let admin = std::fs::read_to_string(started.admin_token.context("admin token")?)?.trim().to_owned();
-    let base = format!("http://{}", started.addr);
-    let mut d = Demo::new(base.clone())?;
-    let c = cast(&mut d, &admin).await?;
+/// A temporary server with the demo's cast registered; returns it and Ayu's token.
+async fn start_server() -> anyhow::Result<(crate::serve::Temporary, String)> {
+    let server = crate::serve::Temporary::start(65_536).await?;
+    let mut d = Demo::new(server.base())?;
+    let c = cast(&mut d, &server.admin).await?;
     anyhow::ensure!(d.failures.is_empty(), "setting up: {}", d.failures.join("; "));
-    Ok((dir, base, c.ayu, stop, server))
+    Ok((server, c.ayu))
+}
+
+/// Merges the producers' statistics.
+async fn collect(tasks: Vec<tokio::task::JoinHandle<Stats>>) -> anyhow::Result<Stats> {
+    let mut all = Stats { accepted: 0, other: 0, latencies_us: Vec::new() };
+    for t in tasks {
+        let s = t.await?;
+        all.accepted += s.accepted;
+        all.other += s.other;
+        all.latencies_us.extend(s.latencies_us);
+    }
+    Ok(all)
 }
 
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
@@ -113,7 +103,8 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     }
     match cmd {
         BenchCmd::Http { concurrency, seconds, rate } => {
-            let (_dir, base, token, stop, server) = start_server().await?;
+            let (server, token) = start_server().await?;
+            let base = server.base();
             let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
             let interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
@@ -152,16 +143,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                     s
                 }));
             }
-            let mut all = Stats { accepted: 0, other: 0, latencies_us: Vec::new() };
-            for t in tasks {
-                let s = t.await?;
-                all.accepted += s.accepted;
-                all.other += s.other;
-                all.latencies_us.extend(s.latencies_us);
-            }
+            let mut all = collect(tasks).await?;
             let elapsed = start.elapsed().as_secs_f64();
-            let _ = stop.send(());
-            server.await??;
+            server.stop().await?;
             let label = match rate {
                 Some(r) => format!("HTTP, {concurrency} connections, offered {r:.0}/s"),
                 None => format!("HTTP, {concurrency} connections"),
@@ -170,9 +154,8 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             println!("raw sled insert+flush, batches of {concurrency}: {:.0}/s", raw_baseline(concurrency)?);
         }
         BenchCmd::Inprocess { producers, seconds } => {
-            let (dir, _base, _token, stop, server) = start_server().await?;
-            let _ = stop.send(());
-            server.await??;
+            let (server, _) = start_server().await?;
+            let dir = server.stop().await?;
             // Reopen the same store in this process, without HTTP.
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let (log, _tokens) = crate::serve::open_stores(dir.path())?;
@@ -205,13 +188,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                     s
                 }));
             }
-            let mut all = Stats { accepted: 0, other: 0, latencies_us: Vec::new() };
-            for t in tasks {
-                let s = t.await?;
-                all.accepted += s.accepted;
-                all.other += s.other;
-                all.latencies_us.extend(s.latencies_us);
-            }
+            let mut all = collect(tasks).await?;
             report(&format!("in-process, {producers} producers"), &mut all, start.elapsed().as_secs_f64());
             println!("raw sled insert+flush, batches of {producers}: {:.0}/s", raw_baseline(producers)?);
         }

@@ -7,8 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
-use crate::settings::{LogFormat, Settings};
-
 const CONTOSO: &str = "c0a1b2c3-0000-4000-8000-000000000001"; // direct bill
 const NORTHWIND: &str = "c0a1b2c3-0000-4000-8000-000000000002"; // indirect provider
 const TAILSPIN: &str = "c0a1b2c3-0000-4000-8000-000000000003"; // indirect reseller
@@ -180,26 +178,12 @@ pub async fn cast(d: &mut Demo, admin: &str) -> anyhow::Result<Cast> {
 }
 
 pub async fn run() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        log_format: LogFormat::Human,
-        max_body_bytes: 256 * 1024,
-        max_in_flight: 1024,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (started, serving) = crate::serve::start(&settings, async move {
-        let _ = stop_rx.await;
-    })
-    .await?;
-    let server = tokio::spawn(serving);
-    let admin_path = started.admin_token.context("a fresh store creates an admin token")?;
-    let admin = std::fs::read_to_string(&admin_path)?.trim().to_owned();
-    println!("Behalf demo — a fresh store in {}, HTTP on {}", dir.path().display(), started.addr);
-    println!("The admin token was written to {}.", admin_path.display());
+    let server = crate::serve::Temporary::start(1024).await?;
+    let admin = server.admin.clone();
+    println!("Behalf demo — a fresh store in {}, HTTP on {}", server.dir.path().display(), server.addr);
+    println!("The admin token was written to {}.", server.admin_token_path.display());
 
-    let mut d = Demo::new(format!("http://{}", started.addr))?;
+    let mut d = Demo::new(server.base())?;
     println!("\nThe cast: Contoso (CSP direct bill), Northwind (indirect provider) and its reseller");
     println!("Tailspin; their customer Fabrikam. The vendor registers the tenants; each partner");
     println!("syncs its own users, groups and GDAP grants.");
@@ -297,8 +281,7 @@ pub async fn run() -> anyhow::Result<()> {
     )
     .await?;
 
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     println!();
     if d.failures.is_empty() {
         println!("Every step was answered as the rules say. Every command above, accepted or refused, is in the log.");

@@ -89,3 +89,47 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// A server on a fresh temporary store in this process: the demo's and the
+/// benchmarks'.
+pub struct Temporary {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub admin_token_path: PathBuf,
+    pub admin: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Temporary {
+    pub async fn start(max_in_flight: usize) -> anyhow::Result<Temporary> {
+        let dir = tempfile::tempdir()?;
+        let settings = Settings {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse()?,
+            log_format: crate::settings::LogFormat::Human,
+            max_body_bytes: 256 * 1024,
+            max_in_flight,
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (started, serving) = start(&settings, async move {
+            let _ = stopped.await;
+        })
+        .await?;
+        let server = tokio::spawn(serving);
+        let admin_token_path = started.admin_token.context("a fresh store creates an admin token")?;
+        let admin = std::fs::read_to_string(&admin_token_path)?.trim().to_owned();
+        Ok(Temporary { dir, addr: started.addr, admin_token_path, admin, stop, server })
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts the server down gracefully; the store stays until the directory is dropped.
+    pub async fn stop(self) -> anyhow::Result<tempfile::TempDir> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(self.dir)
+    }
+}

@@ -599,3 +599,57 @@ fn demo_runs_and_exits_zero() {
         assert!(text.contains(code), "the demo shows {code}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_commands_work_on_a_stopped_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_behalf");
+    let run =
+        |args: &[&str]| std::process::Command::new(bin).args(args).arg("--data-dir").arg(dir.path()).output().unwrap();
+    // No data directory yet: a clear refusal.
+    let missing =
+        std::process::Command::new(bin).args(["token", "list", "--data-dir", "/nonexistent/behalf"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no data directory"));
+    drop(Server::start(dir.path())); // creates the store, then SIGKILL
+    let issued =
+        run(&["token", "issue", "--kind", "partner_agent", "--partner", PARTNER, "--user", AGENT, "--label", "cli"]);
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let text = String::from_utf8_lossy(&issued.stdout).to_string();
+    let token = text.lines().find_map(|l| l.strip_prefix("token    ")).unwrap().trim().to_owned();
+    let id = text.lines().find_map(|l| l.strip_prefix("token_id ")).unwrap().trim().to_owned();
+    let bad = run(&["token", "issue", "--kind", "partner_agent", "--partner", PARTNER]);
+    assert!(!bad.status.success(), "a partner agent token needs a user");
+    let listed = String::from_utf8_lossy(&run(&["token", "list"]).stdout).to_string();
+    assert!(listed.contains(&id) && listed.contains("partner_agent") && !listed.contains(&token));
+
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    assert_eq!(c.post(&token, &open_o365()).await.0, 201, "the CLI-issued token works");
+    drop(server);
+    assert!(run(&["token", "revoke", &id]).status.success());
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    assert_eq!(c.post(&token, &open_o365()).await.0, 401, "a revoked token is refused");
+}
+
+#[test]
+fn help_explains_every_command() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_behalf")).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["serve", "demo", "token", "bench"] {
+        assert!(text.contains(cmd), "--help names {cmd}");
+    }
+    let serve = std::process::Command::new(env!("CARGO_BIN_EXE_behalf")).args(["serve", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&serve.stdout);
+    for flag in ["--data-dir", "--listen", "--config", "--log-format", "port 0"] {
+        assert!(text.contains(flag), "serve --help explains {flag}");
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
+        .args(["serve", "--listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("HOST:PORT"), "bad settings are refused before start");
+}

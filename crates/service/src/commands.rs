@@ -197,17 +197,7 @@ impl<L: EventLog> CommandService<L> {
                     false,
                 )));
             }
-            let append = AppendRequest {
-                stream: stream.clone(),
-                expected,
-                command_id: command_id.clone(),
-                request_hash: hash,
-                at: now,
-                actor: principal.clone(),
-                correlation_id: None,
-                causation_id: None,
-                events: events.clone(),
-            };
+            let append = commit(stream, expected, &command_id, hash, now, &principal, events.clone());
             match self.log.append(append).await? {
                 Ok(a) if a.duplicate => {
                     // Lost a race with the same command: answer what the log holds.
@@ -289,17 +279,8 @@ impl<L: EventLog> CommandService<L> {
             expected_version: None,
         };
         let record = rejection_event(req.command.type_name(), &rejection, &ctx, ticket_id);
-        let append = AppendRequest {
-            stream: StreamId::rejections(),
-            expected: ExpectedVersion::Any,
-            command_id: command_id.clone(),
-            request_hash: hash,
-            at: now,
-            actor: principal.clone(),
-            correlation_id: None,
-            causation_id: None,
-            events: vec![record],
-        };
+        let append =
+            commit(StreamId::rejections(), ExpectedVersion::Any, &command_id, hash, now, principal, vec![record]);
         tracing::debug!(code = %rejection.code, "rejected");
         match self.log.append(append).await? {
             Ok(a) if a.duplicate => Ok(match self.log.find_command(&command_id).await? {
@@ -315,6 +296,29 @@ impl<L: EventLog> CommandService<L> {
 impl<L: EventLog> Drop for CommandService<L> {
     fn drop(&mut self) {
         self.gdap.stop();
+    }
+}
+
+/// The append of one command's events.
+fn commit(
+    stream: StreamId,
+    expected: ExpectedVersion,
+    command_id: &CommandId,
+    request_hash: Hash,
+    at: Timestamp,
+    actor: &Principal,
+    events: Vec<Event>,
+) -> AppendRequest {
+    AppendRequest {
+        stream,
+        expected,
+        command_id: command_id.clone(),
+        request_hash,
+        at,
+        actor: actor.clone(),
+        correlation_id: None,
+        causation_id: None,
+        events,
     }
 }
 
