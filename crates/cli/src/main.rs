@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod project;
 mod serve;
 mod settings;
 mod token;
@@ -34,6 +35,9 @@ enum Cmd {
     /// on a running server use POST /v1/tokens with the admin token).
     #[command(subcommand)]
     Token(token::TokenCmd),
+    /// Bring the views of a data directory up to the log (no server may hold it), or
+    /// rebuild them from zero — in place or into another directory — with progress.
+    Project(project::ProjectArgs),
     /// Load generators: ticket.open over HTTP or in-process, beside raw sled.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -92,6 +96,10 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(demo::run())
         }
         Cmd::Token(t) => token::run(t),
+        Cmd::Project(p) => {
+            init_tracing(settings::LogFormat::Human);
+            rt.block_on(project::run(p))
+        }
         Cmd::Bench(b) => {
             init_tracing(settings::LogFormat::Human);
             rt.block_on(bench::run(b))

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use behalf_http::{App, Limits};
+use behalf_http::{App, Limits, ReadSide};
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
 use behalf_service::tokens::Tokens;
-use behalf_sled_store::{OpenOptions, SledLog, SledTokens};
+use behalf_sled_store::{OpenOptions, SledLog, SledTokens, SledViews};
 use tokio::net::TcpListener;
 
 use crate::settings::Settings;
@@ -30,6 +30,31 @@ pub fn open_stores(data_dir: &Path) -> anyhow::Result<(SledLog, Tokens<SledToken
     Ok((log, Tokens::new(tokens)))
 }
 
+/// Opens the views store of a data directory.
+pub fn open_views(path: &Path) -> anyhow::Result<SledViews> {
+    SledViews::open(path).with_context(|| format!("cannot open the views in {}", path.display()))
+}
+
+/// Runs the projection runner on this runtime: catch-up from the views' checkpoint,
+/// then live. The receiver follows the checkpoint (for `min_position` waits).
+pub fn spawn_projector(
+    log: SledLog,
+    views: Arc<SledViews>,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<u64>)> {
+    use behalf_log::views::ViewStore as _;
+    let (tx, rx) = tokio::sync::watch::channel(views.checkpoint()?);
+    let task = tokio::spawn(async move {
+        let r = behalf_service::views::follow(&log, views.as_ref(), 1024, |p| {
+            tx.send_replace(p);
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "the projection runner stopped");
+        }
+    });
+    Ok((task, rx))
+}
+
 /// A server that is up: its address and where the admin token went, if it was made.
 pub struct Started {
     pub addr: SocketAddr,
@@ -44,13 +69,19 @@ pub async fn start(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (log, tokens) = open_stores(&s.data_dir)?;
     let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
+    let views = Arc::new(open_views(&s.data_dir.join("views"))?);
+    let (projector, position) = spawn_projector(log.clone(), Arc::clone(&views))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
     let limits = Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight };
-    let app = App::new(service, Arc::new(tokens), clock, limits);
+    let app = App::new(service, Arc::new(tokens), ReadSide { views, position }, clock, limits);
     let listener = TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
     let addr = listener.local_addr()?;
     let serving = async move {
-        behalf_http::serve(listener, behalf_http::router(app), shutdown).await.context("the HTTP server failed")?;
+        let served =
+            behalf_http::serve(listener, behalf_http::router(app), shutdown).await.context("the HTTP server failed");
+        projector.abort();
+        let _ = projector.await;
+        served?;
         tracing::info!("stopped accepting; in-flight commands finished");
         Ok(())
     };

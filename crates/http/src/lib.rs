@@ -14,21 +14,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use behalf_domain::{Code, Principal, Rejection};
 use behalf_log::tokens::TokenStore;
+use behalf_log::views::ViewStore;
 use behalf_log::EventLog;
 use behalf_service::clock::Clock;
 use behalf_service::commands::{CommandService, Outcome};
+use behalf_service::queries::{self, ListFilter, Queries, QueryError};
 use behalf_service::request::{self, Encoding};
 use behalf_service::tokens::{TokenSpec, Tokens};
 use behalf_service::ServiceError;
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 /// Request limits (API.md: 256 KiB bodies by default).
 #[derive(Clone, Copy, Debug)]
@@ -52,26 +54,36 @@ struct Metrics {
     unavailable: AtomicU64,
 }
 
+/// The read side a server answers queries from: the views and how far they are.
+pub struct ReadSide<S: ViewStore> {
+    pub views: Arc<S>,
+    /// The views' checkpoint, as the projection runner advances it.
+    pub position: watch::Receiver<u64>,
+}
+
 /// Everything a handler needs.
-pub struct App<L: EventLog, T: TokenStore> {
+pub struct App<L: EventLog, T: TokenStore, S: ViewStore> {
     pub service: Arc<CommandService<L>>,
     pub tokens: Arc<Tokens<T>>,
+    pub read: ReadSide<S>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     in_flight: Arc<Semaphore>,
     metrics: Metrics,
 }
 
-impl<L: EventLog, T: TokenStore> App<L, T> {
+impl<L: EventLog, T: TokenStore, S: ViewStore> App<L, T, S> {
     pub fn new(
         service: Arc<CommandService<L>>,
         tokens: Arc<Tokens<T>>,
+        read: ReadSide<S>,
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Arc<Self> {
         Arc::new(App {
             service,
             tokens,
+            read,
             clock,
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
@@ -81,14 +93,22 @@ impl<L: EventLog, T: TokenStore> App<L, T> {
 }
 
 /// The router.
-pub fn router<L: EventLog, T: TokenStore>(app: Arc<App<L, T>>) -> Router {
+pub fn router<L: EventLog, T: TokenStore, S: ViewStore>(app: Arc<App<L, T, S>>) -> Router {
     Router::new()
-        .route("/v1/commands", post(post_command::<L, T>))
-        .route("/v1/tokens", post(issue_token::<L, T>).get(list_tokens::<L, T>))
-        .route("/v1/tokens/{token_id}", delete(revoke_token::<L, T>))
+        .route("/v1/commands", post(post_command::<L, T, S>))
+        .route("/v1/tokens", post(issue_token::<L, T, S>).get(list_tokens::<L, T, S>))
+        .route("/v1/tokens/{token_id}", delete(revoke_token::<L, T, S>))
+        .route("/v1/customers/{customer_id}/tickets", get(customer_tickets::<L, T, S>))
+        .route("/v1/customers/{customer_id}/service-health", get(service_health::<L, T, S>))
+        .route("/v1/tickets/{ticket_id}", get(ticket::<L, T, S>))
+        .route("/v1/tickets/{ticket_id}/history", get(history::<L, T, S>))
+        .route("/v1/partners/{partner_id}/tickets", get(partner_tickets::<L, T, S>))
+        .route("/v1/partners/{partner_id}/access", get(access::<L, T, S>))
+        .route("/v1/audit/rejections", get(rejections::<L, T, S>))
+        .route("/v1/events", get(events::<L, T, S>))
         .route("/healthz", get(|| async { json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}), false) }))
-        .route("/readyz", get(readyz::<L, T>))
-        .route("/metrics", get(metrics::<L, T>))
+        .route("/readyz", get(readyz::<L, T, S>))
+        .route("/metrics", get(metrics::<L, T, S>))
         .fallback(|| async {
             rejected(&Rejection::without_rule(Code::RequestMalformed, "no such endpoint; see docs/API.md"), false)
                 .map_status(StatusCode::NOT_FOUND)
@@ -175,7 +195,10 @@ fn is_msgpack(headers: &HeaderMap) -> bool {
 /// A response that ends a handler early (boxed: a `Response` is large).
 type Early = Box<Response>;
 
-fn authenticate<L: EventLog, T: TokenStore>(app: &App<L, T>, headers: &HeaderMap) -> Result<Principal, Early> {
+fn authenticate<L: EventLog, T: TokenStore, S: ViewStore>(
+    app: &App<L, T, S>,
+    headers: &HeaderMap,
+) -> Result<Principal, Early> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -206,8 +229,8 @@ async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Byte
     axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
 }
 
-async fn post_command<L: EventLog, T: TokenStore>(
-    State(app): State<Arc<App<L, T>>>,
+async fn post_command<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -246,7 +269,7 @@ async fn post_command<L: EventLog, T: TokenStore>(
     }
 }
 
-fn admin_only<L: EventLog, T: TokenStore>(app: &App<L, T>, headers: &HeaderMap) -> Result<(), Early> {
+fn admin_only<L: EventLog, T: TokenStore, S: ViewStore>(app: &App<L, T, S>, headers: &HeaderMap) -> Result<(), Early> {
     if authenticate(app, headers)? == Principal::Admin {
         Ok(())
     } else {
@@ -254,8 +277,8 @@ fn admin_only<L: EventLog, T: TokenStore>(app: &App<L, T>, headers: &HeaderMap) 
     }
 }
 
-async fn issue_token<L: EventLog, T: TokenStore>(
-    State(app): State<Arc<App<L, T>>>,
+async fn issue_token<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -280,7 +303,10 @@ async fn issue_token<L: EventLog, T: TokenStore>(
     }
 }
 
-async fn list_tokens<L: EventLog, T: TokenStore>(State(app): State<Arc<App<L, T>>>, headers: HeaderMap) -> Response {
+async fn list_tokens<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = admin_only(&app, &headers) {
         return *r;
     }
@@ -290,8 +316,8 @@ async fn list_tokens<L: EventLog, T: TokenStore>(State(app): State<Arc<App<L, T>
     }
 }
 
-async fn revoke_token<L: EventLog, T: TokenStore>(
-    State(app): State<Arc<App<L, T>>>,
+async fn revoke_token<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
     headers: HeaderMap,
     Path(token_id): Path<String>,
 ) -> Response {
@@ -306,7 +332,7 @@ async fn revoke_token<L: EventLog, T: TokenStore>(
     }
 }
 
-async fn readyz<L: EventLog, T: TokenStore>(State(app): State<Arc<App<L, T>>>) -> Response {
+async fn readyz<L: EventLog, T: TokenStore, S: ViewStore>(State(app): State<Arc<App<L, T, S>>>) -> Response {
     if app.service.ready().await {
         json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}), false)
     } else {
@@ -314,7 +340,7 @@ async fn readyz<L: EventLog, T: TokenStore>(State(app): State<Arc<App<L, T>>>) -
     }
 }
 
-async fn metrics<L: EventLog, T: TokenStore>(State(app): State<Arc<App<L, T>>>) -> Response {
+async fn metrics<L: EventLog, T: TokenStore, S: ViewStore>(State(app): State<Arc<App<L, T, S>>>) -> Response {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "# HELP behalf_commands_total Commands answered, by outcome and rejection code.");
@@ -338,4 +364,186 @@ async fn metrics<L: EventLog, T: TokenStore>(State(app): State<Arc<App<L, T>>>) 
     let mut r = Response::new(Body::from(out));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     r
+}
+
+// ---------------------------------------------------------------------------------
+// Queries (read models; eventually consistent, with read-your-writes by min_position).
+
+type Params = Query<std::collections::HashMap<String, String>>;
+
+fn bad_param(name: &str, why: &str) -> Response {
+    rejected(
+        &Rejection::without_rule(Code::ValidationInvalid, format!("query parameter {name}: {why}")).with("field", name),
+        false,
+    )
+}
+
+fn param<T: std::str::FromStr>(p: &Params, name: &str) -> Result<Option<T>, Early> {
+    match p.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| Box::new(bad_param(name, "not a valid value"))),
+    }
+}
+
+/// Authenticates, then waits (up to `wait_ms`, default 2000) until the views have
+/// applied `min_position`.
+async fn reader<L: EventLog, T: TokenStore, S: ViewStore>(
+    app: &App<L, T, S>,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Result<Principal, Early> {
+    let who = authenticate(app, headers)?;
+    if let Some(min) = param::<u64>(p, "min_position")? {
+        let wait = param::<u64>(p, "wait_ms")?.unwrap_or(2000).min(30_000);
+        let mut rx = app.read.position.clone();
+        let reached =
+            tokio::time::timeout(std::time::Duration::from_millis(wait), rx.wait_for(|pos| *pos >= min)).await;
+        if !matches!(reached, Ok(Ok(_))) {
+            let msg = format!("the views have not reached position {min} within {wait} ms; retry");
+            return Err(Box::new(rejected(&Rejection::without_rule(Code::Unavailable, msg), false)));
+        }
+    }
+    Ok(who)
+}
+
+fn answer(a: Result<serde_json::Value, QueryError>) -> Response {
+    match a {
+        Ok(v) => json_response(StatusCode::OK, &v, false),
+        Err(QueryError::Rejected(r)) => rejected(&r, false),
+        Err(QueryError::Internal(e)) => unavailable(&ServiceError::Log(e)),
+    }
+}
+
+fn queries<L: EventLog, T: TokenStore, S: ViewStore>(app: &App<L, T, S>) -> Queries<'_, S> {
+    Queries { views: app.read.views.as_ref(), gdap: app.service.gdap().as_ref(), now: app.clock.now() }
+}
+
+fn filter(p: &Params) -> Result<(ListFilter, usize), Early> {
+    let vocab = |name: &str| p.get(name).filter(|v| !v.is_empty()).map(String::as_str);
+    let parse = |name: &str| -> Result<Option<&str>, Early> { Ok(vocab(name)) };
+    let f = ListFilter {
+        status: parse("status")?
+            .map(|v| TicketStatus::parse(v).ok_or_else(|| Box::new(bad_param("status", "not a ticket status"))))
+            .transpose()?,
+        workload: parse("workload")?
+            .map(|v| Workload::parse(v).ok_or_else(|| Box::new(bad_param("workload", "not a workload"))))
+            .transpose()?,
+        severity: parse("severity")?
+            .map(|v| {
+                Severity::parse_raw(&RawValue::text(v)).ok_or_else(|| Box::new(bad_param("severity", "not a severity")))
+            })
+            .transpose()?,
+        customer_id: parse("customer_id")?.map(CustomerId::new),
+    };
+    let limit = param::<usize>(p, "limit")?.unwrap_or(50).clamp(1, 500);
+    Ok((f, limit))
+}
+
+use behalf_domain::{CustomerId, PartnerId, RawValue, Severity, TicketId, TicketStatus, UserId, Workload};
+
+macro_rules! early {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return *r,
+        }
+    };
+}
+
+async fn customer_tickets<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
+    headers: HeaderMap,
+    Path(customer): Path<String>,
+    p: Params,
+) -> Response {
+    let who = early!(reader(&app, &headers, &p).await);
+    let (f, limit) = early!(filter(&p));
+    answer(queries(&app).customer_tickets(
+        &who,
+        &CustomerId::new(customer),
+        &f,
+        limit,
+        p.get("after").map(String::as_str),
+    ))
+}
+
+async fn ticket<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    p: Params,
+) -> Response {
+    let who = early!(reader(&app, &headers, &p).await);
+    answer(queries(&app).ticket(&who, &TicketId::new(id)))
+}
+
+async fn history<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    p: Params,
+) -> Response {
+    let who = early!(reader(&app, &headers, &p).await);
+    answer(queries(&app).history(&who, &TicketId::new(id)))
+}
+
+async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
+    headers: HeaderMap,
+    Path(partner): Path<String>,
+    p: Params,
+) -> Response {
+    let who = early!(reader(&app, &headers, &p).await);
+    let (f, limit) = early!(filter(&p));
+    answer(queries(&app).partner_tickets(&who, &PartnerId::new(partner), &f, limit))
+}
+
+async fn service_health<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
+    headers: HeaderMap,
+    Path(customer): Path<String>,
+    p: Params,
+) -> Response {
+    let who = early!(reader(&app, &headers, &p).await);
+    answer(queries(&app).service_health(&who, &CustomerId::new(customer)))
+}
+
+async fn access<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
+    headers: HeaderMap,
+    Path(partner): Path<String>,
+    p: Params,
+) -> Response {
+    let who = early!(reader(&app, &headers, &p).await);
+    let (Some(user), Some(customer)) = (p.get("user_id"), p.get("customer_id")) else {
+        return bad_param("user_id", "user_id and customer_id are required");
+    };
+    answer(queries(&app).access(
+        &who,
+        &PartnerId::new(partner),
+        &UserId::new(user.as_str()),
+        &CustomerId::new(customer.as_str()),
+    ))
+}
+
+async fn rejections<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
+    headers: HeaderMap,
+    p: Params,
+) -> Response {
+    let who = early!(reader(&app, &headers, &p).await);
+    let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
+    let limit = early!(param::<usize>(&p, "limit")).unwrap_or(100).clamp(1, 1000);
+    answer(queries(&app).rejections(&who, after, limit))
+}
+
+async fn events<L: EventLog, T: TokenStore, S: ViewStore>(
+    State(app): State<Arc<App<L, T, S>>>,
+    headers: HeaderMap,
+    p: Params,
+) -> Response {
+    let who = early!(authenticate(&app, &headers));
+    let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
+    let limit = early!(param::<usize>(&p, "limit")).unwrap_or(100).clamp(1, 1000);
+    answer(queries::events(app.service.log(), &who, after, limit).await)
 }

@@ -13,6 +13,7 @@ pub mod codec;
 pub mod conformance;
 pub mod samples;
 pub mod tokens;
+pub mod views;
 
 use std::future::Future;
 

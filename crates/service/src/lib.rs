@@ -14,8 +14,10 @@ pub mod clock;
 pub mod commands;
 pub mod gdap;
 pub mod ids;
+pub mod queries;
 pub mod request;
 pub mod tokens;
+pub mod views;
 
 /// Internal failures of the service. Refusals are [`behalf_domain::Rejection`]s.
 #[derive(Debug, thiserror::Error)]

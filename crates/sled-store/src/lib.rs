@@ -20,3 +20,7 @@ pub use log::{OpenOptions, OpenReport, SledLog, SledSubscription, MAX_BATCH};
 mod tokens;
 
 pub use tokens::SledTokens;
+
+mod views;
+
+pub use views::SledViews;

@@ -1,0 +1,55 @@
+//! `behalf project`: the projection runner as its own run over a data directory. On
+//! the embedded engine a store is held by one process at a time, so this runs while no
+//! server holds the directory (`behalf serve` runs the same runner inside).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use behalf_log::EventLog;
+use behalf_sled_store::{OpenOptions, SledLog};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Args, Debug)]
+pub struct ProjectArgs {
+    /// The data directory whose log is read [default: ./behalf-data]
+    #[arg(long, default_value = "./behalf-data")]
+    data_dir: PathBuf,
+    /// Drop the views and replay the log from position 1
+    #[arg(long)]
+    rebuild: bool,
+    /// Build the views here instead of `<data-dir>/views` (with --rebuild)
+    #[arg(long, requires = "rebuild")]
+    into: Option<PathBuf>,
+}
+
+pub async fn run(a: ProjectArgs) -> anyhow::Result<()> {
+    let (log, _) = SledLog::open(a.data_dir.join("log"), OpenOptions::default())
+        .with_context(|| format!("cannot open the log in {} (is a server running on it?)", a.data_dir.display()))?;
+    let target = a.into.clone().unwrap_or_else(|| a.data_dir.join("views"));
+    let views = crate::serve::open_views(&target)?;
+    let head = log.head().await?;
+    let bar = ProgressBar::new(head);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} commits ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let start = Instant::now();
+    let reached = if a.rebuild {
+        behalf_service::views::rebuild(&log, &views, |p, _| bar.set_position(p)).await?
+    } else {
+        use behalf_log::views::ViewStore as _;
+        let mut at = views.checkpoint()?;
+        bar.set_position(at);
+        while at < head {
+            let page = log.read_all(at, 2048).await?;
+            at = behalf_service::views::apply_batch(&views, &page)?;
+            bar.set_position(at);
+        }
+        at
+    };
+    bar.finish_and_clear();
+    let what = if a.rebuild { "rebuilt" } else { "caught up" };
+    println!("views in {} {what} to position {reached} in {:.1}s", target.display(), start.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The queries of `API.md`, over the views and the GDAP projection, each scoped by the
+//! principal (R24: a partner sees only its own tickets and only while its relationship
+//! with the customer is live; what it may not see answers as not found). Transport
+//! agnostic: answers are JSON values or rejections.
+
+use behalf_domain::policy::{authorize_service_health, explain_access, r24_can_see_ticket};
+use behalf_domain::*;
+use behalf_log::views::ViewStore;
+use behalf_log::{EventLog, LogError};
+use serde_json::{json, Value};
+
+use crate::gdap::GdapProjection;
+use crate::views::*;
+
+/// A query's failure: a rejection for the caller, or an internal error.
+#[derive(Debug)]
+pub enum QueryError {
+    Rejected(Rejection),
+    Internal(LogError),
+}
+
+impl From<LogError> for QueryError {
+    fn from(e: LogError) -> Self {
+        QueryError::Internal(e)
+    }
+}
+
+impl From<Rejection> for QueryError {
+    fn from(r: Rejection) -> Self {
+        QueryError::Rejected(r)
+    }
+}
+
+type Answer = Result<Value, QueryError>;
+
+fn forbidden(why: &str) -> QueryError {
+    QueryError::Rejected(Rejection::new(Code::Forbidden, 24, why))
+}
+
+fn not_found(id: &str) -> QueryError {
+    QueryError::Rejected(Rejection::new(Code::TicketNotFound, 24, format!("ticket {id} not found")))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Filters of the per-customer list.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<TicketStatus>,
+    pub workload: Option<Workload>,
+    pub severity: Option<Severity>,
+    pub customer_id: Option<CustomerId>,
+}
+
+impl ListFilter {
+    fn keeps(&self, s: &TicketSummary) -> bool {
+        self.status.is_none_or(|x| x == s.status)
+            && self.workload.is_none_or(|x| x == s.workload)
+            && self.severity.is_none_or(|x| x == s.severity)
+            && self.customer_id.as_ref().is_none_or(|x| x == &s.customer_id)
+    }
+}
+
+/// The query side: views, the directory for scoping, the log for the event feed.
+pub struct Queries<'a, S: ViewStore> {
+    pub views: &'a S,
+    pub gdap: &'a GdapProjection,
+    pub now: Timestamp,
+}
+
+impl<S: ViewStore> Queries<'_, S> {
+    fn visible(&self, who: &Principal, s: &TicketSummary) -> bool {
+        r24_can_see_ticket(&self.gdap.view().directory, who, &s.partner_id, &s.customer_id, self.now)
+    }
+
+    fn readers_only(who: &Principal) -> Result<(), QueryError> {
+        match who {
+            Principal::PartnerSync { .. } | Principal::Admin => Err(forbidden("this principal reads no tickets")),
+            Principal::PartnerAgent { .. } | Principal::Customer { .. } | Principal::Vendor | Principal::Auditor => {
+                Ok(())
+            }
+        }
+    }
+
+    /// `/v1/customers/{customer}/tickets`: newest first; `after` is the last ticket id of
+    /// the previous page (ids sort by creation, so new tickets never shift a cursor).
+    pub fn customer_tickets(
+        &self,
+        who: &Principal,
+        customer: &CustomerId,
+        f: &ListFilter,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Answer {
+        Self::readers_only(who)?;
+        let prefix = customer_prefix(customer);
+        let mut cursor = after.map(|a| [prefix.clone(), a.as_bytes().to_vec()].concat());
+        let mut out = Vec::new();
+        'pages: loop {
+            let page = self.views.scan_rev(&prefix, cursor.as_deref(), 512)?;
+            if page.is_empty() {
+                break;
+            }
+            for (k, v) in &page {
+                let s: TicketSummary = decode(v)?;
+                if f.keeps(&s) && self.visible(who, &s) {
+                    out.push(s);
+                    if out.len() == limit {
+                        break 'pages;
+                    }
+                }
+                cursor = Some(k.clone());
+            }
+        }
+        let next = if out.len() == limit { out.last().map(|s| s.ticket_id.to_string()) } else { None };
+        Ok(json!({ "tickets": to_json(&out), "next": next }))
+    }
+
+    fn ticket_view(&self, who: &Principal, id: &TicketId) -> Result<TicketView, QueryError> {
+        Self::readers_only(who)?;
+        let v: TicketView = match self.views.get(&ticket_key(id))? {
+            Some(b) => decode(&b)?,
+            None => return Err(not_found(id.as_str())),
+        };
+        if !r24_can_see_ticket(&self.gdap.view().directory, who, &v.partner_id, &v.customer_id, self.now) {
+            return Err(not_found(id.as_str()));
+        }
+        Ok(v)
+    }
+
+    /// `/v1/tickets/{id}`: fields, status, notes, attachments, escalations, SLA state.
+    pub fn ticket(&self, who: &Principal, id: &TicketId) -> Answer {
+        let v = self.ticket_view(who, id)?;
+        let mut out = to_json(&v);
+        if let Value::Object(m) = &mut out {
+            m.remove("sla");
+            m.insert("sla".into(), to_json(&v.sla_at(self.now)));
+        }
+        Ok(out)
+    }
+
+    /// `/v1/tickets/{id}/history`: every event with actor and evidence (R29).
+    pub fn history(&self, who: &Principal, id: &TicketId) -> Answer {
+        self.ticket_view(who, id)?;
+        let rows = self.views.scan(&history_prefix(id), None, usize::MAX)?;
+        let entries: Vec<HistoryEntry> = rows.iter().map(|(_, v)| decode(v)).collect::<Result<_, _>>()?;
+        Ok(json!({ "ticket_id": id, "history": to_json(&entries) }))
+    }
+
+    /// `/v1/partners/{partner}/tickets`: across customers, with counts by status.
+    pub fn partner_tickets(&self, who: &Principal, partner: &PartnerId, f: &ListFilter, limit: usize) -> Answer {
+        match who {
+            Principal::PartnerAgent { partner_id, .. } if partner_id == partner => {}
+            Principal::Vendor | Principal::Auditor => {}
+            Principal::PartnerAgent { .. }
+            | Principal::PartnerSync { .. }
+            | Principal::Customer { .. }
+            | Principal::Admin => return Err(forbidden("a partner reads its own tickets only")),
+        }
+        let mut tickets = Vec::new();
+        let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+        for (_, v) in self.views.scan_rev(&partner_prefix(partner), None, usize::MAX)? {
+            let s: TicketSummary = decode(&v)?;
+            if !self.visible(who, &s) || !f.keeps(&s) {
+                continue;
+            }
+            *counts.entry(s.status.as_str()).or_default() += 1;
+            if tickets.len() < limit {
+                tickets.push(s);
+            }
+        }
+        Ok(json!({ "tickets": to_json(&tickets), "counts": counts }))
+    }
+
+    /// `/v1/customers/{customer}/service-health` (R22). An issue with no customers
+    /// listed affects every customer.
+    pub fn service_health(&self, who: &Principal, customer: &CustomerId) -> Answer {
+        let view = self.gdap.view();
+        authorize_service_health(&view.directory, who, customer, self.now, view.position)?;
+        let issues: Vec<_> = view
+            .directory
+            .issues
+            .values()
+            .filter(|i| i.customer_ids.is_empty() || i.customer_ids.contains(customer))
+            .collect();
+        Ok(json!({ "customer_id": customer, "issues": to_json(&issues) }))
+    }
+
+    /// `/v1/partners/{partner}/access?user_id=&customer_id=`: per workload, the grant
+    /// that allows or the rule that refuses — the command service's own policy.
+    pub fn access(&self, who: &Principal, partner: &PartnerId, user: &UserId, customer: &CustomerId) -> Answer {
+        match who {
+            Principal::PartnerAgent { partner_id, .. } if partner_id == partner => {}
+            Principal::Vendor | Principal::Auditor => {}
+            Principal::PartnerAgent { .. }
+            | Principal::PartnerSync { .. }
+            | Principal::Customer { .. }
+            | Principal::Admin => return Err(forbidden("a partner reads its own users' access only")),
+        }
+        let view = self.gdap.view();
+        let rows: Vec<Value> = explain_access(&view.directory, partner, user, customer, self.now, view.position)
+            .into_iter()
+            .map(|a| match a.outcome {
+                Ok(evidence) => json!({"workload": a.workload, "subscription_id": a.subscription_id, "allowed": true, "evidence": evidence}),
+                Err(r) => json!({"workload": a.workload, "subscription_id": a.subscription_id, "allowed": false, "code": r.code, "rule": r.rule, "message": r.message}),
+            })
+            .collect();
+        Ok(
+            json!({ "partner_id": partner, "user_id": user, "customer_id": customer, "position": view.position, "workloads": rows }),
+        )
+    }
+
+    /// `/v1/audit/rejections?after=&limit=` (auditor, vendor).
+    pub fn rejections(&self, who: &Principal, after: u64, limit: usize) -> Answer {
+        match who {
+            Principal::Vendor | Principal::Auditor => {}
+            Principal::PartnerAgent { .. }
+            | Principal::PartnerSync { .. }
+            | Principal::Customer { .. }
+            | Principal::Admin => return Err(forbidden("refusals are for auditors and the vendor side")),
+        }
+        let mut from = REJECTIONS_PREFIX.to_vec();
+        from.extend_from_slice(&after.to_be_bytes());
+        let rows = self.views.scan(REJECTIONS_PREFIX, Some(&from), limit)?;
+        let entries: Vec<RejectionEntry> = rows.iter().map(|(_, v)| decode(v)).collect::<Result<_, _>>()?;
+        Ok(json!({ "rejections": to_json(&entries) }))
+    }
+}
+
+/// `/v1/events?after=&limit=`: the raw feed in log order (auditor, vendor).
+pub async fn events<L: EventLog>(log: &L, who: &Principal, after: u64, limit: usize) -> Answer {
+    match who {
+        Principal::Vendor | Principal::Auditor => {}
+        Principal::PartnerAgent { .. }
+        | Principal::PartnerSync { .. }
+        | Principal::Customer { .. }
+        | Principal::Admin => return Err(forbidden("the event feed is for auditors and the vendor side")),
+    }
+    let commits = log.read_all(after, limit).await?;
+    let events: Vec<Value> = commits
+        .iter()
+        .flat_map(|c| c.envelopes())
+        .map(|e| {
+            json!({
+                "position": e.position, "index": e.index, "stream": e.stream, "version": e.version,
+                "event_id": e.event_id, "type": e.event_type, "schema_version": e.schema_version,
+                "at": e.at, "actor": e.actor, "command_id": e.command_id, "correlation_id": e.correlation_id,
+                "event": e.event,
+            })
+        })
+        .collect();
+    Ok(json!({ "events": events, "next": commits.last().map(|c| c.position) }))
+}

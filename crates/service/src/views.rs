@@ -1,0 +1,378 @@
+//! The read models, as pure functions of events over a key-value overlay, and the
+//! projection runner that follows the log and commits each batch of view writes with
+//! its checkpoint in one atomic write.
+//!
+//! Keys (one sorted store):
+//! - `t/<ticket>` → [`TicketView`]: fields, status, notes, attachments, escalations, SLA clock
+//! - `h/<ticket>/<version:8>` → [`HistoryEntry`]: every event with actor and evidence (R29)
+//! - `c/<customer>/<ticket>` → [`TicketSummary`]: the per-customer list (ids sort by creation)
+//! - `p/<partner>/<ticket>` → [`TicketSummary`]: the partner's tickets across customers
+//! - `r/<position:8>` → [`RejectionEntry`]: refused commands (R30)
+//!
+//! Values are named-field MessagePack of ordered structs, so a rebuild writes the very
+//! same bytes as the incremental build.
+
+use std::collections::BTreeMap;
+
+use behalf_domain::event::*;
+use behalf_domain::sla::{SlaClock, SlaState};
+use behalf_domain::*;
+use behalf_log::views::{ViewStore, Write};
+use behalf_log::{Commit, EventEnvelope, EventLog, LogError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteView {
+    pub author: Principal,
+    pub text: String,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    pub name: String,
+    pub uri: String,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationView {
+    pub reason: EscalationReason,
+    pub note: Option<String>,
+    pub incident_id: Option<IssueId>,
+    pub at: Timestamp,
+}
+
+/// One ticket, as `/v1/tickets/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketView {
+    pub ticket_id: TicketId,
+    pub partner_id: PartnerId,
+    pub customer_id: CustomerId,
+    pub workload: Workload,
+    pub cloud: Cloud,
+    pub subscription_id: Option<SubscriptionId>,
+    pub title: String,
+    pub description: String,
+    pub severity: Severity,
+    pub support_topic: String,
+    pub support_plan: Option<String>,
+    pub country_code: String,
+    pub contact: Contact,
+    pub incident_id: Option<IssueId>,
+    pub csp_priority: bool,
+    pub status: TicketStatus,
+    pub version: u64,
+    pub opened_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub closed_at: Option<Timestamp>,
+    pub notes: Vec<NoteView>,
+    pub attachments: Vec<AttachmentView>,
+    pub escalations: Vec<EscalationView>,
+    pub sla: SlaClock,
+}
+
+/// A ticket in a list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketSummary {
+    pub ticket_id: TicketId,
+    pub partner_id: PartnerId,
+    pub customer_id: CustomerId,
+    pub workload: Workload,
+    pub severity: Severity,
+    pub status: TicketStatus,
+    pub title: String,
+    pub opened_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One event of a ticket's history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub version: u64,
+    pub position: u64,
+    pub event_id: String,
+    pub event_type: String,
+    pub actor: Principal,
+    pub at: Timestamp,
+    pub command_id: CommandId,
+    pub evidence: Option<Evidence>,
+    pub event: Event,
+}
+
+/// A refused command (R30).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionEntry {
+    pub position: u64,
+    pub command_id: CommandId,
+    pub command_type: String,
+    pub principal: Principal,
+    pub code: Code,
+    pub rule: Option<Rule>,
+    pub message: String,
+    pub ticket_id: Option<TicketId>,
+    pub at: Timestamp,
+}
+
+impl TicketView {
+    fn summary(&self) -> TicketSummary {
+        TicketSummary {
+            ticket_id: self.ticket_id.clone(),
+            partner_id: self.partner_id.clone(),
+            customer_id: self.customer_id.clone(),
+            workload: self.workload,
+            severity: self.severity,
+            status: self.status,
+            title: self.title.clone(),
+            opened_at: self.opened_at,
+            updated_at: self.updated_at,
+        }
+    }
+
+    /// R20 at `now`.
+    pub fn sla_at(&self, now: Timestamp) -> SlaState {
+        self.sla.state(now)
+    }
+}
+
+pub fn ticket_key(id: &TicketId) -> Vec<u8> {
+    format!("t/{id}").into_bytes()
+}
+pub fn customer_prefix(c: &CustomerId) -> Vec<u8> {
+    format!("c/{c}/").into_bytes()
+}
+pub fn partner_prefix(p: &PartnerId) -> Vec<u8> {
+    format!("p/{p}/").into_bytes()
+}
+pub fn history_prefix(id: &TicketId) -> Vec<u8> {
+    format!("h/{id}/").into_bytes()
+}
+pub const REJECTIONS_PREFIX: &[u8] = b"r/";
+
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, LogError> {
+    rmp_serde::to_vec_named(v).map_err(|e| LogError::Codec(e.to_string()))
+}
+pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, LogError> {
+    rmp_serde::from_slice(b).map_err(|e| LogError::Codec(e.to_string()))
+}
+
+/// Pending writes over a store: reads see the batch's own earlier writes.
+pub struct Overlay<'s, S: ViewStore> {
+    store: &'s S,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'s, S: ViewStore> Overlay<'s, S> {
+    pub fn new(store: &'s S) -> Self {
+        Overlay { store, pending: BTreeMap::new() }
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
+        match self.pending.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.get(key),
+        }
+    }
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, v: &T) -> Result<(), LogError> {
+        self.pending.insert(key, Some(encode(v)?));
+        Ok(())
+    }
+    pub fn into_writes(self) -> Vec<Write> {
+        self.pending.into_iter().collect()
+    }
+}
+
+/// Applies one event (with its envelope) to the views.
+pub fn apply<S: ViewStore>(o: &mut Overlay<'_, S>, env: &EventEnvelope) -> Result<(), LogError> {
+    let e = &env.event;
+    if let Event::CommandRejected(r) = e {
+        let entry = RejectionEntry {
+            position: env.position,
+            command_id: env.command_id.clone(),
+            command_type: r.command_type.clone(),
+            principal: r.principal.clone(),
+            code: r.code,
+            rule: r.rule,
+            message: r.message.clone(),
+            ticket_id: r.ticket_id.clone(),
+            at: r.at,
+        };
+        let mut key = REJECTIONS_PREFIX.to_vec();
+        key.extend_from_slice(&env.position.to_be_bytes());
+        return o.put(key, &entry);
+    }
+    let Some(id) = e.ticket_id() else { return Ok(()) };
+    let before = match o.get(&ticket_key(id))? {
+        Some(b) => Some(decode::<TicketView>(&b)?),
+        None => None,
+    };
+    let Some(view) = evolve_view(before, env) else { return Ok(()) };
+    let mut hkey = history_prefix(id);
+    hkey.extend_from_slice(&env.version.to_be_bytes());
+    o.put(
+        hkey,
+        &HistoryEntry {
+            version: env.version,
+            position: env.position,
+            event_id: env.event_id.clone(),
+            event_type: env.event_type.to_owned(),
+            actor: env.actor.clone(),
+            at: env.at,
+            command_id: env.command_id.clone(),
+            evidence: e.evidence().cloned(),
+            event: e.clone(),
+        },
+    )?;
+    let summary = view.summary();
+    let mut ck = customer_prefix(&view.customer_id);
+    ck.extend_from_slice(id.as_str().as_bytes());
+    let mut pk = partner_prefix(&view.partner_id);
+    pk.extend_from_slice(id.as_str().as_bytes());
+    o.put(ck, &summary)?;
+    o.put(pk, &summary)?;
+    o.put(ticket_key(id), &view)
+}
+
+fn evolve_view(before: Option<TicketView>, env: &EventEnvelope) -> Option<TicketView> {
+    let at = env.at;
+    let mut v = match (before, &env.event) {
+        (None, Event::TicketOpened(e)) => {
+            let mut sla = SlaClock::default();
+            sla.apply(&env.event);
+            return Some(TicketView {
+                ticket_id: e.ticket_id.clone(),
+                partner_id: e.partner_id.clone(),
+                customer_id: e.customer_id.clone(),
+                workload: e.workload,
+                cloud: e.cloud,
+                subscription_id: e.subscription_id.clone(),
+                title: e.title.clone(),
+                description: e.description.clone(),
+                severity: e.severity,
+                support_topic: e.support_topic.clone(),
+                support_plan: e.support_plan.clone(),
+                country_code: e.country_code.clone(),
+                contact: e.contact.clone(),
+                incident_id: e.incident_id.clone(),
+                csp_priority: e.csp_priority,
+                status: TicketStatus::Open,
+                version: env.version,
+                opened_at: e.at,
+                updated_at: e.at,
+                closed_at: None,
+                notes: Vec::new(),
+                attachments: Vec::new(),
+                escalations: Vec::new(),
+                sla,
+            });
+        }
+        (None, _) => return None,
+        (Some(v), _) => v,
+    };
+    v.version = env.version;
+    v.updated_at = at;
+    v.sla.apply(&env.event);
+    match &env.event {
+        Event::NoteAdded(e) => v.notes.push(NoteView { author: e.author.clone(), text: e.text.clone(), at: e.at }),
+        Event::TicketUpdated(e) => {
+            if let Some(s) = e.severity {
+                v.severity = s;
+            }
+            if let Some(c) = &e.contact {
+                v.contact = c.clone();
+            }
+        }
+        Event::AttachmentAdded(e) => {
+            v.attachments.push(AttachmentView { name: e.name.clone(), uri: e.uri.clone(), at: e.at })
+        }
+        Event::TicketEscalated(e) => v.escalations.push(EscalationView {
+            reason: e.reason,
+            note: e.note.clone(),
+            incident_id: e.incident_id.clone(),
+            at: e.at,
+        }),
+        Event::AttentionRequested(_) => v.status = TicketStatus::AttentionNeeded,
+        Event::AttentionCleared(_) => v.status = TicketStatus::Open,
+        Event::TicketClosed(e) => {
+            v.status = TicketStatus::Closed;
+            v.closed_at = Some(e.at);
+        }
+        Event::TicketReopened(_) => {
+            v.status = TicketStatus::Open;
+            v.closed_at = None;
+        }
+        Event::TicketOpened(_) | Event::VendorResponded(_) | Event::SlaBreached(_) => {}
+        Event::PartnerRegistered(_)
+        | Event::CustomerRegistered(_)
+        | Event::PartnerUserUpserted(_)
+        | Event::GroupMemberAdded(_)
+        | Event::GroupMemberRemoved(_)
+        | Event::RelationshipUpserted(_)
+        | Event::AssignmentUpserted(_)
+        | Event::SubscriptionRegistered(_)
+        | Event::RbacAssigned(_)
+        | Event::RbacRemoved(_)
+        | Event::MarketplaceProductRegistered(_)
+        | Event::SupportPlanRegistered(_)
+        | Event::ServiceHealthIssueUpserted(_)
+        | Event::SupportRequestRouted(_)
+        | Event::CommandRejected(_) => {}
+    }
+    Some(v)
+}
+
+/// Applies a batch of commits and commits the writes with the last position.
+pub fn apply_batch<S: ViewStore>(store: &S, commits: &[Commit]) -> Result<u64, LogError> {
+    let Some(last) = commits.last() else { return store.checkpoint() };
+    let mut o = Overlay::new(store);
+    for c in commits {
+        for env in c.envelopes() {
+            apply(&mut o, &env)?;
+        }
+    }
+    store.commit(o.into_writes(), last.position)?;
+    Ok(last.position)
+}
+
+/// Follows `log` from the store's checkpoint: catch-up, then live, in batches of up to
+/// `batch` commits. Each batch is committed with its checkpoint before the next.
+/// `progress` is told each new checkpoint. Returns when the log is closed or fails.
+pub async fn follow<L: EventLog, S: ViewStore>(
+    log: &L,
+    store: &S,
+    batch: usize,
+    mut progress: impl FnMut(u64),
+) -> Result<(), LogError> {
+    use behalf_log::Subscription;
+    let mut sub = log.subscribe(store.checkpoint()?);
+    loop {
+        let first = sub.next().await?;
+        let mut commits = vec![first];
+        // Take whatever else is already durable, without waiting, up to the batch size.
+        let head = log.head().await?;
+        while commits.len() < batch && commits.last().is_some_and(|c| c.position < head) {
+            commits.push(sub.next().await?);
+        }
+        let pos = apply_batch(store, &commits)?;
+        progress(pos);
+    }
+}
+
+/// Rebuilds every view from the start of the log into `store` (after clearing it),
+/// reading in pages; `progress(position, head)` after each page.
+pub async fn rebuild<L: EventLog, S: ViewStore>(
+    log: &L,
+    store: &S,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<u64, LogError> {
+    store.clear()?;
+    let head = log.head().await?;
+    let mut after = 0;
+    while after < head {
+        let page = log.read_all(after, 2048).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        apply_batch(store, &page)?;
+        progress(after, head);
+    }
+    Ok(after)
+}
