@@ -29,6 +29,16 @@ pub enum BenchCmd {
         #[arg(long)]
         rate: Option<f64>,
     },
+    /// Projection catch-up over a filled log (a realistic mix) beside raw scan +
+    /// decode, then the per-customer list query's latency.
+    Views {
+        /// Events to fill the log with
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// List queries to time
+        #[arg(long, default_value_t = 2_000)]
+        queries: usize,
+    },
     /// Drive `ticket.open` straight into the command service (no HTTP).
     Inprocess {
         /// Concurrent producers
@@ -55,18 +65,22 @@ struct Stats {
     latencies_us: Vec<u32>,
 }
 
+/// The 50th and 99th percentiles in milliseconds.
+fn percentiles(lat: &mut [u32]) -> (f64, f64) {
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+    (pct(0.50), pct(0.99))
+}
+
 fn report(what: &str, s: &mut Stats, elapsed: f64) {
-    s.latencies_us.sort_unstable();
-    let pct = |p: f64| {
-        s.latencies_us.get(((s.latencies_us.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1000.0
-    };
+    let (p50, p99) = percentiles(&mut s.latencies_us);
     println!(
         "{what}: {:.0} accepted/s ({} accepted, {} not accepted in {elapsed:.1}s); latency p50 {:.2} ms, p99 {:.2} ms",
         s.accepted as f64 / elapsed,
         s.accepted,
         s.other,
-        pct(0.50),
-        pct(0.99)
+        p50,
+        p99
     );
 }
 
@@ -97,11 +111,109 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Stats>>) -> anyhow::Result<S
     Ok(all)
 }
 
+/// Fills a log with about `events` events: tickets opened for one customer, then
+/// one to three notes per commit, an escalation now and then, and refusals.
+async fn fill(log: &behalf_sled_store::SledLog, events: u64) -> anyhow::Result<u64> {
+    use behalf_domain::{CommandId, Event, StreamId, Timestamp};
+    use behalf_log::samples::{every_event_type, note_added, ticket_opened};
+    use behalf_log::{AppendRequest, EventLog, ExpectedVersion};
+    let escalated = every_event_type().into_iter().find(|e| e.type_name() == "TicketEscalated");
+    let rejected = every_event_type().into_iter().find(|e| e.type_name() == "CommandRejected");
+    let writers = 64u64;
+    let per_writer = events * 10 / 16 / writers + 1; // about 1.6 events a commit
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (log, escalated, rejected) = (log.clone(), escalated.clone(), rejected.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            for i in 0..per_writer {
+                let ticket = format!("01BENCH{w:04}{:010}", i / 5);
+                let (stream, evs): (StreamId, Vec<Event>) = match i % 5 {
+                    0 => (StreamId::of("ticket", &ticket), vec![ticket_opened(&ticket)]),
+                    4 if i % 15 == 4 => (StreamId::rejections(), rejected.clone().into_iter().collect()),
+                    3 if i % 10 == 3 => {
+                        let mut e = escalated.clone().into_iter().collect::<Vec<_>>();
+                        if let Some(Event::TicketEscalated(x)) = e.first_mut() {
+                            x.ticket_id = ticket.as_str().into();
+                        }
+                        (StreamId::of("ticket", &ticket), e)
+                    }
+                    _ => (
+                        StreamId::of("ticket", &ticket),
+                        (0..1 + i % 3).map(|k| note_added(&ticket, &format!("note {k}"))).collect(),
+                    ),
+                };
+                n += evs.len() as u64;
+                let id = format!("fill-{w}-{i}");
+                let req = AppendRequest {
+                    stream,
+                    expected: ExpectedVersion::Any,
+                    command_id: CommandId::new(id.as_str()),
+                    request_hash: behalf_log::codec::sha256(id.as_bytes()),
+                    at: Timestamp::from_millis(1_780_000_000_000 + i as i64),
+                    actor: behalf_domain::Principal::Vendor,
+                    correlation_id: None,
+                    causation_id: None,
+                    events: evs,
+                };
+                let _ = log.append(req).await;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await?;
+    }
+    Ok(total)
+}
+
+async fn views_bench(events: u64, queries: usize) -> anyhow::Result<()> {
+    use behalf_log::views::ViewStore as _;
+    use behalf_service::queries::{ListFilter, Queries};
+    let dir = tempfile::tempdir()?;
+    let (log, _) = behalf_sled_store::SledLog::open(dir.path().join("log"), Default::default())?;
+    let t0 = Instant::now();
+    let filled = fill(&log, events).await?;
+    println!("filled {filled} events in {:.1}s", t0.elapsed().as_secs_f64());
+    let raw_log = log.clone();
+    let (n, raw) =
+        tokio::task::spawn_blocking(move || behalf_sled_store::baseline::scan_decode_per_sec(&raw_log)).await??;
+    let views = crate::serve::open_views(&dir.path().join("views"))?;
+    let t1 = Instant::now();
+    behalf_service::views::rebuild(&log, &views, |_, _| {}).await?;
+    let ours = n as f64 / t1.elapsed().as_secs_f64();
+    println!("raw sled scan + decode:              {raw:>10.0} events/s");
+    println!("projection catch-up into sled views: {ours:>10.0} events/s ({:.2} × raw)", ours / raw);
+    // The per-customer list: one customer holds every ticket of the fill.
+    let customer: behalf_domain::CustomerId = "7b4e2d3f-0000-4000-8000-00000000000b".into();
+    let tickets = views.scan(&behalf_service::views::customer_prefix(&customer), None, usize::MAX)?.len();
+    let gdap = behalf_service::gdap::GdapProjection::spawn(&log);
+    let q = Queries { views: &views, log: &log, gdap: gdap.as_ref(), now: SystemClock.now() };
+    let who =
+        Principal::Customer { customer_id: customer.clone(), user_id: "8c5f3e4a-0000-4000-8000-00000000000c".into() };
+    let mut lat = Vec::with_capacity(queries);
+    let mut after: Option<String> = None;
+    for i in 0..queries {
+        let t = Instant::now();
+        let page = q
+            .customer_tickets(&who, &customer, &ListFilter::default(), 50, after.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        lat.push(t.elapsed().as_micros() as u32);
+        after = if i % 20 == 19 { None } else { page["next"].as_str().map(str::to_owned) };
+    }
+    gdap.stop();
+    let (p50, p99) = percentiles(&mut lat);
+    println!("per-customer list, 50 a page, {tickets} tickets for the customer, {queries} queries: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    Ok(())
+}
+
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; run `cargo run --release -p behalf -- bench …` for real figures");
     }
     match cmd {
+        BenchCmd::Views { events, queries } => views_bench(events, queries).await?,
         BenchCmd::Http { concurrency, seconds, rate } => {
             let (server, token) = start_server().await?;
             let base = server.base();

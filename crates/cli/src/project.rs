@@ -46,6 +46,7 @@ pub async fn run(a: ProjectArgs) -> anyhow::Result<()> {
             at = behalf_service::views::apply_batch(&views, &page)?;
             bar.set_position(at);
         }
+        views.sync()?;
         at
     };
     bar.finish_and_clear();

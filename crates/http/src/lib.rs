@@ -414,8 +414,13 @@ fn answer(a: Result<serde_json::Value, QueryError>) -> Response {
     }
 }
 
-fn queries<L: EventLog, T: TokenStore, S: ViewStore>(app: &App<L, T, S>) -> Queries<'_, S> {
-    Queries { views: app.read.views.as_ref(), gdap: app.service.gdap().as_ref(), now: app.clock.now() }
+fn queries<L: EventLog, T: TokenStore, S: ViewStore>(app: &App<L, T, S>) -> Queries<'_, S, L> {
+    Queries {
+        views: app.read.views.as_ref(),
+        log: app.service.log(),
+        gdap: app.service.gdap().as_ref(),
+        now: app.clock.now(),
+    }
 }
 
 fn filter(p: &Params) -> Result<(ListFilter, usize), Early> {
@@ -474,7 +479,7 @@ async fn ticket<L: EventLog, T: TokenStore, S: ViewStore>(
     p: Params,
 ) -> Response {
     let who = early!(reader(&app, &headers, &p).await);
-    answer(queries(&app).ticket(&who, &TicketId::new(id)))
+    answer(queries(&app).ticket(&who, &TicketId::new(id)).await)
 }
 
 async fn history<L: EventLog, T: TokenStore, S: ViewStore>(
@@ -484,7 +489,7 @@ async fn history<L: EventLog, T: TokenStore, S: ViewStore>(
     p: Params,
 ) -> Response {
     let who = early!(reader(&app, &headers, &p).await);
-    answer(queries(&app).history(&who, &TicketId::new(id)))
+    answer(queries(&app).history(&who, &TicketId::new(id)).await)
 }
 
 async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore>(

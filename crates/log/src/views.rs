@@ -16,8 +16,12 @@ pub trait ViewStore: Send + Sync + 'static {
     fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Rows, LogError>;
     /// Keys with `prefix`, descending, strictly before `before` if given.
     fn scan_rev(&self, prefix: &[u8], before: Option<&[u8]>, limit: usize) -> Result<Rows, LogError>;
-    /// Applies `writes` and sets the checkpoint, atomically and durably.
+    /// Applies `writes` and sets the checkpoint, atomically: after a crash the store
+    /// holds both or neither. Not necessarily durable at once — views are derived, and
+    /// a lost batch is applied again from the older checkpoint.
     fn commit(&self, writes: Vec<Write>, checkpoint: u64) -> Result<(), LogError>;
+    /// Makes everything committed so far durable.
+    fn sync(&self) -> Result<(), LogError>;
     /// The position of the last event applied (0: none).
     fn checkpoint(&self) -> Result<u64, LogError>;
     /// Drops every view and the checkpoint (for a rebuild).

@@ -63,14 +63,15 @@ impl ListFilter {
     }
 }
 
-/// The query side: views, the directory for scoping, the log for the event feed.
-pub struct Queries<'a, S: ViewStore> {
+/// The query side: views, the directory for scoping, the log for ticket streams.
+pub struct Queries<'a, S: ViewStore, L: EventLog> {
     pub views: &'a S,
+    pub log: &'a L,
     pub gdap: &'a GdapProjection,
     pub now: Timestamp,
 }
 
-impl<S: ViewStore> Queries<'_, S> {
+impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
     fn visible(&self, who: &Principal, s: &TicketSummary) -> bool {
         r24_can_see_ticket(&self.gdap.view().directory, who, &s.partner_id, &s.customer_id, self.now)
     }
@@ -130,23 +131,54 @@ impl<S: ViewStore> Queries<'_, S> {
         Ok(v)
     }
 
+    /// The ticket's own stream: its history, straight from the log.
+    async fn history_entries(&self, id: &TicketId) -> Result<Vec<behalf_log::EventEnvelope>, QueryError> {
+        let commits = self.log.read_stream(&StreamId::ticket(id), 1).await?;
+        Ok(commits.iter().flat_map(|c| c.envelopes()).collect())
+    }
+
     /// `/v1/tickets/{id}`: fields, status, notes, attachments, escalations, SLA state.
-    pub fn ticket(&self, who: &Principal, id: &TicketId) -> Answer {
+    pub async fn ticket(&self, who: &Principal, id: &TicketId) -> Answer {
         let v = self.ticket_view(who, id)?;
+        let (mut notes, mut attachments, mut escalations) = (Vec::new(), Vec::new(), Vec::new());
+        for h in self.history_entries(id).await? {
+            match h.event {
+                Event::NoteAdded(e) => notes.push(NoteView { author: e.author, text: e.text, at: e.at }),
+                Event::AttachmentAdded(e) => attachments.push(AttachmentView { name: e.name, uri: e.uri, at: e.at }),
+                Event::TicketEscalated(e) => escalations.push(EscalationView {
+                    reason: e.reason,
+                    note: e.note,
+                    incident_id: e.incident_id,
+                    at: e.at,
+                }),
+                _ => {}
+            }
+        }
         let mut out = to_json(&v);
         if let Value::Object(m) = &mut out {
-            m.remove("sla");
             m.insert("sla".into(), to_json(&v.sla_at(self.now)));
+            m.insert("notes".into(), to_json(&notes));
+            m.insert("attachments".into(), to_json(&attachments));
+            m.insert("escalations".into(), to_json(&escalations));
         }
         Ok(out)
     }
 
     /// `/v1/tickets/{id}/history`: every event with actor and evidence (R29).
-    pub fn history(&self, who: &Principal, id: &TicketId) -> Answer {
+    pub async fn history(&self, who: &Principal, id: &TicketId) -> Answer {
         self.ticket_view(who, id)?;
-        let rows = self.views.scan(&history_prefix(id), None, usize::MAX)?;
-        let entries: Vec<HistoryEntry> = rows.iter().map(|(_, v)| decode(v)).collect::<Result<_, _>>()?;
-        Ok(json!({ "ticket_id": id, "history": to_json(&entries) }))
+        let entries: Vec<Value> = self
+            .history_entries(id)
+            .await?
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "version": e.version, "position": e.position, "event_id": e.event_id, "type": e.event_type,
+                    "actor": e.actor, "at": e.at, "command_id": e.command_id, "evidence": e.evidence(), "event": e.event,
+                })
+            })
+            .collect();
+        Ok(json!({ "ticket_id": id, "history": entries }))
     }
 
     /// `/v1/partners/{partner}/tickets`: across customers, with counts by status.

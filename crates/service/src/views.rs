@@ -3,8 +3,11 @@
 //! its checkpoint in one atomic write.
 //!
 //! Keys (one sorted store):
-//! - `t/<ticket>` → [`TicketView`]: fields, status, notes, attachments, escalations, SLA clock
-//! - `h/<ticket>/<version:8>` → [`HistoryEntry`]: every event with actor and evidence (R29)
+//! - `t/<ticket>` → [`TicketView`]: fields, status, counts, SLA clock
+//!
+//! A ticket's history (every event with actor and evidence, R29) and its notes,
+//! attachments and escalations are read from the ticket's own stream in the log,
+//! which is already indexed by the log; the views hold what the log cannot answer.
 //! - `c/<customer>/<ticket>` → [`TicketSummary`]: the per-customer list (ids sort by creation)
 //! - `p/<partner>/<ticket>` → [`TicketSummary`]: the partner's tickets across customers
 //! - `r/<position:8>` → [`RejectionEntry`]: refused commands (R30)
@@ -66,9 +69,9 @@ pub struct TicketView {
     pub opened_at: Timestamp,
     pub updated_at: Timestamp,
     pub closed_at: Option<Timestamp>,
-    pub notes: Vec<NoteView>,
-    pub attachments: Vec<AttachmentView>,
-    pub escalations: Vec<EscalationView>,
+    pub notes: u32,
+    pub attachments: u32,
+    pub escalations: u32,
     pub sla: SlaClock,
 }
 
@@ -83,21 +86,6 @@ pub struct TicketSummary {
     pub status: TicketStatus,
     pub title: String,
     pub opened_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-/// One event of a ticket's history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub version: u64,
-    pub position: u64,
-    pub event_id: String,
-    pub event_type: String,
-    pub actor: Principal,
-    pub at: Timestamp,
-    pub command_id: CommandId,
-    pub evidence: Option<Evidence>,
-    pub event: Event,
 }
 
 /// A refused command (R30).
@@ -125,7 +113,6 @@ impl TicketView {
             status: self.status,
             title: self.title.clone(),
             opened_at: self.opened_at,
-            updated_at: self.updated_at,
         }
     }
 
@@ -144,9 +131,6 @@ pub fn customer_prefix(c: &CustomerId) -> Vec<u8> {
 pub fn partner_prefix(p: &PartnerId) -> Vec<u8> {
     format!("p/{p}/").into_bytes()
 }
-pub fn history_prefix(id: &TicketId) -> Vec<u8> {
-    format!("h/{id}/").into_bytes()
-}
 pub const REJECTIONS_PREFIX: &[u8] = b"r/";
 
 pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, LogError> {
@@ -156,28 +140,45 @@ pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, LogError> {
     rmp_serde::from_slice(b).map_err(|e| LogError::Codec(e.to_string()))
 }
 
-/// Pending writes over a store: reads see the batch's own earlier writes.
+/// Pending writes over a store: reads see the batch's own earlier writes. Tickets are
+/// kept decoded for the whole batch and encoded once at its end.
 pub struct Overlay<'s, S: ViewStore> {
     store: &'s S,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Each touched ticket: its summary when the batch began, and its view now.
+    tickets: BTreeMap<TicketId, (Option<TicketSummary>, TicketView)>,
 }
 
 impl<'s, S: ViewStore> Overlay<'s, S> {
     pub fn new(store: &'s S) -> Self {
-        Overlay { store, pending: BTreeMap::new() }
-    }
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
-        match self.pending.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.store.get(key),
-        }
+        Overlay { store, pending: BTreeMap::new(), tickets: BTreeMap::new() }
     }
     fn put<T: Serialize>(&mut self, key: Vec<u8>, v: &T) -> Result<(), LogError> {
         self.pending.insert(key, Some(encode(v)?));
         Ok(())
     }
-    pub fn into_writes(self) -> Vec<Write> {
-        self.pending.into_iter().collect()
+    fn stored_ticket(&self, id: &TicketId) -> Result<Option<TicketView>, LogError> {
+        match self.store.get(&ticket_key(id))? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+    /// The batch's writes: every touched ticket once, and its list entries where the
+    /// summary changed.
+    pub fn into_writes(mut self) -> Result<Vec<Write>, LogError> {
+        for (id, (before, view)) in std::mem::take(&mut self.tickets) {
+            self.put(ticket_key(&id), &view)?;
+            let summary = view.summary();
+            if before.as_ref() != Some(&summary) {
+                let mut ck = customer_prefix(&view.customer_id);
+                ck.extend_from_slice(id.as_str().as_bytes());
+                let mut pk = partner_prefix(&view.partner_id);
+                pk.extend_from_slice(id.as_str().as_bytes());
+                self.put(ck, &summary)?;
+                self.put(pk, &summary)?;
+            }
+        }
+        Ok(self.pending.into_iter().collect())
     }
 }
 
@@ -201,78 +202,62 @@ pub fn apply<S: ViewStore>(o: &mut Overlay<'_, S>, env: &EventEnvelope) -> Resul
         return o.put(key, &entry);
     }
     let Some(id) = e.ticket_id() else { return Ok(()) };
-    let before = match o.get(&ticket_key(id))? {
-        Some(b) => Some(decode::<TicketView>(&b)?),
-        None => None,
+    if let Some((_, view)) = o.tickets.get_mut(id) {
+        evolve_in_place(view, env);
+        return Ok(());
+    }
+    let before = o.stored_ticket(id)?;
+    let before_summary = before.as_ref().map(TicketView::summary);
+    let view = match (before, &env.event) {
+        (None, Event::TicketOpened(opened)) => opened_view(opened, env),
+        (Some(mut v), _) => {
+            evolve_in_place(&mut v, env);
+            v
+        }
+        (None, _) => return Ok(()),
     };
-    let Some(view) = evolve_view(before, env) else { return Ok(()) };
-    let mut hkey = history_prefix(id);
-    hkey.extend_from_slice(&env.version.to_be_bytes());
-    o.put(
-        hkey,
-        &HistoryEntry {
-            version: env.version,
-            position: env.position,
-            event_id: env.event_id.clone(),
-            event_type: env.event_type.to_owned(),
-            actor: env.actor.clone(),
-            at: env.at,
-            command_id: env.command_id.clone(),
-            evidence: e.evidence().cloned(),
-            event: e.clone(),
-        },
-    )?;
-    let summary = view.summary();
-    let mut ck = customer_prefix(&view.customer_id);
-    ck.extend_from_slice(id.as_str().as_bytes());
-    let mut pk = partner_prefix(&view.partner_id);
-    pk.extend_from_slice(id.as_str().as_bytes());
-    o.put(ck, &summary)?;
-    o.put(pk, &summary)?;
-    o.put(ticket_key(id), &view)
+    o.tickets.insert(id.clone(), (before_summary, view));
+    Ok(())
 }
 
-fn evolve_view(before: Option<TicketView>, env: &EventEnvelope) -> Option<TicketView> {
+fn opened_view(e: &TicketOpened, env: &EventEnvelope) -> TicketView {
+    let mut sla = SlaClock::default();
+    sla.apply(&env.event);
+    TicketView {
+        ticket_id: e.ticket_id.clone(),
+        partner_id: e.partner_id.clone(),
+        customer_id: e.customer_id.clone(),
+        workload: e.workload,
+        cloud: e.cloud,
+        subscription_id: e.subscription_id.clone(),
+        title: e.title.clone(),
+        description: e.description.clone(),
+        severity: e.severity,
+        support_topic: e.support_topic.clone(),
+        support_plan: e.support_plan.clone(),
+        country_code: e.country_code.clone(),
+        contact: e.contact.clone(),
+        incident_id: e.incident_id.clone(),
+        csp_priority: e.csp_priority,
+        status: TicketStatus::Open,
+        version: env.version,
+        opened_at: e.at,
+        updated_at: e.at,
+        closed_at: None,
+        notes: 0,
+        attachments: 0,
+        escalations: 0,
+        sla,
+    }
+}
+
+fn evolve_in_place(v: &mut TicketView, env: &EventEnvelope) {
     let at = env.at;
-    let mut v = match (before, &env.event) {
-        (None, Event::TicketOpened(e)) => {
-            let mut sla = SlaClock::default();
-            sla.apply(&env.event);
-            return Some(TicketView {
-                ticket_id: e.ticket_id.clone(),
-                partner_id: e.partner_id.clone(),
-                customer_id: e.customer_id.clone(),
-                workload: e.workload,
-                cloud: e.cloud,
-                subscription_id: e.subscription_id.clone(),
-                title: e.title.clone(),
-                description: e.description.clone(),
-                severity: e.severity,
-                support_topic: e.support_topic.clone(),
-                support_plan: e.support_plan.clone(),
-                country_code: e.country_code.clone(),
-                contact: e.contact.clone(),
-                incident_id: e.incident_id.clone(),
-                csp_priority: e.csp_priority,
-                status: TicketStatus::Open,
-                version: env.version,
-                opened_at: e.at,
-                updated_at: e.at,
-                closed_at: None,
-                notes: Vec::new(),
-                attachments: Vec::new(),
-                escalations: Vec::new(),
-                sla,
-            });
-        }
-        (None, _) => return None,
-        (Some(v), _) => v,
-    };
     v.version = env.version;
     v.updated_at = at;
     v.sla.apply(&env.event);
     match &env.event {
-        Event::NoteAdded(e) => v.notes.push(NoteView { author: e.author.clone(), text: e.text.clone(), at: e.at }),
+        Event::NoteAdded(_) => v.notes += 1,
         Event::TicketUpdated(e) => {
             if let Some(s) = e.severity {
                 v.severity = s;
@@ -281,15 +266,8 @@ fn evolve_view(before: Option<TicketView>, env: &EventEnvelope) -> Option<Ticket
                 v.contact = c.clone();
             }
         }
-        Event::AttachmentAdded(e) => {
-            v.attachments.push(AttachmentView { name: e.name.clone(), uri: e.uri.clone(), at: e.at })
-        }
-        Event::TicketEscalated(e) => v.escalations.push(EscalationView {
-            reason: e.reason,
-            note: e.note.clone(),
-            incident_id: e.incident_id.clone(),
-            at: e.at,
-        }),
+        Event::AttachmentAdded(_) => v.attachments += 1,
+        Event::TicketEscalated(_) => v.escalations += 1,
         Event::AttentionRequested(_) => v.status = TicketStatus::AttentionNeeded,
         Event::AttentionCleared(_) => v.status = TicketStatus::Open,
         Event::TicketClosed(e) => {
@@ -317,7 +295,6 @@ fn evolve_view(before: Option<TicketView>, env: &EventEnvelope) -> Option<Ticket
         | Event::SupportRequestRouted(_)
         | Event::CommandRejected(_) => {}
     }
-    Some(v)
 }
 
 /// Applies a batch of commits and commits the writes with the last position.
@@ -329,7 +306,7 @@ pub fn apply_batch<S: ViewStore>(store: &S, commits: &[Commit]) -> Result<u64, L
             apply(&mut o, &env)?;
         }
     }
-    store.commit(o.into_writes(), last.position)?;
+    store.commit(o.into_writes()?, last.position)?;
     Ok(last.position)
 }
 
@@ -357,22 +334,41 @@ pub async fn follow<L: EventLog, S: ViewStore>(
     }
 }
 
-/// Rebuilds every view from the start of the log into `store` (after clearing it),
-/// reading in pages; `progress(position, head)` after each page.
-pub async fn rebuild<L: EventLog, S: ViewStore>(
+/// Rebuilds every view from the start of the log into `store` (after clearing it).
+/// A reader task decodes the next pages while this one applies the current page;
+/// `progress(position, head)` after each page.
+pub async fn rebuild<L: EventLog + Clone, S: ViewStore>(
     log: &L,
     store: &S,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, LogError> {
     store.clear()?;
     let head = log.head().await?;
-    let mut after = 0;
-    while after < head {
-        let page = log.read_all(after, 2048).await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        apply_batch(store, &page)?;
-        progress(after, head);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Commit>, LogError>>(4);
+    let reader = log.clone();
+    let task = tokio::spawn(async move {
+        let mut after = 0;
+        while after < head {
+            let page = reader.read_all(after, 2048).await;
+            if let Ok(p) = &page {
+                match p.last() {
+                    Some(last) => after = last.position,
+                    None => break,
+                }
+            }
+            let failed = page.is_err();
+            if tx.send(page).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let mut reached = 0;
+    while let Some(page) = rx.recv().await {
+        let page = page?;
+        reached = apply_batch(store, &page)?;
+        progress(reached, head);
     }
-    Ok(after)
+    let _ = task.await;
+    store.sync()?;
+    Ok(reached)
 }

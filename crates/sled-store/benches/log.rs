@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use behalf_domain::{Event, Principal, StreamId, Ticket, TicketId, Timestamp};
-use behalf_log::codec::{decode_record, sha256};
+use behalf_log::codec::sha256;
 use behalf_log::samples::{note_added, ticket_opened};
 use behalf_log::{AppendRequest, EventLog, ExpectedVersion};
 use behalf_sled_store::{OpenOptions, SledLog};
@@ -166,28 +166,11 @@ async fn replay_bench() {
     );
 
     // Raw: sled scan + MessagePack decode of the same bytes.
-    let raw_db = log.clone();
-    let raw = tokio::task::spawn_blocking(move || {
-        let start = Instant::now();
-        let mut n = 0u64;
-        let mut after = 0;
-        loop {
-            let page = raw_db.read_raw(after, 4096).unwrap();
-            let Some((last, _)) = page.last() else { break };
-            after = *last;
-            for (_, bytes) in &page {
-                let r = decode_record(bytes).unwrap();
-                for e in &r.events {
-                    let ev: Event = rmp_serde::from_slice(&e.payload).unwrap();
-                    std::hint::black_box(&ev);
-                    n += 1;
-                }
-            }
-        }
-        n as f64 / start.elapsed().as_secs_f64()
-    })
-    .await
-    .unwrap();
+    let raw_log = log.clone();
+    let raw =
+        tokio::task::spawn_blocking(move || behalf_sled_store::baseline::scan_decode_per_sec(&raw_log).unwrap().1)
+            .await
+            .unwrap();
 
     // Behalf: read all + decode (with upcasting), then the same plus a fold into
     // ticket state (the command side's decision state of every ticket).

@@ -20,3 +20,26 @@ pub fn insert_flush_per_sec(dir: &std::path::Path, batch: usize, value: &[u8], s
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
+
+/// Events/s of a raw scan of the whole log plus MessagePack decoding of every record
+/// and event, without Behalf's envelope, upcasting or folding. Returns (events, rate).
+pub fn scan_decode_per_sec(log: &crate::SledLog) -> Result<(u64, f64), behalf_log::LogError> {
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut after = 0;
+    loop {
+        let page = log.read_raw(after, 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        for (_, bytes) in &page {
+            let r = behalf_log::codec::decode_record(bytes)?;
+            for e in &r.events {
+                let ev: behalf_domain::Event =
+                    rmp_serde::from_slice(&e.payload).map_err(|e| behalf_log::LogError::Codec(e.to_string()))?;
+                std::hint::black_box(&ev);
+                n += 1;
+            }
+        }
+    }
+    Ok((n, n as f64 / start.elapsed().as_secs_f64()))
+}
