@@ -142,16 +142,13 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
         let v = self.ticket_view(who, id)?;
         let (mut notes, mut attachments, mut escalations) = (Vec::new(), Vec::new(), Vec::new());
         for h in self.history_entries(id).await? {
-            match h.event {
-                Event::NoteAdded(e) => notes.push(NoteView { author: e.author, text: e.text, at: e.at }),
-                Event::AttachmentAdded(e) => attachments.push(AttachmentView { name: e.name, uri: e.uri, at: e.at }),
-                Event::TicketEscalated(e) => escalations.push(EscalationView {
-                    reason: e.reason,
-                    note: e.note,
-                    incident_id: e.incident_id,
-                    at: e.at,
-                }),
-                _ => {}
+            // Only these events add list entries; every other event leaves them as they are.
+            if let Event::NoteAdded(e) = h.event {
+                notes.push(NoteView { author: e.author, text: e.text, at: e.at });
+            } else if let Event::AttachmentAdded(e) = h.event {
+                attachments.push(AttachmentView { name: e.name, uri: e.uri, at: e.at });
+            } else if let Event::TicketEscalated(e) = h.event {
+                escalations.push(EscalationView { reason: e.reason, note: e.note, incident_id: e.incident_id, at: e.at });
             }
         }
         let mut out = to_json(&v);
