@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod project;
+mod queue;
 mod serve;
 mod settings;
 mod token;
@@ -38,6 +39,12 @@ enum Cmd {
     /// Bring the views of a data directory up to the log (no server may hold it), or
     /// rebuild them from zero — in place or into another directory — with progress.
     Project(project::ProjectArgs),
+    /// Peek at or acknowledge queue messages in a data directory.
+    #[command(subcommand)]
+    Queue(queue::QueueCmd),
+    /// Run the notifier as its own process over a data directory: forward escalations
+    /// and notices to their queues exactly once, and record missed response targets.
+    Notify(queue::NotifyArgs),
     /// Load generators: ticket.open over HTTP or in-process, beside raw sled.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -96,6 +103,11 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(demo::run())
         }
         Cmd::Token(t) => token::run(t),
+        Cmd::Queue(q) => queue::run(q),
+        Cmd::Notify(n) => {
+            init_tracing(settings::LogFormat::Human);
+            rt.block_on(queue::notify(n))
+        }
         Cmd::Project(p) => {
             init_tracing(settings::LogFormat::Human);
             rt.block_on(project::run(p))

@@ -12,7 +12,7 @@ use behalf_http::{App, Limits, ReadSide};
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
 use behalf_service::tokens::Tokens;
-use behalf_sled_store::{OpenOptions, SledLog, SledTokens, SledViews};
+use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
 use tokio::net::TcpListener;
 
 use crate::settings::Settings;
@@ -55,6 +55,42 @@ pub fn spawn_projector(
     Ok((task, rx))
 }
 
+/// Opens the queues of a data directory.
+pub fn open_queues(path: &Path) -> anyhow::Result<SledQueues> {
+    SledQueues::open(path).with_context(|| format!("cannot open the queues in {}", path.display()))
+}
+
+/// How often the notifier looks for missed response targets (R20).
+pub const SLA_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The notifier's two tasks: forwarding from the log into the queues, and the SLA
+/// sweep over the views with the clock.
+pub fn spawn_notifier(
+    log: SledLog,
+    queues: Arc<SledQueues>,
+    views: Arc<SledViews>,
+    service: Arc<CommandService<SledLog>>,
+    clock: Arc<dyn Clock>,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    let forward = tokio::spawn(async move {
+        if let Err(e) = behalf_service::notifier::follow(&log, queues.as_ref(), 1024).await {
+            tracing::error!(error = %e, "the notifier stopped forwarding");
+        }
+    });
+    let sweep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SLA_SWEEP_EVERY);
+        loop {
+            tick.tick().await;
+            match behalf_service::notifier::sla_sweep(views.as_ref(), &service, clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(breaches = n, "recorded missed response targets"),
+                Err(e) => tracing::warn!(error = %e, "SLA sweep failed; trying again next time"),
+            }
+        }
+    });
+    (forward, sweep)
+}
+
 /// A server that is up: its address and where the admin token went, if it was made.
 pub struct Started {
     pub addr: SocketAddr,
@@ -71,16 +107,22 @@ pub async fn start(
     let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
     let views = Arc::new(open_views(&s.data_dir.join("views"))?);
     let (projector, position) = spawn_projector(log.clone(), Arc::clone(&views))?;
+    let queues = Arc::new(open_queues(&s.data_dir.join("queues"))?);
+    let notifier_log = log.clone();
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
+    let notifier =
+        spawn_notifier(notifier_log, Arc::clone(&queues), Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock));
     let limits = Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight };
-    let app = App::new(service, Arc::new(tokens), ReadSide { views, position }, clock, limits);
+    let app = App::new(service, Arc::new(tokens), ReadSide { views, position }, queues, clock, limits);
     let listener = TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
     let addr = listener.local_addr()?;
     let serving = async move {
         let served =
             behalf_http::serve(listener, behalf_http::router(app), shutdown).await.context("the HTTP server failed");
-        projector.abort();
-        let _ = projector.await;
+        for task in [projector, notifier.0, notifier.1] {
+            task.abort();
+            let _ = task.await;
+        }
         served?;
         tracing::info!("stopped accepting; in-flight commands finished");
         Ok(())

@@ -18,6 +18,7 @@ pub mod command;
 pub mod directory;
 pub mod event;
 pub mod ids;
+pub mod notify;
 pub mod policy;
 pub mod rejection;
 pub mod roles;

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use behalf_domain::{Code, Principal, Rejection};
+use behalf_log::queues::QueueStore;
 use behalf_log::tokens::TokenStore;
 use behalf_log::views::ViewStore;
 use behalf_log::EventLog;
@@ -62,21 +63,23 @@ pub struct ReadSide<S: ViewStore> {
 }
 
 /// Everything a handler needs.
-pub struct App<L: EventLog, T: TokenStore, S: ViewStore> {
+pub struct App<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore> {
     pub service: Arc<CommandService<L>>,
     pub tokens: Arc<Tokens<T>>,
     pub read: ReadSide<S>,
+    pub queues: Arc<Q>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     in_flight: Arc<Semaphore>,
     metrics: Metrics,
 }
 
-impl<L: EventLog, T: TokenStore, S: ViewStore> App<L, T, S> {
+impl<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore> App<L, T, S, Q> {
     pub fn new(
         service: Arc<CommandService<L>>,
         tokens: Arc<Tokens<T>>,
         read: ReadSide<S>,
+        queues: Arc<Q>,
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Arc<Self> {
@@ -84,6 +87,7 @@ impl<L: EventLog, T: TokenStore, S: ViewStore> App<L, T, S> {
             service,
             tokens,
             read,
+            queues,
             clock,
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
@@ -93,22 +97,24 @@ impl<L: EventLog, T: TokenStore, S: ViewStore> App<L, T, S> {
 }
 
 /// The router.
-pub fn router<L: EventLog, T: TokenStore, S: ViewStore>(app: Arc<App<L, T, S>>) -> Router {
+pub fn router<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: Arc<App<L, T, S, Q>>) -> Router {
     Router::new()
-        .route("/v1/commands", post(post_command::<L, T, S>))
-        .route("/v1/tokens", post(issue_token::<L, T, S>).get(list_tokens::<L, T, S>))
-        .route("/v1/tokens/{token_id}", delete(revoke_token::<L, T, S>))
-        .route("/v1/customers/{customer_id}/tickets", get(customer_tickets::<L, T, S>))
-        .route("/v1/customers/{customer_id}/service-health", get(service_health::<L, T, S>))
-        .route("/v1/tickets/{ticket_id}", get(ticket::<L, T, S>))
-        .route("/v1/tickets/{ticket_id}/history", get(history::<L, T, S>))
-        .route("/v1/partners/{partner_id}/tickets", get(partner_tickets::<L, T, S>))
-        .route("/v1/partners/{partner_id}/access", get(access::<L, T, S>))
-        .route("/v1/audit/rejections", get(rejections::<L, T, S>))
-        .route("/v1/events", get(events::<L, T, S>))
+        .route("/v1/commands", post(post_command::<L, T, S, Q>))
+        .route("/v1/tokens", post(issue_token::<L, T, S, Q>).get(list_tokens::<L, T, S, Q>))
+        .route("/v1/tokens/{token_id}", delete(revoke_token::<L, T, S, Q>))
+        .route("/v1/customers/{customer_id}/tickets", get(customer_tickets::<L, T, S, Q>))
+        .route("/v1/customers/{customer_id}/service-health", get(service_health::<L, T, S, Q>))
+        .route("/v1/tickets/{ticket_id}", get(ticket::<L, T, S, Q>))
+        .route("/v1/tickets/{ticket_id}/history", get(history::<L, T, S, Q>))
+        .route("/v1/partners/{partner_id}/tickets", get(partner_tickets::<L, T, S, Q>))
+        .route("/v1/partners/{partner_id}/access", get(access::<L, T, S, Q>))
+        .route("/v1/audit/rejections", get(rejections::<L, T, S, Q>))
+        .route("/v1/events", get(events::<L, T, S, Q>))
+        .route("/v1/queues/{queue}/messages", get(lease::<L, T, S, Q>))
+        .route("/v1/queues/{queue}/messages/{id}/ack", post(ack::<L, T, S, Q>))
         .route("/healthz", get(|| async { json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}), false) }))
-        .route("/readyz", get(readyz::<L, T, S>))
-        .route("/metrics", get(metrics::<L, T, S>))
+        .route("/readyz", get(readyz::<L, T, S, Q>))
+        .route("/metrics", get(metrics::<L, T, S, Q>))
         .fallback(|| async {
             rejected(&Rejection::without_rule(Code::RequestMalformed, "no such endpoint; see docs/API.md"), false)
                 .map_status(StatusCode::NOT_FOUND)
@@ -195,8 +201,8 @@ fn is_msgpack(headers: &HeaderMap) -> bool {
 /// A response that ends a handler early (boxed: a `Response` is large).
 type Early = Box<Response>;
 
-fn authenticate<L: EventLog, T: TokenStore, S: ViewStore>(
-    app: &App<L, T, S>,
+fn authenticate<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &App<L, T, S, Q>,
     headers: &HeaderMap,
 ) -> Result<Principal, Early> {
     let token = headers
@@ -229,8 +235,8 @@ async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Byte
     axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
 }
 
-async fn post_command<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn post_command<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -269,7 +275,10 @@ async fn post_command<L: EventLog, T: TokenStore, S: ViewStore>(
     }
 }
 
-fn admin_only<L: EventLog, T: TokenStore, S: ViewStore>(app: &App<L, T, S>, headers: &HeaderMap) -> Result<(), Early> {
+fn admin_only<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &App<L, T, S, Q>,
+    headers: &HeaderMap,
+) -> Result<(), Early> {
     if authenticate(app, headers)? == Principal::Admin {
         Ok(())
     } else {
@@ -277,8 +286,8 @@ fn admin_only<L: EventLog, T: TokenStore, S: ViewStore>(app: &App<L, T, S>, head
     }
 }
 
-async fn issue_token<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn issue_token<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -303,8 +312,8 @@ async fn issue_token<L: EventLog, T: TokenStore, S: ViewStore>(
     }
 }
 
-async fn list_tokens<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn list_tokens<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = admin_only(&app, &headers) {
@@ -316,8 +325,8 @@ async fn list_tokens<L: EventLog, T: TokenStore, S: ViewStore>(
     }
 }
 
-async fn revoke_token<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn revoke_token<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     Path(token_id): Path<String>,
 ) -> Response {
@@ -332,7 +341,9 @@ async fn revoke_token<L: EventLog, T: TokenStore, S: ViewStore>(
     }
 }
 
-async fn readyz<L: EventLog, T: TokenStore, S: ViewStore>(State(app): State<Arc<App<L, T, S>>>) -> Response {
+async fn readyz<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+) -> Response {
     if app.service.ready().await {
         json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}), false)
     } else {
@@ -340,7 +351,9 @@ async fn readyz<L: EventLog, T: TokenStore, S: ViewStore>(State(app): State<Arc<
     }
 }
 
-async fn metrics<L: EventLog, T: TokenStore, S: ViewStore>(State(app): State<Arc<App<L, T, S>>>) -> Response {
+async fn metrics<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+) -> Response {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "# HELP behalf_commands_total Commands answered, by outcome and rejection code.");
@@ -387,8 +400,8 @@ fn param<T: std::str::FromStr>(p: &Params, name: &str) -> Result<Option<T>, Earl
 
 /// Authenticates, then waits (up to `wait_ms`, default 2000) until the views have
 /// applied `min_position`.
-async fn reader<L: EventLog, T: TokenStore, S: ViewStore>(
-    app: &App<L, T, S>,
+async fn reader<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &App<L, T, S, Q>,
     headers: &HeaderMap,
     p: &Params,
 ) -> Result<Principal, Early> {
@@ -414,7 +427,7 @@ fn answer(a: Result<serde_json::Value, QueryError>) -> Response {
     }
 }
 
-fn queries<L: EventLog, T: TokenStore, S: ViewStore>(app: &App<L, T, S>) -> Queries<'_, S, L> {
+fn queries<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: &App<L, T, S, Q>) -> Queries<'_, S, L> {
     Queries {
         views: app.read.views.as_ref(),
         log: app.service.log(),
@@ -455,8 +468,8 @@ macro_rules! early {
     };
 }
 
-async fn customer_tickets<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn customer_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     Path(customer): Path<String>,
     p: Params,
@@ -472,8 +485,8 @@ async fn customer_tickets<L: EventLog, T: TokenStore, S: ViewStore>(
     ))
 }
 
-async fn ticket<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn ticket<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     p: Params,
@@ -482,8 +495,8 @@ async fn ticket<L: EventLog, T: TokenStore, S: ViewStore>(
     answer(queries(&app).ticket(&who, &TicketId::new(id)).await)
 }
 
-async fn history<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn history<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     p: Params,
@@ -492,8 +505,8 @@ async fn history<L: EventLog, T: TokenStore, S: ViewStore>(
     answer(queries(&app).history(&who, &TicketId::new(id)).await)
 }
 
-async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     Path(partner): Path<String>,
     p: Params,
@@ -503,8 +516,8 @@ async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore>(
     answer(queries(&app).partner_tickets(&who, &PartnerId::new(partner), &f, limit))
 }
 
-async fn service_health<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn service_health<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     Path(customer): Path<String>,
     p: Params,
@@ -513,8 +526,8 @@ async fn service_health<L: EventLog, T: TokenStore, S: ViewStore>(
     answer(queries(&app).service_health(&who, &CustomerId::new(customer)))
 }
 
-async fn access<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn access<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     Path(partner): Path<String>,
     p: Params,
@@ -531,8 +544,8 @@ async fn access<L: EventLog, T: TokenStore, S: ViewStore>(
     ))
 }
 
-async fn rejections<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn rejections<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
@@ -542,8 +555,8 @@ async fn rejections<L: EventLog, T: TokenStore, S: ViewStore>(
     answer(queries(&app).rejections(&who, after, limit))
 }
 
-async fn events<L: EventLog, T: TokenStore, S: ViewStore>(
-    State(app): State<Arc<App<L, T, S>>>,
+async fn events<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
@@ -551,4 +564,65 @@ async fn events<L: EventLog, T: TokenStore, S: ViewStore>(
     let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
     let limit = early!(param::<usize>(&p, "limit")).unwrap_or(100).clamp(1, 1000);
     answer(queries::events(app.service.log(), &who, after, limit).await)
+}
+
+// ---------------------------------------------------------------------------------
+// Queues (embedded engine): lease, ack; redelivered once a lease runs out.
+
+/// Who may consume a queue: workload queues are the vendor side's; a partner's queue
+/// is that partner's (its agents and its directory sync) and the vendor side's.
+fn may_consume(who: &Principal, queue: &str) -> bool {
+    match (who, queue.strip_prefix("partner.")) {
+        (Principal::Vendor, _) => true,
+        (Principal::PartnerAgent { partner_id, .. } | Principal::PartnerSync { partner_id }, Some(p)) => {
+            partner_id.as_str() == p
+        }
+        (Principal::PartnerAgent { .. } | Principal::PartnerSync { .. }, None) => false,
+        (Principal::Customer { .. } | Principal::Auditor | Principal::Admin, _) => false,
+    }
+}
+
+async fn lease<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+    p: Params,
+) -> Response {
+    let who = early!(authenticate(&app, &headers));
+    if !may_consume(&who, &queue) {
+        return rejected(
+            &Rejection::without_rule(Code::Forbidden, format!("this principal may not consume {queue}")),
+            false,
+        );
+    }
+    let limit = early!(param::<usize>(&p, "limit")).unwrap_or(10).clamp(1, 1000);
+    let lease_ms = early!(param::<i64>(&p, "lease_ms")).unwrap_or(30_000).clamp(1_000, 3_600_000);
+    match app.queues.lease(&queue, limit, app.clock.now().millis(), lease_ms) {
+        Ok(messages) => {
+            json_response(StatusCode::OK, &serde_json::json!({ "queue": queue, "messages": messages }), false)
+        }
+        Err(e) => unavailable(&ServiceError::Log(e)),
+    }
+}
+
+async fn ack<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    Path((queue, id)): Path<(String, String)>,
+) -> Response {
+    let who = early!(authenticate(&app, &headers));
+    if !may_consume(&who, &queue) {
+        return rejected(
+            &Rejection::without_rule(Code::Forbidden, format!("this principal may not consume {queue}")),
+            false,
+        );
+    }
+    match app.queues.ack(&queue, &id) {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => {
+            rejected(&Rejection::without_rule(Code::RequestMalformed, format!("no message {id} in {queue}")), false)
+                .map_status(StatusCode::NOT_FOUND)
+        }
+        Err(e) => unavailable(&ServiceError::Log(e)),
+    }
 }

@@ -14,8 +14,10 @@ pub mod clock;
 pub mod commands;
 pub mod gdap;
 pub mod ids;
+pub mod notifier;
 pub mod queries;
 pub mod request;
+pub mod runner;
 pub mod tokens;
 pub mod views;
 

@@ -148,7 +148,12 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
             } else if let Event::AttachmentAdded(e) = h.event {
                 attachments.push(AttachmentView { name: e.name, uri: e.uri, at: e.at });
             } else if let Event::TicketEscalated(e) = h.event {
-                escalations.push(EscalationView { reason: e.reason, note: e.note, incident_id: e.incident_id, at: e.at });
+                escalations.push(EscalationView {
+                    reason: e.reason,
+                    note: e.note,
+                    incident_id: e.incident_id,
+                    at: e.at,
+                });
             }
         }
         let mut out = to_json(&v);

@@ -310,28 +310,14 @@ pub fn apply_batch<S: ViewStore>(store: &S, commits: &[Commit]) -> Result<u64, L
     Ok(last.position)
 }
 
-/// Follows `log` from the store's checkpoint: catch-up, then live, in batches of up to
-/// `batch` commits. Each batch is committed with its checkpoint before the next.
-/// `progress` is told each new checkpoint. Returns when the log is closed or fails.
+/// Follows `log` from the store's checkpoint (see [`crate::runner::follow`]).
 pub async fn follow<L: EventLog, S: ViewStore>(
     log: &L,
     store: &S,
     batch: usize,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<(), LogError> {
-    use behalf_log::Subscription;
-    let mut sub = log.subscribe(store.checkpoint()?);
-    loop {
-        let first = sub.next().await?;
-        let mut commits = vec![first];
-        // Take whatever else is already durable, without waiting, up to the batch size.
-        let head = log.head().await?;
-        while commits.len() < batch && commits.last().is_some_and(|c| c.position < head) {
-            commits.push(sub.next().await?);
-        }
-        let pos = apply_batch(store, &commits)?;
-        progress(pos);
-    }
+    crate::runner::follow(log, store.checkpoint()?, batch, |commits| apply_batch(store, commits), progress).await
 }
 
 /// Rebuilds every view from the start of the log into `store` (after clearing it).

@@ -24,3 +24,7 @@ pub use tokens::SledTokens;
 mod views;
 
 pub use views::SledViews;
+
+mod queues;
+
+pub use queues::SledQueues;

@@ -1,0 +1,87 @@
+//! `behalf queue tail|ack` and `behalf notify` on a data directory no server holds
+//! (`behalf serve` runs the notifier inside; consume its queues over HTTP then).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::bail;
+use behalf_log::queues::QueueStore;
+use behalf_log::EventLog;
+use behalf_service::clock::{Clock, SystemClock};
+use behalf_service::commands::CommandService;
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCmd {
+    /// Show a queue's messages in priority order, without leasing them.
+    Tail {
+        /// e.g. commercial.azure, usgov.office365, partner.<partner id>
+        queue: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, default_value = "./behalf-data")]
+        data_dir: PathBuf,
+    },
+    /// Acknowledge (remove) a message.
+    Ack {
+        queue: String,
+        id: String,
+        #[arg(long, default_value = "./behalf-data")]
+        data_dir: PathBuf,
+    },
+}
+
+pub fn run(cmd: QueueCmd) -> anyhow::Result<()> {
+    match cmd {
+        QueueCmd::Tail { queue, limit, data_dir } => {
+            let q = crate::serve::open_queues(&data_dir.join("queues"))?;
+            for m in q.peek(&queue, limit)? {
+                println!("{}", serde_json::to_string(&m)?);
+            }
+        }
+        QueueCmd::Ack { queue, id, data_dir } => {
+            let q = crate::serve::open_queues(&data_dir.join("queues"))?;
+            if !q.ack(&queue, &id)? {
+                bail!("no message {id} in {queue}");
+            }
+            println!("acked {id}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NotifyArgs {
+    #[arg(long, default_value = "./behalf-data")]
+    data_dir: PathBuf,
+    /// Forward what the log holds, sweep the SLA targets once, and exit
+    #[arg(long)]
+    once: bool,
+}
+
+/// The notifier as its own process.
+pub async fn notify(a: NotifyArgs) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (log, _tokens) = crate::serve::open_stores(&a.data_dir)?;
+    let queues = Arc::new(crate::serve::open_queues(&a.data_dir.join("queues"))?);
+    let views = Arc::new(crate::serve::open_views(&a.data_dir.join("views"))?);
+    if a.once {
+        let head = log.head().await?;
+        let mut at = queues.checkpoint()?;
+        while at < head {
+            let page = log.read_all(at, 2048).await?;
+            at = behalf_service::notifier::forward_batch(queues.as_ref(), &page)?;
+        }
+        queues.sync()?;
+        let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
+        let n = behalf_service::notifier::sla_sweep(views.as_ref(), &service, clock.now()).await?;
+        println!("forwarded up to position {at}; recorded {n} missed response target(s)");
+        return Ok(());
+    }
+    let service = Arc::new(CommandService::new(log.clone(), Arc::clone(&clock)));
+    let (forward, sweep) = crate::serve::spawn_notifier(log, queues, views, service, clock);
+    crate::serve::shutdown_signal().await;
+    forward.abort();
+    sweep.abort();
+    Ok(())
+}
