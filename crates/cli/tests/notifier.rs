@@ -40,7 +40,7 @@ fn critical(gov: bool, n: usize) -> Value {
     } else {
         merge(
             open_o365(),
-            json!({"severity":if n % 3 == 0 { "critical" } else { "moderate" },"title":format!("com {n}")}),
+            json!({"severity":if n.is_multiple_of(3) { "critical" } else { "moderate" },"title":format!("com {n}")}),
         )
     }
 }

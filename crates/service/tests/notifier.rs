@@ -3,7 +3,7 @@
 //! breach record after a restart. No test sleeps: the clock is moved by hand.
 
 #[path = "../../domain/tests/world/mod.rs"]
-#[allow(dead_code, clippy::wildcard_enum_match_arm)]
+#[allow(clippy::wildcard_enum_match_arm)]
 mod world;
 
 use std::sync::Arc;
