@@ -1,5 +1,6 @@
 //! `behalf` — the binary. Thin: parse the command line, set up tracing, run a role.
 
+mod audit;
 mod bench;
 mod demo;
 mod project;
@@ -45,6 +46,10 @@ enum Cmd {
     /// Run the notifier as its own process over a data directory: forward escalations
     /// and notices to their queues exactly once, and record missed response targets.
     Notify(queue::NotifyArgs),
+    /// Audit the log: verify the chain, replay the views, re-judge the evidence, a
+    /// ticket's story, time travel, export. Exit code 1 when something does not hold.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Load generators: ticket.open over HTTP or in-process, beside raw sled.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -104,6 +109,17 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Token(t) => token::run(t),
         Cmd::Queue(q) => queue::run(q),
+        Cmd::Audit(a) => {
+            init_tracing(settings::LogFormat::Human);
+            match rt.block_on(audit::run(a)) {
+                Ok(true) => Ok(()),
+                Ok(false) => std::process::exit(1),
+                Err(e) => {
+                    eprintln!("behalf audit: {e:#}");
+                    std::process::exit(2)
+                }
+            }
+        }
         Cmd::Notify(n) => {
             init_tracing(settings::LogFormat::Human);
             rt.block_on(queue::notify(n))

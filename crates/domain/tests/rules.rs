@@ -951,3 +951,26 @@ fn access_explanation_uses_the_same_policy() {
     let o365 = reader.iter().find(|r| r.workload == Workload::Office365).unwrap();
     assert_eq!(o365.outcome.as_ref().unwrap_err().code, Code::MissingPermission);
 }
+
+#[test]
+fn r29_rejudge_holds_for_recorded_evidence_and_catches_a_revoked_assignment() {
+    let mut w = World::standard();
+    let events = w.must(&agent(), open_azure());
+    let Event::TicketOpened(e) = &events[0] else { panic!() };
+    let scope = policy::TicketScope {
+        customer_id: &e.customer_id,
+        workload: e.workload,
+        subscription_id: e.subscription_id.as_ref(),
+        support_plan: e.support_plan.as_deref(),
+        contact_email: &e.contact.email,
+    };
+    assert_eq!(policy::rejudge(&w.dir, &agent(), &scope, &e.evidence, w.now), Ok(()));
+    let mut tampered = e.evidence.clone();
+    if let Grant::Gdap { assignment_id, .. } = &mut tampered.grant {
+        *assignment_id = "asg-2".into(); // the Global Reader group's, not the agent's
+    }
+    assert!(policy::rejudge(&w.dir, &agent(), &scope, &tampered, w.now).is_err());
+    w.must(&sync(PARTNER), json!({"type":"gdap.assignment.upsert","assignment_id":"asg-1","relationship_id":"rel-1","group_id":GROUP,"roles":[HELPDESK],"status":"deleted"}));
+    let why = policy::rejudge(&w.dir, &agent(), &scope, &e.evidence, w.now).unwrap_err();
+    assert!(why.contains("deleted"), "{why}");
+}

@@ -10,6 +10,7 @@
 //! **API boundary:** knows the [`behalf_log::EventLog`] and
 //! [`behalf_log::tokens::TokenStore`] traits, never an engine; knows no HTTP.
 
+pub mod audit;
 pub mod clock;
 pub mod commands;
 pub mod gdap;

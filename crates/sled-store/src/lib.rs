@@ -15,7 +15,7 @@
 pub mod baseline;
 mod log;
 
-pub use log::{OpenOptions, OpenReport, SledLog, SledSubscription, MAX_BATCH};
+pub use log::{verify_dir, OpenOptions, OpenReport, SledLog, SledSubscription, MAX_BATCH};
 
 mod tokens;
 

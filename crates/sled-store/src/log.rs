@@ -169,6 +169,10 @@ fn recorded_prev(tree: &sled::Tree, pos: u64) -> Result<Option<Hash>, LogError> 
 /// N and N+1 is blamed on N when N+1 itself is vouched for by its successor (N's bytes
 /// changed), and on N+1 otherwise.
 fn walk_chain(tree: &sled::Tree) -> Result<ChainWalk, LogError> {
+    walk_chain_with(tree, &mut |_, _| {})
+}
+
+fn walk_chain_with(tree: &sled::Tree, progress: &mut dyn FnMut(u64, u64)) -> Result<ChainWalk, LogError> {
     let (head, head_hash) = read_head(tree)?;
     // Good commits so far, and the hash and the hash before the last one.
     let (mut good, mut prev, mut before_prev) = (0u64, GENESIS, GENESIS);
@@ -199,6 +203,9 @@ fn walk_chain(tree: &sled::Tree) -> Result<ChainWalk, LogError> {
         before_prev = prev;
         prev = sha256(&v);
         good = pos;
+        if pos % 4096 == 0 {
+            progress(pos, head);
+        }
     }
     if good < head {
         return stop(good, prev, good + 1, format!("the log ends at {good} but the head says {head}"));
@@ -271,6 +278,15 @@ fn index_commit(
     let mut cv = pos.to_be_bytes().to_vec();
     cv.extend_from_slice(request_hash);
     batch.insert(command_key(command), cv);
+}
+
+/// Walks the hash chain of the log in `path` without opening it for writing: every
+/// record decodes (through upcasters), sits at its key, and links to the one before.
+/// `progress(position, head)` as it goes.
+pub fn verify_dir(path: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, LogError> {
+    let db = open_db(path.as_ref())?;
+    let walk = walk_chain_with(&db, &mut progress)?;
+    Ok(VerifyReport { verified: walk.good, first_bad: walk.bad })
 }
 
 impl SledLog {

@@ -1,0 +1,275 @@
+//! `behalf audit verify|replay|rejudge|ticket|as-of|export` over a data directory no
+//! server holds. Long walks show a progress bar on standard error; the exit code says
+//! the verdict (0: all holds, 1: something does not, 2: the audit could not run).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use behalf_domain::{CustomerId, PartnerId, TicketId, Timestamp, UserId};
+use behalf_log::views::ViewStore as _;
+use behalf_log::EventLog;
+use behalf_service::audit;
+use behalf_sled_store::{OpenOptions, SledLog};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Walk the whole log: the hash chain and that every event decodes. Names the first bad position.
+    Verify {
+        #[arg(long, default_value = "./behalf-data")]
+        data_dir: PathBuf,
+    },
+    /// Rebuild every view into a scratch directory and compare with the live views.
+    Replay {
+        #[arg(long, default_value = "./behalf-data")]
+        data_dir: PathBuf,
+    },
+    /// Judge every accepted partner command again from its recorded evidence (R29).
+    Rejudge {
+        #[arg(long, default_value = "./behalf-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A ticket's whole story: every command, actor, evidence and refusal.
+    Ticket {
+        ticket_id: String,
+        #[arg(long, default_value = "./behalf-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A ticket's state, or what a partner user could do for a customer, at a log
+    /// position or an RFC 3339 time.
+    AsOf {
+        /// A log position or an RFC 3339 time
+        at: String,
+        #[arg(long)]
+        ticket: Option<String>,
+        #[arg(long, requires_all = ["user", "customer"])]
+        partner: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long, default_value = "./behalf-data")]
+        data_dir: PathBuf,
+    },
+    /// The log as JSON Lines on standard output, one event a line with its envelope.
+    Export {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value = "./behalf-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    let style = format!("{{spinner}} {what} {{bar:40}} {{pos}}/{{len}} ({{per_sec}}, eta {{eta}})");
+    b.set_style(ProgressStyle::with_template(&style).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    b
+}
+
+fn open_log(data_dir: &Path) -> anyhow::Result<SledLog> {
+    if !data_dir.join("log").exists() {
+        bail!("no event log in {}", data_dir.display());
+    }
+    Ok(SledLog::open(data_dir.join("log"), OpenOptions::default())
+        .with_context(|| {
+            format!(
+                "cannot open the log in {} (is a server running on it? a broken chain? try `behalf audit verify`)",
+                data_dir.display()
+            )
+        })?
+        .0)
+}
+
+/// Runs an audit; `Ok(false)` when the verdict is that something does not hold.
+pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
+    match cmd {
+        AuditCmd::Verify { data_dir } => {
+            let path = data_dir.join("log");
+            if !path.exists() {
+                bail!("no event log in {}", data_dir.display());
+            }
+            let b = bar(0, "verifying");
+            let report = behalf_sled_store::verify_dir(&path, |p, head| {
+                b.set_length(head);
+                b.set_position(p);
+            })?;
+            b.finish_and_clear();
+            match report.first_bad {
+                None => {
+                    println!("ok: {} commits; the hash chain holds and every event decodes", report.verified);
+                    Ok(true)
+                }
+                Some((position, what)) => {
+                    println!("BROKEN at position {position}: {what} ({} commits before it verify)", report.verified);
+                    Ok(false)
+                }
+            }
+        }
+        AuditCmd::Replay { data_dir } => {
+            let log = open_log(&data_dir)?;
+            let live = crate::serve::open_views(&data_dir.join("views"))?;
+            // Bring the live views up to the log first: a lagging runner is not a difference.
+            let head = log.head().await?;
+            let mut at = live.checkpoint()?;
+            while at < head {
+                let page = log.read_all(at, 2048).await?;
+                at = behalf_service::views::apply_batch(&live, &page)?;
+            }
+            let scratch_dir = tempfile::tempdir()?;
+            let scratch = crate::serve::open_views(scratch_dir.path())?;
+            let b = bar(head, "replaying");
+            let diffs = audit::replay_and_compare(&log, &live, &scratch, |p, _| b.set_position(p)).await?;
+            b.finish_and_clear();
+            // The GDAP projection is not stored: every start folds it from the log.
+            let mut dir = behalf_domain::Directory::default();
+            audit::each_commit(&log, head, |c| c.events.iter().for_each(|e| dir.apply(e))).await?;
+            println!(
+                "GDAP projection folded from {head} commits: {} partners, {} customers, {} relationships, {} assignments",
+                dir.partners.len(),
+                dir.customers.len(),
+                dir.relationships.len(),
+                dir.assignments.len()
+            );
+            if diffs.is_empty() {
+                println!("ok: the live views equal a rebuild from the log ({} keys)", live.dump()?.len());
+                return Ok(true);
+            }
+            for d in &diffs {
+                println!("DIFFERENT {} view, key {}: {}", d.view, d.key, d.what);
+            }
+            Ok(false)
+        }
+        AuditCmd::Rejudge { data_dir, json } => {
+            let log = open_log(&data_dir)?;
+            let b = bar(0, "re-judging");
+            let (findings, judged) = audit::rejudge_all(&log, |d, t| {
+                b.set_length(t);
+                b.set_position(d);
+            })
+            .await?;
+            b.finish_and_clear();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"judged": judged, "findings": findings}))?
+                );
+            } else {
+                for f in &findings {
+                    println!(
+                        "DOES NOT HOLD position {} {} ({}, ticket {}): judged on position {}: {}",
+                        f.position,
+                        f.event_id,
+                        f.event_type,
+                        f.ticket_id.as_ref().map_or("-", |t| t.as_str()),
+                        f.evidence_position,
+                        f.problem
+                    );
+                }
+                println!("{judged} accepted partner actions judged again; {} do not hold", findings.len());
+            }
+            Ok(findings.is_empty())
+        }
+        AuditCmd::Ticket { ticket_id, data_dir, json } => {
+            let log = open_log(&data_dir)?;
+            let story = audit::ticket_story(&log, &TicketId::new(ticket_id.as_str())).await?;
+            if story.is_empty() {
+                bail!("no ticket {ticket_id} in the log");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&story)?);
+            } else {
+                for l in &story {
+                    let actor = serde_json::to_string(&l.actor)?;
+                    let detail = match &l.event {
+                        behalf_domain::Event::CommandRejected(r) => {
+                            format!(
+                                "{} refused {} ({}): {}",
+                                r.command_type,
+                                r.code,
+                                r.rule.map_or("-".into(), |r| r.to_string()),
+                                r.message
+                            )
+                        }
+                        e => match e.evidence() {
+                            Some(ev) => format!("{} under {}", e.type_name(), serde_json::to_string(ev)?),
+                            None => e.type_name().to_owned(),
+                        },
+                    };
+                    println!("{:>8} {} {} {actor} {detail}", l.position, l.at, l.kind);
+                }
+            }
+            Ok(true)
+        }
+        AuditCmd::AsOf { at, ticket, partner, user, customer, data_dir } => {
+            let log = open_log(&data_dir)?;
+            let (position, time) = match (at.parse::<u64>(), Timestamp::parse_rfc3339(&at)) {
+                (Ok(p), _) => {
+                    let page = log.read_all(p.saturating_sub(1), 1).await?;
+                    (p, page.first().map_or(Timestamp::default(), |c| c.at))
+                }
+                (Err(_), Some(t)) => (audit::position_at(&log, t).await?, t),
+                (Err(_), None) => bail!("{at:?} is neither a log position nor an RFC 3339 time"),
+            };
+            if let Some(id) = ticket {
+                let t = audit::ticket_as_of(&log, &TicketId::new(id.as_str()), position).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"position": position, "at": time, "ticket": t}))?
+                );
+            } else if let (Some(p), Some(u), Some(c)) = (partner, user, customer) {
+                let rows =
+                    audit::access_as_of(&log, position, time, &PartnerId::new(p), &UserId::new(u), &CustomerId::new(c))
+                        .await?;
+                let rows: Vec<_> = rows
+                    .into_iter()
+                    .map(|a| match a.outcome {
+                        Ok(e) => serde_json::json!({"workload": a.workload, "subscription_id": a.subscription_id, "allowed": true, "evidence": e}),
+                        Err(r) => serde_json::json!({"workload": a.workload, "subscription_id": a.subscription_id, "allowed": false, "code": r.code, "rule": r.rule, "message": r.message}),
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"position": position, "at": time, "workloads": rows})
+                    )?
+                );
+            } else {
+                bail!("name --ticket ID, or --partner P --user U --customer C");
+            }
+            Ok(true)
+        }
+        AuditCmd::Export { after, data_dir } => {
+            let log = open_log(&data_dir)?;
+            let head = log.head().await?;
+            let b = bar(head, "exporting");
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut at = after;
+            while at < head {
+                let page = log.read_all(at, 2048).await?;
+                let Some(last) = page.last() else { break };
+                for env in page.iter().flat_map(|c| c.envelopes()) {
+                    let line = serde_json::json!({
+                        "position": env.position, "index": env.index, "stream": env.stream, "version": env.version,
+                        "event_id": env.event_id, "type": env.event_type, "schema_version": env.schema_version,
+                        "at": env.at, "actor": env.actor, "command_id": env.command_id,
+                        "correlation_id": env.correlation_id, "causation_id": env.causation_id, "event": env.event,
+                    });
+                    serde_json::to_writer(&mut out, &line)?;
+                    out.write_all(b"\n")?;
+                }
+                at = last.position;
+                b.set_position(at);
+            }
+            out.flush()?;
+            b.finish_and_clear();
+            Ok(true)
+        }
+    }
+}
