@@ -145,7 +145,7 @@ pub async fn rejudge_all<L: EventLog>(
                 });
             }
             done += 1;
-            if done % 1024 == 0 {
+            if done.is_multiple_of(1024) {
                 progress(done, total as u64);
             }
         }
@@ -182,10 +182,9 @@ pub async fn ticket_story<L: EventLog>(log: &L, id: &TicketId) -> Result<Vec<Sto
     let head = log.head().await?;
     each_commit(log, head, |c| {
         for env in c.envelopes() {
-            let mine = match &env.event {
-                Event::CommandRejected(r) => r.ticket_id.as_ref() == Some(id),
-                e => e.ticket_id() == Some(id),
-            };
+            let refused_here =
+                if let Event::CommandRejected(r) = &env.event { r.ticket_id.as_ref() == Some(id) } else { false };
+            let mine = refused_here || env.event.ticket_id() == Some(id);
             if mine {
                 let kind = if matches!(env.event, Event::CommandRejected(_)) { "refused" } else { "accepted" };
                 lines.push(StoryLine {

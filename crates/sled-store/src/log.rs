@@ -203,7 +203,7 @@ fn walk_chain_with(tree: &sled::Tree, progress: &mut dyn FnMut(u64, u64)) -> Res
         before_prev = prev;
         prev = sha256(&v);
         good = pos;
-        if pos % 4096 == 0 {
+        if pos.is_multiple_of(4096) {
             progress(pos, head);
         }
     }
