@@ -187,20 +187,19 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             } else {
                 for l in &story {
                     let actor = serde_json::to_string(&l.actor)?;
-                    let detail = match &l.event {
-                        behalf_domain::Event::CommandRejected(r) => {
-                            format!(
-                                "{} refused {} ({}): {}",
-                                r.command_type,
-                                r.code,
-                                r.rule.map_or("-".into(), |r| r.to_string()),
-                                r.message
-                            )
+                    let detail = if let behalf_domain::Event::CommandRejected(r) = &l.event {
+                        format!(
+                            "{} refused {} ({}): {}",
+                            r.command_type,
+                            r.code,
+                            r.rule.map_or("-".into(), |r| r.to_string()),
+                            r.message
+                        )
+                    } else {
+                        match l.event.evidence() {
+                            Some(ev) => format!("{} under {}", l.event.type_name(), serde_json::to_string(ev)?),
+                            None => l.event.type_name().to_owned(),
                         }
-                        e => match e.evidence() {
-                            Some(ev) => format!("{} under {}", e.type_name(), serde_json::to_string(ev)?),
-                            None => e.type_name().to_owned(),
-                        },
                     };
                     println!("{:>8} {} {} {actor} {detail}", l.position, l.at, l.kind);
                 }
