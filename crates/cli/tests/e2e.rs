@@ -653,3 +653,38 @@ fn help_explains_every_command() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("HOST:PORT"), "bad settings are refused before start");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writers_on_one_ticket_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let a = c.token(&server.admin, &agent()).await;
+    let t = c.post(&a, &open_o365()).await.1["ticket_id"].as_str().unwrap().to_owned();
+    // 32 notes at once on one ticket: races are retried against fresh state.
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (c, a, t) = (c.clone(), a.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            c.post(&a, &json!({"type":"ticket.note","ticket_id":t,"text":format!("n{i}")})).await
+        }));
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        let (status, v) = task.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        versions.push(v["version"].as_u64().unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=33).collect::<Vec<u64>>(), "every note landed once, versions dense");
+    // With an expected version, only one of two racing writers wins; the other learns the truth.
+    let body = |n: &str| json!({"type":"ticket.note","ticket_id":t,"text":n,"expected_version":33});
+    let (bx, by) = (body("x"), body("y"));
+    let (x, y) = tokio::join!(c.post(&a, &bx), c.post(&a, &by));
+    let mut statuses = [x.0, y.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{x:?} {y:?}");
+    let loser = if x.0 == 409 { x.1 } else { y.1 };
+    assert_eq!((loser["code"].as_str(), loser["details"]["actual"].as_u64()), (Some("concurrency.conflict"), Some(34)));
+}

@@ -95,7 +95,15 @@ pub struct CommandService<L: EventLog> {
     gdap: Arc<GdapProjection>,
     clock: Arc<dyn Clock>,
     ids: IdGen,
+    /// Commands on one ticket take turns within this process (striped by ticket), so
+    /// they do not race each other into retries; races with other processes are still
+    /// caught by the expected version and retried.
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    stripe_hasher: std::collections::hash_map::RandomState,
 }
+
+/// Stripes of per-ticket turn-taking.
+const STRIPES: usize = 1024;
 
 fn rejection_answer_of(commit: &Commit) -> Option<Rejection> {
     commit.events.iter().find_map(|e| if let Event::CommandRejected(r) = e { Some(r.rejection()) } else { None })
@@ -105,7 +113,8 @@ impl<L: EventLog> CommandService<L> {
     /// Starts the service (and its GDAP projection) over `log`.
     pub fn new(log: L, clock: Arc<dyn Clock>) -> Self {
         let gdap = GdapProjection::spawn(&log);
-        CommandService { log, gdap, clock, ids: IdGen::default() }
+        let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
+        CommandService { log, gdap, clock, ids: IdGen::default(), stripes, stripe_hasher: Default::default() }
     }
 
     pub fn log(&self) -> &L {
@@ -149,6 +158,13 @@ impl<L: EventLog> CommandService<L> {
         if let Some(first) = self.log.find_command(&command_id).await? {
             return Ok(self.first_outcome(&first, &hash, command_id));
         }
+        let _turn = match req.command.target() {
+            Target::Ticket(id) => {
+                use std::hash::BuildHasher;
+                Some(self.stripes[(self.stripe_hasher.hash_one(&id) as usize) % STRIPES].lock().await)
+            }
+            Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => None,
+        };
         let mut new_id = None;
         for _ in 0..MAX_ATTEMPTS {
             let head = self.log.head().await?;
