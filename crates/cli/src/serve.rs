@@ -35,21 +35,42 @@ pub fn open_views(path: &Path) -> anyhow::Result<SledViews> {
     SledViews::open(path).with_context(|| format!("cannot open the views in {}", path.display()))
 }
 
-/// Runs the projection runner on this runtime: catch-up from the views' checkpoint,
-/// then live. The receiver follows the checkpoint (for `min_position` waits).
-pub fn spawn_projector(
+/// The projection runner and the notifier's forwarding in one task over one
+/// subscription: each commit is read and decoded once for both, and each applies only
+/// what is past its own checkpoint. The receiver follows the views' checkpoint (for
+/// `min_position` waits).
+pub fn spawn_followers(
     log: SledLog,
     views: Arc<SledViews>,
+    queues: Arc<SledQueues>,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<u64>)> {
+    use behalf_log::queues::QueueStore as _;
     use behalf_log::views::ViewStore as _;
-    let (tx, rx) = tokio::sync::watch::channel(views.checkpoint()?);
+    let (mut views_at, mut queues_at) = (views.checkpoint()?, queues.checkpoint()?);
+    let (tx, rx) = tokio::sync::watch::channel(views_at);
     let task = tokio::spawn(async move {
-        let r = behalf_service::views::follow(&log, views.as_ref(), 1024, |p| {
-            tx.send_replace(p);
-        })
+        let from = views_at.min(queues_at);
+        let r = behalf_service::runner::follow(
+            &log,
+            from,
+            1024,
+            |commits| {
+                let past = |cp: u64| commits.partition_point(|c| c.position <= cp);
+                let (v, q) = (past(views_at), past(queues_at));
+                if v < commits.len() {
+                    views_at = behalf_service::views::apply_batch(views.as_ref(), &commits[v..])?;
+                }
+                if q < commits.len() {
+                    queues_at = behalf_service::notifier::forward_batch(queues.as_ref(), &commits[q..])?;
+                }
+                tx.send_replace(views_at);
+                Ok(views_at.min(queues_at))
+            },
+            |_| {},
+        )
         .await;
         if let Err(e) = r {
-            tracing::error!(error = %e, "the projection runner stopped");
+            tracing::error!(error = %e, "the projection runner and notifier stopped");
         }
     });
     Ok((task, rx))
@@ -63,8 +84,8 @@ pub fn open_queues(path: &Path) -> anyhow::Result<SledQueues> {
 /// How often the notifier looks for missed response targets (R20).
 pub const SLA_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The notifier's two tasks: forwarding from the log into the queues, and the SLA
-/// sweep over the views with the clock.
+/// The notifier as its own role: forwarding from the log into the queues, and the SLA
+/// sweep.
 pub fn spawn_notifier(
     log: SledLog,
     queues: Arc<SledQueues>,
@@ -77,7 +98,17 @@ pub fn spawn_notifier(
             tracing::error!(error = %e, "the notifier stopped forwarding");
         }
     });
-    let sweep = tokio::spawn(async move {
+    (forward, spawn_sla_sweep(views, service, clock))
+}
+
+/// Every [`SLA_SWEEP_EVERY`], records missed response targets (R20) from the views
+/// and the clock.
+pub fn spawn_sla_sweep(
+    views: Arc<SledViews>,
+    service: Arc<CommandService<SledLog>>,
+    clock: Arc<dyn Clock>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(SLA_SWEEP_EVERY);
         loop {
             tick.tick().await;
@@ -87,8 +118,7 @@ pub fn spawn_notifier(
                 Err(e) => tracing::warn!(error = %e, "SLA sweep failed; trying again next time"),
             }
         }
-    });
-    (forward, sweep)
+    })
 }
 
 /// A server that is up: its address and where the admin token went, if it was made.
@@ -106,12 +136,11 @@ pub async fn start(
     let (log, tokens) = open_stores(&s.data_dir)?;
     let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
     let views = Arc::new(open_views(&s.data_dir.join("views"))?);
-    let (projector, position) = spawn_projector(log.clone(), Arc::clone(&views))?;
+
     let queues = Arc::new(open_queues(&s.data_dir.join("queues"))?);
-    let notifier_log = log.clone();
+    let (followers, position) = spawn_followers(log.clone(), Arc::clone(&views), Arc::clone(&queues))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-    let notifier =
-        spawn_notifier(notifier_log, Arc::clone(&queues), Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock));
+    let sweep = spawn_sla_sweep(Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock));
     let limits = Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight };
     let app = App::new(service, Arc::new(tokens), ReadSide { views, position }, queues, clock, limits);
     let listener = TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
@@ -119,7 +148,7 @@ pub async fn start(
     let serving = async move {
         let served =
             behalf_http::serve(listener, behalf_http::router(app), shutdown).await.context("the HTTP server failed");
-        for task in [projector, notifier.0, notifier.1] {
+        for task in [followers, sweep] {
             task.abort();
             let _ = task.await;
         }
