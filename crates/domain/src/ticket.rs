@@ -54,7 +54,7 @@ impl Ticket {
         let mut t = match (state, event) {
             (Some(t), event) => {
                 let mut t = t;
-                t.apply(event);
+                t.apply(&event);
                 return Some(t);
             }
             (None, Event::TicketOpened(e)) => {
@@ -90,10 +90,10 @@ impl Ticket {
     }
 
     /// Folds one later event of the ticket's stream into its state.
-    pub fn apply(&mut self, event: Event) {
+    pub fn apply(&mut self, event: &Event) {
         let t = self;
         t.version += 1;
-        t.sla.apply(&event);
+        t.sla.apply(event);
         match event {
             Event::TicketOpened(_) => {}
             Event::NoteAdded(_) => t.notes += 1,
@@ -101,8 +101,8 @@ impl Ticket {
                 if let Some(s) = e.severity {
                     t.severity = s;
                 }
-                if let Some(c) = e.contact {
-                    t.contact = c;
+                if let Some(c) = &e.contact {
+                    t.contact = c.clone();
                 }
             }
             Event::AttachmentAdded(_) => t.attachments += 1,

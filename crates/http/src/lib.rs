@@ -368,27 +368,19 @@ async fn metrics<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
         "behalf_commands_total{{outcome=\"unavailable\"}} {}",
         app.metrics.unavailable.load(Ordering::Relaxed)
     );
-    let _ = writeln!(out, "# HELP behalf_log_head The last durable log position.");
-    let _ = writeln!(out, "# TYPE behalf_log_head gauge");
-    let _ = writeln!(out, "behalf_log_head {}", app.service.log().head().await.unwrap_or(0));
-    let _ = writeln!(out, "# HELP behalf_gdap_position The log position the GDAP projection has applied.");
-    let _ = writeln!(out, "# TYPE behalf_gdap_position gauge");
-    let _ = writeln!(out, "behalf_gdap_position {}", app.service.gdap().position());
     let head = app.service.log().head().await.unwrap_or(0);
     let views = *app.read.position.borrow();
     let queued = app.queues.checkpoint().unwrap_or(0);
-    let _ = writeln!(out, "# HELP behalf_views_position The log position the views have applied.");
-    let _ = writeln!(out, "# TYPE behalf_views_position gauge");
-    let _ = writeln!(out, "behalf_views_position {views}");
-    let _ = writeln!(out, "# HELP behalf_views_lag Commits the views are behind the log.");
-    let _ = writeln!(out, "# TYPE behalf_views_lag gauge");
-    let _ = writeln!(out, "behalf_views_lag {}", head.saturating_sub(views));
-    let _ = writeln!(out, "# HELP behalf_notifier_position The log position the notifier has forwarded.");
-    let _ = writeln!(out, "# TYPE behalf_notifier_position gauge");
-    let _ = writeln!(out, "behalf_notifier_position {queued}");
-    let _ = writeln!(out, "# HELP behalf_notifier_lag Commits the notifier is behind the log.");
-    let _ = writeln!(out, "# TYPE behalf_notifier_lag gauge");
-    let _ = writeln!(out, "behalf_notifier_lag {}", head.saturating_sub(queued));
+    for (name, help, value) in [
+        ("behalf_log_head", "The last durable log position.", head),
+        ("behalf_gdap_position", "The log position the GDAP projection has applied.", app.service.gdap().position()),
+        ("behalf_views_position", "The log position the views have applied.", views),
+        ("behalf_views_lag", "Commits the views are behind the log.", head.saturating_sub(views)),
+        ("behalf_notifier_position", "The log position the notifier has forwarded.", queued),
+        ("behalf_notifier_lag", "Commits the notifier is behind the log.", head.saturating_sub(queued)),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
     let mut r = Response::new(Body::from(out));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     r

@@ -57,8 +57,9 @@ pub async fn sla_sweep<L: EventLog, S: ViewStore>(
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         for (_, v) in &page {
-            let t: TicketView = decode(v)?;
-            let sla = t.sla_at(now);
+            let view: TicketView = decode(v)?;
+            let sla = view.sla_at(now);
+            let t = &view.ticket;
             if t.status == behalf_domain::TicketStatus::Closed
                 || !sla.breached
                 || sla.breach_recorded

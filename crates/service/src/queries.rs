@@ -125,7 +125,8 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
             Some(b) => decode(&b)?,
             None => return Err(not_found(id.as_str())),
         };
-        if !r24_can_see_ticket(&self.gdap.view().directory, who, &v.partner_id, &v.customer_id, self.now) {
+        if !r24_can_see_ticket(&self.gdap.view().directory, who, &v.ticket.partner_id, &v.ticket.customer_id, self.now)
+        {
             return Err(not_found(id.as_str()));
         }
         Ok(v)
@@ -156,8 +157,13 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
                 });
             }
         }
-        let mut out = to_json(&v);
+        let mut out = to_json(&v.ticket);
         if let Value::Object(m) = &mut out {
+            m.insert("title".into(), to_json(&v.title));
+            m.insert("description".into(), to_json(&v.description));
+            m.insert("support_topic".into(), to_json(&v.support_topic));
+            m.insert("country_code".into(), to_json(&v.country_code));
+            m.insert("updated_at".into(), to_json(&v.updated_at));
             m.insert("sla".into(), to_json(&v.sla_at(self.now)));
             m.insert("notes".into(), to_json(&notes));
             m.insert("attachments".into(), to_json(&attachments));

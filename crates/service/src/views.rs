@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use behalf_domain::event::*;
-use behalf_domain::sla::{SlaClock, SlaState};
+use behalf_domain::sla::SlaState;
 use behalf_domain::*;
 use behalf_log::views::{ViewStore, Write};
 use behalf_log::{Commit, EventEnvelope, EventLog, LogError};
@@ -46,33 +46,16 @@ pub struct EscalationView {
     pub at: Timestamp,
 }
 
-/// One ticket, as `/v1/tickets/{id}` shows it.
+/// One ticket, as `/v1/tickets/{id}` shows it: the command side's own ticket state
+/// (one fold, [`Ticket::apply`], for both sides) and what only readers need.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketView {
-    pub ticket_id: TicketId,
-    pub partner_id: PartnerId,
-    pub customer_id: CustomerId,
-    pub workload: Workload,
-    pub cloud: Cloud,
-    pub subscription_id: Option<SubscriptionId>,
+    pub ticket: Ticket,
     pub title: String,
     pub description: String,
-    pub severity: Severity,
     pub support_topic: String,
-    pub support_plan: Option<String>,
     pub country_code: String,
-    pub contact: Contact,
-    pub incident_id: Option<IssueId>,
-    pub csp_priority: bool,
-    pub status: TicketStatus,
-    pub version: u64,
-    pub opened_at: Timestamp,
     pub updated_at: Timestamp,
-    pub closed_at: Option<Timestamp>,
-    pub notes: u32,
-    pub attachments: u32,
-    pub escalations: u32,
-    pub sla: SlaClock,
 }
 
 /// A ticket in a list.
@@ -104,21 +87,22 @@ pub struct RejectionEntry {
 
 impl TicketView {
     fn summary(&self) -> TicketSummary {
+        let t = &self.ticket;
         TicketSummary {
-            ticket_id: self.ticket_id.clone(),
-            partner_id: self.partner_id.clone(),
-            customer_id: self.customer_id.clone(),
-            workload: self.workload,
-            severity: self.severity,
-            status: self.status,
+            ticket_id: t.ticket_id.clone(),
+            partner_id: t.partner_id.clone(),
+            customer_id: t.customer_id.clone(),
+            workload: t.workload,
+            severity: t.severity,
+            status: t.status,
             title: self.title.clone(),
-            opened_at: self.opened_at,
+            opened_at: t.opened_at,
         }
     }
 
     /// R20 at `now`.
     pub fn sla_at(&self, now: Timestamp) -> SlaState {
-        self.sla.state(now)
+        self.ticket.sla_at(now)
     }
 }
 
@@ -170,9 +154,9 @@ impl<'s, S: ViewStore> Overlay<'s, S> {
             self.put(ticket_key(&id), &view)?;
             let summary = view.summary();
             if before.as_ref() != Some(&summary) {
-                let mut ck = customer_prefix(&view.customer_id);
+                let mut ck = customer_prefix(&view.ticket.customer_id);
                 ck.extend_from_slice(id.as_str().as_bytes());
-                let mut pk = partner_prefix(&view.partner_id);
+                let mut pk = partner_prefix(&view.ticket.partner_id);
                 pk.extend_from_slice(id.as_str().as_bytes());
                 self.put(ck, &summary)?;
                 self.put(pk, &summary)?;
@@ -209,7 +193,10 @@ pub fn apply<S: ViewStore>(o: &mut Overlay<'_, S>, env: &EventEnvelope) -> Resul
     let before = o.stored_ticket(id)?;
     let before_summary = before.as_ref().map(TicketView::summary);
     let view = match (before, &env.event) {
-        (None, Event::TicketOpened(opened)) => opened_view(opened, env),
+        (None, Event::TicketOpened(opened)) => match opened_view(opened, env) {
+            Some(v) => v,
+            None => return Ok(()),
+        },
         (Some(mut v), _) => {
             evolve_in_place(&mut v, env);
             v
@@ -220,81 +207,20 @@ pub fn apply<S: ViewStore>(o: &mut Overlay<'_, S>, env: &EventEnvelope) -> Resul
     Ok(())
 }
 
-fn opened_view(e: &TicketOpened, env: &EventEnvelope) -> TicketView {
-    let mut sla = SlaClock::default();
-    sla.apply(&env.event);
-    TicketView {
-        ticket_id: e.ticket_id.clone(),
-        partner_id: e.partner_id.clone(),
-        customer_id: e.customer_id.clone(),
-        workload: e.workload,
-        cloud: e.cloud,
-        subscription_id: e.subscription_id.clone(),
+fn opened_view(e: &TicketOpened, env: &EventEnvelope) -> Option<TicketView> {
+    Some(TicketView {
+        ticket: Ticket::evolve(None, &env.event)?,
         title: e.title.clone(),
         description: e.description.clone(),
-        severity: e.severity,
         support_topic: e.support_topic.clone(),
-        support_plan: e.support_plan.clone(),
         country_code: e.country_code.clone(),
-        contact: e.contact.clone(),
-        incident_id: e.incident_id.clone(),
-        csp_priority: e.csp_priority,
-        status: TicketStatus::Open,
-        version: env.version,
-        opened_at: e.at,
         updated_at: e.at,
-        closed_at: None,
-        notes: 0,
-        attachments: 0,
-        escalations: 0,
-        sla,
-    }
+    })
 }
 
 fn evolve_in_place(v: &mut TicketView, env: &EventEnvelope) {
-    let at = env.at;
-    v.version = env.version;
-    v.updated_at = at;
-    v.sla.apply(&env.event);
-    match &env.event {
-        Event::NoteAdded(_) => v.notes += 1,
-        Event::TicketUpdated(e) => {
-            if let Some(s) = e.severity {
-                v.severity = s;
-            }
-            if let Some(c) = &e.contact {
-                v.contact = c.clone();
-            }
-        }
-        Event::AttachmentAdded(_) => v.attachments += 1,
-        Event::TicketEscalated(_) => v.escalations += 1,
-        Event::AttentionRequested(_) => v.status = TicketStatus::AttentionNeeded,
-        Event::AttentionCleared(_) => v.status = TicketStatus::Open,
-        Event::TicketClosed(e) => {
-            v.status = TicketStatus::Closed;
-            v.closed_at = Some(e.at);
-        }
-        Event::TicketReopened(_) => {
-            v.status = TicketStatus::Open;
-            v.closed_at = None;
-        }
-        Event::TicketOpened(_) | Event::VendorResponded(_) | Event::SlaBreached(_) => {}
-        Event::PartnerRegistered(_)
-        | Event::CustomerRegistered(_)
-        | Event::PartnerUserUpserted(_)
-        | Event::GroupMemberAdded(_)
-        | Event::GroupMemberRemoved(_)
-        | Event::RelationshipUpserted(_)
-        | Event::AssignmentUpserted(_)
-        | Event::SubscriptionRegistered(_)
-        | Event::RbacAssigned(_)
-        | Event::RbacRemoved(_)
-        | Event::MarketplaceProductRegistered(_)
-        | Event::SupportPlanRegistered(_)
-        | Event::ServiceHealthIssueUpserted(_)
-        | Event::SupportRequestRouted(_)
-        | Event::CommandRejected(_) => {}
-    }
+    v.ticket.apply(&env.event);
+    v.updated_at = env.at;
 }
 
 /// Applies a batch of commits and commits the writes with the last position.

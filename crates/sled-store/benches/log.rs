@@ -87,7 +87,7 @@ async fn replay(log: &SledLog, fold: bool) -> (f64, usize) {
                 }
                 let Some(id) = e.ticket_id() else { continue };
                 match tickets.get_mut(id) {
-                    Some(t) => t.apply(e),
+                    Some(t) => t.apply(&e),
                     None => {
                         if let Some(t) = Ticket::evolve_owned(None, e) {
                             tickets.insert(t.ticket_id.clone(), t);
