@@ -84,7 +84,9 @@ async fn every_escalation_reaches_its_queue_once_through_sigkills() {
         if round < 3 {
             // Kill once a share of the round has landed (the notifier is mid-stream).
             let start = c.metric("behalf_log_head").await;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
             while c.metric("behalf_log_head").await < start + 200 {
+                support::before(deadline, "a share of the round to land");
                 tokio::task::yield_now().await;
             }
             server.kill9();

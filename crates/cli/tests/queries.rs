@@ -191,11 +191,13 @@ async fn killed_projector_views_equal_a_rebuild_from_zero() {
             }));
         }
         // Kill once some of them have landed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let head = loop {
             let h = c.metric("behalf_log_head").await;
             if h > n + 60 {
                 break h;
             }
+            support::before(deadline, "the burst to land");
             tokio::task::yield_now().await;
         };
         n = head;

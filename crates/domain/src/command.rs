@@ -178,6 +178,21 @@ pub enum Command {
     SupportRequest(SupportRequest),
 }
 
+/// The stream categories of directory facts: what the GDAP projection follows.
+pub const DIRECTORY_CATEGORIES: &[&str] = &[
+    "partner",
+    "customer",
+    "user",
+    "group",
+    "gdap",
+    "assignment",
+    "subscription",
+    "rbac",
+    "product",
+    "plan",
+    "health",
+];
+
 /// Where a command's events go: the stream it appends to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {

@@ -974,3 +974,16 @@ fn r29_rejudge_holds_for_recorded_evidence_and_catches_a_revoked_assignment() {
     let why = policy::rejudge(&w.dir, &agent(), &scope, &e.evidence, w.now).unwrap_err();
     assert!(why.contains("deleted"), "{why}");
 }
+
+#[test]
+fn every_directory_fact_stream_is_a_directory_category() {
+    for (_, cmd) in standard_world(&[]) {
+        let cmd: Command = serde_json::from_value(cmd).unwrap();
+        if let Target::Fact(stream) = cmd.target() {
+            assert!(command::DIRECTORY_CATEGORIES.contains(&stream.category()), "{stream}");
+        }
+    }
+    for t in ["ticket", "support", "audit"] {
+        assert!(!command::DIRECTORY_CATEGORIES.contains(&t));
+    }
+}

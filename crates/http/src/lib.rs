@@ -415,10 +415,14 @@ async fn reader<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     let who = authenticate(app, headers)?;
     if let Some(min) = param::<u64>(p, "min_position")? {
         let wait = param::<u64>(p, "wait_ms")?.unwrap_or(2000).min(30_000);
+        // Both the views and the GDAP projection (which scopes every answer, R24) must
+        // have applied the position, or a grant ended there could still show tickets.
+        let budget = std::time::Duration::from_millis(wait);
         let mut rx = app.read.position.clone();
-        let reached =
-            tokio::time::timeout(std::time::Duration::from_millis(wait), rx.wait_for(|pos| *pos >= min)).await;
-        if !matches!(reached, Ok(Ok(_))) {
+        // (The watch guard is dropped here: it must not be held across the next wait.)
+        let views = matches!(tokio::time::timeout(budget, rx.wait_for(|pos| *pos >= min)).await, Ok(Ok(_)));
+        let gdap = app.service.gdap().wait_for(min, budget).await;
+        if !views || gdap.is_err() {
             let msg = format!("the views have not reached position {min} within {wait} ms; retry");
             return Err(Box::new(rejected(&Rejection::without_rule(Code::Unavailable, msg), false)));
         }

@@ -215,6 +215,23 @@ pub async fn subscribe_catch_up_then_live<H: Harness>(h: H) {
     assert_eq!(seen, (11..=150).collect::<Vec<u64>>());
 }
 
+/// A filtered subscription decodes only the streams asked for, without gaps.
+pub async fn filtered_subscription<H: Harness>(h: H) {
+    let log = h.open().await;
+    for i in 0..30 {
+        let stream = if i % 3 == 0 { format!("gdap-{i}") } else { format!("ticket-{i}") };
+        ok(&log, request(&stream, ExpectedVersion::Any, &format!("f{i}"), 2)).await;
+    }
+    let mut sub = log.subscribe_where(0, &["gdap"]);
+    for i in 0..30u64 {
+        let c = sub.next().await.expect("subscription");
+        assert_eq!(c.position, i + 1, "no gaps");
+        assert_eq!((c.event_count, c.last_version()), (2, 2));
+        let decoded = c.stream.category() == "gdap";
+        assert_eq!(c.events.len(), if decoded { 2 } else { 0 }, "{}", c.stream);
+    }
+}
+
 /// Each commit holds the hash of the one before; `verify` walks the chain.
 pub async fn hash_chain<H: Harness>(h: H) {
     let log = h.open().await;
@@ -254,7 +271,7 @@ macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@cases $harness;
             append_and_read, conflict_is_a_value, idempotent_append, concurrent_appends_are_dense,
-            one_winner_per_version, subscribe_catch_up_then_live, hash_chain, reopen_resumes);
+            one_winner_per_version, subscribe_catch_up_then_live, filtered_subscription, hash_chain, reopen_resumes);
     };
     (@cases $harness:expr; $($case:ident),+) => {
         $(

@@ -128,25 +128,43 @@ pub struct Commit {
     /// SHA-256 of the stored bytes of the commit before (the hash chain). A commit's
     /// own hash is [`codec::sha256`] of its bytes; only chain walks compute it.
     pub prev_hash: Hash,
+    /// The events; empty when a filtered read skipped this commit's stream.
     pub events: Vec<Event>,
     /// The schema version each event was stored with (before upcasting).
     pub schemas: Vec<u16>,
+    /// How many events the commit holds (decoded or not).
+    pub event_count: u64,
 }
 
 impl Commit {
     pub fn last_version(&self) -> u64 {
-        self.first_version + self.events.len() as u64 - 1
+        self.first_version + self.event_count - 1
     }
 
     /// Decodes a stored record, upcasting its events.
     pub fn decode(bytes: &[u8]) -> Result<Commit, LogError> {
+        Commit::decode_where(bytes, None)
+    }
+
+    /// Decodes a stored record; when `categories` is given and the commit's stream is
+    /// in none of them, its events are not decoded and `events` is left empty (the
+    /// commit still says its position, stream and versions).
+    pub fn decode_where(bytes: &[u8], categories: Option<&[&str]>) -> Result<Commit, LogError> {
         let r = codec::decode_record(bytes)?;
-        let events = r.events.iter().map(codec::decode_event).collect::<Result<Vec<_>, _>>()?;
-        let schemas = r.events.iter().map(|s| s.schema).collect();
-        if events.is_empty() {
+        if r.events.is_empty() {
             return Err(LogError::Codec(format!("commit {} holds no events", r.position)));
         }
+        let wanted = categories.is_none_or(|cs| cs.contains(&r.stream.category()));
+        let (events, schemas) = if wanted {
+            (
+                r.events.iter().map(codec::decode_event).collect::<Result<Vec<_>, _>>()?,
+                r.events.iter().map(|s| s.schema).collect(),
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Ok(Commit {
+            event_count: r.events.len() as u64,
             position: r.position,
             stream: r.stream,
             first_version: r.first_version,
@@ -258,6 +276,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// Every commit after `after`: first those already in the log, then new ones as
     /// they become durable. No gaps, no duplicates.
     fn subscribe(&self, after: u64) -> Self::Subscription;
+
+    /// As [`EventLog::subscribe`], but only commits of streams in `categories` have
+    /// their events decoded; the others arrive with `events` empty, so positions still
+    /// advance without gaps. For followers that need a few streams (the GDAP projection).
+    fn subscribe_where(&self, after: u64, categories: &'static [&'static str]) -> Self::Subscription;
 
     /// Walks the whole hash chain and decodes every event.
     fn verify(&self) -> impl Future<Output = Result<VerifyReport, LogError>> + Send;

@@ -40,7 +40,8 @@ impl GdapProjection {
             failed: AtomicBool::new(false),
             task: std::sync::Mutex::new(None),
         });
-        let mut sub = log.subscribe(0);
+        // Only directory streams are decoded; the rest just move the position.
+        let mut sub = log.subscribe_where(0, behalf_domain::command::DIRECTORY_CATEGORIES);
         let me = Arc::clone(&p);
         let task = tokio::spawn(async move {
             loop {

@@ -353,11 +353,31 @@ impl SledLog {
             .collect()
     }
 
-    fn read_all_blocking(&self, after: u64, limit: usize) -> Result<Vec<Commit>, LogError> {
+    fn read_all_blocking(
+        &self,
+        after: u64,
+        limit: usize,
+        categories: Option<&[&str]>,
+    ) -> Result<Vec<Commit>, LogError> {
         self.read_raw(after, limit)?
             .into_iter()
-            .map(|(pos, v)| Commit::decode(&v).map_err(|e| LogError::Corrupt { position: pos, what: e.to_string() }))
+            .map(|(pos, v)| {
+                Commit::decode_where(&v, categories)
+                    .map_err(|e| LogError::Corrupt { position: pos, what: e.to_string() })
+            })
             .collect()
+    }
+
+    async fn read_all_where(
+        &self,
+        after: u64,
+        limit: usize,
+        categories: Option<&'static [&'static str]>,
+    ) -> Result<Vec<Commit>, LogError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_all_blocking(after, limit, categories))
+            .await
+            .map_err(|e| LogError::Storage(format!("reader task: {e}")))?
     }
 }
 
@@ -565,10 +585,7 @@ impl EventLog for SledLog {
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<Commit>, LogError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.read_all_blocking(after, limit))
-            .await
-            .map_err(|e| LogError::Storage(format!("reader task: {e}")))?
+        self.read_all_where(after, limit, None).await
     }
 
     async fn head(&self) -> Result<u64, LogError> {
@@ -585,7 +602,17 @@ impl EventLog for SledLog {
     }
 
     fn subscribe(&self, after: u64) -> SledSubscription {
-        SledSubscription { log: self.clone(), head: self.inner.head.clone(), next: after + 1, buf: VecDeque::new() }
+        SledSubscription {
+            log: self.clone(),
+            head: self.inner.head.clone(),
+            next: after + 1,
+            buf: VecDeque::new(),
+            categories: None,
+        }
+    }
+
+    fn subscribe_where(&self, after: u64, categories: &'static [&'static str]) -> SledSubscription {
+        SledSubscription { categories: Some(categories), ..self.subscribe(after) }
     }
 
     async fn verify(&self) -> Result<VerifyReport, LogError> {
@@ -603,6 +630,7 @@ pub struct SledSubscription {
     head: watch::Receiver<u64>,
     next: u64,
     buf: VecDeque<Commit>,
+    categories: Option<&'static [&'static str]>,
 }
 
 impl Subscription for SledSubscription {
@@ -613,7 +641,7 @@ impl Subscription for SledSubscription {
             }
             let head = *self.head.borrow_and_update();
             if self.next <= head {
-                let batch = self.log.read_all(self.next - 1, 1024).await?;
+                let batch = self.log.read_all_where(self.next - 1, 1024, self.categories).await?;
                 if let Some(last) = batch.last() {
                     self.next = last.position + 1;
                 }

@@ -32,15 +32,24 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("behalf starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("behalf printed its address").expect("stdout");
-            if let Some(a) = line.strip_prefix("listening on ") {
-                break a.trim().to_owned();
+        // Read the address on a thread, so a server that never comes up fails the test
+        // after a minute instead of hanging it; the thread then keeps draining stdout.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(a.trim().to_owned());
+                    break;
+                }
             }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+            for _ in lines {}
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("behalf serve printed its address within a minute");
         let admin = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin token").trim().to_owned();
         Server { child, base: format!("http://{addr}"), data_dir: data_dir.to_path_buf(), admin }
     }
@@ -66,7 +75,10 @@ pub struct Client {
 
 impl Client {
     pub fn of(server: &Server) -> Client {
-        Client { http: reqwest::Client::new(), base: server.base.clone() }
+        // A bounded wait: a request that hangs fails its test instead of the whole run.
+        let http =
+            reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("an HTTP client");
+        Client { http, base: server.base.clone() }
     }
 
     pub async fn post(&self, token: &str, body: &Value) -> (u16, Value) {
@@ -145,4 +157,9 @@ pub async fn send_world(c: &Client, admin: &str) {
         let (status, answer) = c.post(&tokens[&key], &cmd).await;
         assert_eq!(answer["outcome"], "accepted", "{cmd} answered {status} {answer}");
     }
+}
+
+/// Panics once `deadline` has passed: for loops that wait on progress.
+pub fn before(deadline: std::time::Instant, what: &str) {
+    assert!(std::time::Instant::now() < deadline, "gave up waiting: {what}");
 }
