@@ -75,6 +75,10 @@ struct ServeArgs {
     /// Commands decided at once before answering 429 [default: 4096]
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// If the log's hash chain is broken, start from the last good commit and keep the
+    /// rest in quarantine (without it, a broken log refuses to start)
+    #[arg(long)]
+    stop_at_last_good: bool,
 }
 
 fn init_tracing(format: settings::LogFormat) {
@@ -99,7 +103,9 @@ fn main() -> anyhow::Result<()> {
                 max_body_bytes: a.max_body_bytes,
                 max_in_flight: a.max_in_flight,
             };
-            let s = settings::load(settings::config_path(a.config).as_deref(), settings::Layer::from_env()?, flags)?;
+            let mut s =
+                settings::load(settings::config_path(a.config).as_deref(), settings::Layer::from_env()?, flags)?;
+            s.stop_at_last_good = a.stop_at_last_good;
             init_tracing(s.log_format);
             rt.block_on(serve::run(s, serve::shutdown_signal()))
         }

@@ -19,11 +19,31 @@ use crate::settings::Settings;
 
 /// Opens the stores of a data directory.
 pub fn open_stores(data_dir: &Path) -> anyhow::Result<(SledLog, Tokens<SledTokens>)> {
+    open_stores_with(data_dir, false)
+}
+
+/// As [`open_stores`]; with `stop_at_last_good`, a broken log is cut back to its last
+/// good commit (the rest is kept in a quarantine tree) instead of refusing to start.
+pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Result<(SledLog, Tokens<SledTokens>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let in_use = || format!("is another behalf process using {}?", data_dir.display());
-    let (log, report) = SledLog::open(data_dir.join("log"), OpenOptions::default())
-        .with_context(|| format!("cannot open the event log in {}; {}", data_dir.display(), in_use()))?;
+    let (log, report) = match SledLog::open(data_dir.join("log"), OpenOptions { stop_at_last_good }) {
+        Ok(opened) => opened,
+        Err(behalf_log::LogError::Corrupt { position, what }) => anyhow::bail!(
+            "the event log in {} is broken at position {position}: {what}. `behalf audit verify` shows the same; \
+             `behalf serve --stop-at-last-good` starts from commit {} and keeps the rest in quarantine",
+            data_dir.display(),
+            position.saturating_sub(1)
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot open the event log in {}; {}", data_dir.display(), in_use()))
+        }
+    };
+    if let Some((position, what)) = &report.truncated {
+        println!("the event log was broken at position {position} ({what}); stopped at the last good commit {}; the rest is kept in quarantine", report.head);
+        tracing::warn!(position, %what, head = report.head, "stopped at the last good commit");
+    }
     tracing::info!(head = report.head, "event log open");
     let tokens = SledTokens::open(data_dir.join("tokens"))
         .with_context(|| format!("cannot open the token store; {}", in_use()))?;
@@ -49,6 +69,19 @@ pub fn spawn_followers(
     let (mut views_at, mut queues_at) = (views.checkpoint()?, queues.checkpoint()?);
     let (tx, rx) = tokio::sync::watch::channel(views_at);
     let task = tokio::spawn(async move {
+        // After a log was cut back to its last good commit, the views may hold what the
+        // log no longer does: rebuild them; the notifier goes on from the new head.
+        let head = behalf_log::EventLog::head(&log).await.unwrap_or(0);
+        if views_at > head {
+            tracing::warn!(views_at, head, "the views are ahead of the log; rebuilding them");
+            if let Err(e) = views.clear() {
+                tracing::error!(error = %e, "cannot clear the views");
+                return;
+            }
+            views_at = 0;
+            tx.send_replace(0);
+        }
+        queues_at = queues_at.min(head);
         let from = views_at.min(queues_at);
         let r = behalf_service::runner::follow(
             &log,
@@ -133,7 +166,7 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Started, impl Future<Output = anyhow::Result<()>>)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (log, tokens) = open_stores(&s.data_dir)?;
+    let (log, tokens) = open_stores_with(&s.data_dir, s.stop_at_last_good)?;
     let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
     let views = Arc::new(open_views(&s.data_dir.join("views"))?);
 
@@ -212,6 +245,7 @@ impl Temporary {
             log_format: crate::settings::LogFormat::Human,
             max_body_bytes: 256 * 1024,
             max_in_flight,
+            stop_at_last_good: false,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (started, serving) = start(&settings, async move {

@@ -22,6 +22,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub max_body_bytes: usize,
     pub max_in_flight: usize,
+    /// Start from the last good commit of a broken log (a deliberate recovery; a flag only).
+    pub stop_at_last_good: bool,
 }
 
 /// One layer: what a file, the environment or the flags say (each may say nothing).
@@ -103,7 +105,7 @@ pub fn load(config: Option<&Path>, env: Layer, flags: Layer) -> anyhow::Result<S
     if data_dir.as_os_str().is_empty() {
         bail!("the data directory must not be empty");
     }
-    Ok(Settings { data_dir, listen, log_format, max_body_bytes, max_in_flight })
+    Ok(Settings { data_dir, listen, log_format, max_body_bytes, max_in_flight, stop_at_last_good: false })
 }
 
 #[cfg(test)]

@@ -228,3 +228,40 @@ async fn verify_names_a_flipped_dropped_or_reordered_commit() {
         assert!(out.contains(&format!("BROKEN at position {want}")), "{name}: {out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_log_refuses_to_start_unless_told_to_stop_at_the_last_good_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path()).await;
+    {
+        let db = (0..200)
+            .find_map(|_| {
+                sled::open(dir.path().join("log")).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    None
+                })
+            })
+            .unwrap();
+        let v = db.get(key(20)).unwrap().unwrap();
+        db.insert(key(20), &v[..v.len() / 2]).unwrap();
+        db.flush().unwrap();
+    }
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("broken at position 20") && why.contains("--stop-at-last-good"), "{why}");
+    let server = Server::start_with(dir.path(), &["--stop-at-last-good"]);
+    let c = Client::of(&server);
+    let vendor = c.token(&server.admin, &behalf_domain::Principal::Vendor).await;
+    let (status, answer) = c.post(&vendor, &json!({"type":"customer.register","customer_id":"22222222-0000-4000-8000-0000000000d1","name":"After","domains":["after.example"],"cloud":"commercial"})).await;
+    assert_eq!((status, answer["position"].as_u64()), (200, Some(20)), "{answer}");
+    stop(server);
+    let (code, out) = audit(dir.path(), &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = audit(dir.path(), &["replay"]);
+    assert_eq!(code, 0, "the views follow the cut-back log: {out}");
+}

@@ -24,9 +24,15 @@ pub struct Server {
 impl Server {
     /// Starts the binary on `data_dir` and waits for its `listening on` line.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// As [`Server::start`], with more flags for `behalf serve`.
+    pub fn start_with(data_dir: &Path, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_behalf"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(flags)
             .env("BEHALF_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
