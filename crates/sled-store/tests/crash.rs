@@ -73,6 +73,22 @@ fn crash_many_times() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // A watchdog: a child that stops making progress is killed after a minute, so
+        // the test fails instead of hanging.
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let (finished, pid) = (Arc::clone(&finished), child.id().to_string());
+            std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                    if std::time::Instant::now() > deadline {
+                        let _ = Command::new("kill").args(["-9", &pid]).status();
+                        return;
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_millis(100));
+                }
+            })
+        };
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut seen = 0;
         for line in stdout.lines() {
@@ -88,6 +104,10 @@ fn crash_many_times() {
             }
         }
         child.wait().unwrap();
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        watchdog.thread().unpark();
+        let _ = watchdog.join();
+        assert!(seen >= kill_after, "run {run}: the child stopped acknowledging after {seen}");
         check_store(dir.path(), &acked, run);
     }
     assert!(acked.len() as u64 >= runs, "every run acknowledged something");
