@@ -236,16 +236,6 @@ pub fn apply_batch<S: ViewStore>(store: &S, commits: &[Commit]) -> Result<u64, L
     Ok(last.position)
 }
 
-/// Follows `log` from the store's checkpoint (see [`crate::runner::follow`]).
-pub async fn follow<L: EventLog, S: ViewStore>(
-    log: &L,
-    store: &S,
-    batch: usize,
-    progress: impl FnMut(u64),
-) -> Result<(), LogError> {
-    crate::runner::follow(log, store.checkpoint()?, batch, |commits| apply_batch(store, commits), progress).await
-}
-
 /// Rebuilds every view from the start of the log into `store` (after clearing it).
 /// A reader task decodes the next pages while this one applies the current page;
 /// `progress(position, head)` after each page.
