@@ -59,10 +59,23 @@ fn ticket_body(n: u64) -> Value {
     })
 }
 
+#[derive(Default)]
 struct Stats {
     accepted: u64,
     other: u64,
     latencies_us: Vec<u32>,
+}
+
+impl Stats {
+    /// One request that started at `t0`, accepted or not.
+    fn record(&mut self, t0: Instant, accepted: bool) {
+        self.latencies_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        if accepted {
+            self.accepted += 1;
+        } else {
+            self.other += 1;
+        }
+    }
 }
 
 /// The 50th and 99th percentiles in milliseconds.
@@ -101,7 +114,7 @@ async fn start_server() -> anyhow::Result<(crate::serve::Temporary, String)> {
 
 /// Merges the producers' statistics.
 async fn collect(tasks: Vec<tokio::task::JoinHandle<Stats>>) -> anyhow::Result<Stats> {
-    let mut all = Stats { accepted: 0, other: 0, latencies_us: Vec::new() };
+    let mut all = Stats::default();
     for t in tasks {
         let s = t.await?;
         all.accepted += s.accepted;
@@ -225,7 +238,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             for w in 0..concurrency {
                 let (http, base, token) = (http.clone(), base.clone(), token.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut s = Stats { accepted: 0, other: 0, latencies_us: Vec::new() };
+                    let mut s = Stats::default();
                     let mut next = Instant::now();
                     let mut n = 0u64;
                     while Instant::now() < deadline {
@@ -245,12 +258,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                             Ok(r) => r.status().as_u16() == 201 && r.bytes().await.is_ok(),
                             Err(_) => false,
                         };
-                        s.latencies_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                        if ok {
-                            s.accepted += 1;
-                        } else {
-                            s.other += 1;
-                        }
+                        s.record(t0, ok);
                     }
                     s
                 }));
@@ -282,7 +290,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             for w in 0..producers {
                 let (service, ayu) = (Arc::clone(&service), ayu.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut s = Stats { accepted: 0, other: 0, latencies_us: Vec::new() };
+                    let mut s = Stats::default();
                     let mut n = 0u64;
                     while Instant::now() < deadline {
                         n += 1;
@@ -290,12 +298,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                             .expect("a valid request");
                         let t0 = Instant::now();
                         let ok = matches!(service.execute(ayu.clone(), req).await, Ok(Outcome::Accepted(_)));
-                        s.latencies_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                        if ok {
-                            s.accepted += 1;
-                        } else {
-                            s.other += 1;
-                        }
+                        s.record(t0, ok);
                     }
                     s
                 }));

@@ -173,6 +173,21 @@ async fn replay_finds_a_view_row_changed_behind_the_projector() {
     assert!(out.contains(&format!("ticket view, key t/{t}: differs")), "{out}");
 }
 
+/// Edits the stored log directly, as a disk fault or an attacker would. sled's IO
+/// threads may hold the directory lock a moment after the server exited.
+fn tamper_log(dir: &Path, f: impl FnOnce(&sled::Db)) {
+    let db = (0..200)
+        .find_map(|_| {
+            sled::open(dir.join("log")).ok().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                None
+            })
+        })
+        .expect("the log opens");
+    f(&db);
+    db.flush().unwrap();
+}
+
 fn key(pos: u64) -> Vec<u8> {
     let mut k = vec![b'L'];
     k.extend_from_slice(&pos.to_be_bytes());
@@ -211,18 +226,7 @@ async fn verify_names_a_flipped_dropped_or_reordered_commit() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         store(dir.path()).await;
-        {
-            let db = (0..200)
-                .find_map(|_| {
-                    sled::open(dir.path().join("log")).ok().or_else(|| {
-                        std::thread::sleep(std::time::Duration::from_millis(10));
-                        None
-                    })
-                })
-                .unwrap();
-            tamper(&db);
-            db.flush().unwrap();
-        }
+        tamper_log(dir.path(), tamper);
         let (code, out) = audit(dir.path(), &["verify"]);
         assert_eq!(code, 1, "{name}: {out}");
         assert!(out.contains(&format!("BROKEN at position {want}")), "{name}: {out}");
@@ -233,19 +237,10 @@ async fn verify_names_a_flipped_dropped_or_reordered_commit() {
 async fn a_broken_log_refuses_to_start_unless_told_to_stop_at_the_last_good_commit() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path()).await;
-    {
-        let db = (0..200)
-            .find_map(|_| {
-                sled::open(dir.path().join("log")).ok().or_else(|| {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                    None
-                })
-            })
-            .unwrap();
+    tamper_log(dir.path(), |db| {
         let v = db.get(key(20)).unwrap().unwrap();
         db.insert(key(20), &v[..v.len() / 2]).unwrap();
-        db.flush().unwrap();
-    }
+    });
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())

@@ -977,8 +977,7 @@ fn r29_rejudge_holds_for_recorded_evidence_and_catches_a_revoked_assignment() {
 
 #[test]
 fn every_directory_fact_stream_is_a_directory_category() {
-    let times = [("{{ACTIVATED}}", T0), ("{{PLAN_VALID_UNTIL}}", T0), ("{{ISSUE_START}}", T0)];
-    for (_, cmd) in standard_world(&times) {
+    for (_, cmd) in standard_world(&FIXED_TIMES) {
         let cmd: Command = serde_json::from_value(cmd).unwrap();
         if let Target::Fact(stream) = cmd.target() {
             assert!(command::DIRECTORY_CATEGORIES.contains(&stream.category()), "{stream}");

@@ -34,11 +34,7 @@ async fn two_services_on_one_ticket_lose_no_update() {
     let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
     let one = Arc::new(CommandService::new(log.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
     let two = Arc::new(CommandService::new(log.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
-    for (who, cmd) in standard_world(&[
-        ("{{ACTIVATED}}", "2026-05-01T00:00:00Z"),
-        ("{{PLAN_VALID_UNTIL}}", "2027-01-01T00:00:00Z"),
-        ("{{ISSUE_START}}", "2026-05-31T00:00:00Z"),
-    ]) {
+    for (who, cmd) in standard_world(&FIXED_TIMES) {
         accepted(run(&one, &who, cmd).await);
     }
     let t = accepted(run(&one, &agent(), open_o365()).await).ticket_id.unwrap();

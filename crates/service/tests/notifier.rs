@@ -68,11 +68,7 @@ async fn sla_breach_pause_on_time_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(t("2026-06-01T00:00:00Z"));
     let s = open(dir.path(), &clock);
-    for (who, cmd) in standard_world(&[
-        ("{{ACTIVATED}}", "2026-05-01T00:00:00Z"),
-        ("{{PLAN_VALID_UNTIL}}", "2027-01-01T00:00:00Z"),
-        ("{{ISSUE_START}}", "2026-05-31T00:00:00Z"),
-    ]) {
+    for (who, cmd) in standard_world(&FIXED_TIMES) {
         send(&s, &who, cmd).await;
     }
     // A moderate ticket (4 h), paused 2 h while the vendor waits for the partner.
@@ -130,11 +126,7 @@ async fn queues_lease_redeliver_ack_in_priority_order() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::at(t("2026-06-01T00:00:00Z"));
     let s = open(dir.path(), &clock);
-    for (who, cmd) in standard_world(&[
-        ("{{ACTIVATED}}", "2026-05-01T00:00:00Z"),
-        ("{{PLAN_VALID_UNTIL}}", "2027-01-01T00:00:00Z"),
-        ("{{ISSUE_START}}", "2026-05-31T00:00:00Z"),
-    ]) {
+    for (who, cmd) in standard_world(&FIXED_TIMES) {
         send(&s, &who, cmd).await;
     }
     let moderate = send(&s, &agent(), open_o365()).await.ticket_id.unwrap();

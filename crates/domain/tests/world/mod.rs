@@ -120,16 +120,19 @@ impl World {
     /// docs), with its relative times read against `T0`.
     pub fn standard() -> Self {
         let mut w = World::empty();
-        for (who, cmd) in standard_world(&[
-            ("{{ACTIVATED}}", "2026-05-01T00:00:00Z"),
-            ("{{PLAN_VALID_UNTIL}}", "2027-01-01T00:00:00Z"),
-            ("{{ISSUE_START}}", "2026-05-31T00:00:00Z"),
-        ]) {
+        for (who, cmd) in standard_world(&FIXED_TIMES) {
             w.must(&who, cmd);
         }
         w
     }
 }
+
+/// The standard world's relative times, read against the fixed clock `T0`.
+pub const FIXED_TIMES: [(&str, &str); 3] = [
+    ("{{ACTIVATED}}", "2026-05-01T00:00:00Z"),
+    ("{{PLAN_VALID_UNTIL}}", "2027-01-01T00:00:00Z"),
+    ("{{ISSUE_START}}", "2026-05-31T00:00:00Z"),
+];
 
 /// The standard world's commands, shared with the end-to-end suites: who sends each,
 /// and the command, with the `{{…}}` times replaced.
