@@ -45,6 +45,18 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// The partner's own agents, or the vendor side and auditors; anyone else is refused.
+fn own_partner_or_reader(who: &Principal, partner: &PartnerId, why: &str) -> Result<(), QueryError> {
+    match who {
+        Principal::PartnerAgent { partner_id, .. } if partner_id == partner => Ok(()),
+        Principal::Vendor | Principal::Auditor => Ok(()),
+        Principal::PartnerAgent { .. }
+        | Principal::PartnerSync { .. }
+        | Principal::Customer { .. }
+        | Principal::Admin => Err(forbidden(why)),
+    }
+}
+
 /// Filters of the per-customer list.
 #[derive(Clone, Debug, Default)]
 pub struct ListFilter {
@@ -72,8 +84,9 @@ pub struct Queries<'a, S: ViewStore, L: EventLog> {
 }
 
 impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
-    fn visible(&self, who: &Principal, s: &TicketSummary) -> bool {
-        r24_can_see_ticket(&self.gdap.view().directory, who, &s.partner_id, &s.customer_id, self.now)
+    /// R24 for one list row, against a directory read once per query.
+    fn visible(&self, dir: &Directory, who: &Principal, s: &TicketSummary) -> bool {
+        r24_can_see_ticket(dir, who, &s.partner_id, &s.customer_id, self.now)
     }
 
     fn readers_only(who: &Principal) -> Result<(), QueryError> {
@@ -96,6 +109,7 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
         after: Option<&str>,
     ) -> Answer {
         Self::readers_only(who)?;
+        let view = self.gdap.view();
         let prefix = customer_prefix(customer);
         let mut cursor = after.map(|a| [prefix.clone(), a.as_bytes().to_vec()].concat());
         let mut out = Vec::new();
@@ -106,7 +120,7 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
             }
             for (k, v) in &page {
                 let s: TicketSummary = decode(v)?;
-                if f.keeps(&s) && self.visible(who, &s) {
+                if f.keeps(&s) && self.visible(&view.directory, who, &s) {
                     out.push(s);
                     if out.len() == limit {
                         break 'pages;
@@ -191,19 +205,13 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
 
     /// `/v1/partners/{partner}/tickets`: across customers, with counts by status.
     pub fn partner_tickets(&self, who: &Principal, partner: &PartnerId, f: &ListFilter, limit: usize) -> Answer {
-        match who {
-            Principal::PartnerAgent { partner_id, .. } if partner_id == partner => {}
-            Principal::Vendor | Principal::Auditor => {}
-            Principal::PartnerAgent { .. }
-            | Principal::PartnerSync { .. }
-            | Principal::Customer { .. }
-            | Principal::Admin => return Err(forbidden("a partner reads its own tickets only")),
-        }
+        own_partner_or_reader(who, partner, "a partner reads its own tickets only")?;
+        let view = self.gdap.view();
         let mut tickets = Vec::new();
         let mut counts = std::collections::BTreeMap::<&str, u64>::new();
         for (_, v) in self.views.scan_rev(&partner_prefix(partner), None, usize::MAX)? {
             let s: TicketSummary = decode(&v)?;
-            if !self.visible(who, &s) || !f.keeps(&s) {
+            if !f.keeps(&s) || !self.visible(&view.directory, who, &s) {
                 continue;
             }
             *counts.entry(s.status.as_str()).or_default() += 1;
@@ -231,14 +239,7 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
     /// `/v1/partners/{partner}/access?user_id=&customer_id=`: per workload, the grant
     /// that allows or the rule that refuses — the command service's own policy.
     pub fn access(&self, who: &Principal, partner: &PartnerId, user: &UserId, customer: &CustomerId) -> Answer {
-        match who {
-            Principal::PartnerAgent { partner_id, .. } if partner_id == partner => {}
-            Principal::Vendor | Principal::Auditor => {}
-            Principal::PartnerAgent { .. }
-            | Principal::PartnerSync { .. }
-            | Principal::Customer { .. }
-            | Principal::Admin => return Err(forbidden("a partner reads its own users' access only")),
-        }
+        own_partner_or_reader(who, partner, "a partner reads its own users' access only")?;
         let view = self.gdap.view();
         let rows: Vec<Value> = explain_access(&view.directory, partner, user, customer, self.now, view.position)
             .into_iter()
