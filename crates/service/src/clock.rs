@@ -31,9 +31,6 @@ impl ManualClock {
     pub fn set(&self, t: Timestamp) {
         self.0.store(t.millis(), Ordering::SeqCst);
     }
-    pub fn advance_ms(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
 }
 
 impl Clock for ManualClock {
