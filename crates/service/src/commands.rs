@@ -20,7 +20,11 @@ use crate::request::{digest, Request};
 use crate::ServiceError;
 
 /// How often a command is decided again after losing a race on its ticket.
-pub const MAX_ATTEMPTS: usize = 5;
+pub const MAX_ATTEMPTS: usize = 8;
+
+/// After the n-th lost race a command waits a random time below `BACKOFF_UNIT × 2ⁿ`,
+/// so two processes hammering one ticket stop colliding in lockstep.
+const BACKOFF_UNIT: Duration = Duration::from_micros(500);
 
 /// How long a decision waits for the GDAP projection to catch up.
 pub const PROJECTION_WAIT: Duration = Duration::from_secs(5);
@@ -105,6 +109,14 @@ pub struct CommandService<L: EventLog> {
 /// Stripes of per-ticket turn-taking.
 const STRIPES: usize = 1024;
 
+/// A random wait below `BACKOFF_UNIT × 2^attempt` (full jitter).
+fn backoff(attempt: usize) -> Duration {
+    use std::hash::BuildHasher;
+    let ceiling = BACKOFF_UNIT.as_micros() as u64 * (1u64 << attempt.min(10));
+    let noise = std::collections::hash_map::RandomState::new().hash_one(attempt);
+    Duration::from_micros(noise % ceiling.max(1))
+}
+
 fn rejection_answer_of(commit: &Commit) -> Option<Rejection> {
     commit.events.iter().find_map(|e| if let Event::CommandRejected(r) = e { Some(r.rejection()) } else { None })
 }
@@ -166,7 +178,10 @@ impl<L: EventLog> CommandService<L> {
             Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => None,
         };
         let mut new_id = None;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             let head = self.log.head().await?;
             self.gdap.wait_for(head, PROJECTION_WAIT).await?;
             let now = self.clock.now();

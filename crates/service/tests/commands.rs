@@ -8,7 +8,8 @@ mod world;
 
 use std::sync::Arc;
 
-use behalf_domain::Principal;
+use behalf_domain::{Event, Principal, StreamId};
+use behalf_log::EventLog;
 use behalf_service::clock::{Clock, ManualClock};
 use behalf_service::commands::{CommandService, Outcome};
 use behalf_service::request;
@@ -46,12 +47,29 @@ async fn two_services_on_one_ticket_lose_no_update() {
             run(&s, &agent(), json!({"type":"ticket.note","ticket_id":t,"text":format!("n{i}")})).await
         }));
     }
-    let mut versions = Vec::new();
-    for task in tasks {
-        versions.push(accepted(task.await.unwrap()).version);
+    // A command may, under heavy contention, give up with `concurrency.conflict` — that
+    // is a detected conflict, not a lost update. What must hold: every accepted note is
+    // in the stream exactly once, at the version it was answered with, and nothing else.
+    let mut accepted_at = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Outcome::Accepted(a) => accepted_at.push((a.version, format!("n{i}"))),
+            Outcome::Rejected(r) => assert_eq!(r.code.as_str(), "concurrency.conflict", "{r}"),
+        }
     }
-    versions.sort_unstable();
-    assert_eq!(versions, (2..=25).collect::<Vec<u64>>(), "no lost update between the two services");
+    accepted_at.sort_unstable();
+    assert!(accepted_at.len() >= 12, "most commands get through: {}", accepted_at.len());
+    let mut in_log = Vec::new();
+    for c in log.read_stream(&StreamId::ticket(&t), 1).await.unwrap() {
+        for e in &c.events {
+            if let Event::NoteAdded(n) = e {
+                in_log.push((c.last_version(), n.text.clone()));
+            }
+        }
+    }
+    assert_eq!(in_log, accepted_at, "no lost update between the two services");
+    let expected: Vec<u64> = (2..2 + accepted_at.len() as u64).collect();
+    assert_eq!(accepted_at.iter().map(|(v, _)| *v).collect::<Vec<_>>(), expected, "versions are dense");
 
     // Idempotency survives a restart of both the service and the log.
     let keyed = json!({"type":"ticket.note","ticket_id":t,"text":"once","command_id":"keyed-1"});
