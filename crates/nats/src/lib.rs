@@ -1,0 +1,23 @@
+//! # behalf-nats
+//!
+//! The distributed engine: Behalf's event log on NATS JetStream, for partners that run
+//! more than one machine. It is the only crate that names `async-nats`.
+//!
+//! - [`NatsLog`] implements [`behalf_log::EventLog`] and passes the same conformance
+//!   suite as the embedded sled engine: stream `BEHALF_EVENTS`, one message per commit
+//!   on `behalf.ev.<category>.<stream-id>`, global position = stream sequence.
+//! - [`server`] starts pinned `nats-server` processes (one node or a 3-node cluster) on
+//!   free loopback ports with their own store directories — for tests, benchmarks and
+//!   the local try-out in `deploy/`.
+//!
+//! **Invariant:** an append is acknowledged only after JetStream acknowledged the
+//! message, which it does once a quorum stored it (and, with `sync_interval: always`,
+//! synced it to disk). Appends are serialised on the stream's last sequence so that
+//! each commit carries the hash of the one before, whichever process wrote it.
+
+mod log;
+pub mod server;
+mod subject;
+
+pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, EVENTS_STREAM};
+pub use subject::{command_key, event_subject};

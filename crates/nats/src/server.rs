@@ -1,0 +1,169 @@
+//! Local `nats-server` processes for tests, benchmarks and try-outs: one node or a
+//! cluster, each on free loopback ports with its own store directory, JetStream synced
+//! to disk on every write (`sync_interval: always`). A node can be killed (SIGKILL) and
+//! started again on the same ports and store.
+//!
+//! The binary is `$BEHALF_NATS_SERVER`, else `tools/bin/nats-server` of the workspace
+//! (what `./dev setup` installs), else `nats-server` on the `PATH`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The nats-server binary to run.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BEHALF_NATS_SERVER").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/bin/nats-server");
+    if tools.exists() {
+        return tools;
+    }
+    PathBuf::from("nats-server")
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One node: its ports, its store, its process (while it runs).
+pub struct Node {
+    pub name: String,
+    pub client_port: u16,
+    pub cluster_port: u16,
+    pub dir: PathBuf,
+    routes: Vec<u16>,
+    cluster: bool,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// `nats://127.0.0.1:<client port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    fn config(&self) -> String {
+        let store = self.dir.join("store");
+        let mut c = format!(
+            "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+             jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n}}\n",
+            name = self.name,
+            port = self.client_port,
+            store = store.display(),
+        );
+        if self.cluster {
+            let routes: Vec<String> = self.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+            c.push_str(&format!(
+                "cluster {{\n  name: behalf\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                self.cluster_port,
+                routes.join(", ")
+            ));
+        }
+        c
+    }
+
+    /// Starts the process (again) and waits until it takes connections.
+    pub fn start(&mut self) -> std::io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let conf = self.dir.join("nats.conf");
+        std::fs::write(&conf, self.config())?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log"))?;
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start {} ({e}); run `./dev setup` to install it", binary().display()),
+                )
+            })?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+                return Err(std::io::Error::other(format!("nats-server {} exited ({status}): {log}", self.name)));
+            }
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(format!("nats-server {} did not start", self.name)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no goodbye, no flush beyond what the server already synced.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A set of nodes (one, or a cluster) under one temporary directory.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// One node, JetStream on.
+    pub fn single() -> std::io::Result<Cluster> {
+        Cluster::start(1)
+    }
+
+    /// `n` nodes; with more than one they form a cluster named `behalf`.
+    pub fn start(n: usize) -> std::io::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("behalf-nats-").tempdir()?;
+        let ports: Vec<(u16, u16)> =
+            (0..n).map(|_| Ok((free_port()?, free_port()?))).collect::<std::io::Result<_>>()?;
+        let mut nodes: Vec<Node> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, cluster))| Node {
+                name: format!("n{}", i + 1),
+                client_port: *client,
+                cluster_port: *cluster,
+                dir: dir.path().join(format!("n{}", i + 1)),
+                routes: ports.iter().filter(|(_, c)| c != cluster).map(|(_, c)| *c).collect(),
+                cluster: n > 1,
+                child: None,
+            })
+            .collect();
+        for node in &mut nodes {
+            node.start()?;
+        }
+        Ok(Cluster { nodes, _dir: dir })
+    }
+
+    /// Every node's URL, comma-separated (what `--nats` takes).
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(Node::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// How many copies a stream should have here: 3 on a cluster, else 1.
+    pub fn replicas(&self) -> usize {
+        self.nodes.len().min(3)
+    }
+}

@@ -1,0 +1,67 @@
+//! Subjects and keys: a stream id or a command id is any string; NATS subject tokens and
+//! KV keys are not. Characters outside `[A-Za-z0-9-]` are written as `_` and two hex
+//! digits per byte, which is injective and keeps ordinary ids readable.
+
+use behalf_domain::{CommandId, StreamId};
+
+fn escape(raw: &str, out: &mut String) {
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push('_');
+            out.push_str(&format!("{b:02x}"));
+        }
+    }
+}
+
+/// `behalf.ev.<category>.<stream-id>`, both parts escaped.
+pub fn event_subject(stream: &StreamId) -> String {
+    let mut s = String::with_capacity(16 + stream.0.len());
+    s.push_str("behalf.ev.");
+    let category = stream.category();
+    if category.is_empty() {
+        s.push('_');
+    } else {
+        escape(category, &mut s);
+    }
+    s.push('.');
+    if stream.0.is_empty() {
+        s.push('_');
+    } else {
+        escape(&stream.0, &mut s);
+    }
+    s
+}
+
+/// The key of a command id in the `BEHALF_COMMANDS` bucket.
+pub fn command_key(id: &CommandId) -> String {
+    let mut s = String::with_capacity(2 + id.as_str().len());
+    s.push_str("c.");
+    if id.as_str().is_empty() {
+        s.push('_');
+    } else {
+        escape(id.as_str(), &mut s);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_are_valid_and_distinct() {
+        let ids = ["ticket-01ab", "gdap-p1.c2", "a b", "x*y>z", "ticket-01ab_2e", ""];
+        let subjects: Vec<String> = ids.iter().map(|i| event_subject(&StreamId((*i).into()))).collect();
+        for s in &subjects {
+            let tokens: Vec<&str> = s.split('.').collect();
+            assert_eq!(tokens.len(), 4, "{s}");
+            assert!(tokens.iter().all(|t| !t.is_empty() && !t.contains([' ', '*', '>'])), "{s}");
+        }
+        let distinct: std::collections::BTreeSet<_> = subjects.iter().collect();
+        assert_eq!(distinct.len(), subjects.len());
+        assert_eq!(subjects[0], "behalf.ev.ticket.ticket-01ab");
+        assert_eq!(command_key(&CommandId::new("k.1")), "c.k_2e1");
+    }
+}
