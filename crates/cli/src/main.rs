@@ -28,8 +28,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run everything in one process on the embedded engine (HTTP API, command
-    /// service, GDAP projection). A fresh data directory gets an admin token.
+    /// Run everything in one process (HTTP API, command service, GDAP projection,
+    /// views, notifier) on the embedded engine, or with `--nats` on NATS JetStream.
+    /// A fresh data directory gets an admin token.
     Serve(ServeArgs),
     /// Narrate the seed's story on a fresh temporary store, through the real HTTP API.
     Demo,
@@ -79,6 +80,15 @@ struct ServeArgs {
     /// rest in quarantine (without it, a broken log refuses to start)
     #[arg(long)]
     stop_at_last_good: bool,
+    /// Keep the event log on NATS JetStream at these URLs (comma-separated, e.g.
+    /// nats://127.0.0.1:4222) instead of the embedded engine; views, queues and tokens
+    /// stay in the data directory. Any number of servers may share one cluster
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Copies of the event stream when it is first created: 1 on one node, 3 on a
+    /// cluster [default: 1]
+    #[arg(long)]
+    nats_replicas: Option<usize>,
 }
 
 fn init_tracing(format: settings::LogFormat) {
@@ -102,6 +112,8 @@ fn main() -> anyhow::Result<()> {
                 log_format: a.log_format,
                 max_body_bytes: a.max_body_bytes,
                 max_in_flight: a.max_in_flight,
+                nats: a.nats,
+                nats_replicas: a.nats_replicas,
             };
             let mut s =
                 settings::load(settings::config_path(a.config).as_deref(), settings::Layer::from_env()?, flags)?;

@@ -12,6 +12,8 @@ use behalf_http::{App, Limits, ReadSide};
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
 use behalf_service::tokens::Tokens;
+use behalf_log::EventLog;
+use behalf_nats::{NatsLog, NatsOptions};
 use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
 use tokio::net::TcpListener;
 
@@ -27,7 +29,7 @@ pub fn open_stores(data_dir: &Path) -> anyhow::Result<(SledLog, Tokens<SledToken
 pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Result<(SledLog, Tokens<SledTokens>)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
-    let in_use = || format!("is another behalf process using {}?", data_dir.display());
+    let in_use = || in_use(data_dir);
     let (log, report) = match SledLog::open(data_dir.join("log"), OpenOptions { stop_at_last_good }) {
         Ok(opened) => opened,
         Err(behalf_log::LogError::Corrupt { position, what }) => anyhow::bail!(
@@ -45,9 +47,29 @@ pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Res
         tracing::warn!(position, %what, head = report.head, "stopped at the last good commit");
     }
     tracing::info!(head = report.head, "event log open");
+    Ok((log, open_tokens(data_dir)?))
+}
+
+fn in_use(data_dir: &Path) -> String {
+    format!("is another behalf process using {}?", data_dir.display())
+}
+
+/// Opens the token store of a data directory.
+pub fn open_tokens(data_dir: &Path) -> anyhow::Result<Tokens<SledTokens>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let tokens = SledTokens::open(data_dir.join("tokens"))
-        .with_context(|| format!("cannot open the token store; {}", in_use()))?;
-    Ok((log, Tokens::new(tokens)))
+        .with_context(|| format!("cannot open the token store; {}", in_use(data_dir)))?;
+    Ok(Tokens::new(tokens))
+}
+
+/// Connects to the JetStream engine (creating its stream and bucket if needed).
+pub async fn open_nats(url: &str, replicas: usize) -> anyhow::Result<NatsLog> {
+    let log = NatsLog::open(NatsOptions::new(url).replicas(replicas))
+        .await
+        .with_context(|| format!("cannot open the event log on NATS at {url}"))?;
+    tracing::info!(head = behalf_log::EventLog::head(&log).await?, "event log open on NATS JetStream");
+    Ok(log)
 }
 
 /// Opens the views store of a data directory.
@@ -59,8 +81,8 @@ pub fn open_views(path: &Path) -> anyhow::Result<SledViews> {
 /// subscription: each commit is read and decoded once for both, and each applies only
 /// what is past its own checkpoint. The receiver follows the views' checkpoint (for
 /// `min_position` waits).
-pub fn spawn_followers(
-    log: SledLog,
+pub fn spawn_followers<L: EventLog + Clone>(
+    log: L,
     views: Arc<SledViews>,
     queues: Arc<SledQueues>,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<u64>)> {
@@ -119,11 +141,11 @@ pub const SLA_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(
 
 /// The notifier as its own role: forwarding from the log into the queues, and the SLA
 /// sweep.
-pub fn spawn_notifier(
-    log: SledLog,
+pub fn spawn_notifier<L: EventLog + Clone>(
+    log: L,
     queues: Arc<SledQueues>,
     views: Arc<SledViews>,
-    service: Arc<CommandService<SledLog>>,
+    service: Arc<CommandService<L>>,
     clock: Arc<dyn Clock>,
 ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
     let forward = tokio::spawn(async move {
@@ -136,9 +158,9 @@ pub fn spawn_notifier(
 
 /// Every [`SLA_SWEEP_EVERY`], records missed response targets (R20) from the views
 /// and the clock.
-pub fn spawn_sla_sweep(
+pub fn spawn_sla_sweep<L: EventLog>(
     views: Arc<SledViews>,
-    service: Arc<CommandService<SledLog>>,
+    service: Arc<CommandService<L>>,
     clock: Arc<dyn Clock>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -164,9 +186,31 @@ pub struct Started {
 pub async fn start(
     s: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<(Started, impl Future<Output = anyhow::Result<()>>)> {
+) -> anyhow::Result<(Started, Serving)> {
+    match &s.nats {
+        Some(url) => {
+            let log = open_nats(url, s.nats_replicas).await?;
+            start_on(log, open_tokens(&s.data_dir)?, s, shutdown).await
+        }
+        None => {
+            let (log, tokens) = open_stores_with(&s.data_dir, s.stop_at_last_good)?;
+            start_on(log, tokens, s, shutdown).await
+        }
+    }
+}
+
+/// What runs until the server has shut down.
+pub type Serving = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Serves over an opened log: the projection and the notifier in this process, views,
+/// queues and tokens in the data directory.
+async fn start_on<L: EventLog + Clone>(
+    log: L,
+    tokens: Tokens<SledTokens>,
+    s: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(Started, Serving)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (log, tokens) = open_stores_with(&s.data_dir, s.stop_at_last_good)?;
     let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
     let views = Arc::new(open_views(&s.data_dir.join("views"))?);
 
@@ -189,7 +233,7 @@ pub async fn start(
         tracing::info!("stopped accepting; in-flight commands finished");
         Ok(())
     };
-    Ok((Started { addr, admin_token }, serving))
+    Ok((Started { addr, admin_token }, Box::pin(serving)))
 }
 
 pub async fn run(s: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
@@ -246,6 +290,8 @@ impl Temporary {
             max_body_bytes: 256 * 1024,
             max_in_flight,
             stop_at_last_good: false,
+            nats: None,
+            nats_replicas: 1,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (started, serving) = start(&settings, async move {

@@ -24,6 +24,11 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Start from the last good commit of a broken log (a deliberate recovery; a flag only).
     pub stop_at_last_good: bool,
+    /// The event log on NATS JetStream at these URLs (comma-separated) instead of the
+    /// embedded engine; views, queues and tokens stay in the data directory.
+    pub nats: Option<String>,
+    /// Copies of the JetStream stream when it is created (3 on a cluster).
+    pub nats_replicas: usize,
 }
 
 /// One layer: what a file, the environment or the flags say (each may say nothing).
@@ -35,6 +40,8 @@ pub struct Layer {
     pub log_format: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub max_in_flight: Option<usize>,
+    pub nats: Option<String>,
+    pub nats_replicas: Option<usize>,
 }
 
 impl Layer {
@@ -45,6 +52,8 @@ impl Layer {
             log_format: self.log_format.or(base.log_format),
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
             max_in_flight: self.max_in_flight.or(base.max_in_flight),
+            nats: self.nats.or(base.nats),
+            nats_replicas: self.nats_replicas.or(base.nats_replicas),
         }
     }
 
@@ -62,6 +71,8 @@ impl Layer {
             log_format: var("BEHALF_LOG_FORMAT"),
             max_body_bytes: num("BEHALF_MAX_BODY_BYTES")?,
             max_in_flight: num("BEHALF_MAX_IN_FLIGHT")?,
+            nats: var("BEHALF_NATS"),
+            nats_replicas: num("BEHALF_NATS_REPLICAS")?,
         })
     }
 
@@ -105,7 +116,25 @@ pub fn load(config: Option<&Path>, env: Layer, flags: Layer) -> anyhow::Result<S
     if data_dir.as_os_str().is_empty() {
         bail!("the data directory must not be empty");
     }
-    Ok(Settings { data_dir, listen, log_format, max_body_bytes, max_in_flight, stop_at_last_good: false })
+    let nats_replicas = l.nats_replicas.unwrap_or(1);
+    if !(1..=5).contains(&nats_replicas) {
+        bail!("nats_replicas {nats_replicas} must be between 1 and 5 (JetStream's limit)");
+    }
+    if let Some(url) = &l.nats {
+        if url.split(',').any(|u| u.trim().is_empty()) {
+            bail!("the NATS URL {url:?} has an empty part; give nats://HOST:PORT[,nats://HOST:PORT…]");
+        }
+    }
+    Ok(Settings {
+        data_dir,
+        listen,
+        log_format,
+        max_body_bytes,
+        max_in_flight,
+        stop_at_last_good: false,
+        nats: l.nats,
+        nats_replicas,
+    })
 }
 
 #[cfg(test)]

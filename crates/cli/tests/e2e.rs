@@ -73,7 +73,18 @@ fn relationship(status: &str, activated: &str, duration: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_and_rejection_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    every_command_and_rejection(Server::start(dir.path())).await;
+}
+
+/// Invariant 6: the same scenarios on the distributed engine (a real nats-server).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_and_rejection_over_http_on_nats() {
+    let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
+    let dir = tempfile::tempdir().unwrap();
+    every_command_and_rejection(Server::start_with(dir.path(), &["--nats", &nats.urls()])).await;
+}
+
+async fn every_command_and_rejection(server: Server) {
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
     let mut r = Run { c, tokens: HashMap::new(), admin: server.admin.clone() };
