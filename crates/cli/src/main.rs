@@ -81,8 +81,9 @@ struct ServeArgs {
     #[arg(long)]
     stop_at_last_good: bool,
     /// Keep the event log on NATS JetStream at these URLs (comma-separated, e.g.
-    /// nats://127.0.0.1:4222) instead of the embedded engine; views, queues and tokens
-    /// stay in the data directory. Any number of servers may share one cluster
+    /// nats://127.0.0.1:4222) instead of the embedded engine. Tokens are shared through
+    /// the cluster; views and queues stay in the data directory. Any number of servers
+    /// may share one cluster
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
     /// Copies of the event stream when it is first created: 1 on one node, 3 on a

@@ -13,7 +13,8 @@ use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
 use behalf_service::tokens::Tokens;
 use behalf_log::EventLog;
-use behalf_nats::{NatsLog, NatsOptions};
+use behalf_log::tokens::TokenStore;
+use behalf_nats::{NatsLog, NatsOptions, NatsTokens};
 use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
 use tokio::net::TcpListener;
 
@@ -190,7 +191,12 @@ pub async fn start(
     match &s.nats {
         Some(url) => {
             let log = open_nats(url, s.nats_replicas).await?;
-            start_on(log, open_tokens(&s.data_dir)?, s, shutdown).await
+            std::fs::create_dir_all(&s.data_dir)
+                .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
+            let tokens = NatsTokens::open(url, s.nats_replicas)
+                .await
+                .with_context(|| format!("cannot open the token store on NATS at {url}"))?;
+            start_on(log, Tokens::new(tokens), s, shutdown).await
         }
         None => {
             let (log, tokens) = open_stores_with(&s.data_dir, s.stop_at_last_good)?;
@@ -202,11 +208,11 @@ pub async fn start(
 /// What runs until the server has shut down.
 pub type Serving = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-/// Serves over an opened log: the projection and the notifier in this process, views,
-/// queues and tokens in the data directory.
-async fn start_on<L: EventLog + Clone>(
+/// Serves over an opened log and token store: the projection and the notifier in this
+/// process, views and queues in the data directory.
+async fn start_on<L: EventLog + Clone, T: TokenStore>(
     log: L,
-    tokens: Tokens<SledTokens>,
+    tokens: Tokens<T>,
     s: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Started, Serving)> {

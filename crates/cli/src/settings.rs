@@ -25,7 +25,8 @@ pub struct Settings {
     /// Start from the last good commit of a broken log (a deliberate recovery; a flag only).
     pub stop_at_last_good: bool,
     /// The event log on NATS JetStream at these URLs (comma-separated) instead of the
-    /// embedded engine; views, queues and tokens stay in the data directory.
+    /// embedded engine; tokens are shared in its `BEHALF_TOKENS` bucket, views and
+    /// queues stay in the data directory.
     pub nats: Option<String>,
     /// Copies of the JetStream stream when it is created (3 on a cluster).
     pub nats_replicas: usize,

@@ -6,6 +6,8 @@
 //! - [`NatsLog`] implements [`behalf_log::EventLog`] and passes the same conformance
 //!   suite as the embedded sled engine: stream `BEHALF_EVENTS`, one message per commit
 //!   on `behalf.ev.<category>.<stream-id>`, global position = stream sequence.
+//! - [`NatsTokens`] keeps the token store in the `BEHALF_TOKENS` bucket, so every
+//!   server of a cluster accepts the same tokens.
 //! - [`server`] starts pinned `nats-server` processes (one node or a 3-node cluster) on
 //!   free loopback ports with their own store directories — for tests, benchmarks and
 //!   the local try-out in `deploy/`.
@@ -18,6 +20,8 @@
 mod log;
 pub mod server;
 mod subject;
+mod tokens;
 
 pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, EVENTS_STREAM};
 pub use subject::{command_key, event_subject};
+pub use tokens::{NatsTokens, TOKENS_BUCKET};

@@ -244,6 +244,13 @@ impl NatsLog {
                 None => *tail.insert(self.read_tail().await?),
             };
             let (version, subject_seq) = match self.last_of(&subject).await? {
+                // A retry whose first try was stored but not acknowledged (a node lost
+                // mid-publish) and not yet indexed: it is the stream's last commit.
+                Some((c, _)) if c.command_id == req.command_id => {
+                    drop(tail);
+                    self.index(&c.command_id, c.position).await?;
+                    return Ok(Self::first_outcome(&c, req));
+                }
                 Some((c, seq)) => (c.last_version(), seq),
                 None => (0, 0),
             };
