@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use behalf_http::{App, Limits, ReadSide};
+use behalf_log::tokens::TokenStore;
+use behalf_log::EventLog;
+use behalf_nats::{NatsLog, NatsOptions, NatsTokens};
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
 use behalf_service::tokens::Tokens;
-use behalf_log::EventLog;
-use behalf_log::tokens::TokenStore;
-use behalf_nats::{NatsLog, NatsOptions, NatsTokens};
 use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
 use tokio::net::TcpListener;
 

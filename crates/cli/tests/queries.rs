@@ -12,8 +12,7 @@ use support::world::*;
 use support::{send_world, Client, Server};
 
 async fn get(c: &Client, token: &str, path: &str) -> (u16, Value) {
-    let r = c.http.get(format!("{}{path}", c.base)).bearer_auth(token).send().await.unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    c.get(token, path).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

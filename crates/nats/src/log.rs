@@ -238,7 +238,12 @@ impl NatsLog {
     async fn append_now(&self, req: &AppendRequest) -> Result<Result<Appended, AppendRefused>, LogError> {
         let subject = event_subject(&req.stream);
         let mut tail = self.inner.tail.lock().await;
-        for _ in 0..MAX_TAIL_RACES {
+        // The first try carries the command id as `Nats-Msg-Id`, so a retry from
+        // elsewhere within the window is answered as a duplicate by JetStream itself.
+        // A clustered stream keeps the id of a publish it refused for a wrong last
+        // sequence staged as "in process"; later tries therefore name their position.
+        let mut msg_id = req.command_id.to_string();
+        for attempt in 0..MAX_TAIL_RACES {
             let (head, prev) = match *tail {
                 Some(t) => t,
                 None => *tail.insert(self.read_tail().await?),
@@ -260,10 +265,13 @@ impl NatsLog {
                 }
             }
             let position = head + 1;
+            if attempt > 0 {
+                msg_id = format!("{}#{position}", req.command_id);
+            }
             let bytes = record_for(req, position, version + 1, &prev)?;
             let hash = sha256(&bytes);
             let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, req.command_id.as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
             headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, head.to_string().as_str());
             headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, subject_seq.to_string().as_str());
             let published = match self.inner.js.publish_with_headers(subject.clone(), headers, bytes.into()).await {
@@ -308,6 +316,13 @@ impl NatsLog {
                     // Another process appended first: read the tail again.
                     *tail = None;
                 }
+                Err(e) if is_in_process(&e) => {
+                    // An earlier try under this id was refused (or is still being
+                    // decided): read the tail again; a stored first try shows up as
+                    // the stream's last commit above.
+                    *tail = None;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 Err(e) => {
                     *tail = None;
                     return Err(storage("JetStream did not store a commit")(boxed(e)));
@@ -348,15 +363,30 @@ impl Inner {
 
 type Ordered = consumer::pull::Ordered;
 
+/// An ordered consumer from `start`. Making one can time out while a cluster moves a
+/// leader (a node lost or back); that is tried again for up to [`READY_WAIT`].
 async fn ordered_from(stream: &stream::Stream, start: u64) -> Result<Ordered, LogError> {
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| storage("cannot create a reader")(boxed(e)))?;
-    consumer.messages().await.map_err(|e| storage("cannot start a reader")(boxed(e)))
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    loop {
+        let made = async {
+            let consumer = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| storage("cannot create a reader")(boxed(e)))?;
+            consumer.messages().await.map_err(|e| storage("cannot start a reader")(boxed(e)))
+        };
+        match made.await {
+            Ok(m) => return Ok(m),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, start, "making a reader failed; trying again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 type OrderedItem = Option<Result<jetstream::Message, consumer::pull::OrderedError>>;
@@ -381,6 +411,13 @@ fn check_position(c: Commit, seq: u64) -> Result<Commit, LogError> {
     } else {
         Err(LogError::Corrupt { position: seq, what: format!("the record says it is commit {}", c.position) })
     }
+}
+
+/// JetStream's "duplicate message id is in process" (10158).
+fn is_in_process(e: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|j| j.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
 }
 
 fn is_not_found(e: &stream::RawMessageError) -> bool {

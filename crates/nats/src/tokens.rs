@@ -130,7 +130,8 @@ impl TokenStore for NatsTokens {
         if token_id.is_empty() || !token_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Ok(None);
         }
-        let got = self.wait("cannot read a token", self.kv.get(token_id))?.map_err(|e| storage("cannot read a token", e))?;
+        let got =
+            self.wait("cannot read a token", self.kv.get(token_id))?.map_err(|e| storage("cannot read a token", e))?;
         match got {
             Some(bytes) => {
                 let r = decode(&bytes)?;

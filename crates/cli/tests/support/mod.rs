@@ -56,7 +56,10 @@ impl Server {
         let addr = rx
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("behalf serve printed its address within a minute");
-        let admin = std::fs::read_to_string(data_dir.join("admin.token")).expect("admin token").trim().to_owned();
+        // A server that joins a cluster whose shared token store already has tokens
+        // makes no admin token of its own: use the first server's.
+        let admin =
+            std::fs::read_to_string(data_dir.join("admin.token")).map(|t| t.trim().to_owned()).unwrap_or_default();
         Server { child, base: format!("http://{addr}"), data_dir: data_dir.to_path_buf(), admin }
     }
 
@@ -98,6 +101,11 @@ impl Client {
             .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("request");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn token(&self, admin: &str, principal: &Principal) -> String {
