@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::bail;
-use behalf_log::queues::QueueStore;
+use behalf_log::queues::{QueueSink as _, QueueStore};
 use behalf_log::EventLog;
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;

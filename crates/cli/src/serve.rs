@@ -87,7 +87,7 @@ pub fn spawn_followers<L: EventLog + Clone>(
     views: Arc<SledViews>,
     queues: Arc<SledQueues>,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<u64>)> {
-    use behalf_log::queues::QueueStore as _;
+    use behalf_log::queues::QueueSink as _;
     use behalf_log::views::ViewStore as _;
     let (mut views_at, mut queues_at) = (views.checkpoint()?, queues.checkpoint()?);
     let (tx, rx) = tokio::sync::watch::channel(views_at);

@@ -34,11 +34,17 @@ pub struct QueueMessage {
     pub body: Outgoing,
 }
 
-pub trait QueueStore: Send + Sync + 'static {
-    /// Enqueues every message whose source event is new, and sets the checkpoint, in
-    /// one atomic write. Returns how many were new.
+/// Where the notifier forwards to: the embedded queues, or JetStream work queues.
+pub trait QueueSink: Send + Sync + 'static {
+    /// Enqueues every message whose source event is new, and sets the checkpoint.
+    /// Returns how many were new. The embedded store does both in one atomic write.
     fn enqueue(&self, messages: Vec<Enqueue>, checkpoint: u64) -> Result<usize, LogError>;
+    /// The position up to which everything was forwarded.
     fn checkpoint(&self) -> Result<u64, LogError>;
+}
+
+/// Queues that are consumed through Behalf itself (lease and ack over HTTP).
+pub trait QueueStore: QueueSink {
     /// Leases up to `limit` messages whose lease has run out, in priority order.
     fn lease(&self, queue: &str, limit: usize, now_ms: i64, lease_ms: i64) -> Result<Vec<QueueMessage>, LogError>;
     /// Removes a message; `false` if it is not there.

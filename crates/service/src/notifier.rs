@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use behalf_domain::notify::{priority_key, route};
 use behalf_domain::{Principal, Timestamp};
-use behalf_log::queues::{Enqueue, QueueStore};
+use behalf_log::queues::{Enqueue, QueueSink};
 use behalf_log::views::ViewStore;
 use behalf_log::{Commit, EventLog, LogError};
 
@@ -17,7 +17,7 @@ use crate::views::{decode, TicketView};
 use crate::ServiceError;
 
 /// Forwards a batch of commits and commits the messages with the checkpoint.
-pub fn forward_batch<Q: QueueStore>(queues: &Q, commits: &[Commit]) -> Result<u64, LogError> {
+pub fn forward_batch<Q: QueueSink>(queues: &Q, commits: &[Commit]) -> Result<u64, LogError> {
     let Some(last) = commits.last() else { return queues.checkpoint() };
     let messages: Vec<Enqueue> = commits
         .iter()
@@ -36,7 +36,7 @@ pub fn forward_batch<Q: QueueStore>(queues: &Q, commits: &[Commit]) -> Result<u6
 }
 
 /// Follows the log from the queues' checkpoint.
-pub async fn follow<L: EventLog, Q: QueueStore>(log: &L, queues: &Q, batch: usize) -> Result<(), LogError> {
+pub async fn follow<L: EventLog, Q: QueueSink>(log: &L, queues: &Q, batch: usize) -> Result<(), LogError> {
     crate::runner::follow(log, queues.checkpoint()?, batch, |c| forward_batch(queues, c), |_| {}).await
 }
 

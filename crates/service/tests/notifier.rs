@@ -9,7 +9,7 @@ mod world;
 use std::sync::Arc;
 
 use behalf_domain::{Principal, Timestamp};
-use behalf_log::queues::QueueStore;
+use behalf_log::queues::{QueueSink as _, QueueStore};
 use behalf_log::EventLog;
 use behalf_service::clock::{Clock, ManualClock};
 use behalf_service::commands::{CommandService, Outcome};

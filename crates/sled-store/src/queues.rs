@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use behalf_log::queues::{Enqueue, QueueMessage, QueueStore};
+use behalf_log::queues::{Enqueue, QueueMessage, QueueSink, QueueStore};
 use behalf_log::LogError;
 
 const CHECKPOINT: &[u8] = b"\x00checkpoint";
@@ -54,7 +54,7 @@ impl SledQueues {
     }
 }
 
-impl QueueStore for SledQueues {
+impl QueueSink for SledQueues {
     fn enqueue(&self, messages: Vec<Enqueue>, checkpoint: u64) -> Result<usize, LogError> {
         let mut batch = sled::Batch::default();
         let mut seen = std::collections::HashSet::new();
@@ -92,7 +92,9 @@ impl QueueStore for SledQueues {
             Some(_) | None => 0,
         })
     }
+}
 
+impl QueueStore for SledQueues {
     fn lease(&self, queue: &str, limit: usize, now_ms: i64, lease_ms: i64) -> Result<Vec<QueueMessage>, LogError> {
         let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
