@@ -8,6 +8,8 @@
 //!   on `behalf.ev.<category>.<stream-id>`, global position = stream sequence.
 //! - [`NatsTokens`] keeps the token store in the `BEHALF_TOKENS` bucket, so every
 //!   server of a cluster accepts the same tokens.
+//! - [`NatsQueues`] forwards the notifier's escalations and notices into work-queue
+//!   streams `BEHALF_Q_*`, de-duplicated by source event id.
 //! - [`server`] starts pinned `nats-server` processes (one node or a 3-node cluster) on
 //!   free loopback ports with their own store directories — for tests, benchmarks and
 //!   the local try-out in `deploy/`.
@@ -18,10 +20,23 @@
 //! each commit carries the hash of the one before, whichever process wrote it.
 
 mod log;
+mod queues;
 pub mod server;
 mod subject;
 mod tokens;
 
 pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, EVENTS_STREAM};
+pub use queues::{queue_stream, queue_subject, NatsQueues, NOTIFIER_BUCKET};
 pub use subject::{command_key, event_subject};
 pub use tokens::{NatsTokens, TOKENS_BUCKET};
+
+/// Runs a JetStream call from a synchronous store method (the token and queue traits
+/// are synchronous). Needs a multi-threaded Tokio runtime, which every role runs on.
+pub(crate) fn blocking<T>(what: &str, f: impl std::future::Future<Output = T>) -> Result<T, behalf_log::LogError> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| behalf_log::LogError::Storage(format!("{what}: needs a Tokio runtime")))?;
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+        return Err(behalf_log::LogError::Storage(format!("{what}: needs a multi-threaded Tokio runtime")));
+    }
+    Ok(tokio::task::block_in_place(|| handle.block_on(f)))
+}

@@ -15,6 +15,13 @@ fn escape(raw: &str, out: &mut String) {
     }
 }
 
+/// One escaped token.
+pub(crate) fn escaped(raw: &str) -> String {
+    let mut s = String::with_capacity(raw.len());
+    escape(raw, &mut s);
+    s
+}
+
 /// `behalf.ev.<category>.<stream-id>`, both parts escaped.
 pub fn event_subject(stream: &StreamId) -> String {
     let mut s = String::with_capacity(16 + stream.0.len());

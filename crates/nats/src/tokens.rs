@@ -101,22 +101,12 @@ impl NatsTokens {
         .abort_handle();
         Ok(NatsTokens { kv, cache, watcher: Arc::new(watcher) })
     }
-
-    /// Runs a bucket call from the synchronous [`TokenStore`] methods.
-    fn wait<T>(&self, what: &str, f: impl std::future::Future<Output = T>) -> Result<T, LogError> {
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| LogError::Storage(format!("{what}: the NATS token store needs a Tokio runtime")))?;
-        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-            return Err(LogError::Storage(format!("{what}: the NATS token store needs a multi-threaded runtime")));
-        }
-        Ok(tokio::task::block_in_place(|| handle.block_on(f)))
-    }
 }
 
 impl TokenStore for NatsTokens {
     fn put(&self, record: &TokenRecord) -> Result<(), LogError> {
         let bytes = rmp_serde::to_vec_named(record).map_err(|e| LogError::Codec(e.to_string()))?;
-        self.wait("cannot store a token", self.kv.put(&record.token_id, bytes.into()))?
+        crate::blocking("cannot store a token", self.kv.put(&record.token_id, bytes.into()))?
             .map_err(|e| storage("cannot store a token", e))?;
         self.cache.write().expect("token cache lock").insert(record.token_id.clone(), record.clone());
         Ok(())
@@ -130,8 +120,8 @@ impl TokenStore for NatsTokens {
         if token_id.is_empty() || !token_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Ok(None);
         }
-        let got =
-            self.wait("cannot read a token", self.kv.get(token_id))?.map_err(|e| storage("cannot read a token", e))?;
+        let got = crate::blocking("cannot read a token", self.kv.get(token_id))?
+            .map_err(|e| storage("cannot read a token", e))?;
         match got {
             Some(bytes) => {
                 let r = decode(&bytes)?;
