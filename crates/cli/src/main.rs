@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod project;
 mod queue;
+mod roles;
 mod serve;
 mod settings;
 mod token;
@@ -32,6 +33,9 @@ enum Cmd {
     /// views, notifier) on the embedded engine, or with `--nats` on NATS JetStream.
     /// A fresh data directory gets an admin token.
     Serve(ServeArgs),
+    /// The command service on NATS JetStream: answer `behalf.cmd` (and, with --listen,
+    /// POST /v1/commands) in a queue group with every other `behalf command`.
+    Command(roles::CommandArgs),
     /// Narrate the seed's story on a fresh temporary store, through the real HTTP API.
     Demo,
     /// Issue, revoke or list tokens in a data directory (while no server runs on it;
@@ -40,12 +44,14 @@ enum Cmd {
     Token(token::TokenCmd),
     /// Bring the views of a data directory up to the log (no server may hold it), or
     /// rebuild them from zero — in place or into another directory — with progress.
+    /// With --nats: a projector worker answering `behalf.query.<name>`.
     Project(project::ProjectArgs),
     /// Peek at or acknowledge queue messages in a data directory.
     #[command(subcommand)]
     Queue(queue::QueueCmd),
     /// Run the notifier as its own process over a data directory: forward escalations
     /// and notices to their queues exactly once, and record missed response targets.
+    /// With --nats: into the BEHALF_Q_* work queues of NATS JetStream.
     Notify(queue::NotifyArgs),
     /// Audit the log: verify the chain, replay the views, re-judge the evidence, a
     /// ticket's story, time travel, export. Exit code 1 when something does not hold.
@@ -121,6 +127,10 @@ fn main() -> anyhow::Result<()> {
             s.stop_at_last_good = a.stop_at_last_good;
             init_tracing(s.log_format);
             rt.block_on(serve::run(s, serve::shutdown_signal()))
+        }
+        Cmd::Command(c) => {
+            init_tracing(settings::LogFormat::Human);
+            rt.block_on(roles::command(c))
         }
         Cmd::Demo => {
             init_tracing(settings::LogFormat::Human);

@@ -21,9 +21,24 @@ pub struct ProjectArgs {
     /// Build the views here instead of `<data-dir>/views` (with --rebuild)
     #[arg(long, requires = "rebuild")]
     into: Option<PathBuf>,
+    /// Run as a projector worker on NATS JetStream at these URLs: follow the log into
+    /// the views of --data-dir and answer `behalf.query.<name>` until stopped
+    #[arg(long, value_name = "URL", conflicts_with_all = ["rebuild", "into"])]
+    nats: Option<String>,
+    /// With --nats: copies of the streams when first created (3 on a cluster)
+    #[arg(long, default_value_t = 1, requires = "nats", value_parser = clap::value_parser!(u64).range(1..=5))]
+    nats_replicas: u64,
+    /// With --nats: also answer the query endpoints over HTTP on HOST:PORT
+    #[arg(long, requires = "nats")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(a: ProjectArgs) -> anyhow::Result<()> {
+    if let Some(nats) = a.nats {
+        let args =
+            crate::roles::NatsArgs { nats, nats_replicas: a.nats_replicas, data_dir: a.data_dir, listen: a.listen };
+        return crate::roles::project(args).await;
+    }
     let (log, _) = SledLog::open(a.data_dir.join("log"), OpenOptions::default())
         .with_context(|| format!("cannot open the log in {} (is a server running on it?)", a.data_dir.display()))?;
     let target = a.into.clone().unwrap_or_else(|| a.data_dir.join("views"));

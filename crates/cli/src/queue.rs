@@ -57,10 +57,21 @@ pub struct NotifyArgs {
     /// Forward what the log holds, sweep the SLA targets once, and exit
     #[arg(long)]
     once: bool,
+    /// Run on NATS JetStream at these URLs: forward into the BEHALF_Q_* work queues
+    /// (views for the SLA sweep stay in --data-dir) until stopped
+    #[arg(long, value_name = "URL", conflicts_with = "once")]
+    nats: Option<String>,
+    /// With --nats: copies of the streams when first created (3 on a cluster)
+    #[arg(long, default_value_t = 1, requires = "nats", value_parser = clap::value_parser!(u64).range(1..=5))]
+    nats_replicas: u64,
 }
 
 /// The notifier as its own process.
 pub async fn notify(a: NotifyArgs) -> anyhow::Result<()> {
+    if let Some(nats) = a.nats {
+        let args = crate::roles::NatsArgs { nats, nats_replicas: a.nats_replicas, data_dir: a.data_dir, listen: None };
+        return crate::roles::notify(args).await;
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (log, _tokens) = crate::serve::open_stores(&a.data_dir)?;
     let queues = Arc::new(crate::serve::open_queues(&a.data_dir.join("queues"))?);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use behalf_http::{App, Limits, ReadSide};
+use behalf_log::queues::QueueSink;
 use behalf_log::tokens::TokenStore;
 use behalf_log::EventLog;
 use behalf_nats::{NatsLog, NatsOptions, NatsTokens};
@@ -82,14 +83,19 @@ pub fn open_views(path: &Path) -> anyhow::Result<SledViews> {
 /// subscription: each commit is read and decoded once for both, and each applies only
 /// what is past its own checkpoint. The receiver follows the views' checkpoint (for
 /// `min_position` waits).
-pub fn spawn_followers<L: EventLog + Clone>(
+pub fn spawn_followers<L: EventLog + Clone, Q: QueueSink>(
     log: L,
     views: Arc<SledViews>,
-    queues: Arc<SledQueues>,
+    queues: Option<Arc<Q>>,
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::sync::watch::Receiver<u64>)> {
-    use behalf_log::queues::QueueSink as _;
     use behalf_log::views::ViewStore as _;
-    let (mut views_at, mut queues_at) = (views.checkpoint()?, queues.checkpoint()?);
+    // Without queues (a projector), the notifier's checkpoint stands at the end.
+    let views_at = views.checkpoint()?;
+    let queues_at = match &queues {
+        Some(q) => q.checkpoint()?,
+        None => u64::MAX,
+    };
+    let (mut views_at, mut queues_at) = (views_at, queues_at);
     let (tx, rx) = tokio::sync::watch::channel(views_at);
     let task = tokio::spawn(async move {
         // After a log was cut back to its last good commit, the views may hold what the
@@ -116,7 +122,7 @@ pub fn spawn_followers<L: EventLog + Clone>(
                 if v < commits.len() {
                     views_at = behalf_service::views::apply_batch(views.as_ref(), &commits[v..])?;
                 }
-                if q < commits.len() {
+                if let Some(queues) = queues.as_ref().filter(|_| q < commits.len()) {
                     queues_at = behalf_service::notifier::forward_batch(queues.as_ref(), &commits[q..])?;
                 }
                 tx.send_replace(views_at);
@@ -221,11 +227,13 @@ async fn start_on<L: EventLog + Clone, T: TokenStore>(
     let views = Arc::new(open_views(&s.data_dir.join("views"))?);
 
     let queues = Arc::new(open_queues(&s.data_dir.join("queues"))?);
-    let (followers, position) = spawn_followers(log.clone(), Arc::clone(&views), Arc::clone(&queues))?;
+    let (followers, position) = spawn_followers(log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
     let sweep = spawn_sla_sweep(Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock));
     let limits = Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight };
-    let app = App::new(service, Arc::new(tokens), ReadSide { views, position }, queues, clock, limits);
+    let app = Arc::new(
+        App::new(service, Arc::new(tokens), clock, limits).with_read(ReadSide { views, position }).with_queues(queues),
+    );
     let listener = TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
     let addr = listener.local_addr()?;
     let serving = async move {

@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::Router;
+pub use axum::Router;
 use behalf_domain::{Code, Principal, Rejection};
 use behalf_log::queues::QueueStore;
 use behalf_log::tokens::TokenStore;
@@ -62,12 +62,15 @@ pub struct ReadSide<S: ViewStore> {
     pub position: watch::Receiver<u64>,
 }
 
-/// Everything a handler needs.
+/// Everything a handler needs. A role serves only its part: commands (unless
+/// [`App::without_commands`]), queries (with [`App::with_read`]), queues (with
+/// [`App::with_queues`]); tokens and health always.
 pub struct App<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore> {
     pub service: Arc<CommandService<L>>,
     pub tokens: Arc<Tokens<T>>,
-    pub read: ReadSide<S>,
-    pub queues: Arc<Q>,
+    pub read: Option<ReadSide<S>>,
+    pub queues: Option<Arc<Q>>,
+    pub commands: bool,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     in_flight: Arc<Semaphore>,
@@ -75,51 +78,107 @@ pub struct App<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore> {
 }
 
 impl<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore> App<L, T, S, Q> {
-    pub fn new(
-        service: Arc<CommandService<L>>,
-        tokens: Arc<Tokens<T>>,
-        read: ReadSide<S>,
-        queues: Arc<Q>,
-        clock: Arc<dyn Clock>,
-        limits: Limits,
-    ) -> Arc<Self> {
-        Arc::new(App {
+    /// An app that takes commands and serves tokens and health.
+    pub fn new(service: Arc<CommandService<L>>, tokens: Arc<Tokens<T>>, clock: Arc<dyn Clock>, limits: Limits) -> Self {
+        App {
             service,
             tokens,
-            read,
-            queues,
+            read: None,
+            queues: None,
+            commands: true,
             clock,
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             metrics: Metrics::default(),
-        })
+        }
+    }
+
+    /// Also answers queries from these views.
+    pub fn with_read(mut self, read: ReadSide<S>) -> Self {
+        self.read = Some(read);
+        self
+    }
+
+    /// Also leases and acks queue messages.
+    pub fn with_queues(mut self, queues: Arc<Q>) -> Self {
+        self.queues = Some(queues);
+        self
+    }
+
+    /// Takes no commands (a projector).
+    pub fn without_commands(mut self) -> Self {
+        self.commands = false;
+        self
     }
 }
 
 /// The router.
 pub fn router<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: Arc<App<L, T, S, Q>>) -> Router {
-    Router::new()
-        .route("/v1/commands", post(post_command::<L, T, S, Q>))
+    let mut r = Router::new()
         .route("/v1/tokens", post(issue_token::<L, T, S, Q>).get(list_tokens::<L, T, S, Q>))
         .route("/v1/tokens/{token_id}", delete(revoke_token::<L, T, S, Q>))
-        .route("/v1/customers/{customer_id}/tickets", get(customer_tickets::<L, T, S, Q>))
-        .route("/v1/customers/{customer_id}/service-health", get(service_health::<L, T, S, Q>))
-        .route("/v1/tickets/{ticket_id}", get(ticket::<L, T, S, Q>))
-        .route("/v1/tickets/{ticket_id}/history", get(history::<L, T, S, Q>))
-        .route("/v1/partners/{partner_id}/tickets", get(partner_tickets::<L, T, S, Q>))
-        .route("/v1/partners/{partner_id}/access", get(access::<L, T, S, Q>))
-        .route("/v1/audit/rejections", get(rejections::<L, T, S, Q>))
-        .route("/v1/events", get(events::<L, T, S, Q>))
-        .route("/v1/queues/{queue}/messages", get(lease::<L, T, S, Q>))
-        .route("/v1/queues/{queue}/messages/{id}/ack", post(ack::<L, T, S, Q>))
         .route("/healthz", get(|| async { json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}), false) }))
         .route("/readyz", get(readyz::<L, T, S, Q>))
-        .route("/metrics", get(metrics::<L, T, S, Q>))
-        .fallback(|| async {
-            rejected(&Rejection::without_rule(Code::RequestMalformed, "no such endpoint; see docs/API.md"), false)
-                .map_status(StatusCode::NOT_FOUND)
-        })
-        .with_state(app)
+        .route("/metrics", get(metrics::<L, T, S, Q>));
+    if app.commands {
+        r = r.route("/v1/commands", post(post_command::<L, T, S, Q>));
+    }
+    if app.read.is_some() {
+        r = r
+            .route("/v1/customers/{customer_id}/tickets", get(customer_tickets::<L, T, S, Q>))
+            .route("/v1/customers/{customer_id}/service-health", get(service_health::<L, T, S, Q>))
+            .route("/v1/tickets/{ticket_id}", get(ticket::<L, T, S, Q>))
+            .route("/v1/tickets/{ticket_id}/history", get(history::<L, T, S, Q>))
+            .route("/v1/partners/{partner_id}/tickets", get(partner_tickets::<L, T, S, Q>))
+            .route("/v1/partners/{partner_id}/access", get(access::<L, T, S, Q>))
+            .route("/v1/audit/rejections", get(rejections::<L, T, S, Q>))
+            .route("/v1/events", get(events::<L, T, S, Q>));
+    }
+    if app.queues.is_some() {
+        r = r
+            .route("/v1/queues/{queue}/messages", get(lease::<L, T, S, Q>))
+            .route("/v1/queues/{queue}/messages/{id}/ack", post(ack::<L, T, S, Q>));
+    }
+    r.fallback(|| async {
+        rejected(
+            &Rejection::without_rule(Code::RequestMalformed, "no such endpoint here; see docs/API.md"),
+            false,
+        )
+        .map_status(StatusCode::NOT_FOUND)
+    })
+    .with_state(app)
+}
+
+/// Answers one request in process, without a socket: the NATS request/reply roles
+/// hand their requests to the same router, so both transports answer alike.
+pub async fn dispatch(
+    router: &Router,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(String, String)],
+    body: Bytes,
+) -> (u16, Option<String>, Bytes) {
+    use tower::ServiceExt as _;
+    let mut req = axum::http::Request::builder().method(method).uri(path_and_query);
+    for (k, v) in headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let req = match req.body(Body::from(body)) {
+        Ok(r) => r,
+        Err(e) => {
+            let r = Rejection::without_rule(Code::RequestMalformed, format!("not a valid request: {e}"));
+            return (400, Some("application/json".into()), Bytes::from(serde_json::to_vec(&r).unwrap_or_default()));
+        }
+    };
+    let response = match router.clone().oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let status = response.status().as_u16();
+    let content_type =
+        response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+    (status, content_type, body)
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
@@ -369,16 +428,21 @@ async fn metrics<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
         app.metrics.unavailable.load(Ordering::Relaxed)
     );
     let head = app.service.log().head().await.unwrap_or(0);
-    let views = *app.read.position.borrow();
-    let queued = app.queues.checkpoint().unwrap_or(0);
-    for (name, help, value) in [
+    let mut gauges = vec![
         ("behalf_log_head", "The last durable log position.", head),
         ("behalf_gdap_position", "The log position the GDAP projection has applied.", app.service.gdap().position()),
-        ("behalf_views_position", "The log position the views have applied.", views),
-        ("behalf_views_lag", "Commits the views are behind the log.", head.saturating_sub(views)),
-        ("behalf_notifier_position", "The log position the notifier has forwarded.", queued),
-        ("behalf_notifier_lag", "Commits the notifier is behind the log.", head.saturating_sub(queued)),
-    ] {
+    ];
+    if let Some(read) = &app.read {
+        let views = *read.position.borrow();
+        gauges.push(("behalf_views_position", "The log position the views have applied.", views));
+        gauges.push(("behalf_views_lag", "Commits the views are behind the log.", head.saturating_sub(views)));
+    }
+    if let Some(queues) = &app.queues {
+        let queued = queues.checkpoint().unwrap_or(0);
+        gauges.push(("behalf_notifier_position", "The log position the notifier has forwarded.", queued));
+        gauges.push(("behalf_notifier_lag", "Commits the notifier is behind the log.", head.saturating_sub(queued)));
+    }
+    for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
     let mut r = Response::new(Body::from(out));
@@ -407,18 +471,19 @@ fn param<T: std::str::FromStr>(p: &Params, name: &str) -> Result<Option<T>, Earl
 
 /// Authenticates, then waits (up to `wait_ms`, default 2000) until the views have
 /// applied `min_position`.
-async fn reader<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    app: &App<L, T, S, Q>,
+async fn reader<'a, L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &'a App<L, T, S, Q>,
     headers: &HeaderMap,
     p: &Params,
-) -> Result<Principal, Early> {
+) -> Result<(Principal, &'a ReadSide<S>), Early> {
     let who = authenticate(app, headers)?;
+    let read = read_side(app)?;
     if let Some(min) = param::<u64>(p, "min_position")? {
         let wait = param::<u64>(p, "wait_ms")?.unwrap_or(2000).min(30_000);
         // Both the views and the GDAP projection (which scopes every answer, R24) must
         // have applied the position, or a grant ended there could still show tickets.
         let budget = std::time::Duration::from_millis(wait);
-        let mut rx = app.read.position.clone();
+        let mut rx = read.position.clone();
         // (The watch guard is dropped here: it must not be held across the next wait.)
         let views = matches!(tokio::time::timeout(budget, rx.wait_for(|pos| *pos >= min)).await, Ok(Ok(_)));
         let gdap = app.service.gdap().wait_for(min, budget).await;
@@ -427,7 +492,7 @@ async fn reader<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
             return Err(Box::new(rejected(&Rejection::without_rule(Code::Unavailable, msg), false)));
         }
     }
-    Ok(who)
+    Ok((who, read))
 }
 
 fn answer(a: Result<serde_json::Value, QueryError>) -> Response {
@@ -438,9 +503,30 @@ fn answer(a: Result<serde_json::Value, QueryError>) -> Response {
     }
 }
 
-fn queries<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: &App<L, T, S, Q>) -> Queries<'_, S, L> {
+/// The views, where this role has them (the query routes are mounted only then).
+fn read_side<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &App<L, T, S, Q>,
+) -> Result<&ReadSide<S>, Early> {
+    app.read.as_ref().ok_or_else(|| not_served("queries"))
+}
+
+/// `404`: this role does not serve that part of the API.
+fn not_served(what: &str) -> Early {
+    let r = Rejection::without_rule(Code::RequestMalformed, format!("this role serves no {what}"));
+    Box::new(rejected(&r, false).map_status(StatusCode::NOT_FOUND))
+}
+
+/// The queues, where this role has them (the queue routes are mounted only then).
+fn queue_side<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: &App<L, T, S, Q>) -> Result<&Arc<Q>, Early> {
+    app.queues.as_ref().ok_or_else(|| not_served("queues"))
+}
+
+fn queries<'a, L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &'a App<L, T, S, Q>,
+    read: &'a ReadSide<S>,
+) -> Queries<'a, S, L> {
     Queries {
-        views: app.read.views.as_ref(),
+        views: read.views.as_ref(),
         log: app.service.log(),
         gdap: app.service.gdap().as_ref(),
         now: app.clock.now(),
@@ -485,9 +571,9 @@ async fn customer_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStor
     Path(customer): Path<String>,
     p: Params,
 ) -> Response {
-    let who = early!(reader(&app, &headers, &p).await);
+    let (who, read) = early!(reader(&app, &headers, &p).await);
     let (f, limit) = early!(filter(&p));
-    answer(queries(&app).customer_tickets(
+    answer(queries(&app, read).customer_tickets(
         &who,
         &CustomerId::new(customer),
         &f,
@@ -502,8 +588,8 @@ async fn ticket<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     Path(id): Path<String>,
     p: Params,
 ) -> Response {
-    let who = early!(reader(&app, &headers, &p).await);
-    answer(queries(&app).ticket(&who, &TicketId::new(id)).await)
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    answer(queries(&app, read).ticket(&who, &TicketId::new(id)).await)
 }
 
 async fn history<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
@@ -512,8 +598,8 @@ async fn history<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     Path(id): Path<String>,
     p: Params,
 ) -> Response {
-    let who = early!(reader(&app, &headers, &p).await);
-    answer(queries(&app).history(&who, &TicketId::new(id)).await)
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    answer(queries(&app, read).history(&who, &TicketId::new(id)).await)
 }
 
 async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
@@ -522,9 +608,9 @@ async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore
     Path(partner): Path<String>,
     p: Params,
 ) -> Response {
-    let who = early!(reader(&app, &headers, &p).await);
+    let (who, read) = early!(reader(&app, &headers, &p).await);
     let (f, limit) = early!(filter(&p));
-    answer(queries(&app).partner_tickets(&who, &PartnerId::new(partner), &f, limit))
+    answer(queries(&app, read).partner_tickets(&who, &PartnerId::new(partner), &f, limit))
 }
 
 async fn service_health<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
@@ -533,8 +619,8 @@ async fn service_health<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>
     Path(customer): Path<String>,
     p: Params,
 ) -> Response {
-    let who = early!(reader(&app, &headers, &p).await);
-    answer(queries(&app).service_health(&who, &CustomerId::new(customer)))
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    answer(queries(&app, read).service_health(&who, &CustomerId::new(customer)))
 }
 
 async fn access<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
@@ -543,11 +629,11 @@ async fn access<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     Path(partner): Path<String>,
     p: Params,
 ) -> Response {
-    let who = early!(reader(&app, &headers, &p).await);
+    let (who, read) = early!(reader(&app, &headers, &p).await);
     let (Some(user), Some(customer)) = (p.get("user_id"), p.get("customer_id")) else {
         return bad_param("user_id", "user_id and customer_id are required");
     };
-    answer(queries(&app).access(
+    answer(queries(&app, read).access(
         &who,
         &PartnerId::new(partner),
         &UserId::new(user.as_str()),
@@ -560,10 +646,10 @@ async fn rejections<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     headers: HeaderMap,
     p: Params,
 ) -> Response {
-    let who = early!(reader(&app, &headers, &p).await);
+    let (who, read) = early!(reader(&app, &headers, &p).await);
     let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
     let limit = early!(param::<usize>(&p, "limit")).unwrap_or(100).clamp(1, 1000);
-    answer(queries(&app).rejections(&who, after, limit))
+    answer(queries(&app, read).rejections(&who, after, limit))
 }
 
 async fn events<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
@@ -608,7 +694,8 @@ async fn lease<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     }
     let limit = early!(param::<usize>(&p, "limit")).unwrap_or(10).clamp(1, 1000);
     let lease_ms = early!(param::<i64>(&p, "lease_ms")).unwrap_or(30_000).clamp(1_000, 3_600_000);
-    match app.queues.lease(&queue, limit, app.clock.now().millis(), lease_ms) {
+    let queues = early!(queue_side(&app));
+    match queues.lease(&queue, limit, app.clock.now().millis(), lease_ms) {
         Ok(messages) => {
             json_response(StatusCode::OK, &serde_json::json!({ "queue": queue, "messages": messages }), false)
         }
@@ -628,7 +715,8 @@ async fn ack<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
             false,
         );
     }
-    match app.queues.ack(&queue, &id) {
+    let queues = early!(queue_side(&app));
+    match queues.ack(&queue, &id) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => {
             rejected(&Rejection::without_rule(Code::RequestMalformed, format!("no message {id} in {queue}")), false)

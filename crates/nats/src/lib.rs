@@ -10,6 +10,8 @@
 //!   server of a cluster accepts the same tokens.
 //! - [`NatsQueues`] forwards the notifier's escalations and notices into work-queue
 //!   streams `BEHALF_Q_*`, de-duplicated by source event id.
+//! - [`rpc`] serves `behalf.cmd` and `behalf.query.<name>` request/reply in queue
+//!   groups (the roles as processes), and a client for them.
 //! - [`server`] starts pinned `nats-server` processes (one node or a 3-node cluster) on
 //!   free loopback ports with their own store directories — for tests, benchmarks and
 //!   the local try-out in `deploy/`.
@@ -21,6 +23,7 @@
 
 mod log;
 mod queues;
+pub mod rpc;
 pub mod server;
 mod subject;
 mod tokens;
