@@ -13,7 +13,6 @@
 //! Both transports go through the same router ([`behalf_http::dispatch`]), so a NATS
 //! request is answered exactly as the same HTTP request would be.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,14 +56,13 @@ pub struct CommandArgs {
 
 type Shutdown = tokio::sync::watch::Receiver<bool>;
 
-fn stopped(mut rx: Shutdown) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn stopped(mut rx: Shutdown) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Answers NATS requests through `router`; `route` turns a request into a method and
-/// a path, or a reply of its own (a request that names nothing).
+/// a path, or a reply of its own (a request that names nothing). Prints `serving
+/// <subject>` once the subscription is in place.
 async fn serve_nats(
     url: String,
     subject: &str,
@@ -73,6 +71,8 @@ async fn serve_nats(
     route: fn(&RpcRequest) -> Result<(&'static str, String), RpcReply>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let listener = rpc::listen(&url, subject, group).await?;
+    println!("serving {subject} (queue group {group})");
     let handler = move |req: RpcRequest| {
         let router = router.clone();
         async move {
@@ -85,7 +85,7 @@ async fn serve_nats(
             RpcReply { status, content_type, body }
         }
     };
-    rpc::serve(&url, subject, group, handler, stopped(shutdown)).await?;
+    listener.run(handler, stopped(shutdown)).await?;
     Ok(())
 }
 
@@ -136,7 +136,6 @@ pub async fn command(a: CommandArgs) -> anyhow::Result<()> {
     let app: App<_, _, SledViews, SledQueues> = App::new(service, Arc::new(tokens), clock, limits(a.max_in_flight));
     let router = behalf_http::router(Arc::new(app));
     let (shutdown, _signal) = shutdown_channel();
-    println!("serving {} (queue group behalf-command)", rpc::COMMAND_SUBJECT);
     let nats = serve_nats(
         a.nats.nats.clone(),
         rpc::COMMAND_SUBJECT,
@@ -196,10 +195,7 @@ fn query_route(req: &RpcRequest) -> Result<(&'static str, String), RpcReply> {
             }
         }
     };
-    let text = |v: serde_json::Value| match v {
-        serde_json::Value::String(s) => s,
-        other => other.to_string(),
-    };
+    let text = |v: serde_json::Value| if let serde_json::Value::String(s) = v { s } else { v.to_string() };
     let mut path = (*template).to_owned();
     if !id_field.is_empty() {
         let Some(id) = params.remove(*id_field).map(text).filter(|s| !s.is_empty()) else {
@@ -230,7 +226,6 @@ pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
     let router = behalf_http::router(Arc::new(app));
     let (shutdown, _signal) = shutdown_channel();
     let subject = format!("{}.>", rpc::QUERY_PREFIX);
-    println!("serving {subject} (queue group behalf-project)");
     let nats = serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), query_route, shutdown.clone());
     let (n, h) = tokio::join!(nats, serve_http(a.listen, router, shutdown));
     follower.abort();

@@ -140,11 +140,8 @@ pub fn router<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: Arc<
             .route("/v1/queues/{queue}/messages/{id}/ack", post(ack::<L, T, S, Q>));
     }
     r.fallback(|| async {
-        rejected(
-            &Rejection::without_rule(Code::RequestMalformed, "no such endpoint here; see docs/API.md"),
-            false,
-        )
-        .map_status(StatusCode::NOT_FOUND)
+        rejected(&Rejection::without_rule(Code::RequestMalformed, "no such endpoint here; see docs/API.md"), false)
+            .map_status(StatusCode::NOT_FOUND)
     })
     .with_state(app)
 }
@@ -175,8 +172,7 @@ pub async fn dispatch(
         Err(never) => match never {},
     };
     let status = response.status().as_u16();
-    let content_type =
-        response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
     (status, content_type, body)
 }
@@ -517,7 +513,9 @@ fn not_served(what: &str) -> Early {
 }
 
 /// The queues, where this role has them (the queue routes are mounted only then).
-fn queue_side<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: &App<L, T, S, Q>) -> Result<&Arc<Q>, Early> {
+fn queue_side<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &App<L, T, S, Q>,
+) -> Result<&Arc<Q>, Early> {
     app.queues.as_ref().ok_or_else(|| not_served("queues"))
 }
 

@@ -152,6 +152,28 @@ impl NatsQueues {
         Ok(new)
     }
 
+    /// Up to `limit` messages waiting on a queue, oldest first, without taking them
+    /// (each as its JSON: `source_event_id`, `position`, `priority`, `body`).
+    pub async fn peek(&self, queue: &str, limit: usize) -> Result<Vec<serde_json::Value>, LogError> {
+        let stream = match self.js.get_stream(queue_stream(queue)).await {
+            Ok(s) => s,
+            Err(_) => return Ok(Vec::new()),
+        };
+        let subject = queue_subject(queue);
+        let (mut out, mut seq) = (Vec::new(), 1);
+        while out.len() < limit {
+            let got = stream.raw_message_builder().next_by_subject(subject.clone()).sequence(seq).send().await;
+            let m = match got {
+                Ok(m) => m,
+                Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => break,
+                Err(e) => return Err(storage("cannot read a queue", e)),
+            };
+            seq = m.sequence + 1;
+            out.push(serde_json::from_slice(&m.payload).map_err(|e| LogError::Codec(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
     /// The position up to which everything was forwarded.
     pub async fn forwarded(&self) -> Result<u64, LogError> {
         let v = self.state.get(CHECKPOINT_KEY).await.map_err(|e| storage("cannot read the checkpoint", e))?;

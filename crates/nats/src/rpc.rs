@@ -49,62 +49,69 @@ impl RpcReply {
 
 fn headers_of(h: Option<&HeaderMap>) -> Vec<(String, String)> {
     let Some(h) = h else { return Vec::new() };
-    h.iter()
-        .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.to_string())))
-        .collect()
+    h.iter().flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.to_string()))).collect()
 }
 
-/// Serves `subject` in `queue_group` until `shutdown` resolves; every request is
-/// answered on its own task.
-pub async fn serve<F, Fut>(
-    url: &str,
-    subject: &str,
-    queue_group: &str,
-    handler: F,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), LogError>
-where
-    F: Fn(RpcRequest) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = RpcReply> + Send + 'static,
-{
+/// A subscription in a queue group, ready to answer (requests sent from now on are
+/// queued for it).
+pub struct Listener {
+    client: async_nats::Client,
+    requests: async_nats::Subscriber,
+}
+
+/// Subscribes to `subject` in `queue_group`.
+pub async fn listen(url: &str, subject: &str, queue_group: &str) -> Result<Listener, LogError> {
     let client = connect(url).await?;
-    let mut requests = client
+    let requests = client
         .queue_subscribe(subject.to_owned(), queue_group.to_owned())
         .await
         .map_err(|e| LogError::Storage(format!("cannot subscribe to {subject}: {e}")))?;
+    // The server has the subscription once a round trip has come back.
+    client.flush().await.map_err(|e| LogError::Storage(format!("cannot subscribe to {subject}: {e}")))?;
     tracing::info!(subject, queue_group, "serving NATS requests");
-    let handler = Arc::new(handler);
-    tokio::pin!(shutdown);
-    loop {
-        let message = tokio::select! {
-            () = &mut shutdown => break,
-            m = requests.next() => match m {
-                Some(m) => m,
-                None => return Err(LogError::Closed),
-            },
-        };
-        let Some(reply_to) = message.reply.clone() else { continue };
-        let request = RpcRequest {
-            subject: message.subject.to_string(),
-            headers: headers_of(message.headers.as_ref()),
-            payload: message.payload.clone(),
-        };
-        let (handler, client) = (Arc::clone(&handler), client.clone());
-        tokio::spawn(async move {
-            let reply = handler(request).await;
-            let mut headers = HeaderMap::new();
-            headers.insert(STATUS_HEADER, reply.status.to_string().as_str());
-            if let Some(ct) = &reply.content_type {
-                headers.insert("Content-Type", ct.as_str());
-            }
-            if let Err(e) = client.publish_with_headers(reply_to, headers, reply.body).await {
-                tracing::warn!(error = %e, "cannot send a reply");
-            }
-        });
+    Ok(Listener { client, requests })
+}
+
+impl Listener {
+    /// Answers until `shutdown` resolves; every request on its own task.
+    pub async fn run<F, Fut>(mut self, handler: F, shutdown: impl Future<Output = ()>) -> Result<(), LogError>
+    where
+        F: Fn(RpcRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = RpcReply> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        tokio::pin!(shutdown);
+        loop {
+            let message = tokio::select! {
+                () = &mut shutdown => break,
+                m = self.requests.next() => match m {
+                    Some(m) => m,
+                    None => return Err(LogError::Closed),
+                },
+            };
+            let Some(reply_to) = message.reply.clone() else { continue };
+            let request = RpcRequest {
+                subject: message.subject.to_string(),
+                headers: headers_of(message.headers.as_ref()),
+                payload: message.payload.clone(),
+            };
+            let (handler, client) = (Arc::clone(&handler), self.client.clone());
+            tokio::spawn(async move {
+                let reply = handler(request).await;
+                let mut headers = HeaderMap::new();
+                headers.insert(STATUS_HEADER, reply.status.to_string().as_str());
+                if let Some(ct) = &reply.content_type {
+                    headers.insert("Content-Type", ct.as_str());
+                }
+                if let Err(e) = client.publish_with_headers(reply_to, headers, reply.body).await {
+                    tracing::warn!(error = %e, "cannot send a reply");
+                }
+            });
+        }
+        let _ = self.requests.unsubscribe().await;
+        let _ = self.client.flush().await;
+        Ok(())
     }
-    let _ = requests.unsubscribe().await;
-    let _ = client.flush().await;
-    Ok(())
 }
 
 /// A client of the roles: sends a request, waits for the reply.

@@ -76,6 +76,10 @@ async fn each_notice_once_across_a_repeated_batch() {
     assert_eq!(again.enqueue(more, 5).unwrap(), 1, "only the new notice is new");
     assert_eq!(again.checkpoint().unwrap(), 5);
 
+    let waiting = again.peek("commercial.azure", 10).await.unwrap();
+    let ids: Vec<&str> = waiting.iter().map(|m| m["source_event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["cmd-1:0", "cmd-2:0", "cmd-3:0"], "peek shows what waits, without taking it");
+
     let js = jetstream::new(async_nats::connect(nats.urls()).await.unwrap());
     let azure = drain(&js, "commercial.azure").await;
     let ids: Vec<&str> = azure.iter().map(|(id, _)| id.as_str()).collect();

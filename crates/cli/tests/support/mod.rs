@@ -29,33 +29,11 @@ impl Server {
 
     /// As [`Server::start`], with more flags for `behalf serve`.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_behalf"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(flags)
-            .env("BEHALF_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("behalf starts");
-        // Read the address on a thread, so a server that never comes up fails the test
-        // after a minute instead of hanging it; the thread then keeps draining stdout.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            for line in lines.by_ref() {
-                let Ok(line) = line else { break };
-                if let Some(a) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(a.trim().to_owned());
-                    break;
-                }
-            }
-            for _ in lines {}
-        });
-        let addr = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("behalf serve printed its address within a minute");
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+        let dir = data_dir.to_str().expect("a UTF-8 temporary path");
+        args.push(dir);
+        args.extend_from_slice(flags);
+        let (child, addr) = spawn_until(&args, "listening on ");
         // A server that joins a cluster whose shared token store already has tokens
         // makes no admin token of its own: use the first server's.
         let admin =
@@ -72,6 +50,49 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Starts `behalf <args>` and waits (up to a minute) for a stdout line starting with
+/// `ready`; answers the process and the rest of that line. Stdout is drained after.
+pub fn spawn_until(args: &[&str], ready: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_behalf"))
+        .args(args)
+        .env("BEHALF_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("behalf starts");
+    // Read on a thread, so a process that never gets ready fails the test after a
+    // minute instead of hanging it; the thread then keeps draining stdout.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_owned();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix(&ready) {
+                let _ = tx.send(rest.trim().to_owned());
+                break;
+            }
+        }
+        for _ in lines {}
+    });
+    let rest = rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("behalf {args:?} did not print {:?} within a minute", args.first())
+    });
+    (child, rest)
+}
+
+/// A role process (`behalf command|project|notify`), killed when dropped.
+pub struct Role(pub Child);
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

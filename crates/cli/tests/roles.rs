@@ -1,0 +1,120 @@
+//! The roles as separate processes on a real nats-server: two `behalf command`, two
+//! `behalf project` and one `behalf notify`, reached over NATS request/reply
+//! (`behalf.cmd`, `behalf.query.<name>`, JSON and MessagePack) and HTTP.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use behalf_nats::rpc::{RpcClient, COMMAND_SUBJECT};
+use behalf_nats::server::Cluster;
+use behalf_nats::NatsQueues;
+use serde_json::{json, Value};
+use support::world::*;
+use support::*;
+
+fn role(args: &[&str], ready: &str) -> (Role, String) {
+    let (child, rest) = spawn_until(args, ready);
+    (Role(child), rest)
+}
+
+async fn cmd(rpc: &RpcClient, token: &str, body: &Value) -> (u16, Value) {
+    let bearer = format!("Bearer {token}");
+    let r = rpc
+        .call(
+            COMMAND_SUBJECT,
+            &[("Authorization", &bearer), ("Content-Type", "application/json")],
+            body.to_string().into(),
+        )
+        .await
+        .expect("behalf.cmd answers");
+    (r.status, r.json())
+}
+
+async fn query(rpc: &RpcClient, token: &str, name: &str, params: Value) -> (u16, Value) {
+    let bearer = format!("Bearer {token}");
+    let r = rpc
+        .call(&format!("behalf.query.{name}"), &[("Authorization", &bearer)], params.to_string().into())
+        .await
+        .expect("behalf.query answers");
+    (r.status, r.json())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_answer_over_nats_as_over_http() {
+    let nats = Cluster::single().expect("nats-server starts");
+    let url = nats.urls();
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let path = |i: usize| dirs[i].path().to_str().unwrap().to_owned();
+
+    // The first command service also serves HTTP (for tokens); it makes the admin token.
+    let (_c1, addr) =
+        role(&["command", "--nats", &url, "--data-dir", &path(0), "--listen", "127.0.0.1:0"], "listening on ");
+    let (_c2, _) = role(&["command", "--nats", &url, "--data-dir", &path(1)], "serving behalf.cmd");
+    let (_p1, _) = role(&["project", "--nats", &url, "--data-dir", &path(2)], "serving behalf.query");
+    let (_p2, _) = role(&["project", "--nats", &url, "--data-dir", &path(3)], "serving behalf.query");
+    let (_n, _) = role(&["notify", "--nats", &url, "--data-dir", &path(4)], "forwarding");
+    let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap().trim().to_owned();
+    let http = Client {
+        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+        base: format!("http://{addr}"),
+    };
+    send_world(&http, &admin).await;
+    let agent_token = http.token(&admin, &agent()).await;
+    let rpc = RpcClient::connect(&url).await.unwrap();
+
+    // Commands over NATS, to whichever command service the queue group picks.
+    let (status, opened) = cmd(&rpc, &agent_token, &open_o365()).await;
+    assert_eq!(status, 201, "{opened}");
+    let t = opened["ticket_id"].as_str().unwrap().to_owned();
+    let note = json!({"type":"ticket.note","ticket_id":t,"text":"over msgpack","command_id":"rpc-note-1"});
+    let packed = rmp_serde::to_vec_named(&note).unwrap();
+    let bearer = format!("Bearer {agent_token}");
+    let r = rpc
+        .call(COMMAND_SUBJECT, &[("Authorization", &bearer), ("Content-Type", "application/msgpack")], packed.into())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "MessagePack bodies are taken: {:?}", r.body);
+    let again = cmd(&rpc, &agent_token, &note).await;
+    assert_eq!((again.0, &again.1["duplicate"]), (200, &json!(true)), "R26 across command services");
+    let (status, refused) = cmd(&rpc, "bh_nope_nope", &note).await;
+    assert_eq!((status, refused["code"].as_str()), (401, Some("auth.unauthenticated")));
+    let (status, refused) = cmd(&rpc, &agent_token, &json!({"type":"ticket.nope"})).await;
+    assert_eq!((status, refused["code"].as_str()), (400, Some("request.malformed")));
+
+    // An escalation reaches the work queue through the notifier.
+    let (status, esc) =
+        cmd(&rpc, &agent_token, &json!({"type":"ticket.escalate","ticket_id":t,"reason":"users are down"})).await;
+    assert_eq!(status, 200, "{esc}");
+    let position = esc["position"].as_u64().unwrap();
+
+    // Queries over NATS from either projector read their writes.
+    for _ in 0..6 {
+        let (status, view) =
+            query(&rpc, &agent_token, "ticket", json!({"ticket_id": t, "min_position": position})).await;
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(view["notes"][0]["text"], "over msgpack");
+    }
+    let (status, list) =
+        query(&rpc, &agent_token, "customer_tickets", json!({"customer_id": CUSTOMER, "min_position": position})).await;
+    assert_eq!(status, 200, "{list}");
+    assert!(list.to_string().contains(&t));
+    let (status, _) = query(&rpc, &agent_token, "ticket", json!({})).await;
+    assert_eq!(status, 422, "a query without its id is refused");
+    let (status, _) = query(&rpc, &agent_token, "nope", json!({})).await;
+    assert_eq!(status, 404);
+
+    let queues = NatsQueues::open(&url, 1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let waiting = queues.peek("commercial.office365", 100).await.unwrap();
+        if !waiting.is_empty() {
+            break waiting;
+        }
+        before(deadline, "the escalation in commercial.office365");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0]["body"]["ticket_id"].as_str(), Some(t.as_str()));
+    assert_eq!(waiting[0]["body"]["notice"], "escalation");
+}
