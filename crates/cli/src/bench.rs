@@ -1,4 +1,4 @@
-//! `behalf bench http|inprocess`: load generators for `ticket.open` on a fresh
+//! `behalf bench http|inprocess|nats|views`: load generators for `ticket.open` on a fresh
 //! embedded store — over real HTTP with keep-alive, or straight into the command
 //! service — printing accepted/s and p50/p99 latency, beside raw sled insert+flush at
 //! the same batch size from the same run. Build with `--release` for real figures.
@@ -38,6 +38,20 @@ pub enum BenchCmd {
         /// List queries to time
         #[arg(long, default_value_t = 2_000)]
         queries: usize,
+    },
+    /// Drive `ticket.open` through `behalf command` over NATS (`behalf.cmd`) on a fresh
+    /// local nats-server (one node or a 3-node cluster), beside a raw JetStream
+    /// publish loop with the same window in flight, from the same run.
+    Nats {
+        /// Nodes: 1, or 3 for a cluster with R3 streams
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+        nodes: u64,
+        /// Requests in flight at once (and publishes in flight for the raw loop)
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        /// Seconds to run each
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
     },
     /// Drive `ticket.open` straight into the command service (no HTTP).
     Inprocess {
@@ -221,12 +235,86 @@ async fn views_bench(events: u64, queries: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `behalf command --nats` as a child process of this binary, with HTTP for the setup.
+struct CommandRole {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    base: String,
+}
+
+impl Drop for CommandRole {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_command_role(urls: &str, replicas: usize) -> anyhow::Result<CommandRole> {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["command", "--nats", urls, "--nats-replicas", &replicas.to_string(), "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("BEHALF_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("behalf command did not start"))?;
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(CommandRole { child, dir, base: format!("http://{addr}") })
+}
+
+async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Result<()> {
+    use behalf_nats::rpc::{RpcClient, COMMAND_SUBJECT};
+    let cluster = behalf_nats::server::Cluster::start(nodes)?;
+    let (urls, replicas) = (cluster.urls(), cluster.replicas());
+    let raw = behalf_nats::baseline::publish_per_sec(&urls, replicas, in_flight, 700, seconds).await?;
+    let role = start_command_role(&urls, replicas)?;
+    let admin = std::fs::read_to_string(role.dir.path().join("admin.token"))?.trim().to_owned();
+    let mut d = Demo::new(role.base.clone())?;
+    let c = cast(&mut d, &admin).await?;
+    anyhow::ensure!(d.failures.is_empty(), "setting up: {}", d.failures.join("; "));
+    let rpc = RpcClient::connect(&urls).await?;
+    let bearer = format!("Bearer {}", c.ayu);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..in_flight {
+        let (rpc, bearer) = (rpc.clone(), bearer.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = Stats::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let body = ticket_body(w as u64 * 1_000_000_000 + n).to_string();
+                let t0 = Instant::now();
+                let r = rpc.call(COMMAND_SUBJECT, &[("Authorization", &bearer)], body.into()).await;
+                s.record(t0, matches!(r, Ok(r) if r.status == 201));
+            }
+            s
+        }));
+    }
+    let mut all = collect(tasks).await?;
+    let cluster_kind = if nodes == 1 { "1 node".to_owned() } else { format!("{nodes}-node cluster, R{replicas}") };
+    report(&format!("behalf command over NATS, {cluster_kind}, {in_flight} in flight"), &mut all, start.elapsed().as_secs_f64());
+    let ours = all.accepted as f64 / start.elapsed().as_secs_f64();
+    println!("raw JetStream publish, {in_flight} in flight, 700 B: {raw:.0}/s (behalf: {:.2} × raw)", ours / raw);
+    Ok(())
+}
+
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; run `cargo run --release -p behalf -- bench …` for real figures");
     }
     match cmd {
         BenchCmd::Views { events, queries } => views_bench(events, queries).await?,
+        BenchCmd::Nats { nodes, in_flight, seconds } => nats_bench(nodes as usize, in_flight, seconds).await?,
         BenchCmd::Http { concurrency, seconds, rate } => {
             let (server, token) = start_server().await?;
             let base = server.base();

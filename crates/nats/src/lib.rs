@@ -21,6 +21,7 @@
 //! synced it to disk). Appends are serialised on the stream's last sequence so that
 //! each commit carries the hash of the one before, whichever process wrote it.
 
+pub mod baseline;
 mod log;
 mod queues;
 pub mod rpc;
