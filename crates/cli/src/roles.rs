@@ -8,7 +8,8 @@
 //!   `behalf-project` and, with `--listen`, the query endpoints over HTTP.
 //! - `behalf notify --nats URL`: the notifier. Forwards escalations and notices into the
 //!   `BEHALF_Q_*` work queues and records missed response targets (R20) from its own
-//!   views.
+//!   views. It also runs the command indexer, which fills in any `BEHALF_COMMANDS`
+//!   entry a command service died before writing.
 //!
 //! Both transports go through the same router ([`behalf_http::dispatch`]), so a NATS
 //! request is answered exactly as the same HTTP request would be.
@@ -130,7 +131,7 @@ fn command_route(_: &RpcRequest) -> Result<(&'static str, String), RpcReply> {
 /// `behalf command --nats URL`.
 pub async fn command(a: CommandArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = crate::serve::open_nats(&a.nats.nats, a.nats.nats_replicas as usize).await?;
+    let log = crate::serve::open_nats(&a.nats.nats, a.nats.nats_replicas as usize, false).await?;
     let tokens = open_tokens(&a.nats, clock.as_ref()).await?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
     let app: App<_, _, SledViews, SledQueues> = App::new(service, Arc::new(tokens), clock, limits(a.max_in_flight));
@@ -214,7 +215,7 @@ fn query_route(req: &RpcRequest) -> Result<(&'static str, String), RpcReply> {
 /// `behalf project --nats URL`.
 pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize).await?;
+    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize, false).await?;
     let tokens = open_tokens(&a, clock.as_ref()).await?;
     let views = Arc::new(crate::serve::open_views(&a.data_dir.join("views"))?);
     let (follower, position) = crate::serve::spawn_followers::<_, SledQueues>(log.clone(), Arc::clone(&views), None)?;
@@ -235,7 +236,8 @@ pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
 /// `behalf notify --nats URL`.
 pub async fn notify(a: NatsArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize).await?;
+    // The notifier also keeps the command index complete (R26 beyond the window).
+    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize, true).await?;
     let queues = Arc::new(
         NatsQueues::open(&a.nats, a.nats_replicas as usize)
             .await

@@ -66,8 +66,10 @@ pub fn open_tokens(data_dir: &Path) -> anyhow::Result<Tokens<SledTokens>> {
 }
 
 /// Connects to the JetStream engine (creating its stream and bucket if needed).
-pub async fn open_nats(url: &str, replicas: usize) -> anyhow::Result<NatsLog> {
-    let log = NatsLog::open(NatsOptions::new(url).replicas(replicas))
+/// `index`: whether this process runs the command indexer (the all-in-one server and
+/// the notifier do; command services and projectors leave it to them).
+pub async fn open_nats(url: &str, replicas: usize, index: bool) -> anyhow::Result<NatsLog> {
+    let log = NatsLog::open(NatsOptions { run_indexer: index, ..NatsOptions::new(url).replicas(replicas) })
         .await
         .with_context(|| format!("cannot open the event log on NATS at {url}"))?;
     tracing::info!(head = behalf_log::EventLog::head(&log).await?, "event log open on NATS JetStream");
@@ -196,7 +198,7 @@ pub async fn start(
 ) -> anyhow::Result<(Started, Serving)> {
     match &s.nats {
         Some(url) => {
-            let log = open_nats(url, s.nats_replicas).await?;
+            let log = open_nats(url, s.nats_replicas, true).await?;
             std::fs::create_dir_all(&s.data_dir)
                 .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
             let tokens = NatsTokens::open(url, s.nats_replicas)

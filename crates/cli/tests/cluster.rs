@@ -20,6 +20,8 @@ fn serve_on(nats: &Cluster, dir: &std::path::Path) -> Server {
 }
 
 async fn reader(nats: &Cluster) -> NatsLog {
+    let _ =
+        tracing_subscriber::fmt().with_env_filter("behalf_nats=debug,async_nats=info").with_test_writer().try_init();
     NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()).replicas(nats.replicas()) })
         .await
         .expect("open the log")
@@ -97,12 +99,16 @@ async fn node_and_server_loss_lose_no_acknowledged_command() {
     }
 
     until_more(&acked, 100).await;
+    eprintln!("killing node n2");
     nats.nodes[1].kill();
     until_more(&acked, 100).await;
+    eprintln!("starting node n2 again");
     nats.nodes[1].start().expect("the node comes back");
     until_more(&acked, 100).await;
+    eprintln!("killing server 2");
     s2.kill9();
     until_more(&acked, 100).await;
+    eprintln!("checking");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for w in writers {
         w.await.unwrap();
@@ -110,13 +116,13 @@ async fn node_and_server_loss_lose_no_acknowledged_command() {
 
     // Every acknowledged command is in the log exactly once, where it was answered.
     let log = reader(&nats).await;
-    let seen = commands_in(&log).await;
+    let seen = tokio::time::timeout(Duration::from_secs(120), commands_in(&log)).await.expect("the log reads back");
     let acked = acked.lock().unwrap().clone();
     for (id, answer) in &acked {
         let position = answer["position"].as_u64().unwrap();
         assert_eq!(seen.get(id), Some(&(position, 1)), "{id} acknowledged at {position} is in the log once");
     }
-    let report = log.verify().await.unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(120), log.verify()).await.expect("verify ends").unwrap();
     assert_eq!(report.first_bad, None, "the hash chain holds");
     assert_eq!(report.verified, log.head().await.unwrap());
 

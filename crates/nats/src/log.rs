@@ -42,6 +42,9 @@ const CHECKPOINT_KEY: &str = "checkpoint";
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// How long `open` waits for JetStream (a cluster elects its leaders at start).
 const READY_WAIT: Duration = Duration::from_secs(60);
+/// How long a reader waits for the next message before it checks whether the log
+/// has moved on without it.
+const STALL_CHECK: Duration = Duration::from_secs(2);
 /// How many times an append re-reads the tail after losing the race for a position.
 const MAX_TAIL_RACES: usize = 1000;
 
@@ -73,19 +76,46 @@ pub struct NatsLog {
     inner: Arc<Inner>,
 }
 
+/// The last commit: its position, the hash of its record and its `Nats-Msg-Id`.
+#[derive(Clone)]
+struct Tail {
+    head: u64,
+    hash: Hash,
+    msg_id: Option<String>,
+}
+
 struct Inner {
     js: jetstream::Context,
     stream: stream::Stream,
     commands: kv::Store,
-    /// The last position this process knows of and its record's hash; `None` when it
-    /// must be read again.
-    tail: tokio::sync::Mutex<Option<(u64, Hash)>>,
-    indexer: Option<tokio::task::AbortHandle>,
+    /// The tail this process predicts (its own publishes in flight included); `None`
+    /// when it must be read again.
+    tail: tokio::sync::Mutex<Option<Tail>>,
+    /// Requests for the head, answered in batches by [`read_heads`].
+    heads: tokio::sync::mpsc::UnboundedSender<HeadWaiter>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+type HeadWaiter = tokio::sync::oneshot::Sender<Result<u64, String>>;
+
+/// Answers every waiting request for the head with one `STREAM.INFO` sent after they
+/// all arrived.
+async fn read_heads(mut stream: stream::Stream, mut rx: tokio::sync::mpsc::UnboundedReceiver<HeadWaiter>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let head = stream.info().await.map(|i| i.state.last_sequence).map_err(|e| e.to_string());
+        for w in waiting {
+            let _ = w.send(head.clone());
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(task) = &self.indexer {
+        for task in &self.tasks {
             task.abort();
         }
     }
@@ -131,12 +161,12 @@ impl NatsLog {
                 Err(e) => return Err(e),
             }
         };
-        let mut inner = Inner { js, stream, commands, tail: tokio::sync::Mutex::new(None), indexer: None };
+        let mut inner = Inner::new(js, stream, commands);
         if options.run_indexer {
             // The indexer holds its own handle (no indexer of its own), so dropping
             // the last clone of this log stops it.
             let log = NatsLog { inner: Arc::new(inner.clone_parts()) };
-            inner.indexer = Some(tokio::spawn(index_forever(log)).abort_handle());
+            inner.tasks.push(tokio::spawn(index_forever(log)).abort_handle());
         }
         Ok(NatsLog { inner: Arc::new(inner) })
     }
@@ -196,24 +226,32 @@ impl NatsLog {
     }
 
     /// The stream's last sequence, as the leader says now.
+    /// The stream's last sequence, read after this call began. Concurrent callers
+    /// share one `STREAM.INFO` request (each joins the next one sent), which keeps the
+    /// server's API load flat however many commands wait on the head.
     async fn last_sequence(&self) -> Result<u64, LogError> {
-        let info = self
-            .inner
-            .js
-            .get_stream(EVENTS_STREAM)
-            .await
-            .map_err(|e| storage("cannot read the stream's state")(boxed(e)))?;
-        Ok(info.cached_info().state.last_sequence)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.heads.send(tx).map_err(|_| LogError::Closed)?;
+        rx.await
+            .map_err(|_| LogError::Closed)?
+            .map_err(|e| LogError::Storage(format!("cannot read the stream's state: {e}")))
     }
 
-    async fn read_tail(&self) -> Result<(u64, Hash), LogError> {
+    async fn read_tail(&self) -> Result<Tail, LogError> {
         let head = self.last_sequence().await?;
         if head == 0 {
-            return Ok((0, GENESIS));
+            return Ok(Tail { head: 0, hash: GENESIS, msg_id: None });
         }
-        match self.commit_at(head).await? {
-            Some((_, bytes)) => Ok((head, sha256(&bytes))),
-            None => Err(LogError::Corrupt { position: head, what: "the last commit is missing".into() }),
+        match self.stream().raw_message_builder().sequence(head).send().await {
+            Ok(m) => {
+                decode_at(&m.payload, head)?;
+                let msg_id = m.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.to_string());
+                Ok(Tail { head, hash: sha256(&m.payload), msg_id })
+            }
+            Err(e) if is_not_found(&e) => {
+                Err(LogError::Corrupt { position: head, what: "the last commit is missing".into() })
+            }
+            Err(e) => Err(storage("cannot read the last commit")(boxed(e))),
         }
     }
 
@@ -237,22 +275,18 @@ impl NatsLog {
 
     async fn append_now(&self, req: &AppendRequest) -> Result<Result<Appended, AppendRefused>, LogError> {
         let subject = event_subject(&req.stream);
-        let mut tail = self.inner.tail.lock().await;
-        // The first try carries the command id as `Nats-Msg-Id`, so a retry from
-        // elsewhere within the window is answered as a duplicate by JetStream itself.
-        // A clustered stream keeps the id of a publish it refused for a wrong last
-        // sequence staged as "in process"; later tries therefore name their position.
-        let mut msg_id = req.command_id.to_string();
         for attempt in 0..MAX_TAIL_RACES {
-            let (head, prev) = match *tail {
-                Some(t) => t,
-                None => *tail.insert(self.read_tail().await?),
-            };
-            let (version, subject_seq) = match self.last_of(&subject).await? {
+            // The stream's state, read outside the lock: if it moves before the publish
+            // lands, the expected subject sequence makes JetStream refuse it.
+            // A new stream (expected version 0) needs no read: "no message on the
+            // subject yet" is what the publish expects; if one is there, JetStream
+            // refuses it and the next try reads the stream.
+            let fresh = attempt == 0 && req.expected == ExpectedVersion::Exact(0);
+            let last = if fresh { None } else { self.last_of(&subject).await? };
+            let (version, subject_seq) = match last {
                 // A retry whose first try was stored but not acknowledged (a node lost
                 // mid-publish) and not yet indexed: it is the stream's last commit.
                 Some((c, _)) if c.command_id == req.command_id => {
-                    drop(tail);
                     self.index(&c.command_id, c.position).await?;
                     return Ok(Self::first_outcome(&c, req));
                 }
@@ -264,26 +298,45 @@ impl NatsLog {
                     return Ok(Err(AppendRefused::Conflict { expected: req.expected, actual: version }));
                 }
             }
-            let position = head + 1;
-            if attempt > 0 {
-                msg_id = format!("{}#{position}", req.command_id);
-            }
-            let bytes = record_for(req, position, version + 1, &prev)?;
-            let hash = sha256(&bytes);
-            let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
-            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, head.to_string().as_str());
-            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, subject_seq.to_string().as_str());
-            let published = match self.inner.js.publish_with_headers(subject.clone(), headers, bytes.into()).await {
-                Ok(ack) => ack.await,
-                Err(e) => {
-                    *tail = None;
-                    return Err(storage("cannot publish a commit")(boxed(e)));
+            // Under the lock: take the next position on top of the predicted tail (which
+            // includes this process's publishes still in flight) and send the publish,
+            // so publishes leave in position order; the acknowledgement is awaited after.
+            let (position, pending) = {
+                let mut guard = self.inner.tail.lock().await;
+                let tail = match guard.take() {
+                    Some(t) => t,
+                    None => self.read_tail().await?,
+                };
+                let position = tail.head + 1;
+                // The first try carries the command id as `Nats-Msg-Id`, so a retry
+                // from elsewhere within the window is answered as a duplicate by
+                // JetStream itself. A clustered stream keeps the id of a publish it
+                // refused staged as "in process"; later tries name their position.
+                let msg_id =
+                    if attempt == 0 { req.command_id.to_string() } else { format!("{}#{position}", req.command_id) };
+                let bytes = record_for(req, position, version + 1, &tail.hash)?;
+                let hash = sha256(&bytes);
+                let mut headers = HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
+                headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, tail.head.to_string().as_str());
+                if let Some(prev_id) = &tail.msg_id {
+                    // The predecessor must be the very record this one chains to.
+                    headers.insert(async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID, prev_id.as_str());
                 }
+                headers
+                    .insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, subject_seq.to_string().as_str());
+                let pending = self
+                    .inner
+                    .js
+                    .publish_with_headers(subject.clone(), headers, bytes.into())
+                    .await
+                    .map_err(|e| storage("cannot publish a commit")(boxed(e)))?;
+                *guard = Some(Tail { head: position, hash, msg_id: Some(msg_id) });
+                (position, pending)
             };
-            match published {
+            match pending.await {
                 Ok(ack) if ack.duplicate => {
-                    drop(tail);
+                    self.forget_tail_from(position).await;
                     let Some((first, _)) = self.commit_at(ack.sequence).await? else {
                         return Err(LogError::Corrupt {
                             position: ack.sequence,
@@ -294,9 +347,15 @@ impl NatsLog {
                     return Ok(Self::first_outcome(&first, req));
                 }
                 Ok(ack) if ack.sequence == position => {
-                    *tail = Some((position, hash));
-                    drop(tail);
-                    self.index(&req.command_id, position).await?;
+                    // The index entry is written behind the answer: until it is there,
+                    // JetStream's de-duplication window answers a retry, and the indexer
+                    // fills in any entry that never arrives.
+                    let (log, id) = (self.clone(), req.command_id.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = log.index(&id, position).await {
+                            tracing::warn!(error = %e, position, "indexing a command failed; the indexer will");
+                        }
+                    });
                     return Ok(Ok(Appended {
                         position,
                         stream: req.stream.clone(),
@@ -306,25 +365,22 @@ impl NatsLog {
                     }));
                 }
                 Ok(ack) => {
-                    *tail = None;
+                    self.forget_tail_from(position).await;
                     return Err(LogError::Corrupt {
                         position: ack.sequence,
                         what: format!("JetStream stored the commit for {position} at {}", ack.sequence),
                     });
                 }
-                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                    // Another process appended first: read the tail again.
-                    *tail = None;
-                }
-                Err(e) if is_in_process(&e) => {
-                    // An earlier try under this id was refused (or is still being
-                    // decided): read the tail again; a stored first try shows up as
-                    // the stream's last commit above.
-                    *tail = None;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                Err(e) if is_race(&e) => {
+                    // Another process appended first, or a publish before this one in
+                    // the pipeline was refused: read the tail again and retry.
+                    self.forget_tail_from(position).await;
+                    if is_in_process(&e) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
                 Err(e) => {
-                    *tail = None;
+                    self.forget_tail_from(position).await;
                     return Err(storage("JetStream did not store a commit")(boxed(e)));
                 }
             }
@@ -332,32 +388,40 @@ impl NatsLog {
         Err(LogError::Storage(format!("lost the race for the next position {MAX_TAIL_RACES} times")))
     }
 
-    async fn read_range(&self, after: u64, count: usize, categories: Option<&[&str]>) -> Result<Vec<Commit>, LogError> {
-        if count == 0 {
-            return Ok(Vec::new());
+    /// After a publish at `position` failed, the predicted tail from there on is wrong:
+    /// forget it (unless it was already read again below that position).
+    async fn forget_tail_from(&self, position: u64) {
+        let mut guard = self.inner.tail.lock().await;
+        if guard.as_ref().is_some_and(|t| t.head >= position) {
+            *guard = None;
         }
-        let mut messages = ordered_from(self.stream(), after + 1).await?;
+    }
+
+    async fn read_range(
+        &self,
+        after: u64,
+        count: usize,
+        categories: Option<&'static [&'static str]>,
+    ) -> Result<Vec<Commit>, LogError> {
+        let mut sub = NatsSubscription::new(self.clone(), after, categories);
         let mut out = Vec::with_capacity(count);
         while out.len() < count {
-            let next = tokio::time::timeout(Duration::from_secs(30), messages.next())
-                .await
-                .map_err(|_| LogError::Storage(format!("reading from {} timed out", after + 1 + out.len() as u64)))?;
-            let (seq, payload) = message_parts(next)?;
-            out.push(Commit::decode_where(&payload, categories).and_then(|c| check_position(c, seq))?);
+            out.push(sub.next().await?);
         }
         Ok(out)
     }
 }
 
 impl Inner {
+    fn new(js: jetstream::Context, stream: stream::Stream, commands: kv::Store) -> Inner {
+        let (heads, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_heads(stream.clone(), rx)).abort_handle();
+        Inner { js, stream, commands, tail: tokio::sync::Mutex::new(None), heads, tasks: vec![reader] }
+    }
+
+    /// Another handle on the same connection, with tasks of its own.
     fn clone_parts(&self) -> Inner {
-        Inner {
-            js: self.js.clone(),
-            stream: self.stream.clone(),
-            commands: self.commands.clone(),
-            tail: tokio::sync::Mutex::new(None),
-            indexer: None,
-        }
+        Inner::new(self.js.clone(), self.stream.clone(), self.commands.clone())
     }
 }
 
@@ -389,18 +453,6 @@ async fn ordered_from(stream: &stream::Stream, start: u64) -> Result<Ordered, Lo
     }
 }
 
-type OrderedItem = Option<Result<jetstream::Message, consumer::pull::OrderedError>>;
-
-fn message_parts(next: OrderedItem) -> Result<(u64, bytes::Bytes), LogError> {
-    let m = match next {
-        Some(Ok(m)) => m,
-        Some(Err(e)) => return Err(storage("reading the log failed")(boxed(e))),
-        None => return Err(LogError::Closed),
-    };
-    let seq = m.info().map_err(|e| LogError::Storage(format!("a message without metadata: {e}")))?.stream_sequence;
-    Ok((seq, m.message.payload.clone()))
-}
-
 fn decode_at(payload: &[u8], seq: u64) -> Result<Commit, LogError> {
     Commit::decode(payload).and_then(|c| check_position(c, seq))
 }
@@ -411,6 +463,13 @@ fn check_position(c: Commit, seq: u64) -> Result<Commit, LogError> {
     } else {
         Err(LogError::Corrupt { position: seq, what: format!("the record says it is commit {}", c.position) })
     }
+}
+
+/// A publish refused because the stream was not where this one expected it: a wrong
+/// last sequence, last message id or subject sequence, or an id still "in process".
+fn is_race(e: &jetstream::context::PublishError) -> bool {
+    use jetstream::context::PublishErrorKind;
+    matches!(e.kind(), PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId) || is_in_process(e)
 }
 
 /// JetStream's "duplicate message id is in process" (10158).
@@ -541,15 +600,16 @@ impl EventLog for NatsLog {
 
     async fn verify(&self) -> Result<VerifyReport, LogError> {
         let head = self.last_sequence().await?;
-        let mut messages = ordered_from(self.stream(), 1).await?;
+        let mut sub = NatsSubscription::new(self.clone(), 0, None);
         let (mut good, mut prev) = (0u64, GENESIS);
         while good < head {
             let expected = good + 1;
             let bad = |what: String| Ok(VerifyReport { verified: good, first_bad: Some((expected, what)) });
-            let (seq, payload) = message_parts(messages.next().await)?;
-            if seq != expected {
-                return bad(format!("commit {expected} is missing (the next stored is {seq})"));
-            }
+            let (seq, payload) = match sub.next_bytes().await {
+                Ok(got) => got,
+                Err(LogError::Corrupt { what, .. }) => return bad(what),
+                Err(e) => return Err(e),
+            };
             let c = match Commit::decode(&payload) {
                 Ok(c) => c,
                 Err(e) => return bad(format!("record does not decode: {e}")),
@@ -587,34 +647,74 @@ impl NatsSubscription {
         self.pending == 0
     }
 
+    /// The next message, making the consumer again when it fails or stalls: an
+    /// ordered consumer whose node died only notices after missed heartbeats (30 s),
+    /// so a reader that hears nothing for [`STALL_CHECK`] while the log has moved on
+    /// makes a new one from where it is.
     async fn try_next(&mut self) -> Result<Commit, LogError> {
-        let messages = match &mut self.messages {
-            Some(m) => m,
-            None => self.messages.insert(ordered_from(self.log.stream(), self.at + 1).await?),
-        };
-        let m = match messages.next().await {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => return Err(storage("the subscription failed")(boxed(e))),
-            None => return Err(LogError::Closed),
-        };
-        let info = m.info().map_err(|e| LogError::Storage(format!("a message without metadata: {e}")))?;
-        let (seq, pending) = (info.stream_sequence, info.pending);
-        if seq != self.at + 1 {
-            return Err(LogError::Corrupt { position: self.at + 1, what: format!("the next stored commit is {seq}") });
-        }
-        let c = Commit::decode_where(&m.message.payload, self.categories).and_then(|c| check_position(c, seq))?;
+        let (seq, payload) = self.next_raw().await?;
+        let c = Commit::decode_where(&payload, self.categories).and_then(|c| check_position(c, seq))?;
         self.at = seq;
-        self.pending = pending;
         Ok(c)
+    }
+
+    /// The next stored record and its position (not yet taken as read).
+    async fn next_raw(&mut self) -> Result<(u64, bytes::Bytes), LogError> {
+        loop {
+            let messages = match &mut self.messages {
+                Some(m) => m,
+                None => self.messages.insert(ordered_from(self.log.stream(), self.at + 1).await?),
+            };
+            let m = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(storage("the subscription failed")(boxed(e))),
+                Ok(None) => return Err(LogError::Closed),
+                Err(_) => {
+                    if self.log.last_sequence().await? > self.at {
+                        tracing::info!(
+                            at = self.at,
+                            "the reader heard nothing while the log moved on; making it again"
+                        );
+                        self.messages = None;
+                    }
+                    continue;
+                }
+            };
+            let info = m.info().map_err(|e| LogError::Storage(format!("a message without metadata: {e}")))?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
+            if seq != self.at + 1 {
+                return Err(LogError::Corrupt {
+                    position: self.at + 1,
+                    what: format!("the next stored commit is {seq}"),
+                });
+            }
+            self.pending = pending;
+            return Ok((seq, m.message.payload.clone()));
+        }
+    }
+
+    /// As [`Subscription::next`], the stored bytes (for walking the hash chain).
+    async fn next_bytes(&mut self) -> Result<(u64, bytes::Bytes), LogError> {
+        let got = self.retrying(|s| Box::pin(s.next_raw())).await?;
+        self.at = got.0;
+        Ok(got)
     }
 }
 
-impl Subscription for NatsSubscription {
-    async fn next(&mut self) -> Result<Commit, LogError> {
+impl NatsSubscription {
+    /// Runs `step`, making the consumer again after a failure, for about a minute of
+    /// failures in a row; a corrupt or undecodable record ends it at once.
+    async fn retrying<T>(
+        &mut self,
+        step: impl for<'a> Fn(
+            &'a mut Self,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, LogError>> + Send + 'a>>,
+    ) -> Result<T, LogError> {
         let mut failures = 0u32;
         loop {
-            match self.try_next().await {
-                Ok(c) => return Ok(c),
+            match step(self).await {
+                Ok(v) => return Ok(v),
                 Err(e @ (LogError::Corrupt { .. } | LogError::Codec(_))) => return Err(e),
                 Err(e) => {
                     failures += 1;
@@ -627,5 +727,11 @@ impl Subscription for NatsSubscription {
                 }
             }
         }
+    }
+}
+
+impl Subscription for NatsSubscription {
+    async fn next(&mut self) -> Result<Commit, LogError> {
+        self.retrying(|s| Box::pin(s.try_next())).await
     }
 }

@@ -16,8 +16,17 @@ pub async fn follow<L: EventLog>(
     let mut sub = log.subscribe(checkpoint);
     loop {
         let first = sub.next().await?;
+        let first_position = first.position;
         let mut commits = vec![first];
-        let head = log.head().await?;
+        // How far the log is, to batch what is already there; if the log cannot say
+        // right now (a cluster moving a leader), this batch is just the first commit.
+        let head = match log.head().await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::debug!(error = %e, "the log's head is unknown for now");
+                first_position
+            }
+        };
         while commits.len() < batch && commits.last().is_some_and(|c| c.position < head) {
             commits.push(sub.next().await?);
         }
