@@ -301,13 +301,10 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
         }));
     }
     let mut all = collect(tasks).await?;
+    let elapsed = start.elapsed().as_secs_f64();
     let cluster_kind = if nodes == 1 { "1 node".to_owned() } else { format!("{nodes}-node cluster, R{replicas}") };
-    report(
-        &format!("behalf command over NATS, {cluster_kind}, {in_flight} in flight"),
-        &mut all,
-        start.elapsed().as_secs_f64(),
-    );
-    let ours = all.accepted as f64 / start.elapsed().as_secs_f64();
+    report(&format!("behalf command over NATS, {cluster_kind}, {in_flight} in flight"), &mut all, elapsed);
+    let ours = all.accepted as f64 / elapsed;
     println!("raw JetStream publish, {in_flight} in flight, 700 B: {raw:.0}/s (behalf: {:.2} × raw)", ours / raw);
     Ok(())
 }
