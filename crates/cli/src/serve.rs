@@ -100,9 +100,17 @@ pub fn spawn_followers<L: EventLog + Clone, Q: QueueSink>(
     let (mut views_at, mut queues_at) = (views_at, queues_at);
     let (tx, rx) = tokio::sync::watch::channel(views_at);
     let task = tokio::spawn(async move {
+        let head = loop {
+            match behalf_log::EventLog::head(&log).await {
+                Ok(head) => break head,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the log's head yet; trying again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        };
         // After a log was cut back to its last good commit, the views may hold what the
         // log no longer does: rebuild them; the notifier goes on from the new head.
-        let head = behalf_log::EventLog::head(&log).await.unwrap_or(0);
         if views_at > head {
             tracing::warn!(views_at, head, "the views are ahead of the log; rebuilding them");
             if let Err(e) = views.clear() {
@@ -113,28 +121,39 @@ pub fn spawn_followers<L: EventLog + Clone, Q: QueueSink>(
             tx.send_replace(0);
         }
         queues_at = queues_at.min(head);
-        let from = views_at.min(queues_at);
-        let r = behalf_service::runner::follow(
-            &log,
-            from,
-            1024,
-            |commits| {
-                let past = |cp: u64| commits.partition_point(|c| c.position <= cp);
-                let (v, q) = (past(views_at), past(queues_at));
-                if v < commits.len() {
-                    views_at = behalf_service::views::apply_batch(views.as_ref(), &commits[v..])?;
+        // A failure to read (a NATS node lost) or to forward starts the follower again
+        // from the checkpoints, which were committed with what they cover.
+        loop {
+            let r = behalf_service::runner::follow(
+                &log,
+                views_at.min(queues_at),
+                1024,
+                |commits| {
+                    let past = |cp: u64| commits.partition_point(|c| c.position <= cp);
+                    let (v, q) = (past(views_at), past(queues_at));
+                    if v < commits.len() {
+                        views_at = behalf_service::views::apply_batch(views.as_ref(), &commits[v..])?;
+                    }
+                    if let Some(queues) = queues.as_ref().filter(|_| q < commits.len()) {
+                        queues_at = behalf_service::notifier::forward_batch(queues.as_ref(), &commits[q..])?;
+                    }
+                    tx.send_replace(views_at);
+                    Ok(views_at.min(queues_at))
+                },
+                |_| {},
+            )
+            .await;
+            match r {
+                Ok(()) => return,
+                Err(e @ (behalf_log::LogError::Corrupt { .. } | behalf_log::LogError::Codec(_))) => {
+                    tracing::error!(error = %e, "the projection runner and notifier stopped");
+                    return;
                 }
-                if let Some(queues) = queues.as_ref().filter(|_| q < commits.len()) {
-                    queues_at = behalf_service::notifier::forward_batch(queues.as_ref(), &commits[q..])?;
+                Err(e) => {
+                    tracing::warn!(error = %e, "the projection runner and notifier failed; following again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
-                tx.send_replace(views_at);
-                Ok(views_at.min(queues_at))
-            },
-            |_| {},
-        )
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "the projection runner and notifier stopped");
+            }
         }
     });
     Ok((task, rx))

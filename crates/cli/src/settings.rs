@@ -84,6 +84,10 @@ impl Layer {
     }
 }
 
+/// The largest body `serve --nats` takes: its commit (with the envelope) must fit one
+/// NATS message of the server's default 1 MiB `max_payload`.
+pub const NATS_MAX_BODY_BYTES: usize = 512 * 1024;
+
 /// The config file named by the flag, else by `BEHALF_CONFIG`.
 pub fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
     flag.or_else(|| std::env::var("BEHALF_CONFIG").ok().filter(|v| !v.is_empty()).map(PathBuf::from))
@@ -125,6 +129,10 @@ pub fn load(config: Option<&Path>, env: Layer, flags: Layer) -> anyhow::Result<S
         if url.split(',').any(|u| u.trim().is_empty()) {
             bail!("the NATS URL {url:?} has an empty part; give nats://HOST:PORT[,nats://HOST:PORT…]");
         }
+        // A commit is one NATS message; nats-server takes at most 1 MiB by default.
+        if max_body_bytes > NATS_MAX_BODY_BYTES {
+            bail!("with nats, max_body_bytes {max_body_bytes} must be at most {NATS_MAX_BODY_BYTES} (a commit is one NATS message of at most 1 MiB)");
+        }
     }
     Ok(Settings {
         data_dir,
@@ -162,6 +170,12 @@ mod tests {
         assert!(bad(Layer { listen: Some("localhost".into()), ..Layer::default() }).contains("HOST:PORT"));
         assert!(bad(Layer { log_format: Some("xml".into()), ..Layer::default() }).contains("xml"));
         assert!(bad(Layer { max_body_bytes: Some(1), ..Layer::default() }).contains("max_body_bytes"));
+        let nats =
+            |url: &str, body: Option<usize>| Layer { nats: Some(url.into()), max_body_bytes: body, ..Layer::default() };
+        assert!(bad(nats("nats://a:4222,", None)).contains("empty part"));
+        assert!(bad(nats("nats://a:4222", Some(4 << 20))).contains("at most"));
+        let ok = load(None, Layer::default(), nats("nats://a:4222", None)).unwrap();
+        assert_eq!((ok.nats.as_deref(), ok.nats_replicas), (Some("nats://a:4222"), 1));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("b.toml");
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();

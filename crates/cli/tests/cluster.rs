@@ -1,6 +1,7 @@
 //! The distributed engine under failure: real `nats-server` nodes (a 3-node cluster with
-//! R3 streams) and real `behalf serve --nats` processes, each with its own projector
-//! and notifier. Nodes and servers are killed with SIGKILL while commands flow.
+//! R3 streams) and the roles as real processes (`behalf command`, `behalf project`,
+//! `behalf notify`), or `behalf serve --nats`. Nodes and services are killed with
+//! SIGKILL while commands flow.
 
 mod support;
 
@@ -53,18 +54,48 @@ async fn until_more(acked: &std::sync::Mutex<Vec<(String, Value)>>, more: usize)
     }
 }
 
+/// A role process with HTTP on a free port: the process and its base URL.
+fn role_on(nats: &Cluster, role: &str, dir: &std::path::Path) -> (Role, String) {
+    let replicas = nats.replicas().to_string();
+    let dir = dir.to_str().unwrap();
+    let args =
+        [role, "--nats", &nats.urls(), "--nats-replicas", &replicas, "--data-dir", dir, "--listen", "127.0.0.1:0"];
+    let (child, addr) = spawn_until(&args, "listening on ");
+    (Role(child), format!("http://{addr}"))
+}
+
+fn client(base: &str) -> Client {
+    Client { http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(), base: base.into() }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_and_server_loss_lose_no_acknowledged_command() {
     let mut nats = Cluster::start(3).expect("a 3-node cluster starts");
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let s1 = serve_on(&nats, d1.path());
-    let mut s2 = serve_on(&nats, d2.path());
-    let (c1, c2) = (Client::of(&s1), Client::of(&s2));
-    send_world(&c1, &s1.admin).await;
-    let token = c1.token(&s1.admin, &agent()).await;
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    // Two command services, two projectors and a notifier, each its own process.
+    let (_command_1, cmd_1) = role_on(&nats, "command", dirs[0].path());
+    let (mut command_2, cmd_2) = role_on(&nats, "command", dirs[1].path());
+    let (_project_1, proj_1) = role_on(&nats, "project", dirs[2].path());
+    let (_project_2, proj_2) = role_on(&nats, "project", dirs[3].path());
+    let replicas = nats.replicas().to_string();
+    let notify_args = [
+        "notify",
+        "--nats",
+        &nats.urls(),
+        "--nats-replicas",
+        &replicas,
+        "--data-dir",
+        dirs[4].path().to_str().unwrap(),
+    ];
+    let _notify = Role(spawn_until(&notify_args, "forwarding").0);
+    let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap().trim().to_owned();
+    let (c1, c2) = (client(&cmd_1), client(&cmd_2));
+    send_world(&c1, &admin).await;
+    let token = c1.token(&admin, &agent()).await;
 
-    // Eight writers, each opening tickets and noting on them, through both servers
-    // in turn, with keyed commands; every accepted answer is kept.
+    // Eight writers, each opening tickets, noting on them and now and then escalating,
+    // through both command services in turn, with keyed commands; every accepted
+    // answer is kept.
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Value)>::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
@@ -78,7 +109,10 @@ async fn node_and_server_loss_lose_no_acknowledged_command() {
                 i += 1;
                 let id = format!("load-{w}-{i}");
                 let body = match &ticket {
-                    Some(t) if i % 4 != 0 => json!({"type":"ticket.note","ticket_id":t,"text":id,"command_id":id}),
+                    Some(t) if i % 8 == 5 => {
+                        json!({"type":"ticket.escalate","ticket_id":t,"reason":"still down","command_id":id})
+                    }
+                    Some(t) if i % 8 != 0 => json!({"type":"ticket.note","ticket_id":t,"text":id,"command_id":id}),
                     _ => merge(open_o365(), json!({"command_id": id})),
                 };
                 let c = &clients[i % 2];
@@ -105,8 +139,8 @@ async fn node_and_server_loss_lose_no_acknowledged_command() {
     eprintln!("starting node n2 again");
     nats.nodes[1].start().expect("the node comes back");
     until_more(&acked, 100).await;
-    eprintln!("killing server 2");
-    s2.kill9();
+    eprintln!("killing command service 2");
+    command_2.kill9();
     until_more(&acked, 100).await;
     eprintln!("checking");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -126,20 +160,42 @@ async fn node_and_server_loss_lose_no_acknowledged_command() {
     assert_eq!(report.first_bad, None, "the hash chain holds");
     assert_eq!(report.verified, log.head().await.unwrap());
 
-    // The surviving server's views equal a fold of the log.
+    // Both projectors' views equal a fold of the log.
     let head = log.head().await.unwrap();
     let tickets: std::collections::BTreeSet<String> =
         acked.iter().filter_map(|(_, a)| a["ticket_id"].as_str().map(str::to_owned)).collect();
     assert!(tickets.len() >= 8, "tickets were opened: {}", tickets.len());
-    for t in &tickets {
-        let (status, view) = c1.get(&token, &format!("/v1/tickets/{t}?min_position={head}")).await;
-        assert_eq!(status, 200, "{view}");
-        let version = log
-            .stream_version(&behalf_domain::StreamId::ticket(&behalf_domain::TicketId::new(t.as_str())))
-            .await
-            .unwrap();
-        assert_eq!(view["version"].as_u64(), Some(version), "ticket {t}: the view is the fold of its stream");
+    for base in [&proj_1, &proj_2] {
+        let p = client(base);
+        for t in &tickets {
+            let (status, view) = p.get(&token, &format!("/v1/tickets/{t}?min_position={head}&wait_ms=30000")).await;
+            assert_eq!(status, 200, "{view}");
+            let stream = behalf_domain::StreamId::ticket(&behalf_domain::TicketId::new(t.as_str()));
+            let version = log.stream_version(&stream).await.unwrap();
+            assert_eq!(view["version"].as_u64(), Some(version), "ticket {t}: the view is the fold of its stream");
+        }
     }
+
+    // Every accepted escalation is in its work queue once.
+    let escalations: Vec<&String> =
+        acked.iter().filter(|(_, a)| a["events"][0]["type"] == "TicketEscalated").map(|(id, _)| id).collect();
+    assert!(!escalations.is_empty(), "escalations were accepted");
+    let queues = behalf_nats::NatsQueues::open(&nats.urls(), nats.replicas()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let waiting = loop {
+        let waiting = queues.peek("commercial.office365", 100_000).await.unwrap();
+        if waiting.len() >= escalations.len() {
+            break waiting;
+        }
+        before(deadline, &format!("{} escalations in the queue, {} there", escalations.len(), waiting.len()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let sources: Vec<&str> = waiting.iter().map(|m| m["source_event_id"].as_str().unwrap()).collect();
+    for id in &escalations {
+        let n = sources.iter().filter(|s| s.starts_with(&format!("{id}:"))).count();
+        assert_eq!(n, 1, "escalation {id} is in its queue once");
+    }
+    assert_eq!(sources.len(), escalations.len(), "nothing else and no copies in the queue");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -89,10 +89,16 @@ pub fn spawn_until(args: &[&str], ready: &str) -> (Child, String) {
 /// A role process (`behalf command|project|notify`), killed when dropped.
 pub struct Role(pub Child);
 
-impl Drop for Role {
-    fn drop(&mut self) {
+impl Role {
+    pub fn kill9(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
