@@ -57,7 +57,8 @@ enum Cmd {
     /// ticket's story, time travel, export. Exit code 1 when something does not hold.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
-    /// Load generators: ticket.open over HTTP or in-process, beside raw sled.
+    /// Load generators: ticket.open over HTTP, in-process or through `behalf command` on
+    /// NATS, beside raw sled or raw JetStream from the same run; view catch-up.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
 }

@@ -649,9 +649,18 @@ async fn token_commands_work_on_a_stopped_data_directory() {
 fn help_explains_every_command() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_behalf")).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["serve", "demo", "token", "bench"] {
+    for cmd in ["serve", "command", "project", "notify", "demo", "token", "bench"] {
         assert!(text.contains(cmd), "--help names {cmd}");
     }
+    let command =
+        std::process::Command::new(env!("CARGO_BIN_EXE_behalf")).args(["command", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&command.stdout);
+    for flag in ["--nats", "--nats-replicas", "--listen", "behalf.cmd"] {
+        assert!(text.contains(flag), "command --help explains {flag}");
+    }
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_behalf")).arg("command").output().unwrap();
+    assert!(!missing.status.success(), "the command role needs --nats");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--nats"));
     let serve = std::process::Command::new(env!("CARGO_BIN_EXE_behalf")).args(["serve", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&serve.stdout);
     for flag in ["--data-dir", "--listen", "--config", "--log-format", "port 0"] {
