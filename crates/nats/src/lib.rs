@@ -34,6 +34,33 @@ pub use queues::{queue_stream, queue_subject, NatsQueues, NOTIFIER_BUCKET};
 pub use subject::{command_key, event_subject};
 pub use tokens::{NatsTokens, TOKENS_BUCKET};
 
+/// A storage error saying what could not be done and why.
+pub(crate) fn storage(what: &str, e: impl std::fmt::Display) -> behalf_log::LogError {
+    behalf_log::LogError::Storage(format!("{what}: {e}"))
+}
+
+/// A key-value bucket: the one there, or a new one (file storage, one value per key).
+pub(crate) async fn bucket(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    replicas: usize,
+) -> Result<async_nats::jetstream::kv::Store, behalf_log::LogError> {
+    use async_nats::jetstream::{kv, stream};
+    match js.get_key_value(name).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.into(),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| storage(&format!("cannot create the bucket {name}"), e)),
+    }
+}
+
 /// Runs a JetStream call from a synchronous store method (the token and queue traits
 /// are synchronous). Needs a multi-threaded Tokio runtime, which every role runs on.
 pub(crate) fn blocking<T>(what: &str, f: impl std::future::Future<Output = T>) -> Result<T, behalf_log::LogError> {

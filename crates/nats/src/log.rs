@@ -29,6 +29,7 @@ use behalf_log::{
 };
 use futures::StreamExt as _;
 
+use crate::storage;
 use crate::subject::{command_key, event_subject};
 
 /// The stream that holds every commit.
@@ -121,14 +122,6 @@ impl Drop for Inner {
     }
 }
 
-fn storage(what: &str) -> impl FnOnce(async_nats::Error) -> LogError + '_ {
-    move |e| LogError::Storage(format!("{what}: {e}"))
-}
-
-fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> async_nats::Error {
-    Box::new(e)
-}
-
 /// Connects to one or more comma-separated server URLs.
 pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, LogError> {
     let addrs = url
@@ -186,20 +179,8 @@ impl NatsLog {
                 ..Default::default()
             })
             .await
-            .map_err(|e| storage("cannot create the stream")(boxed(e)))?;
-        let commands = match js.get_key_value(COMMANDS_BUCKET).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: COMMANDS_BUCKET.into(),
-                    history: 1,
-                    storage: stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| storage("cannot create the command index")(boxed(e)))?,
-        };
+            .map_err(|e| storage("cannot create the stream", e))?;
+        let commands = crate::bucket(js, COMMANDS_BUCKET, replicas).await?;
         Ok((stream, commands))
     }
 
@@ -212,7 +193,7 @@ impl NatsLog {
         match self.stream().raw_message_builder().sequence(position).send().await {
             Ok(m) => Ok(Some((decode_at(&m.payload, position)?, m.payload))),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(storage("cannot read a commit")(boxed(e))),
+            Err(e) => Err(storage("cannot read a commit", e)),
         }
     }
 
@@ -221,7 +202,7 @@ impl NatsLog {
         match self.stream().raw_message_builder().last_by_subject(subject).send().await {
             Ok(m) => Ok(Some((decode_at(&m.payload, m.sequence)?, m.sequence))),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(storage("cannot read a stream's last commit")(boxed(e))),
+            Err(e) => Err(storage("cannot read a stream's last commit", e)),
         }
     }
 
@@ -251,7 +232,7 @@ impl NatsLog {
             Err(e) if is_not_found(&e) => {
                 Err(LogError::Corrupt { position: head, what: "the last commit is missing".into() })
             }
-            Err(e) => Err(storage("cannot read the last commit")(boxed(e))),
+            Err(e) => Err(storage("cannot read the last commit", e)),
         }
     }
 
@@ -261,7 +242,7 @@ impl NatsLog {
             .put(command_key(id), position.to_string().into())
             .await
             .map(|_| ())
-            .map_err(|e| storage("cannot index a command")(boxed(e)))
+            .map_err(|e| storage("cannot index a command", e))
     }
 
     /// The first outcome of a command that is already in the log.
@@ -330,7 +311,7 @@ impl NatsLog {
                     .js
                     .publish_with_headers(subject.clone(), headers, bytes.into())
                     .await
-                    .map_err(|e| storage("cannot publish a commit")(boxed(e)))?;
+                    .map_err(|e| storage("cannot publish a commit", e))?;
                 *guard = Some(Tail { head: position, hash, msg_id: Some(msg_id) });
                 (position, pending)
             };
@@ -381,7 +362,7 @@ impl NatsLog {
                 }
                 Err(e) => {
                     self.forget_tail_from(position).await;
-                    return Err(storage("JetStream did not store a commit")(boxed(e)));
+                    return Err(storage("JetStream did not store a commit", e));
                 }
             }
         }
@@ -439,8 +420,8 @@ async fn ordered_from(stream: &stream::Stream, start: u64) -> Result<Ordered, Lo
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| storage("cannot create a reader")(boxed(e)))?;
-            consumer.messages().await.map_err(|e| storage("cannot start a reader")(boxed(e)))
+                .map_err(|e| storage("cannot create a reader", e))?;
+            consumer.messages().await.map_err(|e| storage("cannot start a reader", e))
         };
         match made.await {
             Ok(m) => return Ok(m),
@@ -499,7 +480,7 @@ async fn index_from_checkpoint(log: &NatsLog) -> Result<(), LogError> {
     let checkpoint = commands
         .get(CHECKPOINT_KEY)
         .await
-        .map_err(|e| storage("cannot read the indexer's checkpoint")(boxed(e)))?
+        .map_err(|e| storage("cannot read the indexer's checkpoint", e))?
         .and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse::<u64>().ok()))
         .unwrap_or(0);
     let mut sub = log.subscribe_where(checkpoint, &[]);
@@ -507,7 +488,7 @@ async fn index_from_checkpoint(log: &NatsLog) -> Result<(), LogError> {
     loop {
         let c = sub.next().await?;
         let key = command_key(&c.command_id);
-        let present = commands.get(&key).await.map_err(|e| storage("cannot read the command index")(boxed(e)))?;
+        let present = commands.get(&key).await.map_err(|e| storage("cannot read the command index", e))?;
         if present.is_none() {
             tracing::info!(position = c.position, "indexing a command the appender left out");
             log.index(&c.command_id, c.position).await?;
@@ -517,7 +498,7 @@ async fn index_from_checkpoint(log: &NatsLog) -> Result<(), LogError> {
             commands
                 .put(CHECKPOINT_KEY, c.position.to_string().into())
                 .await
-                .map_err(|e| storage("cannot save the indexer's checkpoint")(boxed(e)))?;
+                .map_err(|e| storage("cannot save the indexer's checkpoint", e))?;
             since_saved = 0;
         }
     }
@@ -545,7 +526,7 @@ impl EventLog for NatsLog {
             let m = match got {
                 Ok(m) => m,
                 Err(e) if is_not_found(&e) => break,
-                Err(e) => return Err(storage("cannot read a stream")(boxed(e))),
+                Err(e) => return Err(storage("cannot read a stream", e)),
             };
             let c = decode_at(&m.payload, m.sequence)?;
             seq = m.sequence + 1;
@@ -573,7 +554,7 @@ impl EventLog for NatsLog {
     async fn find_command(&self, id: &CommandId) -> Result<Option<Commit>, LogError> {
         let key = command_key(id);
         let Some(value) =
-            self.inner.commands.get(key).await.map_err(|e| storage("cannot read the command index")(boxed(e)))?
+            self.inner.commands.get(key).await.map_err(|e| storage("cannot read the command index", e))?
         else {
             return Ok(None);
         };
@@ -667,7 +648,7 @@ impl NatsSubscription {
             };
             let m = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
                 Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return Err(storage("the subscription failed")(boxed(e))),
+                Ok(Some(Err(e))) => return Err(storage("the subscription failed", e)),
                 Ok(None) => return Err(LogError::Closed),
                 Err(_) => {
                     if self.log.last_sequence().await? > self.at {

@@ -26,6 +26,7 @@ use behalf_log::LogError;
 use serde::Serialize;
 
 use crate::log::connect;
+use crate::storage;
 
 /// The bucket of the forwarder's checkpoint.
 pub const NOTIFIER_BUCKET: &str = "BEHALF_NOTIFIER";
@@ -49,10 +50,6 @@ pub struct NatsQueues {
     replicas: usize,
     /// Streams known to exist.
     made: Mutex<HashSet<String>>,
-}
-
-fn storage(what: &str, e: impl std::fmt::Display) -> LogError {
-    LogError::Storage(format!("{what}: {e}"))
 }
 
 /// `behalf.q.<queue>`, with any token that is not a plain subject token escaped.
@@ -79,19 +76,7 @@ pub fn queue_stream(queue: &str) -> String {
 impl NatsQueues {
     pub async fn open(url: &str, replicas: usize) -> Result<NatsQueues, LogError> {
         let js = jetstream::new(connect(url).await?);
-        let state = match js.get_key_value(NOTIFIER_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: NOTIFIER_BUCKET.into(),
-                    history: 1,
-                    storage: stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| storage("cannot create the notifier's bucket", e))?,
-        };
+        let state = crate::bucket(&js, NOTIFIER_BUCKET, replicas).await?;
         Ok(NatsQueues { js, state, replicas, made: Mutex::new(HashSet::new()) })
     }
 

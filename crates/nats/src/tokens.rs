@@ -16,6 +16,7 @@ use behalf_log::LogError;
 use futures::StreamExt as _;
 
 use crate::log::connect;
+use crate::storage;
 
 /// The bucket of token records (only hashes of secrets, never secrets).
 pub const TOKENS_BUCKET: &str = "BEHALF_TOKENS";
@@ -36,10 +37,6 @@ impl Drop for NatsTokens {
     }
 }
 
-fn storage(what: &str, e: impl std::fmt::Display) -> LogError {
-    LogError::Storage(format!("{what}: {e}"))
-}
-
 fn decode(bytes: &[u8]) -> Result<TokenRecord, LogError> {
     rmp_serde::from_slice(bytes).map_err(|e| LogError::Codec(format!("a token record does not decode: {e}")))
 }
@@ -48,19 +45,7 @@ impl NatsTokens {
     /// Connects, creates the bucket if needed, loads every record and starts watching.
     pub async fn open(url: &str, replicas: usize) -> Result<NatsTokens, LogError> {
         let js = jetstream::new(connect(url).await?);
-        let kv = match js.get_key_value(TOKENS_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: TOKENS_BUCKET.into(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| storage("cannot create the token bucket", e))?,
-        };
+        let kv = crate::bucket(&js, TOKENS_BUCKET, replicas).await?;
         // Everything up to now, then every change after it (a change made while loading
         // arrives again through the watch, which is harmless).
         let mut stream = js
