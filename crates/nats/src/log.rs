@@ -1,20 +1,25 @@
 //! [`NatsLog`]: the event log on a JetStream stream.
 //!
-//! - **Append.** Under one lock per process: read the stream's last message by subject
-//!   (its version), check the expected version (R27), build the record at `head + 1`
-//!   with the hash of the record at `head`, and publish it with
-//!   `Nats-Expected-Last-Sequence: head`, `Nats-Expected-Last-Subject-Sequence` and
-//!   `Nats-Msg-Id: <command id>`. If another process appended first, JetStream refuses
-//!   the publish (wrong last sequence): the tail is read again and the append retried.
-//!   So positions are dense, the chain is unbroken and no update is lost, however
-//!   many processes write.
-//! - **Idempotency (R26).** `Nats-Msg-Id` catches retries within the de-duplication
-//!   window; beyond it, the `BEHALF_COMMANDS` key-value bucket maps each command id to
-//!   its position. The appender writes the key after the publish is acknowledged; an
-//!   indexer in every process follows the log and fills in any key a crash left out,
-//!   well within the window.
+//! - **Append.** Read the stream's last message by subject (its version; skipped for a
+//!   new stream) and check the expected version (R27). Then, under one lock per
+//!   process, take the next position on the predicted tail, build the record with the
+//!   hash of the record before, and send it with `Nats-Expected-Last-Sequence`,
+//!   `Nats-Expected-Last-Msg-Id` (the predecessor it chains to) and
+//!   `Nats-Expected-Last-Subject-Sequence`; the acknowledgement is awaited outside the
+//!   lock, so publishes pipeline. If anything moved — another process appended, a
+//!   publish before this one in the pipeline was refused, the stream changed — JetStream
+//!   refuses the publish, the tail is read again and the append retried. So positions
+//!   are dense, the chain is unbroken and no update is lost, however many processes
+//!   write.
+//! - **Idempotency (R26).** `Nats-Msg-Id` (the command id, on a first try) catches
+//!   retries within JetStream's de-duplication window; beyond it, the
+//!   `BEHALF_COMMANDS` key-value bucket maps each command id to its position. The
+//!   appender writes the key right after answering; the indexer (run by `serve` and
+//!   `notify`) follows the log from a checkpoint and fills in any key a process died
+//!   before writing, well within the window.
 //! - **Reads** go to the stream leader (`STREAM.MSG.GET`), so a process reads what it
-//!   wrote; catch-up and live subscriptions use ordered pull consumers.
+//!   wrote; catch-up and live reads use ordered pull consumers, made again when they
+//!   fail or stall.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,7 +136,6 @@ pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, LogError> {
         .map_err(|e| LogError::Storage(format!("NATS URL {url:?} is not valid: {e}")))?;
     async_nats::ConnectOptions::new()
         .name("behalf")
-        .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .connect(addrs)
         .await
