@@ -243,8 +243,9 @@ pub struct VerifyReport {
     pub first_bad: Option<(u64, String)>,
 }
 
-/// The log. Every engine implements it and passes [`conformance`].
-pub trait EventLog: Send + Sync + 'static {
+/// The log. Every engine implements it and passes [`conformance`]. Handles are cheap
+/// clones of one log.
+pub trait EventLog: Clone + Send + Sync + 'static {
     type Subscription: Subscription;
 
     /// Appends one commit. Answers only after the commit is durable. The same

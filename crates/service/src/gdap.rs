@@ -41,17 +41,30 @@ impl GdapProjection {
             task: std::sync::Mutex::new(None),
         });
         // Only directory streams are decoded; the rest just move the position.
-        let mut sub = log.subscribe_where(0, behalf_domain::command::DIRECTORY_CATEGORIES);
+        let log = log.clone();
         let me = Arc::clone(&p);
         let task = tokio::spawn(async move {
+            let mut sub = log.subscribe_where(0, behalf_domain::command::DIRECTORY_CATEGORIES);
             loop {
                 match sub.next().await {
-                    Ok(commit) => me.apply(&commit),
-                    Err(e) => {
+                    Ok(commit) => {
+                        me.apply(&commit);
+                        me.failed.store(false, Ordering::SeqCst);
+                    }
+                    Err(e @ (behalf_log::LogError::Corrupt { .. } | behalf_log::LogError::Codec(_))) => {
                         tracing::error!(error = %e, "the GDAP projection stopped following the log");
                         me.failed.store(true, Ordering::SeqCst);
                         me.notify.send_replace(u64::MAX);
                         return;
+                    }
+                    Err(e) => {
+                        // Not ready (commands answer 503) until it follows again, from
+                        // where it was.
+                        tracing::warn!(error = %e, "the GDAP projection lost the log; following again");
+                        me.failed.store(true, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let at = me.position();
+                        sub = log.subscribe_where(at, behalf_domain::command::DIRECTORY_CATEGORIES);
                     }
                 }
             }
