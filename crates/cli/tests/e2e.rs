@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use behalf_domain::Principal;
 use serde_json::{json, Value};
 use support::world::*;
-use support::{now, send_world, Client, Server};
+use support::{now, on_nats, send_world, Client, Server};
 
 /// What a step expects.
 enum Then {
@@ -79,9 +79,8 @@ async fn every_command_and_rejection_over_http() {
 /// Invariant 6: the same scenarios on the distributed engine (a real nats-server).
 #[tokio::test(flavor = "multi_thread")]
 async fn every_command_and_rejection_over_http_on_nats() {
-    let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
-    let dir = tempfile::tempdir().unwrap();
-    every_command_and_rejection(Server::start_with(dir.path(), &["--nats", &nats.urls()])).await;
+    let (_nats, _dir, server) = on_nats();
+    every_command_and_rejection(server).await;
 }
 
 async fn every_command_and_rejection(server: Server) {
@@ -385,7 +384,16 @@ async fn every_command_and_rejection(server: Server) {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_answered_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    bad_input(Server::start(dir.path()), dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_answered_and_changes_nothing_on_nats() {
+    let (_nats, dir, server) = on_nats();
+    bad_input(server, dir.path()).await;
+}
+
+async fn bad_input(server: Server, dir: &std::path::Path) {
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
     let agent_token = c.token(&server.admin, &agent()).await;
@@ -493,7 +501,7 @@ async fn bad_input_is_answered_and_changes_nothing() {
     assert!(!tok.to_string().contains(&agent_token), "listing never shows a secret");
     // The data directory's admin token file is the owner's only.
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(dir.path().join("admin.token")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(dir.join("admin.token")).unwrap().permissions().mode() & 0o777, 0o600);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -677,7 +685,16 @@ fn help_explains_every_command() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_writers_on_one_ticket_lose_no_update() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    concurrent_writers(Server::start(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writers_on_one_ticket_lose_no_update_on_nats() {
+    let (_nats, _dir, server) = on_nats();
+    concurrent_writers(server).await;
+}
+
+async fn concurrent_writers(server: Server) {
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
     let a = c.token(&server.admin, &agent()).await;

@@ -9,7 +9,7 @@ mod support;
 use behalf_domain::Principal;
 use serde_json::{json, Value};
 use support::world::*;
-use support::{send_world, Client, Server};
+use support::{on_nats, send_world, Client, Server};
 
 async fn get(c: &Client, token: &str, path: &str) -> (u16, Value) {
     c.get(token, path).await
@@ -18,7 +18,16 @@ async fn get(c: &Client, token: &str, path: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread")]
 async fn queries_are_scoped_and_read_your_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    scoped_and_read_your_writes(Server::start(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_are_scoped_and_read_your_writes_on_nats() {
+    let (_nats, _dir, server) = on_nats();
+    scoped_and_read_your_writes(server).await;
+}
+
+async fn scoped_and_read_your_writes(server: Server) {
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
     let contoso = c.token(&server.admin, &agent()).await;

@@ -86,6 +86,15 @@ pub fn spawn_until(args: &[&str], ready: &str) -> (Child, String) {
     (child, rest)
 }
 
+/// `behalf serve --nats` on a fresh one-node nats-server and a fresh data directory
+/// (the same scenarios on the distributed engine, Invariant 6).
+pub fn on_nats() -> (behalf_nats::server::Cluster, tempfile::TempDir, Server) {
+    let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--nats", &nats.urls()]);
+    (nats, dir, server)
+}
+
 /// A role process (`behalf command|project|notify`), killed when dropped.
 pub struct Role(pub Child);
 
