@@ -44,10 +44,11 @@ async fn commands_in(log: &NatsLog) -> HashMap<String, (u64, u32)> {
     seen
 }
 
-/// Waits until `acked` has grown by `more`, or a minute has passed.
+/// Waits until `acked` has grown by `more`, or two minutes have passed (progress, not
+/// speed: a loaded machine electing leaders may take a while).
 async fn until_more(acked: &std::sync::Mutex<Vec<(String, Value)>>, more: usize) {
     let target = acked.lock().unwrap().len() + more;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while acked.lock().unwrap().len() < target {
         before(deadline, &format!("{more} more acknowledgements"));
         tokio::time::sleep(Duration::from_millis(50)).await;
