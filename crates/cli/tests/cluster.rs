@@ -197,7 +197,7 @@ async fn node_and_server_loss_lose_no_acknowledged_command() {
         assert!(in_log.iter().any(|e| e.starts_with(&format!("{id}:"))), "acknowledged escalation {id} is in the log");
     }
     let queues = behalf_nats::NatsQueues::open(&nats.urls(), nats.replicas()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let waiting = loop {
         let waiting = queues.peek("commercial.office365", 100_000).await.unwrap();
         if waiting.len() >= in_log.len() {
