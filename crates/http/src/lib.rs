@@ -277,10 +277,14 @@ fn authenticate<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
 /// Reads the body, refusing more than the limit with `413 request.too_large`.
 async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, Response> {
     let too_large = || {
-        rejected(
+        let mut r = rejected(
             &Rejection::without_rule(Code::RequestTooLarge, format!("the body is larger than {limit} bytes")),
             false,
-        )
+        );
+        // The rest of the body is not read, so the connection cannot carry another
+        // request: say so, or a client may reuse it and find it closed.
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
     };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
