@@ -112,12 +112,7 @@ fn limits(max_in_flight: usize) -> Limits {
 }
 
 async fn open_tokens(a: &NatsArgs, clock: &dyn Clock) -> anyhow::Result<Tokens<NatsTokens>> {
-    std::fs::create_dir_all(&a.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", a.data_dir.display()))?;
-    let store = NatsTokens::open(&a.nats, a.nats_replicas as usize)
-        .await
-        .with_context(|| format!("cannot open the token store on NATS at {}", a.nats))?;
-    let tokens = Tokens::new(store);
+    let tokens = crate::serve::open_nats_tokens(&a.nats, a.nats_replicas as usize, &a.data_dir).await?;
     if let Some(path) = tokens.bootstrap_admin(&a.data_dir, clock)? {
         println!("admin token written to {} (readable by its owner only)", path.display());
     }
@@ -243,8 +238,7 @@ pub async fn notify(a: NatsArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot open the queues on NATS at {}", a.nats))?,
     );
-    std::fs::create_dir_all(&a.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", a.data_dir.display()))?;
+    crate::serve::ensure_dir(&a.data_dir)?;
     let views = Arc::new(crate::serve::open_views(&a.data_dir.join("views"))?);
     let (follower, _) = crate::serve::spawn_followers(log.clone(), Arc::clone(&views), Some(queues))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));

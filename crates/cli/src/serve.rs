@@ -29,8 +29,7 @@ pub fn open_stores(data_dir: &Path) -> anyhow::Result<(SledLog, Tokens<SledToken
 /// As [`open_stores`]; with `stop_at_last_good`, a broken log is cut back to its last
 /// good commit (the rest is kept in a quarantine tree) instead of refusing to start.
 pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Result<(SledLog, Tokens<SledTokens>)> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    ensure_dir(data_dir)?;
     let in_use = || in_use(data_dir);
     let (log, report) = match SledLog::open(data_dir.join("log"), OpenOptions { stop_at_last_good }) {
         Ok(opened) => opened,
@@ -52,14 +51,29 @@ pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Res
     Ok((log, open_tokens(data_dir)?))
 }
 
+/// Creates the data directory if it is not there.
+pub fn ensure_dir(data_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))
+}
+
+/// The token store shared through the NATS cluster (the data directory receives the
+/// admin token file when this process makes it).
+pub async fn open_nats_tokens(url: &str, replicas: usize, data_dir: &Path) -> anyhow::Result<Tokens<NatsTokens>> {
+    ensure_dir(data_dir)?;
+    let store = NatsTokens::open(url, replicas)
+        .await
+        .with_context(|| format!("cannot open the token store on NATS at {url}"))?;
+    Ok(Tokens::new(store))
+}
+
 fn in_use(data_dir: &Path) -> String {
     format!("is another behalf process using {}?", data_dir.display())
 }
 
 /// Opens the token store of a data directory.
 pub fn open_tokens(data_dir: &Path) -> anyhow::Result<Tokens<SledTokens>> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    ensure_dir(data_dir)?;
     let tokens = SledTokens::open(data_dir.join("tokens"))
         .with_context(|| format!("cannot open the token store; {}", in_use(data_dir)))?;
     Ok(Tokens::new(tokens))
@@ -218,12 +232,8 @@ pub async fn start(
     match &s.nats {
         Some(url) => {
             let log = open_nats(url, s.nats_replicas, true).await?;
-            std::fs::create_dir_all(&s.data_dir)
-                .with_context(|| format!("cannot create the data directory {}", s.data_dir.display()))?;
-            let tokens = NatsTokens::open(url, s.nats_replicas)
-                .await
-                .with_context(|| format!("cannot open the token store on NATS at {url}"))?;
-            start_on(log, Tokens::new(tokens), s, shutdown).await
+            let tokens = open_nats_tokens(url, s.nats_replicas, &s.data_dir).await?;
+            start_on(log, tokens, s, shutdown).await
         }
         None => {
             let (log, tokens) = open_stores_with(&s.data_dir, s.stop_at_last_good)?;

@@ -21,8 +21,7 @@ fn serve_on(nats: &Cluster, dir: &std::path::Path) -> Server {
 }
 
 async fn reader(nats: &Cluster) -> NatsLog {
-    let _ =
-        tracing_subscriber::fmt().with_env_filter("behalf_nats=debug,async_nats=info").with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter("behalf_nats=info,async_nats=info").with_test_writer().try_init();
     NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()).replicas(nats.replicas()) })
         .await
         .expect("open the log")
@@ -65,10 +64,6 @@ fn role_on(nats: &Cluster, role: &str, dir: &std::path::Path) -> (Role, String) 
     (Role(child), format!("http://{addr}"))
 }
 
-fn client(base: &str) -> Client {
-    Client { http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(), base: base.into() }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn node_and_server_loss_lose_no_acknowledged_command() {
     let mut nats = Cluster::start(3).expect("a 3-node cluster starts");
@@ -90,7 +85,7 @@ async fn node_and_server_loss_lose_no_acknowledged_command() {
     ];
     let _notify = Role(spawn_until(&notify_args, "forwarding").0);
     let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap().trim().to_owned();
-    let (c1, c2) = (client(&cmd_1), client(&cmd_2));
+    let (c1, c2) = (Client::at(&cmd_1), Client::at(&cmd_2));
     send_world(&c1, &admin).await;
     let token = c1.token(&admin, &agent()).await;
 
@@ -167,7 +162,7 @@ async fn node_and_server_loss_lose_no_acknowledged_command() {
         acked.iter().filter_map(|(_, a)| a["ticket_id"].as_str().map(str::to_owned)).collect();
     assert!(tickets.len() >= 8, "tickets were opened: {}", tickets.len());
     for base in [&proj_1, &proj_2] {
-        let p = client(base);
+        let p = Client::at(base);
         for t in &tickets {
             let (status, view) = p.get(&token, &format!("/v1/tickets/{t}?min_position={head}&wait_ms=30000")).await;
             assert_eq!(status, 200, "{view}");

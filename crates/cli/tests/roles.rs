@@ -55,10 +55,7 @@ async fn roles_answer_over_nats_as_over_http() {
     let (_p2, _) = role(&["project", "--nats", &url, "--data-dir", &path(3)], "serving behalf.query");
     let (_n, _) = role(&["notify", "--nats", &url, "--data-dir", &path(4)], "forwarding");
     let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap().trim().to_owned();
-    let http = Client {
-        http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
-        base: format!("http://{addr}"),
-    };
+    let http = Client::at(&format!("http://{addr}"));
     send_world(&http, &admin).await;
     let agent_token = http.token(&admin, &agent()).await;
     let rpc = RpcClient::connect(&url).await.unwrap();

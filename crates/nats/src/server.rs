@@ -109,10 +109,6 @@ impl Node {
             let _ = c.wait();
         }
     }
-
-    pub fn running(&self) -> bool {
-        self.child.is_some()
-    }
 }
 
 impl Drop for Node {

@@ -47,6 +47,19 @@ struct Pending {
     evidence: Evidence,
 }
 
+impl Pending {
+    fn finding(&self, problem: String) -> Finding {
+        Finding {
+            position: self.env.position,
+            event_id: self.env.event_id.clone(),
+            event_type: self.env.event_type,
+            ticket_id: self.env.event.ticket_id().cloned(),
+            evidence_position: self.evidence.directory_position,
+            problem,
+        }
+    }
+}
+
 /// Re-judges every accepted partner command that carries evidence. `progress(done,
 /// total)` now and then.
 pub async fn rejudge_all<L: EventLog>(
@@ -135,14 +148,7 @@ pub async fn rejudge_all<L: EventLog>(
                 rejudge(&dir, &p.env.actor, &scope, &p.evidence, p.env.at).err()
             };
             if let Some(problem) = problem {
-                findings.push(Finding {
-                    position: p.env.position,
-                    event_id: p.env.event_id.clone(),
-                    event_type: p.env.event_type,
-                    ticket_id: p.env.event.ticket_id().cloned(),
-                    evidence_position: p.evidence.directory_position,
-                    problem,
-                });
+                findings.push(p.finding(problem));
             }
             done += 1;
             if done.is_multiple_of(1024) {
@@ -151,14 +157,8 @@ pub async fn rejudge_all<L: EventLog>(
         }
     }
     for p in next {
-        findings.push(Finding {
-            position: p.env.position,
-            event_id: p.env.event_id.clone(),
-            event_type: p.env.event_type,
-            ticket_id: p.env.event.ticket_id().cloned(),
-            evidence_position: p.evidence.directory_position,
-            problem: format!("judged on position {} beyond the end of the log", p.evidence.directory_position),
-        });
+        let problem = format!("judged on position {} beyond the end of the log", p.evidence.directory_position);
+        findings.push(p.finding(problem));
     }
     progress(total as u64, total as u64);
     findings.sort_by_key(|f| f.position);

@@ -120,10 +120,15 @@ pub struct Client {
 
 impl Client {
     pub fn of(server: &Server) -> Client {
+        Client::at(&server.base)
+    }
+
+    /// A client of whatever listens at `base` (a role with `--listen`).
+    pub fn at(base: &str) -> Client {
         // A bounded wait: a request that hangs fails its test instead of the whole run.
         let http =
             reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().expect("an HTTP client");
-        Client { http, base: server.base.clone() }
+        Client { http, base: base.to_owned() }
     }
 
     pub async fn post(&self, token: &str, body: &Value) -> (u16, Value) {
