@@ -97,6 +97,11 @@ struct ServeArgs {
     /// cluster [default: 1]
     #[arg(long)]
     nats_replicas: Option<usize>,
+    /// JetStream's de-duplication window when the event stream is first created, e.g.
+    /// 10m or 1s. Idempotency (R26) holds beyond it through the command index
+    /// [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    nats_duplicate_window: Option<String>,
 }
 
 fn init_tracing(format: settings::LogFormat) {
@@ -122,6 +127,7 @@ fn main() -> anyhow::Result<()> {
                 max_in_flight: a.max_in_flight,
                 nats: a.nats,
                 nats_replicas: a.nats_replicas,
+                nats_duplicate_window: a.nats_duplicate_window,
             };
             let mut s =
                 settings::load(settings::config_path(a.config).as_deref(), settings::Layer::from_env()?, flags)?;

@@ -38,6 +38,10 @@ pub struct NatsArgs {
     /// 3 on a cluster
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
     pub nats_replicas: u64,
+    /// JetStream's de-duplication window when the event stream is first created, e.g.
+    /// 10m or 1s; idempotency (R26) holds beyond it through the command index
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::settings::parse_duration)]
+    pub nats_duplicate_window: std::time::Duration,
     /// Where this process keeps what is its own (views, the admin token it made)
     #[arg(long, default_value = "./behalf-data")]
     pub data_dir: PathBuf,
@@ -126,7 +130,8 @@ fn command_route(_: &RpcRequest) -> Result<(&'static str, String), RpcReply> {
 /// `behalf command --nats URL`.
 pub async fn command(a: CommandArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = crate::serve::open_nats(&a.nats.nats, a.nats.nats_replicas as usize, false).await?;
+    let log = crate::serve::open_nats(&a.nats.nats, a.nats.nats_replicas as usize, a.nats.nats_duplicate_window, false)
+        .await?;
     let tokens = open_tokens(&a.nats, clock.as_ref()).await?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
     let app: App<_, _, SledViews, SledQueues> = App::new(service, Arc::new(tokens), clock, limits(a.max_in_flight));
@@ -210,7 +215,7 @@ fn query_route(req: &RpcRequest) -> Result<(&'static str, String), RpcReply> {
 /// `behalf project --nats URL`.
 pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize, false).await?;
+    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize, a.nats_duplicate_window, false).await?;
     let tokens = open_tokens(&a, clock.as_ref()).await?;
     let views = Arc::new(crate::serve::open_views(&a.data_dir.join("views"))?);
     let (follower, position) = crate::serve::spawn_followers::<_, SledQueues>(log.clone(), Arc::clone(&views), None)?;
@@ -232,7 +237,7 @@ pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
 pub async fn notify(a: NatsArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The notifier also keeps the command index complete (R26 beyond the window).
-    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize, true).await?;
+    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize, a.nats_duplicate_window, true).await?;
     let queues = Arc::new(
         NatsQueues::open(&a.nats, a.nats_replicas as usize)
             .await

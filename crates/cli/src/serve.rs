@@ -82,8 +82,14 @@ pub fn open_tokens(data_dir: &Path) -> anyhow::Result<Tokens<SledTokens>> {
 /// Connects to the JetStream engine (creating its stream and bucket if needed).
 /// `index`: whether this process runs the command indexer (the all-in-one server and
 /// the notifier do; command services and projectors leave it to them).
-pub async fn open_nats(url: &str, replicas: usize, index: bool) -> anyhow::Result<NatsLog> {
-    let log = NatsLog::open(NatsOptions { run_indexer: index, ..NatsOptions::new(url).replicas(replicas) })
+pub async fn open_nats(
+    url: &str,
+    replicas: usize,
+    duplicate_window: std::time::Duration,
+    index: bool,
+) -> anyhow::Result<NatsLog> {
+    let options = NatsOptions::new(url).replicas(replicas).duplicate_window(duplicate_window);
+    let log = NatsLog::open(NatsOptions { run_indexer: index, ..options })
         .await
         .with_context(|| format!("cannot open the event log on NATS at {url}"))?;
     tracing::info!(head = behalf_log::EventLog::head(&log).await?, "event log open on NATS JetStream");
@@ -231,7 +237,7 @@ pub async fn start(
 ) -> anyhow::Result<(Started, Serving)> {
     match &s.nats {
         Some(url) => {
-            let log = open_nats(url, s.nats_replicas, true).await?;
+            let log = open_nats(url, s.nats_replicas, s.nats_duplicate_window, true).await?;
             let tokens = open_nats_tokens(url, s.nats_replicas, &s.data_dir).await?;
             start_on(log, tokens, s, shutdown).await
         }
@@ -337,6 +343,7 @@ impl Temporary {
             stop_at_last_good: false,
             nats: None,
             nats_replicas: 1,
+            nats_duplicate_window: behalf_nats::DUPLICATE_WINDOW,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (started, serving) = start(&settings, async move {

@@ -30,6 +30,25 @@ pub struct Settings {
     pub nats: Option<String>,
     /// Copies of the JetStream stream when it is created (3 on a cluster).
     pub nats_replicas: usize,
+    /// JetStream's de-duplication window, set when the stream is created (R26 holds
+    /// beyond it; a shorter one keeps less in the server's memory).
+    pub nats_duplicate_window: std::time::Duration,
+}
+
+/// A duration as `500ms`, `30s`, `10m`, `2h`, or whole seconds (`600`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 30s, 10m, 2h)"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?} is not a duration (e.g. 500ms, 30s, 10m, 2h)")),
+    })
 }
 
 /// One layer: what a file, the environment or the flags say (each may say nothing).
@@ -43,6 +62,7 @@ pub struct Layer {
     pub max_in_flight: Option<usize>,
     pub nats: Option<String>,
     pub nats_replicas: Option<usize>,
+    pub nats_duplicate_window: Option<String>,
 }
 
 impl Layer {
@@ -55,6 +75,7 @@ impl Layer {
             max_in_flight: self.max_in_flight.or(base.max_in_flight),
             nats: self.nats.or(base.nats),
             nats_replicas: self.nats_replicas.or(base.nats_replicas),
+            nats_duplicate_window: self.nats_duplicate_window.or(base.nats_duplicate_window),
         }
     }
 
@@ -74,6 +95,7 @@ impl Layer {
             max_in_flight: num("BEHALF_MAX_IN_FLIGHT")?,
             nats: var("BEHALF_NATS"),
             nats_replicas: num("BEHALF_NATS_REPLICAS")?,
+            nats_duplicate_window: var("BEHALF_NATS_DUPLICATE_WINDOW"),
         })
     }
 
@@ -125,6 +147,13 @@ pub fn load(config: Option<&Path>, env: Layer, flags: Layer) -> anyhow::Result<S
     if !(1..=5).contains(&nats_replicas) {
         bail!("nats_replicas {nats_replicas} must be between 1 and 5 (JetStream's limit)");
     }
+    let nats_duplicate_window = match l.nats_duplicate_window.as_deref() {
+        Some(w) => parse_duration(w).map_err(|e| anyhow::anyhow!("nats_duplicate_window: {e}"))?,
+        None => behalf_nats::DUPLICATE_WINDOW,
+    };
+    if nats_duplicate_window < std::time::Duration::from_millis(100) {
+        bail!("nats_duplicate_window must be at least 100ms");
+    }
     if let Some(url) = &l.nats {
         if url.split(',').any(|u| u.trim().is_empty()) {
             bail!("the NATS URL {url:?} has an empty part; give nats://HOST:PORT[,nats://HOST:PORT…]");
@@ -143,12 +172,23 @@ pub fn load(config: Option<&Path>, env: Layer, flags: Layer) -> anyhow::Result<S
         stop_at_last_good: false,
         nats: l.nats,
         nats_replicas,
+        nats_duplicate_window,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_with_their_units() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(parse_duration("ten").is_err() && parse_duration("5d").is_err() && parse_duration("").is_err());
+    }
 
     #[test]
     fn layers_in_order() {

@@ -64,6 +64,60 @@ impl Principal {
     }
 }
 
+/// Whose command ids a principal uses (R26): its partner, its customer, or the vendor
+/// side (the vendor, auditors and admins share one).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tenant {
+    Partner(PartnerId),
+    Customer(CustomerId),
+    Vendor,
+}
+
+impl Principal {
+    /// The tenant this principal acts for: the owner of its command ids (R26).
+    pub fn tenant(&self) -> Tenant {
+        match self {
+            Principal::PartnerAgent { partner_id, .. } | Principal::PartnerSync { partner_id } => {
+                Tenant::Partner(partner_id.clone())
+            }
+            Principal::Customer { customer_id, .. } => Tenant::Customer(customer_id.clone()),
+            Principal::Vendor | Principal::Auditor | Principal::Admin => Tenant::Vendor,
+        }
+    }
+}
+
+impl std::fmt::Display for Tenant {
+    /// `partner:<id>`, `customer:<id>` or `vendor` — never holds a `/`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tenant::Partner(p) => write!(f, "partner:{p}"),
+            Tenant::Customer(c) => write!(f, "customer:{c}"),
+            Tenant::Vendor => f.write_str("vendor"),
+        }
+    }
+}
+
+/// R26's key: a command id within its sender's tenant. Another tenant's use of the
+/// same id is another key. Written `<tenant>/<command id>` (the tenant holds no `/`),
+/// which is how event ids, de-duplication ids and index keys spell it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommandKey {
+    pub tenant: Tenant,
+    pub id: CommandId,
+}
+
+impl CommandKey {
+    pub fn of(principal: &Principal, id: &CommandId) -> CommandKey {
+        CommandKey { tenant: principal.tenant(), id: id.clone() }
+    }
+}
+
+impl std::fmt::Display for CommandKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.id)
+    }
+}
+
 /// Everything about a request besides its body, supplied by the shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Context {

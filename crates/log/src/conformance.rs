@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use behalf_domain::event::NoteAdded;
-use behalf_domain::{CommandId, Event, Principal, StreamId, TicketId, Timestamp};
+use behalf_domain::{CommandId, CommandKey, CustomerId, Event, PartnerId, Principal, StreamId, TicketId, Timestamp};
 
 use crate::{AppendRefused, AppendRequest, Appended, EventLog, ExpectedVersion, Subscription, GENESIS};
 
@@ -18,6 +18,17 @@ pub trait Harness: Send + Sync + 'static {
     type Log: EventLog;
     /// Opens the store; called again after the previous log was dropped, it resumes.
     fn open(&self) -> impl Future<Output = Self::Log> + Send;
+    /// Waits until the engine has forgotten recent command ids from any time-limited
+    /// memory of its own (JetStream's de-duplication window), so that R26 is answered
+    /// by what lasts. Nothing to wait for by default.
+    fn past_recent_memory(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// The R26 key of a command `id` sent by the vendor side (what [`request`] sends as).
+pub fn vendor_key(id: &str) -> CommandKey {
+    CommandKey::of(&Principal::Vendor, &CommandId::new(id))
 }
 
 /// A request of `n` note events on `stream`, keyed by `command`.
@@ -90,7 +101,7 @@ pub async fn append_and_read<H: Harness>(h: H) {
     let page = log.read_all(1, 1).await.unwrap();
     assert_eq!(page.iter().map(|c| c.position).collect::<Vec<_>>(), [2], "after and limit");
     let env: Vec<_> = all[0].envelopes().collect();
-    assert_eq!(env[1].event_id, "c1:1");
+    assert_eq!(env[1].event_id, "vendor/c1:1", "event ids are the R26 key and the index");
     assert_eq!(env[1].event_type, "NoteAdded");
     assert_eq!(env[1].schema_version, 1);
     assert_eq!(env[0].correlation_id, "c1", "correlation defaults to the command id");
@@ -125,15 +136,63 @@ pub async fn idempotent_append<H: Harness>(h: H) {
         let reused = log.append(request_with_body("ticket-a", ExpectedVersion::Any, "c1", 1, "another body")).await;
         assert_eq!(reused.unwrap(), Err(AppendRefused::KeyReused { position: 1 }));
         assert_eq!(log.head().await.unwrap(), 1);
+        h.past_recent_memory().await;
+        let later = ok(&log, request("ticket-a", ExpectedVersion::Exact(0), "c1", 2)).await;
+        assert!(later.duplicate && later.position == 1, "R26 outlasts any de-duplication window");
+        let retried_elsewhere = ok(&log, request("ticket-z", ExpectedVersion::Exact(0), "c1", 2)).await;
+        assert!(retried_elsewhere.duplicate && retried_elsewhere.position == 1, "a retry on another stream");
+        assert_eq!(log.head().await.unwrap(), 1);
     }
     let log = h.open().await;
     let after_restart = ok(&log, request("ticket-a", ExpectedVersion::Exact(0), "c1", 2)).await;
     assert!(after_restart.duplicate, "idempotency holds across restarts");
     assert_eq!(after_restart.position, 1);
-    let found = log.find_command(&CommandId::new("c1")).await.unwrap().expect("command is indexed");
+    let found = log.find_command(&vendor_key("c1")).await.unwrap().expect("command is indexed");
     assert_eq!(found.position, 1);
-    assert!(log.find_command(&CommandId::new("zz")).await.unwrap().is_none());
+    assert!(log.find_command(&vendor_key("zz")).await.unwrap().is_none());
     assert_eq!(log.head().await.unwrap(), 1);
+}
+
+/// R26 per tenant: the same command id sent by three tenants is three commands; each
+/// retry answers its own tenant's first outcome, and a reuse with another body names
+/// only its own tenant's position.
+pub async fn command_ids_per_tenant<H: Harness>(h: H) {
+    let partner = Principal::PartnerSync { partner_id: PartnerId::new("6a3f1b2c-0000-4000-8000-00000000000a") };
+    let customer = Principal::Customer {
+        customer_id: CustomerId::new("7b4e2d3f-0000-4000-8000-00000000000b"),
+        user_id: behalf_domain::UserId::new("8c5f3e4a-0000-4000-8000-00000000000c"),
+    };
+    let as_ = |actor: &Principal, stream: &str, body: &str| AppendRequest {
+        actor: actor.clone(),
+        ..request_with_body(stream, ExpectedVersion::Exact(0), "shared-id", 1, body)
+    };
+    let log = h.open().await;
+    let v = ok(&log, as_(&Principal::Vendor, "ticket-v", "v")).await;
+    let p = ok(&log, as_(&partner, "ticket-p", "p")).await;
+    let c = ok(&log, as_(&customer, "ticket-c", "c")).await;
+    assert_eq!((v.position, p.position, c.position), (1, 2, 3), "another tenant's id does not block");
+    assert!(!v.duplicate && !p.duplicate && !c.duplicate);
+    h.past_recent_memory().await;
+    for (actor, body, at) in [(&Principal::Vendor, "v", 1), (&partner, "p", 2), (&customer, "c", 3)] {
+        let again = ok(&log, as_(actor, "ticket-other", body)).await;
+        assert!(again.duplicate, "{actor:?}");
+        assert_eq!(again.position, at, "a retry answers its own tenant's first outcome");
+        let reused = log.append(as_(actor, "ticket-other", "another body")).await.unwrap();
+        assert_eq!(reused, Err(AppendRefused::KeyReused { position: at }));
+        let key = CommandKey::of(actor, &CommandId::new("shared-id"));
+        assert_eq!(log.find_command(&key).await.unwrap().map(|c| c.position), Some(at));
+    }
+    let ids: Vec<String> =
+        log.read_all(0, 10).await.unwrap().iter().flat_map(|c| c.envelopes()).map(|e| e.event_id).collect();
+    assert_eq!(
+        ids,
+        [
+            "vendor/shared-id:0",
+            "partner:6a3f1b2c-0000-4000-8000-00000000000a/shared-id:0",
+            "customer:7b4e2d3f-0000-4000-8000-00000000000b/shared-id:0"
+        ]
+    );
+    assert_eq!(log.head().await.unwrap(), 3);
 }
 
 /// Concurrent appenders on distinct streams: every one lands once, positions are
@@ -270,7 +329,7 @@ pub async fn reopen_resumes<H: Harness>(h: H) {
 macro_rules! conformance_tests {
     ($harness:expr) => {
         $crate::conformance_tests!(@cases $harness;
-            append_and_read, conflict_is_a_value, idempotent_append, concurrent_appends_are_dense,
+            append_and_read, conflict_is_a_value, idempotent_append, command_ids_per_tenant, concurrent_appends_are_dense,
             one_winner_per_version, subscribe_catch_up_then_live, filtered_subscription, hash_chain, reopen_resumes);
     };
     (@cases $harness:expr; $($case:ident),+) => {

@@ -20,7 +20,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use behalf_domain::{CommandId, Event, Evidence, Principal, StreamId, Timestamp};
+use behalf_domain::{CommandId, CommandKey, Event, Evidence, Principal, StreamId, Timestamp};
 
 pub use codec::{Hash, GENESIS};
 
@@ -64,6 +64,13 @@ pub struct AppendRequest {
     pub events: Vec<Event>,
 }
 
+impl AppendRequest {
+    /// The R26 key: the command id within the actor's tenant.
+    pub fn key(&self) -> CommandKey {
+        CommandKey::of(&self.actor, &self.command_id)
+    }
+}
+
 /// A commit that is in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {
@@ -94,7 +101,8 @@ pub struct EventEnvelope {
     pub position: u64,
     /// Index of the event within its commit.
     pub index: u32,
-    /// `<command id>:<index>`: stable across engines and replays.
+    /// `<tenant>/<command id>:<index>` (the R26 key and the index): stable across
+    /// engines and replays, and unique in the log because the key is.
     pub event_id: String,
     pub event_type: &'static str,
     pub schema_version: u16,
@@ -141,6 +149,12 @@ impl Commit {
         self.first_version + self.event_count - 1
     }
 
+    /// The R26 key, read from the record's actor and command id — so records written
+    /// before keys were per tenant read the same way.
+    pub fn key(&self) -> CommandKey {
+        CommandKey::of(&self.actor, &self.command_id)
+    }
+
     /// Decodes a stored record, upcasting its events.
     pub fn decode(bytes: &[u8]) -> Result<Commit, LogError> {
         Commit::decode_where(bytes, None)
@@ -182,12 +196,13 @@ impl Commit {
 
     /// The events with their full envelopes.
     pub fn envelopes(&self) -> impl Iterator<Item = EventEnvelope> + '_ {
-        self.events.iter().zip(&self.schemas).enumerate().map(|(i, (e, schema))| EventEnvelope {
+        let key = self.key().to_string();
+        self.events.iter().zip(&self.schemas).enumerate().map(move |(i, (e, schema))| EventEnvelope {
             stream: self.stream.clone(),
             version: self.first_version + i as u64,
             position: self.position,
             index: i as u32,
-            event_id: format!("{}:{i}", self.command_id),
+            event_id: format!("{key}:{i}"),
             event_type: e.type_name(),
             schema_version: *schema,
             at: self.at,
@@ -271,8 +286,8 @@ pub trait EventLog: Clone + Send + Sync + 'static {
     /// The last durable position (0: empty).
     fn head(&self) -> impl Future<Output = Result<u64, LogError>> + Send;
 
-    /// The commit a command id produced, if any (R26).
-    fn find_command(&self, id: &CommandId) -> impl Future<Output = Result<Option<Commit>, LogError>> + Send;
+    /// The commit a (tenant, command id) produced, if any (R26).
+    fn find_command(&self, key: &CommandKey) -> impl Future<Output = Result<Option<Commit>, LogError>> + Send;
 
     /// Every commit after `after`: first those already in the log, then new ones as
     /// they become durable. No gaps, no duplicates.

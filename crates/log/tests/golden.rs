@@ -75,7 +75,9 @@ fn commit_record_fixture_decodes() {
     assert_eq!((c.position, c.first_version, c.events.len()), (1, 1, 2));
     assert_eq!(c.prev_hash, GENESIS);
     let env: Vec<_> = c.envelopes().collect();
-    assert_eq!(env[1].event_id, "golden-1:1");
+    // Written before command ids were per tenant: the tenant is read from the actor.
+    assert_eq!(c.key(), behalf_log::conformance::vendor_key("golden-1"));
+    assert_eq!(env[1].event_id, "vendor/golden-1:1");
     assert_eq!(env[0].evidence().unwrap().directory_position, 41);
 }
 

@@ -29,7 +29,7 @@ pub mod server;
 mod subject;
 mod tokens;
 
-pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, EVENTS_STREAM};
+pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, DUPLICATE_WINDOW, EVENTS_STREAM};
 pub use queues::{queue_stream, queue_subject, NatsQueues, NOTIFIER_BUCKET};
 pub use subject::{command_key, event_subject};
 pub use tokens::{NatsTokens, TOKENS_BUCKET};

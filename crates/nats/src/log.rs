@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::HeaderMap;
-use behalf_domain::{CommandId, StreamId};
+use behalf_domain::{CommandKey, StreamId};
 use behalf_log::codec::sha256;
 use behalf_log::{
     record_for, AppendRefused, AppendRequest, Appended, Commit, EventLog, ExpectedVersion, Hash, LogError,
@@ -41,11 +41,22 @@ use crate::subject::{command_key, event_subject};
 pub const EVENTS_STREAM: &str = "BEHALF_EVENTS";
 /// The key-value bucket: command id → position (R26 beyond the de-duplication window).
 pub const COMMANDS_BUCKET: &str = "BEHALF_COMMANDS";
-/// Where the indexer has got to, in [`COMMANDS_BUCKET`].
-const CHECKPOINT_KEY: &str = "checkpoint";
+/// Where the indexer has got to, in [`COMMANDS_BUCKET`]: every commit at or below it
+/// has its key. (Before command ids were per tenant the keys were `c.<id>` under
+/// `checkpoint`; those are left alone and the log is indexed again under the new keys.)
+const CHECKPOINT_KEY: &str = "tenant-checkpoint";
 
-/// How long JetStream remembers message ids (its own de-duplication of retries).
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How long JetStream remembers message ids by default (its own de-duplication of
+/// retries; R26 does not depend on it).
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How long a JetStream request (a publish's acknowledgement, a read) may take before
+/// it is tried again. Short, so that a lost leader costs the election and little more.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an append keeps trying through a lost leader or connection before it
+/// answers with the error.
+const APPEND_DEADLINE: Duration = Duration::from_secs(30);
+/// How long an append waits for this process's command-id follower to reach the tail.
+const FOLLOWER_WAIT: Duration = Duration::from_secs(30);
 /// How long `open` waits for JetStream (a cluster elects its leaders at start).
 const READY_WAIT: Duration = Duration::from_secs(60);
 /// How long a reader waits for the next message before it checks whether the log
@@ -63,11 +74,19 @@ pub struct NatsOptions {
     pub replicas: usize,
     /// Whether this process keeps the command index complete (see the module doc).
     pub run_indexer: bool,
+    /// JetStream's de-duplication window, set when the stream is created. R26 holds
+    /// whatever it is; a short one only costs a look-up in the command index.
+    pub duplicate_window: Duration,
 }
 
 impl NatsOptions {
     pub fn new(url: impl Into<String>) -> NatsOptions {
-        NatsOptions { url: url.into(), replicas: 1, run_indexer: true }
+        NatsOptions { url: url.into(), replicas: 1, run_indexer: true, duplicate_window: DUPLICATE_WINDOW }
+    }
+
+    pub fn duplicate_window(mut self, window: Duration) -> NatsOptions {
+        self.duplicate_window = window;
+        self
     }
 
     pub fn replicas(mut self, n: usize) -> NatsOptions {
@@ -82,12 +101,76 @@ pub struct NatsLog {
     inner: Arc<Inner>,
 }
 
-/// The last commit: its position, the hash of its record and its `Nats-Msg-Id`.
+/// The last commit: its position, the hash of its record and its `Nats-Msg-Id`; and
+/// `base`, the head as last read from the server (everything above it up to `head` is
+/// this process's own publishes in flight).
 #[derive(Clone)]
 struct Tail {
     head: u64,
+    base: u64,
     hash: Hash,
     msg_id: Option<String>,
+}
+
+/// The R26 keys this process knows, so that no key is published twice (see
+/// [`NatsLog::append_now`]). Every commit above `floor` up to `seen` has its key in
+/// `keys`; every commit at or below `floor` has its key in [`COMMANDS_BUCKET`].
+#[derive(Default)]
+struct Keys {
+    floor: u64,
+    seen: u64,
+    keys: std::collections::HashMap<String, u64>,
+    /// Keys this process has published and not yet heard back about.
+    in_flight: std::collections::HashSet<String>,
+}
+
+/// [`Keys`], shared by the appenders and the follower that fills them in.
+struct KnownKeys {
+    state: std::sync::Mutex<Keys>,
+    seen: tokio::sync::watch::Sender<u64>,
+}
+
+impl KnownKeys {
+    fn new(floor: u64) -> KnownKeys {
+        KnownKeys {
+            state: std::sync::Mutex::new(Keys { floor, seen: floor, ..Keys::default() }),
+            seen: tokio::sync::watch::channel(floor).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn floor(&self) -> u64 {
+        self.lock().floor
+    }
+
+    fn position_of(&self, key: &str) -> Option<u64> {
+        self.lock().keys.get(key).copied()
+    }
+
+    /// A commit at `position` holds `key` (seen by the follower, or acknowledged here).
+    fn stored(&self, key: String, position: u64) {
+        let mut k = self.lock();
+        k.in_flight.remove(&key);
+        if position > k.floor {
+            k.keys.insert(key, position);
+        }
+    }
+
+    /// Waits until the follower has seen every commit up to `position`.
+    async fn wait_seen(&self, position: u64) -> Result<(), LogError> {
+        let mut rx = self.seen.subscribe();
+        let reached = tokio::time::timeout(FOLLOWER_WAIT, rx.wait_for(|s| *s >= position)).await.map(|r| r.is_ok());
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(LogError::Closed),
+            Err(_) => Err(LogError::Storage(format!(
+                "the command-id follower did not reach position {position} within {FOLLOWER_WAIT:?}"
+            ))),
+        }
+    }
 }
 
 struct Inner {
@@ -97,9 +180,21 @@ struct Inner {
     /// The tail this process predicts (its own publishes in flight included); `None`
     /// when it must be read again.
     tail: tokio::sync::Mutex<Option<Tail>>,
+    /// The R26 keys of the log's recent commits and of this process's publishes.
+    known: Arc<KnownKeys>,
     /// Requests for the head, answered in batches by [`read_heads`].
     heads: tokio::sync::mpsc::UnboundedSender<HeadWaiter>,
     tasks: Vec<tokio::task::AbortHandle>,
+}
+
+/// What the locked part of an append did.
+enum Sent {
+    Published(u64, jetstream::context::PublishAckFuture),
+    /// The key is stored at this position.
+    Found(u64),
+    /// Look again: the index's floor moved, or this key is in flight here.
+    Again,
+    Failed(LogError),
 }
 
 type HeadWaiter = tokio::sync::oneshot::Sender<Result<u64, String>>;
@@ -146,10 +241,10 @@ impl NatsLog {
     /// Connects, and creates the stream and the bucket if they are not there yet.
     pub async fn open(options: NatsOptions) -> Result<NatsLog, LogError> {
         let client = connect(&options.url).await?;
-        let js = jetstream::new(client);
+        let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client);
         let deadline = tokio::time::Instant::now() + READY_WAIT;
         let (stream, commands) = loop {
-            match Self::layout(&js, options.replicas).await {
+            match Self::layout(&js, &options).await {
                 Ok(parts) => break parts,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::info!(error = %e, "JetStream is not ready yet; trying again");
@@ -158,7 +253,22 @@ impl NatsLog {
                 Err(e) => return Err(e),
             }
         };
-        let mut inner = Inner::new(js, stream, commands);
+        let floor = loop {
+            match index_checkpoint(&commands).await {
+                Ok(c) => break c,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "cannot read the command index yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let known = Arc::new(KnownKeys::new(floor));
+        let mut inner = Inner::new(js, stream, commands, known);
+        {
+            let log = NatsLog { inner: Arc::new(inner.clone_parts()) };
+            inner.tasks.push(tokio::spawn(follow_keys(log)).abort_handle());
+        }
         if options.run_indexer {
             // The indexer holds its own handle (no indexer of its own), so dropping
             // the last clone of this log stops it.
@@ -168,7 +278,8 @@ impl NatsLog {
         Ok(NatsLog { inner: Arc::new(inner) })
     }
 
-    async fn layout(js: &jetstream::Context, replicas: usize) -> Result<(stream::Stream, kv::Store), LogError> {
+    async fn layout(js: &jetstream::Context, options: &NatsOptions) -> Result<(stream::Stream, kv::Store), LogError> {
+        let replicas = options.replicas;
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: EVENTS_STREAM.into(),
@@ -176,7 +287,7 @@ impl NatsLog {
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::Limits,
                 num_replicas: replicas,
-                duplicate_window: DUPLICATE_WINDOW,
+                duplicate_window: options.duplicate_window,
                 // The log is append-only: nobody deletes or purges a commit.
                 deny_delete: true,
                 deny_purge: true,
@@ -225,13 +336,13 @@ impl NatsLog {
     async fn read_tail(&self) -> Result<Tail, LogError> {
         let head = self.last_sequence().await?;
         if head == 0 {
-            return Ok(Tail { head: 0, hash: GENESIS, msg_id: None });
+            return Ok(Tail { head: 0, base: 0, hash: GENESIS, msg_id: None });
         }
         match self.stream().raw_message_builder().sequence(head).send().await {
             Ok(m) => {
                 decode_at(&m.payload, head)?;
                 let msg_id = m.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.to_string());
-                Ok(Tail { head, hash: sha256(&m.payload), msg_id })
+                Ok(Tail { head, base: head, hash: sha256(&m.payload), msg_id })
             }
             Err(e) if is_not_found(&e) => {
                 Err(LogError::Corrupt { position: head, what: "the last commit is missing".into() })
@@ -240,10 +351,10 @@ impl NatsLog {
         }
     }
 
-    async fn index(&self, id: &CommandId, position: u64) -> Result<(), LogError> {
+    async fn index(&self, key: &CommandKey, position: u64) -> Result<(), LogError> {
         self.inner
             .commands
-            .put(command_key(id), position.to_string().into())
+            .put(command_key(key), position.to_string().into())
             .await
             .map(|_| ())
             .map_err(|e| storage("cannot index a command", e))
@@ -258,9 +369,76 @@ impl NatsLog {
         }
     }
 
-    async fn append_now(&self, req: &AppendRequest) -> Result<Result<Appended, AppendRefused>, LogError> {
+    /// The commit a known key points at: its first outcome for `req`.
+    async fn outcome_at(
+        &self,
+        position: u64,
+        key: &CommandKey,
+        req: &AppendRequest,
+    ) -> Result<Result<Appended, AppendRefused>, LogError> {
+        match self.commit_at(position).await? {
+            Some((c, _)) if &c.key() == key => Ok(Self::first_outcome(&c, req)),
+            Some(_) | None => Err(LogError::Corrupt {
+                position,
+                what: format!("command {key} is known at {position}, which holds another command"),
+            }),
+        }
+    }
+
+    /// Where a key is stored, from this process's memory or the command index (read
+    /// from its leader, never from a replica that may lag).
+    async fn lookup(&self, key: &CommandKey, ks: &str) -> Result<Option<u64>, LogError> {
+        if let Some(p) = self.inner.known.position_of(ks) {
+            return Ok(Some(p));
+        }
+        let commands = &self.inner.commands;
+        let subject = format!("{}{}", commands.prefix, command_key(key));
+        match commands.stream.raw_message_builder().last_by_subject(subject).send().await {
+            // A deleted or purged key (an operator's hand) is no entry.
+            Ok(m) if m.headers.get("KV-Operation").is_some() => Ok(None),
+            Ok(m) => std::str::from_utf8(&m.payload)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(Some)
+                .ok_or_else(|| LogError::Codec(format!("the index entry of command {key} is not a position"))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(storage("cannot read the command index", e)),
+        }
+    }
+
+    /// Appends a command whose key is in no commit this process knows of.
+    ///
+    /// **R26 by construction.** Every publish carries `Nats-Expected-Last-Sequence`, so
+    /// it is stored only directly on top of the very tail it was built on. Before it
+    /// leaves, this process has checked that no commit of that tail holds the key:
+    /// positions up to the index's floor through the command index (read from its
+    /// leader, and read again if the floor moved since), positions above it through
+    /// the keys the follower has seen (it must have reached the tail as last read from
+    /// the server), and the rest of the predicted tail is this process's own publishes
+    /// in flight, whose keys are held in `in_flight` until they are answered. So a key
+    /// is stored at most once whatever fails — a lost acknowledgement, a retry under
+    /// another message id, a process killed before it indexed, a leader change — and
+    /// with any number of appending processes; JetStream's de-duplication window
+    /// (`Nats-Msg-Id`) only answers some retries sooner.
+    async fn append_now(
+        &self,
+        req: &AppendRequest,
+        key: &CommandKey,
+        ks: &str,
+    ) -> Result<Result<Appended, AppendRefused>, LogError> {
         let subject = event_subject(&req.stream);
+        let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
+        let mut checked_floor = None;
+        let mut transient = 0u32;
         for attempt in 0..MAX_TAIL_RACES {
+            // The index holds every key at or below its floor: look there once per floor.
+            let floor = self.inner.known.floor();
+            if checked_floor != Some(floor) {
+                if let Some(p) = self.lookup(key, ks).await? {
+                    return self.outcome_at(p, key, req).await;
+                }
+                checked_floor = Some(floor);
+            }
             // The stream's state, read outside the lock: if it moves before the publish
             // lands, the expected subject sequence makes JetStream refuse it.
             // A new stream (expected version 0) needs no read: "no message on the
@@ -269,12 +447,7 @@ impl NatsLog {
             let fresh = attempt == 0 && req.expected == ExpectedVersion::Exact(0);
             let last = if fresh { None } else { self.last_of(&subject).await? };
             let (version, subject_seq) = match last {
-                // A retry whose first try was stored but not acknowledged (a node lost
-                // mid-publish) and not yet indexed: it is the stream's last commit.
-                Some((c, _)) if c.command_id == req.command_id => {
-                    self.index(&c.command_id, c.position).await?;
-                    return Ok(Self::first_outcome(&c, req));
-                }
+                Some((c, _)) if &c.key() == key => return Ok(Self::first_outcome(&c, req)),
                 Some((c, seq)) => (c.last_version(), seq),
                 None => (0, 0),
             };
@@ -284,60 +457,94 @@ impl NatsLog {
                 }
             }
             // Under the lock: take the next position on top of the predicted tail (which
-            // includes this process's publishes still in flight) and send the publish,
-            // so publishes leave in position order; the acknowledgement is awaited after.
-            let (position, pending) = {
+            // includes this process's publishes still in flight), check the key against
+            // everything below it, and send, so publishes leave in position order; the
+            // acknowledgement is awaited after.
+            let sent = {
                 let mut guard = self.inner.tail.lock().await;
                 let tail = match guard.take() {
                     Some(t) => t,
                     None => self.read_tail().await?,
                 };
-                let position = tail.head + 1;
-                // The first try carries the command id as `Nats-Msg-Id`, so a retry
-                // from elsewhere within the window is answered as a duplicate by
-                // JetStream itself. A clustered stream keeps the id of a publish it
-                // refused staged as "in process"; later tries name their position.
-                let msg_id =
-                    if attempt == 0 { req.command_id.to_string() } else { format!("{}#{position}", req.command_id) };
-                let bytes = record_for(req, position, version + 1, &tail.hash)?;
-                let hash = sha256(&bytes);
-                let mut headers = HeaderMap::new();
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
-                headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, tail.head.to_string().as_str());
-                if let Some(prev_id) = &tail.msg_id {
-                    // The predecessor must be the very record this one chains to.
-                    headers.insert(async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID, prev_id.as_str());
+                self.inner.known.wait_seen(tail.base).await?;
+                let clash = {
+                    let mut known = self.inner.known.lock();
+                    if known.floor != floor {
+                        Some(None) // the index moved under us: look it up again
+                    } else if let Some(p) = known.keys.get(ks) {
+                        Some(Some(*p))
+                    } else if known.in_flight.contains(ks) {
+                        Some(None) // another try of this command is in flight here
+                    } else {
+                        known.in_flight.insert(ks.to_owned());
+                        None
+                    }
+                };
+                match clash {
+                    Some(Some(p)) => {
+                        *guard = Some(tail);
+                        Sent::Found(p)
+                    }
+                    Some(None) => {
+                        *guard = Some(tail);
+                        Sent::Again
+                    }
+                    None => {
+                        let position = tail.head + 1;
+                        // The first try carries the key as `Nats-Msg-Id`, so a retry from
+                        // elsewhere within the window is answered by JetStream itself.
+                        // A clustered stream keeps the id of a publish it refused staged
+                        // as "in process"; later tries name their position (after a
+                        // space, which no key holds).
+                        let msg_id = if attempt == 0 { ks.to_owned() } else { format!("{ks} {position}") };
+                        match self.publish(req, &subject, &tail, position, version, subject_seq, &msg_id).await {
+                            Ok((pending, hash)) => {
+                                *guard = Some(Tail { head: position, base: tail.base, hash, msg_id: Some(msg_id) });
+                                Sent::Published(position, pending)
+                            }
+                            Err(e) => {
+                                self.inner.known.lock().in_flight.remove(ks);
+                                Sent::Failed(e)
+                            }
+                        }
+                    }
                 }
-                headers
-                    .insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, subject_seq.to_string().as_str());
-                let pending = self
-                    .inner
-                    .js
-                    .publish_with_headers(subject.clone(), headers, bytes.into())
-                    .await
-                    .map_err(|e| storage("cannot publish a commit", e))?;
-                *guard = Some(Tail { head: position, hash, msg_id: Some(msg_id) });
-                (position, pending)
             };
-            match pending.await {
+            let (position, pending) = match sent {
+                Sent::Published(position, pending) => (position, pending),
+                Sent::Found(p) => return self.outcome_at(p, key, req).await,
+                Sent::Again => {
+                    checked_floor = None;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                Sent::Failed(e) if tokio::time::Instant::now() < deadline => {
+                    transient += 1;
+                    tracing::info!(error = %e, "a publish could not be sent; trying again");
+                    tokio::time::sleep(Duration::from_millis((50 * u64::from(transient)).min(500))).await;
+                    continue;
+                }
+                Sent::Failed(e) => return Err(e),
+            };
+            let acked = pending.await;
+            match acked {
                 Ok(ack) if ack.duplicate => {
+                    self.inner.known.lock().in_flight.remove(ks);
                     self.forget_tail_from(position).await;
-                    let Some((first, _)) = self.commit_at(ack.sequence).await? else {
-                        return Err(LogError::Corrupt {
-                            position: ack.sequence,
-                            what: "a duplicate's commit is missing".into(),
-                        });
-                    };
-                    self.index(&first.command_id, first.position).await?;
-                    return Ok(Self::first_outcome(&first, req));
+                    let answer = self.outcome_at(ack.sequence, key, req).await?;
+                    self.inner.known.stored(ks.to_owned(), ack.sequence);
+                    self.index(key, ack.sequence).await?;
+                    return Ok(answer);
                 }
                 Ok(ack) if ack.sequence == position => {
+                    self.inner.known.stored(ks.to_owned(), position);
                     // The index entry is written behind the answer: until it is there,
-                    // JetStream's de-duplication window answers a retry, and the indexer
-                    // fills in any entry that never arrives.
-                    let (log, id) = (self.clone(), req.command_id.clone());
+                    // this process's memory and the followers of every other process
+                    // answer a retry, and the indexer fills in any entry that never
+                    // arrives.
+                    let (log, key) = (self.clone(), key.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = log.index(&id, position).await {
+                        if let Err(e) = log.index(&key, position).await {
                             tracing::warn!(error = %e, position, "indexing a command failed; the indexer will");
                         }
                     });
@@ -350,27 +557,69 @@ impl NatsLog {
                     }));
                 }
                 Ok(ack) => {
+                    self.inner.known.lock().in_flight.remove(ks);
                     self.forget_tail_from(position).await;
                     return Err(LogError::Corrupt {
                         position: ack.sequence,
                         what: format!("JetStream stored the commit for {position} at {}", ack.sequence),
                     });
                 }
-                Err(e) if is_race(&e) => {
-                    // Another process appended first, or a publish before this one in
-                    // the pipeline was refused: read the tail again and retry.
-                    self.forget_tail_from(position).await;
-                    if is_in_process(&e) {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
                 Err(e) => {
+                    // Refused (another process appended first, a publish before this one
+                    // in the pipeline was refused) or unanswered (a leader lost, a
+                    // connection dropped: it may be stored, which the follower will
+                    // show). Either way, try again on a tail read afresh: the checks
+                    // above make that safe.
+                    self.inner.known.lock().in_flight.remove(ks);
                     self.forget_tail_from(position).await;
-                    return Err(storage("JetStream did not store a commit", e));
+                    if is_race(&e) {
+                        if is_in_process(&e) {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    } else if tokio::time::Instant::now() < deadline {
+                        transient += 1;
+                        tracing::info!(error = %e, position, "a publish was not answered; trying again");
+                        tokio::time::sleep(Duration::from_millis((50 * u64::from(transient)).min(500))).await;
+                    } else {
+                        return Err(storage("JetStream did not store a commit", e));
+                    }
                 }
             }
         }
         Err(LogError::Storage(format!("lost the race for the next position {MAX_TAIL_RACES} times")))
+    }
+
+    /// Sends one commit at `position` on top of `tail`, with the expectations that make
+    /// JetStream refuse it anywhere else. Returns the pending acknowledgement and the
+    /// hash of the record.
+    #[allow(clippy::too_many_arguments)] // reason: one publish's parts, named where they are computed
+    async fn publish(
+        &self,
+        req: &AppendRequest,
+        subject: &str,
+        tail: &Tail,
+        position: u64,
+        version: u64,
+        subject_seq: u64,
+        msg_id: &str,
+    ) -> Result<(jetstream::context::PublishAckFuture, Hash), LogError> {
+        let bytes = record_for(req, position, version + 1, &tail.hash)?;
+        let hash = sha256(&bytes);
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, tail.head.to_string().as_str());
+        if let Some(prev_id) = &tail.msg_id {
+            // The predecessor must be the very record this one chains to.
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID, prev_id.as_str());
+        }
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, subject_seq.to_string().as_str());
+        let pending = self
+            .inner
+            .js
+            .publish_with_headers(subject.to_owned(), headers, bytes.into())
+            .await
+            .map_err(|e| storage("cannot publish a commit", e))?;
+        Ok((pending, hash))
     }
 
     /// After a publish at `position` failed, the predicted tail from there on is wrong:
@@ -398,15 +647,15 @@ impl NatsLog {
 }
 
 impl Inner {
-    fn new(js: jetstream::Context, stream: stream::Stream, commands: kv::Store) -> Inner {
+    fn new(js: jetstream::Context, stream: stream::Stream, commands: kv::Store, known: Arc<KnownKeys>) -> Inner {
         let (heads, rx) = tokio::sync::mpsc::unbounded_channel();
         let reader = tokio::spawn(read_heads(stream.clone(), rx)).abort_handle();
-        Inner { js, stream, commands, tail: tokio::sync::Mutex::new(None), heads, tasks: vec![reader] }
+        Inner { js, stream, commands, tail: tokio::sync::Mutex::new(None), known, heads, tasks: vec![reader] }
     }
 
-    /// Another handle on the same connection, with tasks of its own.
+    /// Another handle on the same connection and known keys, with tasks of its own.
     fn clone_parts(&self) -> Inner {
-        Inner::new(self.js.clone(), self.stream.clone(), self.commands.clone())
+        Inner::new(self.js.clone(), self.stream.clone(), self.commands.clone(), Arc::clone(&self.known))
     }
 }
 
@@ -468,8 +717,60 @@ fn is_not_found(e: &stream::RawMessageError) -> bool {
     matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound)
 }
 
-/// Keeps [`COMMANDS_BUCKET`] complete: from the checkpoint on, every commit's command
-/// id has its key. Runs until the log is dropped.
+/// The indexer's checkpoint, read from the bucket's leader (0: none yet).
+async fn index_checkpoint(commands: &kv::Store) -> Result<u64, LogError> {
+    let subject = format!("{}{CHECKPOINT_KEY}", commands.prefix);
+    match commands.stream.raw_message_builder().last_by_subject(subject).send().await {
+        Ok(m) => Ok(std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)),
+        Err(e) if is_not_found(&e) => Ok(0),
+        Err(e) => Err(storage("cannot read the indexer's checkpoint", e)),
+    }
+}
+
+/// Keeps [`KnownKeys`] filled: the key of every commit from the index's floor on, as
+/// it is stored; and, now and then, drops the keys the index has caught up with.
+/// Runs until the log is dropped.
+async fn follow_keys(log: NatsLog) {
+    loop {
+        let from = log.inner.known.lock().seen;
+        if let Err(e) = follow_keys_from(&log, from).await {
+            tracing::warn!(error = %e, "the command-id follower stopped; starting again");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn follow_keys_from(log: &NatsLog, from: u64) -> Result<(), LogError> {
+    const PRUNE_EVERY: Duration = Duration::from_secs(5);
+    let known = &log.inner.known;
+    let mut sub = log.subscribe_where(from, &[]);
+    let mut pruned_at = tokio::time::Instant::now();
+    loop {
+        let c = tokio::select! {
+            c = sub.next() => Some(c?),
+            () = tokio::time::sleep(PRUNE_EVERY) => None,
+        };
+        if let Some(c) = c {
+            known.stored(c.key().to_string(), c.position);
+            known.lock().seen = c.position;
+            known.seen.send_replace(c.position);
+        }
+        if pruned_at.elapsed() >= PRUNE_EVERY {
+            pruned_at = tokio::time::Instant::now();
+            let checkpoint = index_checkpoint(&log.inner.commands).await?;
+            let mut k = known.lock();
+            if checkpoint > k.floor {
+                // Every key at or below the checkpoint is in the index.
+                k.floor = checkpoint.min(k.seen);
+                let floor = k.floor;
+                k.keys.retain(|_, p| *p > floor);
+            }
+        }
+    }
+}
+
+/// Keeps [`COMMANDS_BUCKET`] complete: from the checkpoint on, every commit's key has
+/// its entry, written before the checkpoint passes it. Runs until the log is dropped.
 async fn index_forever(log: NatsLog) {
     loop {
         if let Err(e) = index_from_checkpoint(&log).await {
@@ -481,21 +782,15 @@ async fn index_forever(log: NatsLog) {
 
 async fn index_from_checkpoint(log: &NatsLog) -> Result<(), LogError> {
     let commands = &log.inner.commands;
-    let checkpoint = commands
-        .get(CHECKPOINT_KEY)
-        .await
-        .map_err(|e| storage("cannot read the indexer's checkpoint", e))?
-        .and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse::<u64>().ok()))
-        .unwrap_or(0);
+    let checkpoint = index_checkpoint(commands).await?;
     let mut sub = log.subscribe_where(checkpoint, &[]);
     let mut since_saved = 0u32;
     loop {
         let c = sub.next().await?;
-        let key = command_key(&c.command_id);
-        let present = commands.get(&key).await.map_err(|e| storage("cannot read the command index", e))?;
+        let key = c.key();
+        let present = commands.get(command_key(&key)).await.map_err(|e| storage("cannot read the command index", e))?;
         if present.is_none() {
-            tracing::info!(position = c.position, "indexing a command the appender left out");
-            log.index(&c.command_id, c.position).await?;
+            log.index(&key, c.position).await?;
         }
         since_saved += 1;
         if since_saved >= 256 || sub.caught_up() {
@@ -515,10 +810,9 @@ impl EventLog for NatsLog {
         if req.events.is_empty() {
             return Err(LogError::Codec("a commit holds at least one event".into()));
         }
-        if let Some(first) = self.find_command(&req.command_id).await? {
-            return Ok(Self::first_outcome(&first, &req));
-        }
-        self.append_now(&req).await
+        let key = req.key();
+        let ks = key.to_string();
+        self.append_now(&req, &key, &ks).await
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<Commit>, LogError> {
@@ -555,22 +849,15 @@ impl EventLog for NatsLog {
         self.last_sequence().await
     }
 
-    async fn find_command(&self, id: &CommandId) -> Result<Option<Commit>, LogError> {
-        let key = command_key(id);
-        let Some(value) =
-            self.inner.commands.get(key).await.map_err(|e| storage("cannot read the command index", e))?
-        else {
+    async fn find_command(&self, key: &CommandKey) -> Result<Option<Commit>, LogError> {
+        let Some(position) = self.lookup(key, &key.to_string()).await? else {
             return Ok(None);
         };
-        let position = std::str::from_utf8(&value)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| LogError::Codec(format!("the index entry of command {id} is not a position")))?;
         match self.commit_at(position).await? {
-            Some((c, _)) if &c.command_id == id => Ok(Some(c)),
+            Some((c, _)) if &c.key() == key => Ok(Some(c)),
             Some(_) | None => Err(LogError::Corrupt {
                 position,
-                what: format!("the command index points command {id} at a commit of another command"),
+                what: format!("the command index points command {key} at a commit of another command"),
             }),
         }
     }

@@ -102,8 +102,22 @@ impl Node {
         Ok(())
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …) to the running process; false if it
+    /// is not running.
+    pub fn signal(&self, name: &str) -> bool {
+        let Some(child) = &self.child else { return false };
+        Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().is_ok_and(|s| s.success())
+    }
+
+    /// Whether the process runs (it may be paused).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// SIGKILL: no goodbye, no flush beyond what the server already synced.
     pub fn kill(&mut self) {
+        // A paused process takes SIGKILL too; resume it anyway so that nothing waits.
+        self.signal("CONT");
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -156,6 +170,31 @@ impl Cluster {
     /// Every node's URL, comma-separated (what `--nats` takes).
     pub fn urls(&self) -> String {
         self.nodes.iter().map(Node::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Which node leads `stream` now (from the stream's cluster info, asked of any node
+    /// that answers); `None` while there is no leader or no node answers.
+    pub async fn leader_of(&self, stream: &str) -> Option<usize> {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let Ok(Ok(client)) = tokio::time::timeout(
+                Duration::from_secs(2),
+                async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(1)).connect(node.url()),
+            )
+            .await
+            else {
+                continue;
+            };
+            let js = async_nats::jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client);
+            let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(3), js.get_stream(stream)).await else {
+                continue;
+            };
+            let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(3), s.info()).await else { continue };
+            let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+            if let Some(name) = leader {
+                return self.nodes.iter().position(|n| n.name == name);
+            }
+        }
+        None
     }
 
     /// How many copies a stream should have here: 3 on a cluster, else 1.

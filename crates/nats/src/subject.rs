@@ -2,7 +2,7 @@
 //! KV keys are not. Characters outside `[A-Za-z0-9-]` are written as `_` and two hex
 //! digits per byte, which is injective and keeps ordinary ids readable.
 
-use behalf_domain::{CommandId, StreamId};
+use behalf_domain::{CommandKey, StreamId};
 
 fn escape(raw: &str, out: &mut String) {
     for b in raw.bytes() {
@@ -41,14 +41,19 @@ pub fn event_subject(stream: &StreamId) -> String {
     s
 }
 
-/// The key of a command id in the `BEHALF_COMMANDS` bucket.
-pub fn command_key(id: &CommandId) -> String {
-    let mut s = String::with_capacity(2 + id.as_str().len());
-    s.push_str("c.");
-    if id.as_str().is_empty() {
+/// The key of a (tenant, command id) in the `BEHALF_COMMANDS` bucket:
+/// `k.<tenant>.<command id>`, both escaped. (Keys of the bare command id, `c.<id>`, are
+/// from before ids were per tenant.)
+pub fn command_key(key: &CommandKey) -> String {
+    let id = key.id.as_str();
+    let mut s = String::with_capacity(48 + id.len());
+    s.push_str("k.");
+    escape(&key.tenant.to_string(), &mut s);
+    s.push('.');
+    if id.is_empty() {
         s.push('_');
     } else {
-        escape(id.as_str(), &mut s);
+        escape(id, &mut s);
     }
     s
 }
@@ -69,6 +74,7 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> = subjects.iter().collect();
         assert_eq!(distinct.len(), subjects.len());
         assert_eq!(subjects[0], "behalf.ev.ticket.ticket-01ab");
-        assert_eq!(command_key(&CommandId::new("k.1")), "c.k_2e1");
+        let key = behalf_domain::CommandKey::of(&behalf_domain::Principal::Vendor, &"k.1".into());
+        assert_eq!(command_key(&key), "k.vendor.k_2e1");
     }
 }

@@ -166,10 +166,13 @@ impl<L: EventLog> CommandService<L> {
         command_id: CommandId,
     ) -> Result<Outcome, ServiceError> {
         let hash = digest(&principal, &req);
-        // R26: a command seen before answers its first outcome. An id generated here is
-        // new by construction; the log still refuses to store one twice.
+        // R26: a command seen before answers its first outcome. The key is the id within
+        // the sender's tenant, so another tenant's use of it is neither found nor shown.
+        // An id generated here is new by construction; the log still refuses to store a
+        // key twice.
+        let key = CommandKey::of(&principal, &command_id);
         if req.command_id.is_some() {
-            if let Some(first) = self.log.find_command(&command_id).await? {
+            if let Some(first) = self.log.find_command(&key).await? {
                 return Ok(self.first_outcome(&first, &hash, command_id));
             }
         }
@@ -235,7 +238,7 @@ impl<L: EventLog> CommandService<L> {
             match self.log.append(append).await? {
                 Ok(a) if a.duplicate => {
                     // Lost a race with the same command: answer what the log holds.
-                    let first = self.log.find_command(&command_id).await?;
+                    let first = self.log.find_command(&key).await?;
                     return Ok(match first {
                         Some(c) => self.first_outcome(&c, &hash, command_id),
                         None => Outcome::Accepted(Accepted::new(
@@ -317,7 +320,7 @@ impl<L: EventLog> CommandService<L> {
             commit(StreamId::rejections(), ExpectedVersion::Any, &command_id, hash, now, principal, vec![record]);
         tracing::debug!(code = %rejection.code, "rejected");
         match self.log.append(append).await? {
-            Ok(a) if a.duplicate => Ok(match self.log.find_command(&command_id).await? {
+            Ok(a) if a.duplicate => Ok(match self.log.find_command(&CommandKey::of(principal, &command_id)).await? {
                 Some(c) => self.first_outcome(&c, &hash, command_id),
                 None => Outcome::Rejected(rejection),
             }),

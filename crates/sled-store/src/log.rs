@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use behalf_domain::{CommandId, StreamId};
+use behalf_domain::{CommandKey, StreamId};
 use behalf_log::codec::sha256;
 use behalf_log::{
     record_for, AppendRefused, AppendRequest, Appended, Commit, EventLog, ExpectedVersion, Hash, LogError,
@@ -20,7 +20,11 @@ pub const MAX_BATCH: usize = 4096;
 
 const LOG: u8 = b'L';
 const STREAM: u8 = b'S';
-const COMMAND: u8 = b'C';
+/// The command index before ids were per tenant (keyed by the bare command id); a log
+/// that still has it is indexed again on open (see [`reindex_commands`]).
+const OLD_COMMAND: u8 = b'C';
+/// The command index: `K<tenant>/<command id>` → position and request digest (R26).
+const COMMAND: u8 = b'K';
 const HEAD: &[u8] = b"H";
 
 /// How to open a store.
@@ -89,10 +93,9 @@ fn stream_prefix(stream: &StreamId) -> Vec<u8> {
     k
 }
 
-fn command_key(id: &CommandId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(id.0.len() + 1);
-    k.push(COMMAND);
-    k.extend_from_slice(id.0.as_bytes());
+fn command_key(key: &CommandKey) -> Vec<u8> {
+    let mut k = vec![COMMAND];
+    k.extend_from_slice(key.to_string().as_bytes());
     k
 }
 
@@ -234,7 +237,7 @@ fn truncate_after(db: &sled::Db, tree: &sled::Tree, good: u64) -> Result<Hash, L
         q.insert(k.clone(), v);
         batch.remove(k);
     }
-    for prefix in [STREAM, COMMAND] {
+    for prefix in [STREAM, COMMAND, OLD_COMMAND] {
         for kv in tree.scan_prefix([prefix]) {
             batch.remove(kv.map_err(storage)?.0);
         }
@@ -243,15 +246,7 @@ fn truncate_after(db: &sled::Db, tree: &sled::Tree, good: u64) -> Result<Hash, L
     for kv in tree.range(log_key(1)..=log_key(good)) {
         let (_, v) = kv.map_err(storage)?;
         let c = Commit::decode(&v)?;
-        index_commit(
-            &mut batch,
-            &c.stream,
-            c.first_version,
-            c.last_version(),
-            &c.command_id,
-            c.position,
-            &c.request_hash,
-        );
+        index_commit(&mut batch, &c.stream, c.first_version, c.last_version(), &c.key(), c.position, &c.request_hash);
         last_hash = sha256(&v);
     }
     batch.insert(HEAD, head_value(good, &last_hash));
@@ -266,7 +261,7 @@ fn index_commit(
     stream: &StreamId,
     first: u64,
     last: u64,
-    command: &CommandId,
+    command: &CommandKey,
     pos: u64,
     request_hash: &Hash,
 ) {
@@ -278,6 +273,29 @@ fn index_commit(
     let mut cv = pos.to_be_bytes().to_vec();
     cv.extend_from_slice(request_hash);
     batch.insert(command_key(command), cv);
+}
+
+/// A log written before command ids were per tenant has its index keyed by the bare
+/// id: index every commit again under its key (tenant from the record's actor, so the
+/// old commits mean what they meant), in one batch with the old entries' removal.
+fn reindex_commands(db: &sled::Db, tree: &sled::Tree) -> Result<(), LogError> {
+    if tree.scan_prefix([OLD_COMMAND]).next().is_none() {
+        return Ok(());
+    }
+    tracing::info!("indexing command ids per tenant (a log written by an earlier version)");
+    let mut batch = sled::Batch::default();
+    for kv in tree.scan_prefix([OLD_COMMAND]) {
+        batch.remove(kv.map_err(storage)?.0);
+    }
+    for kv in tree.range(log_key(1)..=log_key(u64::MAX)) {
+        let c = Commit::decode(&kv.map_err(storage)?.1)?;
+        let mut cv = c.position.to_be_bytes().to_vec();
+        cv.extend_from_slice(&c.request_hash);
+        batch.insert(command_key(&c.key()), cv);
+    }
+    tree.apply_batch(batch).map_err(storage)?;
+    db.flush().map_err(storage)?;
+    Ok(())
 }
 
 /// Walks the hash chain of the log in `path` without opening it for writing: every
@@ -307,6 +325,7 @@ impl SledLog {
             head_hash = truncate_after(&db, &tree, head)?;
             report = OpenReport { head, truncated: Some((position, what)) };
         }
+        reindex_commands(&db, &tree)?;
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel();
         let writer = Writer { tree: tree.clone(), db: db.clone(), head, head_hash, versions: HashMap::new(), head_tx };
@@ -427,7 +446,7 @@ impl Writer {
     fn commit_group(&mut self, jobs: Vec<Job>) {
         let (start_head, start_hash) = (self.head, self.head_hash);
         let mut batch = sled::Batch::default();
-        let mut in_group: HashMap<CommandId, (Hash, Appended)> = HashMap::new();
+        let mut in_group: HashMap<CommandKey, (Hash, Appended)> = HashMap::new();
         let mut touched: HashMap<StreamId, u64> = HashMap::new();
         let mut decisions = Vec::with_capacity(jobs.len());
         for job in &jobs {
@@ -472,21 +491,22 @@ impl Writer {
         &mut self,
         req: &AppendRequest,
         batch: &mut sled::Batch,
-        in_group: &mut HashMap<CommandId, (Hash, Appended)>,
+        in_group: &mut HashMap<CommandKey, (Hash, Appended)>,
         touched: &mut HashMap<StreamId, u64>,
     ) -> Decision {
         if req.events.is_empty() {
             return Decision::Answer(Err(LogError::Codec("a commit needs at least one event".into())));
         }
         // R26 first: a retried command answers its first outcome whatever the version now is.
-        if let Some((hash, first)) = in_group.get(&req.command_id) {
+        let key = req.key();
+        if let Some((hash, first)) = in_group.get(&key) {
             return if *hash == req.request_hash {
                 Decision::Written(Appended { duplicate: true, ..first.clone() })
             } else {
                 Decision::Answer(Ok(Err(AppendRefused::KeyReused { position: first.position })))
             };
         }
-        match self.tree.get(command_key(&req.command_id)) {
+        match self.tree.get(command_key(&key)) {
             Ok(Some(v)) if v.len() == 40 => {
                 let pos = u64_at(&v, 0);
                 if v[8..] != req.request_hash {
@@ -524,7 +544,7 @@ impl Writer {
         };
         let hash = sha256(&bytes);
         batch.insert(&log_key(pos), bytes);
-        index_commit(batch, &req.stream, first, last, &req.command_id, pos, &req.request_hash);
+        index_commit(batch, &req.stream, first, last, &key, pos, &req.request_hash);
         self.head = pos;
         self.head_hash = hash;
         touched.insert(req.stream.clone(), last);
@@ -535,7 +555,7 @@ impl Writer {
             last_version: last,
             duplicate: false,
         };
-        in_group.insert(req.command_id.clone(), (req.request_hash, appended.clone()));
+        in_group.insert(key, (req.request_hash, appended.clone()));
         Decision::Written(appended)
     }
 
@@ -592,8 +612,8 @@ impl EventLog for SledLog {
         Ok(self.durable_head())
     }
 
-    async fn find_command(&self, id: &CommandId) -> Result<Option<Commit>, LogError> {
-        match self.tree().get(command_key(id)).map_err(storage)? {
+    async fn find_command(&self, key: &CommandKey) -> Result<Option<Commit>, LogError> {
+        match self.tree().get(command_key(key)).map_err(storage)? {
             Some(v) if v.len() == 40 && u64_at(&v, 0) <= self.durable_head() => {
                 Ok(Some(self.commit_at(u64_at(&v, 0))?))
             }

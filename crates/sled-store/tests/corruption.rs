@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use behalf_log::conformance::request;
+use behalf_log::conformance::{request, vendor_key};
 use behalf_log::{EventLog, ExpectedVersion, LogError};
 use behalf_sled_store::{OpenOptions, SledLog};
 
@@ -128,8 +128,8 @@ async fn stop_at_last_good_truncates_says_so_and_goes_on() {
     assert_eq!(report.truncated.as_ref().map(|t| t.0), Some(7), "it says where it stopped");
     assert_eq!(log.head().await.unwrap(), 6);
     // Commands of the dropped commits are no longer known; the indexes were rebuilt.
-    assert!(log.find_command(&"c7".into()).await.unwrap().is_none());
-    assert_eq!(log.find_command(&"c5".into()).await.unwrap().unwrap().position, 6);
+    assert!(log.find_command(&vendor_key("c7")).await.unwrap().is_none());
+    assert_eq!(log.find_command(&vendor_key("c5")).await.unwrap().unwrap().position, 6);
     let next = log.append(request("ticket-0", ExpectedVersion::Any, "after", 1)).await.unwrap().unwrap();
     assert_eq!(next.position, 7);
     let report = log.verify().await.unwrap();
@@ -152,4 +152,32 @@ async fn verify_names_the_first_bad_position_of_a_running_log() {
     });
     let (pos, _) = refused_at(dir.path());
     assert_eq!(pos, 2);
+}
+
+/// A store written before command ids were per tenant keeps its meaning: its index
+/// (keyed by the bare id, prefix `C`) is replaced on open by one keyed by (tenant, id),
+/// the tenant read from each record's actor; retries still answer their first outcome.
+#[tokio::test]
+async fn an_index_of_bare_command_ids_is_read_per_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 6).await;
+    // What an earlier build left: `C<command id>` → position and digest.
+    tamper(dir.path(), |db| {
+        let new: Vec<_> = db.scan_prefix(b"K").map(|kv| kv.unwrap()).collect();
+        assert_eq!(new.len(), 6, "one index entry per command");
+        for (k, v) in new {
+            let id = std::str::from_utf8(&k[1..]).unwrap().strip_prefix("vendor/").unwrap().to_owned();
+            db.remove(&k).unwrap();
+            db.insert([b"C".as_slice(), id.as_bytes()].concat(), v).unwrap();
+        }
+    });
+    let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
+    assert_eq!(log.find_command(&vendor_key("c4")).await.unwrap().unwrap().position, 5);
+    let again = log.append(request("ticket-9", ExpectedVersion::Exact(0), "c2", 2)).await.unwrap().unwrap();
+    assert!(again.duplicate && again.position == 3, "a retry of an old command answers its first outcome");
+    assert_eq!(log.head().await.unwrap(), 6);
+    drop(log);
+    let db = open_sled(dir.path());
+    assert_eq!(db.scan_prefix(b"C").count(), 0, "the old index is gone");
+    assert_eq!(db.scan_prefix(b"K").count(), 6);
 }
