@@ -1,22 +1,22 @@
 //! [`NatsLog`]: the event log on a JetStream stream.
 //!
 //! - **Append.** Read the stream's last message by subject (its version; skipped for a
-//!   new stream) and check the expected version (R27). Then, under one lock per
-//!   process, take the next position on the predicted tail, build the record with the
-//!   hash of the record before, and send it with `Nats-Expected-Last-Sequence`,
-//!   `Nats-Expected-Last-Msg-Id` (the predecessor it chains to) and
-//!   `Nats-Expected-Last-Subject-Sequence`; the acknowledgement is awaited outside the
-//!   lock, so publishes pipeline. If anything moved — another process appended, a
-//!   publish before this one in the pipeline was refused, the stream changed — JetStream
-//!   refuses the publish, the tail is read again and the append retried. So positions
-//!   are dense, the chain is unbroken and no update is lost, however many processes
-//!   write.
-//! - **Idempotency (R26).** `Nats-Msg-Id` (the command id, on a first try) catches
-//!   retries within JetStream's de-duplication window; beyond it, the
-//!   `BEHALF_COMMANDS` key-value bucket maps each command id to its position. The
-//!   appender writes the key right after answering; the indexer (run by `serve` and
-//!   `notify`) follows the log from a checkpoint and fills in any key a process died
-//!   before writing, well within the window.
+//!   new stream) and check the expected version (R27). Then, one publish at a time per
+//!   process, take the next position on the tail (read from the server, or this
+//!   process's own last acknowledged commit), build the record with the hash of the
+//!   record before, and send it with `Nats-Expected-Last-Sequence` (the predecessor it
+//!   chains to) and `Nats-Expected-Last-Subject-Sequence` (the stream's version). If
+//!   anything moved, JetStream refuses the publish, the tail is read again and the
+//!   append retried; an unanswered publish (a leader lost) is retried the same way for
+//!   up to 30 s. So positions are dense, the chain is unbroken and no update is lost,
+//!   however many processes write.
+//! - **Idempotency (R26)**, by construction: a (tenant, command id) is published only
+//!   on top of a tail checked not to hold it (see [`NatsLog::append_now`]): below the
+//!   index's floor through the `BEHALF_COMMANDS` bucket, above it through the keys a
+//!   follower of the log has seen. The appender writes the key right after answering;
+//!   the indexer (run by `serve` and `notify`) follows the log from a checkpoint and
+//!   fills in any key a process died before writing. `Nats-Msg-Id` (the key, on a
+//!   first try) only lets JetStream answer some retries sooner, within its window.
 //! - **Reads** go to the stream leader (`STREAM.MSG.GET`), so a process reads what it
 //!   wrote; catch-up and live reads use ordered pull consumers, made again when they
 //!   fail or stall.
@@ -52,6 +52,8 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// How long a JetStream request (a publish's acknowledgement, a read) may take before
 /// it is tried again. Short, so that a lost leader costs the election and little more.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the client pings its server (two unanswered pings: it reconnects).
+const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an append keeps trying through a lost leader or connection before it
 /// answers with the error.
 const APPEND_DEADLINE: Duration = Duration::from_secs(30);
@@ -101,7 +103,7 @@ pub struct NatsLog {
     inner: Arc<Inner>,
 }
 
-/// The last commit: its position, the hash of its record and its `Nats-Msg-Id`; and
+/// The last commit: its position and the hash of its record; and
 /// `base`, the head as last read from the server (everything above it up to `head` is
 /// this process's own publishes in flight).
 #[derive(Clone)]
@@ -109,7 +111,6 @@ struct Tail {
     head: u64,
     base: u64,
     hash: Hash,
-    msg_id: Option<String>,
 }
 
 /// The R26 keys this process knows, so that no key is published twice (see
@@ -182,6 +183,8 @@ struct Inner {
     tail: tokio::sync::Mutex<Option<Tail>>,
     /// The R26 keys of the log's recent commits and of this process's publishes.
     known: Arc<KnownKeys>,
+    /// Taken for the whole of one publish, acknowledgement included.
+    serial: tokio::sync::Mutex<()>,
     /// Requests for the head, answered in batches by [`read_heads`].
     heads: tokio::sync::mpsc::UnboundedSender<HeadWaiter>,
     tasks: Vec<tokio::task::AbortHandle>,
@@ -232,6 +235,9 @@ pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, LogError> {
     async_nats::ConnectOptions::new()
         .name("behalf")
         .connection_timeout(Duration::from_secs(5))
+        // A server that stops answering (paused, cut off) is given up after two
+        // missed pings, and the client moves to another node of the cluster.
+        .ping_interval(PING_INTERVAL)
         .connect(addrs)
         .await
         .map_err(|e| LogError::Storage(format!("cannot connect to NATS at {url}: {e}")))
@@ -336,13 +342,12 @@ impl NatsLog {
     async fn read_tail(&self) -> Result<Tail, LogError> {
         let head = self.last_sequence().await?;
         if head == 0 {
-            return Ok(Tail { head: 0, base: 0, hash: GENESIS, msg_id: None });
+            return Ok(Tail { head: 0, base: 0, hash: GENESIS });
         }
         match self.stream().raw_message_builder().sequence(head).send().await {
             Ok(m) => {
                 decode_at(&m.payload, head)?;
-                let msg_id = m.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.to_string());
-                Ok(Tail { head, base: head, hash: sha256(&m.payload), msg_id })
+                Ok(Tail { head, base: head, hash: sha256(&m.payload) })
             }
             Err(e) if is_not_found(&e) => {
                 Err(LogError::Corrupt { position: head, what: "the last commit is missing".into() })
@@ -460,6 +465,9 @@ impl NatsLog {
             // includes this process's publishes still in flight), check the key against
             // everything below it, and send, so publishes leave in position order; the
             // acknowledgement is awaited after.
+            // One publish in flight per process: the next is built on an acknowledged
+            // tail (see `publish`). Held until this try's acknowledgement is handled.
+            let _serial = self.inner.serial.lock().await;
             let sent = {
                 let mut guard = self.inner.tail.lock().await;
                 let tail = match guard.take() {
@@ -499,7 +507,7 @@ impl NatsLog {
                         let msg_id = if attempt == 0 { ks.to_owned() } else { format!("{ks} {position}") };
                         match self.publish(req, &subject, &tail, position, version, subject_seq, &msg_id).await {
                             Ok((pending, hash)) => {
-                                *guard = Some(Tail { head: position, base: tail.base, hash, msg_id: Some(msg_id) });
+                                *guard = Some(Tail { head: position, base: tail.base, hash });
                                 Sent::Published(position, pending)
                             }
                             Err(e) => {
@@ -565,8 +573,7 @@ impl NatsLog {
                     });
                 }
                 Err(e) => {
-                    // Refused (another process appended first, a publish before this one
-                    // in the pipeline was refused) or unanswered (a leader lost, a
+                    // Refused (another process appended first) or unanswered (a leader lost, a
                     // connection dropped: it may be stored, which the follower will
                     // show). Either way, try again on a tail read afresh: the checks
                     // above make that safe.
@@ -607,17 +614,19 @@ impl NatsLog {
         let hash = sha256(&bytes);
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        // The predecessor is the very record this one chains to: `tail` was read from
+        // the server or is this process's own acknowledged publish, and a stored message
+        // never changes. (`Nats-Expected-Last-Msg-Id`, which allowed several publishes
+        // in flight, makes nats-server 2.12+ stop the stream with a "critical write
+        // error" when two writers race; atomic batches are the way to more in flight.)
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, tail.head.to_string().as_str());
-        if let Some(prev_id) = &tail.msg_id {
-            // The predecessor must be the very record this one chains to.
-            headers.insert(async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID, prev_id.as_str());
-        }
         headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, subject_seq.to_string().as_str());
-        let pending = self
-            .inner
-            .js
-            .publish_with_headers(subject.to_owned(), headers, bytes.into())
+        // Sending can wait for room on a connection to a server that stopped reading
+        // (a paused node): bounded like every other request.
+        let send = self.inner.js.publish_with_headers(subject.to_owned(), headers, bytes.into());
+        let pending = tokio::time::timeout(REQUEST_TIMEOUT, send)
             .await
+            .map_err(|_| LogError::Storage(format!("cannot publish a commit: not sent within {REQUEST_TIMEOUT:?}")))?
             .map_err(|e| storage("cannot publish a commit", e))?;
         Ok((pending, hash))
     }
@@ -650,7 +659,16 @@ impl Inner {
     fn new(js: jetstream::Context, stream: stream::Stream, commands: kv::Store, known: Arc<KnownKeys>) -> Inner {
         let (heads, rx) = tokio::sync::mpsc::unbounded_channel();
         let reader = tokio::spawn(read_heads(stream.clone(), rx)).abort_handle();
-        Inner { js, stream, commands, tail: tokio::sync::Mutex::new(None), known, heads, tasks: vec![reader] }
+        Inner {
+            js,
+            stream,
+            commands,
+            tail: tokio::sync::Mutex::new(None),
+            known,
+            serial: tokio::sync::Mutex::new(()),
+            heads,
+            tasks: vec![reader],
+        }
     }
 
     /// Another handle on the same connection and known keys, with tasks of its own.
