@@ -270,11 +270,16 @@ fn start_command_role(urls: &str, replicas: usize) -> anyhow::Result<CommandRole
     Ok(CommandRole { child, dir, base: format!("http://{addr}") })
 }
 
+/// A counter from a Prometheus text page.
+fn counter(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
 async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Result<()> {
     use behalf_nats::rpc::{RpcClient, COMMAND_SUBJECT};
     let cluster = behalf_nats::server::Cluster::start(nodes)?;
     let (urls, replicas) = (cluster.urls(), cluster.replicas());
-    let raw = behalf_nats::baseline::publish_per_sec(&urls, replicas, in_flight, 700, seconds).await?;
     let role = start_command_role(&urls, replicas)?;
     let admin = std::fs::read_to_string(role.dir.path().join("admin.token"))?.trim().to_owned();
     let mut d = Demo::new(role.base.clone())?;
@@ -282,6 +287,12 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
     anyhow::ensure!(d.failures.is_empty(), "setting up: {}", d.failures.join("; "));
     let rpc = RpcClient::connect(&urls).await?;
     let bearer = format!("Bearer {}", c.ayu);
+    let metrics = || async {
+        let page = reqwest::get(format!("{}/metrics", role.base)).await?.text().await?;
+        let get = |name| counter(&page, name).unwrap_or(0.0);
+        anyhow::Ok((get("behalf_log_batches_total"), get("behalf_log_batched_commits_total")))
+    };
+    let (batches_before, commits_before) = metrics().await?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -302,10 +313,25 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
     }
     let mut all = collect(tasks).await?;
     let elapsed = start.elapsed().as_secs_f64();
+    let (batches, commits) = metrics().await?;
+    let per_batch = ((commits - commits_before) / (batches - batches_before).max(1.0)).max(1.0);
+    drop(role);
     let cluster_kind = if nodes == 1 { "1 node".to_owned() } else { format!("{nodes}-node cluster, R{replicas}") };
     report(&format!("behalf command over NATS, {cluster_kind}, {in_flight} in flight"), &mut all, elapsed);
     let ours = all.accepted as f64 / elapsed;
-    println!("raw JetStream publish, {in_flight} in flight, 700 B: {raw:.0}/s (behalf: {:.2} × raw)", ours / raw);
+    println!("  group commit: {per_batch:.1} commits per atomic batch on average");
+    let raw = behalf_nats::baseline::publish_per_sec(&urls, replicas, in_flight, 700, seconds).await?;
+    println!(
+        "raw JetStream publish, {in_flight} in flight, 700 B: {raw:.0} publishes/s (behalf: {:.2} × this)",
+        ours / raw
+    );
+    let batch = per_batch.round() as usize;
+    let atomic = behalf_nats::baseline::atomic_batch_per_sec(&urls, replicas, in_flight, batch, 700, seconds).await?;
+    println!(
+        "raw JetStream atomic batches of {batch}, {in_flight} messages in flight, 700 B: {atomic:.0} publishes/s (behalf: {:.2} × this)",
+        ours / atomic
+    );
+    println!("behalf against the faster raw loop: {:.2} ×", ours / raw.max(atomic));
     Ok(())
 }
 

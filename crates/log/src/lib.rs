@@ -300,6 +300,11 @@ pub trait EventLog: Clone + Send + Sync + 'static {
 
     /// Walks the whole hash chain and decodes every event.
     fn verify(&self) -> impl Future<Output = Result<VerifyReport, LogError>> + Send;
+
+    /// The engine's own counters for `/metrics`: name, help, value.
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// A catch-up-then-live subscription.

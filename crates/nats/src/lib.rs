@@ -22,6 +22,7 @@
 //! each commit carries the hash of the one before, whichever process wrote it.
 
 pub mod baseline;
+pub mod batch;
 mod log;
 mod queues;
 pub mod rpc;

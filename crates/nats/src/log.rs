@@ -34,6 +34,7 @@ use behalf_log::{
 };
 use futures::StreamExt as _;
 
+use crate::batch::{publish_atomic, BatchMsg};
 use crate::storage;
 use crate::subject::{command_key, event_subject};
 
@@ -52,6 +53,8 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// How long a JetStream request (a publish's acknowledgement, a read) may take before
 /// it is tried again. Short, so that a lost leader costs the election and little more.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many index misses [`NatsLog::lookup`] remembers per floor.
+const ABSENT_CACHE: usize = 100_000;
 /// How often the client pings its server (two unanswered pings: it reconnects).
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an append keeps trying through a lost leader or connection before it
@@ -123,6 +126,8 @@ struct Keys {
     keys: std::collections::HashMap<String, u64>,
     /// Keys this process has published and not yet heard back about.
     in_flight: std::collections::HashSet<String>,
+    /// Keys the index was read for at this floor and does not hold.
+    absent: std::collections::HashSet<String>,
 }
 
 /// [`Keys`], shared by the appenders and the follower that fills them in.
@@ -145,10 +150,6 @@ impl KnownKeys {
 
     fn floor(&self) -> u64 {
         self.lock().floor
-    }
-
-    fn position_of(&self, key: &str) -> Option<u64> {
-        self.lock().keys.get(key).copied()
     }
 
     /// A commit at `position` holds `key` (seen by the follower, or acknowledged here).
@@ -178,26 +179,65 @@ struct Inner {
     js: jetstream::Context,
     stream: stream::Stream,
     commands: kv::Store,
-    /// The tail this process predicts (its own publishes in flight included); `None`
-    /// when it must be read again.
-    tail: tokio::sync::Mutex<Option<Tail>>,
     /// The R26 keys of the log's recent commits and of this process's publishes.
     known: Arc<KnownKeys>,
-    /// Taken for the whole of one publish, acknowledgement included.
-    serial: tokio::sync::Mutex<()>,
+    /// Appends waiting for the group commit ([`batcher`]).
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    /// Taken by the one batcher of this handle.
+    jobs_rx: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Job>>>,
+    stats: Arc<Stats>,
     /// Requests for the head, answered in batches by [`read_heads`].
     heads: tokio::sync::mpsc::UnboundedSender<HeadWaiter>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
-/// What the locked part of an append did.
-enum Sent {
-    Published(u64, jetstream::context::PublishAckFuture),
+/// One append waiting for the group commit: the request, its key, where it goes and
+/// what it expects there.
+struct Job {
+    req: Arc<AppendRequest>,
+    key: String,
+    subject: String,
+    version: u64,
+    subject_seq: u64,
+    /// The index's floor when the key was looked up there.
+    floor: u64,
+    reply: tokio::sync::oneshot::Sender<Batched>,
+}
+
+/// What the group commit did with one append.
+enum Batched {
+    Stored(u64),
     /// The key is stored at this position.
     Found(u64),
-    /// Look again: the index's floor moved, or this key is in flight here.
+    /// Look again: the index's floor moved, the key or the subject is in this batch.
     Again,
+    /// JetStream refused the batch: the log or a stream moved.
+    Refused,
     Failed(LogError),
+}
+
+/// Counters of the group commit.
+#[derive(Default)]
+struct Stats {
+    batches: std::sync::atomic::AtomicU64,
+    commits: std::sync::atomic::AtomicU64,
+}
+
+/// The group commit: takes every append waiting (up to [`batch::MAX_BATCH`]) and
+/// publishes them as one atomic batch, one batch in flight at a time, each built on
+/// the acknowledged tail of the one before. Runs until the log is dropped.
+async fn batcher(log: NatsLog, mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+    let mut tail = None;
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < crate::batch::MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        log.commit_batch(&mut tail, jobs).await;
+    }
 }
 
 type HeadWaiter = tokio::sync::oneshot::Sender<Result<u64, String>>;
@@ -225,6 +265,20 @@ impl Drop for Inner {
     }
 }
 
+/// The log needs atomic batch publish, which nats-server has since 2.12; an older
+/// server would take the batch headers as plain headers and store a batch's messages
+/// one by one.
+fn check_server_version(version: &str) -> Result<(), LogError> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (2, 12) {
+        return Err(LogError::Storage(format!(
+            "nats-server {version} is too old: the event log needs 2.12 or later (atomic batch publish)"
+        )));
+    }
+    Ok(())
+}
+
 /// Connects to one or more comma-separated server URLs.
 pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, LogError> {
     let addrs = url
@@ -247,6 +301,7 @@ impl NatsLog {
     /// Connects, and creates the stream and the bucket if they are not there yet.
     pub async fn open(options: NatsOptions) -> Result<NatsLog, LogError> {
         let client = connect(&options.url).await?;
+        check_server_version(&client.server_info().version)?;
         let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client);
         let deadline = tokio::time::Instant::now() + READY_WAIT;
         let (stream, commands) = loop {
@@ -274,6 +329,14 @@ impl NatsLog {
         {
             let log = NatsLog { inner: Arc::new(inner.clone_parts()) };
             inner.tasks.push(tokio::spawn(follow_keys(log)).abort_handle());
+            // The batcher appends through a handle of its own that shares the known
+            // keys and the counters, and takes this handle's queue.
+            let mut parts = inner.clone_parts();
+            parts.stats = Arc::clone(&inner.stats);
+            let rx = inner.jobs_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(rx) = rx {
+                inner.tasks.push(tokio::spawn(batcher(NatsLog { inner: Arc::new(parts) }, rx)).abort_handle());
+            }
         }
         if options.run_indexer {
             // The indexer holds its own handle (no indexer of its own), so dropping
@@ -297,10 +360,18 @@ impl NatsLog {
                 // The log is append-only: nobody deletes or purges a commit.
                 deny_delete: true,
                 deny_purge: true,
+                // Group commit: one atomic batch per group of appends.
+                allow_atomic_publish: true,
                 ..Default::default()
             })
             .await
             .map_err(|e| storage("cannot create the stream", e))?;
+        if !stream.cached_info().config.allow_atomic_publish {
+            // A stream made by an earlier version: allow atomic batches on it.
+            let config = stream::Config { allow_atomic_publish: true, ..stream.cached_info().config.clone() };
+            js.update_stream(config).await.map_err(|e| storage("cannot allow atomic batches on the stream", e))?;
+        }
+        let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| storage("cannot read the stream", e))?;
         let commands = crate::bucket(js, COMMANDS_BUCKET, replicas).await?;
         Ok((stream, commands))
     }
@@ -356,15 +427,6 @@ impl NatsLog {
         }
     }
 
-    async fn index(&self, key: &CommandKey, position: u64) -> Result<(), LogError> {
-        self.inner
-            .commands
-            .put(command_key(key), position.to_string().into())
-            .await
-            .map(|_| ())
-            .map_err(|e| storage("cannot index a command", e))
-    }
-
     /// The first outcome of a command that is already in the log.
     fn first_outcome(first: &Commit, req: &AppendRequest) -> Result<Appended, AppendRefused> {
         if first.request_hash == req.request_hash {
@@ -393,38 +455,60 @@ impl NatsLog {
     /// Where a key is stored, from this process's memory or the command index (read
     /// from its leader, never from a replica that may lag).
     async fn lookup(&self, key: &CommandKey, ks: &str) -> Result<Option<u64>, LogError> {
-        if let Some(p) = self.inner.known.position_of(ks) {
-            return Ok(Some(p));
-        }
+        // The floor first: every key at or below it is in the index, every key above
+        // it that the follower has seen is in memory.
+        let floor = {
+            let k = self.inner.known.lock();
+            if let Some(p) = k.keys.get(ks) {
+                return Ok(Some(*p));
+            }
+            if k.floor == 0 || k.absent.contains(ks) {
+                return Ok(None); // nothing below the floor, or looked up at this floor
+            }
+            k.floor
+        };
         let commands = &self.inner.commands;
         let subject = format!("{}{}", commands.prefix, command_key(key));
-        match commands.stream.raw_message_builder().last_by_subject(subject).send().await {
+        let found = match commands.stream.raw_message_builder().last_by_subject(subject).send().await {
             // A deleted or purged key (an operator's hand) is no entry.
-            Ok(m) if m.headers.get("KV-Operation").is_some() => Ok(None),
-            Ok(m) => std::str::from_utf8(&m.payload)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .map(Some)
-                .ok_or_else(|| LogError::Codec(format!("the index entry of command {key} is not a position"))),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(storage("cannot read the command index", e)),
+            Ok(m) if m.headers.get("KV-Operation").is_some() => None,
+            Ok(m) => Some(
+                std::str::from_utf8(&m.payload)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| LogError::Codec(format!("the index entry of command {key} is not a position")))?,
+            ),
+            Err(e) if is_not_found(&e) => None,
+            Err(e) => return Err(storage("cannot read the command index", e)),
+        };
+        if found.is_none() {
+            // Not at or below this floor, ever (the past does not change): the next
+            // look-up at this floor (the append after the service's) needs no read.
+            let mut k = self.inner.known.lock();
+            if k.floor == floor {
+                if k.absent.len() >= ABSENT_CACHE {
+                    k.absent.clear();
+                }
+                k.absent.insert(ks.to_owned());
+            }
         }
+        Ok(found)
     }
 
-    /// Appends a command whose key is in no commit this process knows of.
+    /// Appends a command whose key is in no commit this process knows of, through the
+    /// group commit (see [`batcher`]).
     ///
-    /// **R26 by construction.** Every publish carries `Nats-Expected-Last-Sequence`, so
-    /// it is stored only directly on top of the very tail it was built on. Before it
-    /// leaves, this process has checked that no commit of that tail holds the key:
-    /// positions up to the index's floor through the command index (read from its
-    /// leader, and read again if the floor moved since), positions above it through
-    /// the keys the follower has seen (it must have reached the tail as last read from
-    /// the server), and the rest of the predicted tail is this process's own publishes
-    /// in flight, whose keys are held in `in_flight` until they are answered. So a key
-    /// is stored at most once whatever fails — a lost acknowledgement, a retry under
-    /// another message id, a process killed before it indexed, a leader change — and
-    /// with any number of appending processes; JetStream's de-duplication window
-    /// (`Nats-Msg-Id`) only answers some retries sooner.
+    /// **R26 by construction.** Every batch carries `Nats-Expected-Last-Sequence` on its
+    /// first message, so it is stored only directly on top of the very tail it was
+    /// built on, all of it or none. Before it leaves, the batcher has checked that no
+    /// commit of that tail holds any of its keys: positions up to the index's floor
+    /// through the command index (read from its leader, and read again if the floor
+    /// moved since), positions above it through the keys the follower has seen (it must
+    /// have reached the tail as last read from the server), and the rest of the tail
+    /// is this process's own acknowledged batches, whose keys it holds. So a key is
+    /// stored at most once whatever fails — a lost acknowledgement, a retry, a process
+    /// killed before it indexed, a leader change — and with any number of appending
+    /// processes; JetStream's de-duplication window plays no part.
     async fn append_now(
         &self,
         req: &AppendRequest,
@@ -433,6 +517,7 @@ impl NatsLog {
     ) -> Result<Result<Appended, AppendRefused>, LogError> {
         let subject = event_subject(&req.stream);
         let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
+        let shared = Arc::new(req.clone());
         let mut checked_floor = None;
         let mut transient = 0u32;
         for attempt in 0..MAX_TAIL_RACES {
@@ -444,7 +529,7 @@ impl NatsLog {
                 }
                 checked_floor = Some(floor);
             }
-            // The stream's state, read outside the lock: if it moves before the publish
+            // The stream's state, read before the batch: if it moves before the batch
             // lands, the expected subject sequence makes JetStream refuse it.
             // A new stream (expected version 0) needs no read: "no message on the
             // subject yet" is what the publish expects; if one is there, JetStream
@@ -461,101 +546,22 @@ impl NatsLog {
                     return Ok(Err(AppendRefused::Conflict { expected: req.expected, actual: version }));
                 }
             }
-            // Under the lock: take the next position on top of the predicted tail (which
-            // includes this process's publishes still in flight), check the key against
-            // everything below it, and send, so publishes leave in position order; the
-            // acknowledgement is awaited after.
-            // One publish in flight per process: the next is built on an acknowledged
-            // tail (see `publish`). Held until this try's acknowledgement is handled.
-            let _serial = self.inner.serial.lock().await;
-            let sent = {
-                let mut guard = self.inner.tail.lock().await;
-                let tail = match guard.take() {
-                    Some(t) => t,
-                    None => self.read_tail().await?,
-                };
-                self.inner.known.wait_seen(tail.base).await?;
-                let clash = {
-                    let mut known = self.inner.known.lock();
-                    if known.floor != floor {
-                        Some(None) // the index moved under us: look it up again
-                    } else if let Some(p) = known.keys.get(ks) {
-                        Some(Some(*p))
-                    } else if known.in_flight.contains(ks) {
-                        Some(None) // another try of this command is in flight here
-                    } else {
-                        known.in_flight.insert(ks.to_owned());
-                        None
-                    }
-                };
-                match clash {
-                    Some(Some(p)) => {
-                        *guard = Some(tail);
-                        Sent::Found(p)
-                    }
-                    Some(None) => {
-                        *guard = Some(tail);
-                        Sent::Again
-                    }
-                    None => {
-                        let position = tail.head + 1;
-                        // The first try carries the key as `Nats-Msg-Id`, so a retry from
-                        // elsewhere within the window is answered by JetStream itself.
-                        // A clustered stream keeps the id of a publish it refused staged
-                        // as "in process"; later tries name their position (after a
-                        // space, which no key holds).
-                        let msg_id = if attempt == 0 { ks.to_owned() } else { format!("{ks} {position}") };
-                        match self.publish(req, &subject, &tail, position, version, subject_seq, &msg_id).await {
-                            Ok((pending, hash)) => {
-                                *guard = Some(Tail { head: position, base: tail.base, hash });
-                                Sent::Published(position, pending)
-                            }
-                            Err(e) => {
-                                self.inner.known.lock().in_flight.remove(ks);
-                                Sent::Failed(e)
-                            }
-                        }
-                    }
-                }
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = Job {
+                req: Arc::clone(&shared),
+                key: ks.to_owned(),
+                subject: subject.clone(),
+                version,
+                subject_seq,
+                floor,
+                reply,
             };
-            let (position, pending) = match sent {
-                Sent::Published(position, pending) => (position, pending),
-                Sent::Found(p) => return self.outcome_at(p, key, req).await,
-                Sent::Again => {
-                    checked_floor = None;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                Sent::Failed(e) if tokio::time::Instant::now() < deadline => {
-                    transient += 1;
-                    tracing::info!(error = %e, "a publish could not be sent; trying again");
-                    tokio::time::sleep(Duration::from_millis((50 * u64::from(transient)).min(500))).await;
-                    continue;
-                }
-                Sent::Failed(e) => return Err(e),
-            };
-            let acked = pending.await;
-            match acked {
-                Ok(ack) if ack.duplicate => {
-                    self.inner.known.lock().in_flight.remove(ks);
-                    self.forget_tail_from(position).await;
-                    let answer = self.outcome_at(ack.sequence, key, req).await?;
-                    self.inner.known.stored(ks.to_owned(), ack.sequence);
-                    self.index(key, ack.sequence).await?;
-                    return Ok(answer);
-                }
-                Ok(ack) if ack.sequence == position => {
-                    self.inner.known.stored(ks.to_owned(), position);
-                    // The index entry is written behind the answer: until it is there,
-                    // this process's memory and the followers of every other process
-                    // answer a retry, and the indexer fills in any entry that never
-                    // arrives.
-                    let (log, key) = (self.clone(), key.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = log.index(&key, position).await {
-                            tracing::warn!(error = %e, position, "indexing a command failed; the indexer will");
-                        }
-                    });
+            self.inner.jobs.send(job).map_err(|_| LogError::Closed)?;
+            match answer.await.map_err(|_| LogError::Closed)? {
+                Batched::Stored(position) => {
+                    // The index entry is the indexer's to write (in pages, behind the
+                    // log); until it is there, this process's memory and the followers
+                    // of every other process answer a retry.
                     return Ok(Ok(Appended {
                         position,
                         stream: req.stream.clone(),
@@ -564,79 +570,153 @@ impl NatsLog {
                         duplicate: false,
                     }));
                 }
-                Ok(ack) => {
-                    self.inner.known.lock().in_flight.remove(ks);
-                    self.forget_tail_from(position).await;
-                    return Err(LogError::Corrupt {
-                        position: ack.sequence,
-                        what: format!("JetStream stored the commit for {position} at {}", ack.sequence),
-                    });
+                Batched::Found(p) => return self.outcome_at(p, key, req).await,
+                Batched::Again => {
+                    checked_floor = None;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err(e) => {
-                    // Refused (another process appended first) or unanswered (a leader lost, a
-                    // connection dropped: it may be stored, which the follower will
-                    // show). Either way, try again on a tail read afresh: the checks
-                    // above make that safe.
-                    self.inner.known.lock().in_flight.remove(ks);
-                    self.forget_tail_from(position).await;
-                    if is_race(&e) {
-                        if is_in_process(&e) {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    } else if tokio::time::Instant::now() < deadline {
-                        transient += 1;
-                        tracing::info!(error = %e, position, "a publish was not answered; trying again");
-                        tokio::time::sleep(Duration::from_millis((50 * u64::from(transient)).min(500))).await;
-                    } else {
-                        return Err(storage("JetStream did not store a commit", e));
-                    }
+                // Another process appended first, or a stream moved: read again.
+                Batched::Refused => {}
+                Batched::Failed(LogError::Storage(e)) if tokio::time::Instant::now() < deadline => {
+                    // Unanswered (a leader lost, a connection dropped): it may be
+                    // stored, which the follower will show; trying again is safe.
+                    transient += 1;
+                    tracing::info!(error = %e, "a batch was not answered; trying again");
+                    tokio::time::sleep(Duration::from_millis((50 * u64::from(transient)).min(500))).await;
                 }
+                Batched::Failed(e) => return Err(e),
             }
         }
         Err(LogError::Storage(format!("lost the race for the next position {MAX_TAIL_RACES} times")))
     }
 
-    /// Sends one commit at `position` on top of `tail`, with the expectations that make
-    /// JetStream refuse it anywhere else. Returns the pending acknowledgement and the
-    /// hash of the record.
-    #[allow(clippy::too_many_arguments)] // reason: one publish's parts, named where they are computed
-    async fn publish(
-        &self,
-        req: &AppendRequest,
-        subject: &str,
-        tail: &Tail,
-        position: u64,
-        version: u64,
-        subject_seq: u64,
-        msg_id: &str,
-    ) -> Result<(jetstream::context::PublishAckFuture, Hash), LogError> {
-        let bytes = record_for(req, position, version + 1, &tail.hash)?;
-        let hash = sha256(&bytes);
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
-        // The predecessor is the very record this one chains to: `tail` was read from
-        // the server or is this process's own acknowledged publish, and a stored message
-        // never changes. (`Nats-Expected-Last-Msg-Id`, which allowed several publishes
-        // in flight, makes nats-server 2.12+ stop the stream with a "critical write
-        // error" when two writers race; atomic batches are the way to more in flight.)
-        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, tail.head.to_string().as_str());
-        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, subject_seq.to_string().as_str());
+    /// Publishes one group of appends as one atomic batch on top of `tail` and answers
+    /// each. `tail` is left as the new tail, or `None` when it must be read again.
+    async fn commit_batch(&self, tail: &mut Option<Tail>, jobs: Vec<Job>) {
+        let known = &self.inner.known;
+        let fail_all = |jobs: Vec<Job>, e: &LogError| {
+            for job in jobs {
+                let _ = job.reply.send(Batched::Failed(LogError::Storage(e.to_string())));
+            }
+        };
+        let t = match tail.take() {
+            Some(t) => t,
+            None => match self.read_tail().await {
+                Ok(t) => t,
+                Err(e) => return fail_all(jobs, &e),
+            },
+        };
+        if let Err(e) = known.wait_seen(t.base).await {
+            return fail_all(jobs, &e);
+        }
+        // Which jobs go: not known, not twice in this batch, one per subject (a second
+        // on the same subject reads its stream again and goes in a later batch).
+        let mut chosen = Vec::with_capacity(jobs.len());
+        {
+            let mut k = known.lock();
+            let mut subjects = std::collections::HashSet::new();
+            for job in jobs {
+                let answer = if k.floor != job.floor {
+                    Some(Batched::Again) // the index moved under it: look it up again
+                } else if let Some(p) = k.keys.get(&job.key) {
+                    Some(Batched::Found(*p))
+                } else if k.in_flight.contains(&job.key) || !subjects.insert(job.subject.clone()) {
+                    Some(Batched::Again)
+                } else {
+                    k.in_flight.insert(job.key.clone());
+                    None
+                };
+                match answer {
+                    Some(a) => {
+                        let _ = job.reply.send(a);
+                    }
+                    None => chosen.push(job),
+                }
+            }
+        }
+        // The records, each chaining to the one before, the first to the tail.
+        let (mut head, mut hash) = (t.head, t.hash);
+        let mut msgs = Vec::with_capacity(chosen.len());
+        let mut going = Vec::with_capacity(chosen.len());
+        for job in chosen {
+            let bytes = match record_for(&job.req, head + 1, job.version + 1, &hash) {
+                Ok(b) => b,
+                Err(e) => {
+                    known.lock().in_flight.remove(&job.key);
+                    let _ = job.reply.send(Batched::Failed(e));
+                    continue;
+                }
+            };
+            let mut headers = HeaderMap::new();
+            if msgs.is_empty() {
+                // The predecessor is the very record this batch chains to: `t` was read
+                // from the server or is this process's own acknowledged batch, and a
+                // stored message never changes.
+                headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, t.head.to_string().as_str());
+            }
+            headers
+                .insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, job.subject_seq.to_string().as_str());
+            head += 1;
+            hash = sha256(&bytes);
+            msgs.push(BatchMsg { subject: job.subject.clone(), headers, payload: bytes.into() });
+            going.push((head, job));
+        }
+        if going.is_empty() {
+            *tail = Some(t);
+            return;
+        }
+        self.inner.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.stats.commits.fetch_add(going.len() as u64, std::sync::atomic::Ordering::Relaxed);
         // Sending can wait for room on a connection to a server that stopped reading
         // (a paused node): bounded like every other request.
-        let send = self.inner.js.publish_with_headers(subject.to_owned(), headers, bytes.into());
-        let pending = tokio::time::timeout(REQUEST_TIMEOUT, send)
-            .await
-            .map_err(|_| LogError::Storage(format!("cannot publish a commit: not sent within {REQUEST_TIMEOUT:?}")))?
-            .map_err(|e| storage("cannot publish a commit", e))?;
-        Ok((pending, hash))
-    }
-
-    /// After a publish at `position` failed, the predicted tail from there on is wrong:
-    /// forget it (unless it was already read again below that position).
-    async fn forget_tail_from(&self, position: u64) {
-        let mut guard = self.inner.tail.lock().await;
-        if guard.as_ref().is_some_and(|t| t.head >= position) {
-            *guard = None;
+        let sent = match tokio::time::timeout(REQUEST_TIMEOUT, publish_atomic(&self.inner.js, msgs)).await {
+            Ok(Ok(pending)) => Ok(pending),
+            Ok(Err(e)) => Err(format!("cannot publish a batch: {e}")),
+            Err(_) => Err(format!("cannot publish a batch: not sent within {REQUEST_TIMEOUT:?}")),
+        };
+        // `Err(None)`: refused because the log moved (a race); `Err(Some(why))`: not
+        // stored, or not known to be.
+        let outcome = match sent {
+            Ok(pending) => match pending.await {
+                Ok(ack) => Ok(ack),
+                Err(e) if is_race(&e) => Err(None),
+                Err(e) => Err(Some(e.to_string())),
+            },
+            Err(e) => Err(Some(e)),
+        };
+        let mut k = known.lock();
+        for (_, job) in &going {
+            k.in_flight.remove(&job.key);
+        }
+        match outcome {
+            Ok(ack) if ack.sequence == head => {
+                for (position, job) in going {
+                    if position > k.floor {
+                        k.keys.insert(job.key.clone(), position);
+                    }
+                    let _ = job.reply.send(Batched::Stored(position));
+                }
+                *tail = Some(Tail { head, base: t.base, hash });
+            }
+            Ok(ack) => {
+                for (_, job) in going {
+                    let _ = job.reply.send(Batched::Failed(LogError::Corrupt {
+                        position: ack.sequence,
+                        what: format!("JetStream stored the batch ending at {head} at {}", ack.sequence),
+                    }));
+                }
+            }
+            Err(None) => {
+                for (_, job) in going {
+                    let _ = job.reply.send(Batched::Refused);
+                }
+            }
+            Err(Some(what)) => {
+                for (_, job) in going {
+                    let why = format!("JetStream did not store a batch: {what}");
+                    let _ = job.reply.send(Batched::Failed(LogError::Storage(why)));
+                }
+            }
         }
     }
 
@@ -659,13 +739,15 @@ impl Inner {
     fn new(js: jetstream::Context, stream: stream::Stream, commands: kv::Store, known: Arc<KnownKeys>) -> Inner {
         let (heads, rx) = tokio::sync::mpsc::unbounded_channel();
         let reader = tokio::spawn(read_heads(stream.clone(), rx)).abort_handle();
+        let (jobs, jobs_rx) = tokio::sync::mpsc::unbounded_channel();
         Inner {
             js,
             stream,
             commands,
-            tail: tokio::sync::Mutex::new(None),
             known,
-            serial: tokio::sync::Mutex::new(()),
+            jobs,
+            jobs_rx: std::sync::Mutex::new(Some(jobs_rx)),
+            stats: Arc::new(Stats::default()),
             heads,
             tasks: vec![reader],
         }
@@ -701,6 +783,19 @@ async fn ordered_from(stream: &stream::Stream, start: u64) -> Result<Ordered, Lo
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn servers_before_2_12_are_refused() {
+        for ok in ["2.12.0", "2.15.1", "v2.12.3-beta", "3.0.0"] {
+            assert!(super::check_server_version(ok).is_ok(), "{ok}");
+        }
+        for old in ["2.11.11", "2.9.25", "1.4.1", ""] {
+            assert!(super::check_server_version(old).is_err(), "{old}");
         }
     }
 }
@@ -782,6 +877,7 @@ async fn follow_keys_from(log: &NatsLog, from: u64) -> Result<(), LogError> {
                 k.floor = checkpoint.min(k.seen);
                 let floor = k.floor;
                 k.keys.retain(|_, p| *p > floor);
+                k.absent.clear();
             }
         }
     }
@@ -799,25 +895,37 @@ async fn index_forever(log: NatsLog) {
 }
 
 async fn index_from_checkpoint(log: &NatsLog) -> Result<(), LogError> {
+    const PAGE: usize = 512;
     let commands = &log.inner.commands;
     let checkpoint = index_checkpoint(commands).await?;
     let mut sub = log.subscribe_where(checkpoint, &[]);
-    let mut since_saved = 0u32;
     loop {
-        let c = sub.next().await?;
-        let key = c.key();
-        let present = commands.get(command_key(&key)).await.map_err(|e| storage("cannot read the command index", e))?;
-        if present.is_none() {
-            log.index(&key, c.position).await?;
-        }
-        since_saved += 1;
-        if since_saved >= 256 || sub.caught_up() {
-            commands
-                .put(CHECKPOINT_KEY, c.position.to_string().into())
+        // A page of commits: every key put at once (a put of a key already there
+        // writes the same position again), all acknowledged, then the checkpoint.
+        let mut acks = Vec::with_capacity(PAGE);
+        let mut last = 0;
+        while acks.len() < PAGE {
+            let c = sub.next().await?;
+            let subject = format!("{}{}", commands.prefix, command_key(&c.key()));
+            let ack = log
+                .inner
+                .js
+                .publish(subject, c.position.to_string().into())
                 .await
-                .map_err(|e| storage("cannot save the indexer's checkpoint", e))?;
-            since_saved = 0;
+                .map_err(|e| storage("cannot index a command", e))?;
+            acks.push(ack);
+            last = c.position;
+            if sub.caught_up() {
+                break;
+            }
         }
+        for ack in acks {
+            ack.await.map_err(|e| storage("cannot index a command", e))?;
+        }
+        commands
+            .put(CHECKPOINT_KEY, last.to_string().into())
+            .await
+            .map_err(|e| storage("cannot save the indexer's checkpoint", e))?;
     }
 }
 
@@ -882,6 +990,22 @@ impl EventLog for NatsLog {
 
     fn subscribe(&self, after: u64) -> NatsSubscription {
         NatsSubscription::new(self.clone(), after, None)
+    }
+
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        vec![
+            (
+                "behalf_log_batches_total",
+                "Atomic batches the group commit published.",
+                self.inner.stats.batches.load(Relaxed),
+            ),
+            (
+                "behalf_log_batched_commits_total",
+                "Commits the group commit published in those batches.",
+                self.inner.stats.commits.load(Relaxed),
+            ),
+        ]
     }
 
     fn subscribe_where(&self, after: u64, categories: &'static [&'static str]) -> NatsSubscription {
