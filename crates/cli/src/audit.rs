@@ -14,30 +14,42 @@ use behalf_sled_store::{OpenOptions, SledLog};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Where the log is: a data directory, or a JetStream cluster.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Source {
+    /// The data directory (its log; for `replay`, its views — a projector's on NATS)
+    #[arg(long, default_value = "./behalf-data")]
+    data_dir: PathBuf,
+    /// Audit the event log on NATS JetStream at these URLs (comma-separated) instead
+    /// of the data directory's
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum AuditCmd {
     /// Walk the whole log: the hash chain and that every event decodes. Names the first bad position.
     Verify {
-        #[arg(long, default_value = "./behalf-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
     },
     /// Rebuild every view into a scratch directory and compare with the live views.
     Replay {
-        #[arg(long, default_value = "./behalf-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
     },
     /// Judge every accepted partner command again from its recorded evidence (R29).
     Rejudge {
-        #[arg(long, default_value = "./behalf-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
         #[arg(long)]
         json: bool,
     },
     /// A ticket's whole story: every command, actor, evidence and refusal.
     Ticket {
         ticket_id: String,
-        #[arg(long, default_value = "./behalf-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
         #[arg(long)]
         json: bool,
     },
@@ -54,15 +66,15 @@ pub enum AuditCmd {
         user: Option<String>,
         #[arg(long)]
         customer: Option<String>,
-        #[arg(long, default_value = "./behalf-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
     },
     /// The log as JSON Lines on standard output, one event a line with its envelope.
     Export {
         #[arg(long, default_value_t = 0)]
         after: u64,
-        #[arg(long, default_value = "./behalf-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        source: Source,
     },
 }
 
@@ -87,13 +99,44 @@ fn open_log(data_dir: &Path) -> anyhow::Result<SledLog> {
         .0)
 }
 
+impl AuditCmd {
+    fn source(&self) -> &Source {
+        match self {
+            AuditCmd::Verify { source }
+            | AuditCmd::Replay { source }
+            | AuditCmd::Rejudge { source, .. }
+            | AuditCmd::Ticket { source, .. }
+            | AuditCmd::AsOf { source, .. }
+            | AuditCmd::Export { source, .. } => source,
+        }
+    }
+}
+
+/// Opens the log on NATS for reading: it creates nothing and runs no indexer.
+async fn open_nats_log(url: &str) -> anyhow::Result<behalf_nats::NatsLog> {
+    let options = behalf_nats::NatsOptions { run_indexer: false, create: false, ..behalf_nats::NatsOptions::new(url) };
+    behalf_nats::NatsLog::open(options).await.with_context(|| format!("cannot open the event log on NATS at {url}"))
+}
+
 /// Runs an audit; `Ok(false)` when the verdict is that something does not hold.
 pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
-    match cmd {
-        AuditCmd::Verify { data_dir } => {
-            let path = data_dir.join("log");
+    match (cmd.source().nats.clone(), &cmd) {
+        (Some(url), AuditCmd::Verify { .. }) => {
+            let log = open_nats_log(&url).await?;
+            let b = bar(0, "verifying");
+            let report = log.verify_with(|p, head| {
+                b.set_length(head);
+                b.set_position(p);
+            });
+            let report = report.await?;
+            b.finish_and_clear();
+            verdict(&report)
+        }
+        (Some(url), _) => run_on(cmd, open_nats_log(&url).await?).await,
+        (None, AuditCmd::Verify { source }) => {
+            let path = source.data_dir.join("log");
             if !path.exists() {
-                bail!("no event log in {}", data_dir.display());
+                bail!("no event log in {}", source.data_dir.display());
             }
             let b = bar(0, "verifying");
             let report = behalf_sled_store::verify_dir(&path, |p, head| {
@@ -101,19 +144,33 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
                 b.set_position(p);
             })?;
             b.finish_and_clear();
-            match report.first_bad {
-                None => {
-                    println!("ok: {} commits; the hash chain holds and every event decodes", report.verified);
-                    Ok(true)
-                }
-                Some((position, what)) => {
-                    println!("BROKEN at position {position}: {what} ({} commits before it verify)", report.verified);
-                    Ok(false)
-                }
-            }
+            verdict(&report)
         }
-        AuditCmd::Replay { data_dir } => {
-            let log = open_log(&data_dir)?;
+        (None, _) => {
+            let log = open_log(&cmd.source().data_dir)?;
+            run_on(cmd, log).await
+        }
+    }
+}
+
+fn verdict(report: &behalf_log::VerifyReport) -> anyhow::Result<bool> {
+    match &report.first_bad {
+        None => {
+            println!("ok: {} commits; the hash chain holds and every event decodes", report.verified);
+            Ok(true)
+        }
+        Some((position, what)) => {
+            println!("BROKEN at position {position}: {what} ({} commits before it verify)", report.verified);
+            Ok(false)
+        }
+    }
+}
+
+/// Every audit but a data directory's `verify`, on any engine's log.
+async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
+    match cmd {
+        AuditCmd::Verify { .. } => verdict(&log.verify().await?),
+        AuditCmd::Replay { source: Source { data_dir, .. } } => {
             let live = crate::serve::open_views(&data_dir.join("views"))?;
             // Bring the live views up to the log first: a lagging runner is not a difference.
             let head = log.head().await?;
@@ -146,8 +203,7 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             }
             Ok(false)
         }
-        AuditCmd::Rejudge { data_dir, json } => {
-            let log = open_log(&data_dir)?;
+        AuditCmd::Rejudge { json, .. } => {
             let b = bar(0, "re-judging");
             let (findings, judged) = audit::rejudge_all(&log, |d, t| {
                 b.set_length(t);
@@ -176,8 +232,7 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             }
             Ok(findings.is_empty())
         }
-        AuditCmd::Ticket { ticket_id, data_dir, json } => {
-            let log = open_log(&data_dir)?;
+        AuditCmd::Ticket { ticket_id, json, .. } => {
             let story = audit::ticket_story(&log, &TicketId::new(ticket_id.as_str())).await?;
             if story.is_empty() {
                 bail!("no ticket {ticket_id} in the log");
@@ -206,8 +261,7 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
-        AuditCmd::AsOf { at, ticket, partner, user, customer, data_dir } => {
-            let log = open_log(&data_dir)?;
+        AuditCmd::AsOf { at, ticket, partner, user, customer, .. } => {
             let (position, time) = match (at.parse::<u64>(), Timestamp::parse_rfc3339(&at)) {
                 (Ok(p), _) => {
                     let page = log.read_all(p.saturating_sub(1), 1).await?;
@@ -244,8 +298,7 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
-        AuditCmd::Export { after, data_dir } => {
-            let log = open_log(&data_dir)?;
+        AuditCmd::Export { after, .. } => {
             let head = log.head().await?;
             let b = bar(head, "exporting");
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -18,6 +18,12 @@ use support::world::*;
 use support::{send_world, Client, Server};
 
 fn audit(dir: &Path, args: &[&str]) -> (i32, String) {
+    let (code, stdout, stderr) = audit_apart(dir, args);
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// As [`audit`], standard output and standard error apart.
+fn audit_apart(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out: Output = std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
         .arg("audit")
         .args(args)
@@ -25,8 +31,8 @@ fn audit(dir: &Path, args: &[&str]) -> (i32, String) {
         .arg(dir)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
 fn stop(mut server: Server) {
@@ -37,7 +43,13 @@ fn stop(mut server: Server) {
 /// A store with tickets, a refusal and a terminated assignment; returns a ticket id
 /// and the position of its note.
 async fn store(dir: &Path) -> (String, u64) {
-    let server = Server::start(dir);
+    store_with(dir, &[]).await
+}
+
+/// As [`store`], with more flags for `behalf serve` (`--nats URL`: the log on NATS,
+/// the views in `dir`).
+async fn store_with(dir: &Path, flags: &[&str]) -> (String, u64) {
+    let server = Server::start_with(dir, flags);
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
     let a = c.token(&server.admin, &agent()).await;
@@ -259,4 +271,53 @@ async fn a_broken_log_refuses_to_start_unless_told_to_stop_at_the_last_good_comm
     assert_eq!(code, 0, "{out}");
     let (code, out) = audit(dir.path(), &["replay"]);
     assert_eq!(code, 0, "the views follow the cut-back log: {out}");
+}
+
+/// The same audits on a log kept on NATS JetStream (`--nats`), `replay` against the
+/// server's views in its data directory; a NATS server without the log is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn audits_of_a_log_on_nats_hold() {
+    let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
+    let url = nats.urls();
+    let dir = tempfile::tempdir().unwrap();
+    let (t, note) = store_with(dir.path(), &["--nats", &url]).await;
+    // Standard output only: the NATS client logs its connection on standard error.
+    let on_nats = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--nats", &url]);
+        let (code, stdout, stderr) = audit_apart(dir.path(), &all);
+        (code, if code == 0 { stdout } else { format!("{stdout}{stderr}") })
+    };
+    let (code, out) = on_nats(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok:") && out.contains("the hash chain holds"), "{out}");
+    let (code, out) = on_nats(&["replay"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the live views equal a rebuild"), "{out}");
+    let (code, out) = on_nats(&["rejudge"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 do not hold"), "{out}");
+    let (code, out) = on_nats(&["ticket", &t, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let story: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let kinds: Vec<&str> = story.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["accepted", "accepted", "refused"], "opened, noted, the refused reopen");
+    let (_, out) = on_nats(&["as-of", &(note - 1).to_string(), "--ticket", &t]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ticket"]["version"], 1, "{out}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
+        .args(["audit", "export", "--nats", &url])
+        .output()
+        .unwrap();
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.len() >= 10, "{}", lines.len());
+    assert_eq!(lines[0]["position"], 1);
+    assert!(lines.iter().all(|l| l["event_id"].as_str().unwrap().contains('/')), "event ids name their tenant");
+
+    // A NATS server that holds no log: refused, exit code 2, nothing created.
+    let empty = behalf_nats::server::Cluster::single().expect("nats-server starts");
+    let (code, out) = audit(dir.path(), &["verify", "--nats", &empty.urls()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no event log here"), "{out}");
 }

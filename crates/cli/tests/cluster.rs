@@ -259,6 +259,9 @@ async fn nemesis_keeps_exactly_once() {
         stop: std::sync::atomic::AtomicBool::new(false),
     });
     let producers: Vec<_> = (0..8).map(|w| producer(load.clone(), token.clone(), w)).collect();
+    // A raw JetStream publisher beside them, on its own R3 stream: the pause a fault
+    // costs the cluster itself.
+    let raw = behalf_nats::baseline::RawPublisher::start(&nats.urls(), nats.replicas()).await.unwrap();
     until_accepted(&load, 100).await;
 
     let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
@@ -310,14 +313,19 @@ async fn nemesis_keeps_exactly_once() {
         }
         until_accepted(&load, 100).await;
         let stall = longest_stall(&load, from);
-        eprintln!("nemesis round {}: {fault:?}: longest pause in accepted answers {stall:.1?}", round + 1);
-        stalls.push((*fault, stall));
+        let raw_stall = raw.longest_stall(from);
+        eprintln!(
+            "nemesis round {}: {fault:?}: longest pause in accepted answers {stall:.1?} (raw JetStream publisher: {raw_stall:.1?})",
+            round + 1
+        );
+        stalls.push((*fault, stall, raw_stall));
     }
     load.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for p in producers {
         p.await.unwrap();
     }
-    eprintln!("nemesis: longest pauses {stalls:?}");
+    drop(raw);
+    eprintln!("nemesis: longest pauses (fault, behalf, raw) {stalls:?}");
     check_after_healing(&nats, &load, &http, &token, &proj).await;
 }
 

@@ -110,3 +110,55 @@ pub async fn publish_per_sec(
     let _ = js.delete_stream("BEHALF_BASELINE").await;
     Ok(total as f64 / elapsed)
 }
+
+/// A raw JetStream publisher running beside a fault test: one message at a time into
+/// a stream laid out like `BEHALF_EVENTS`, each acknowledgement's time kept, so that
+/// the longest pause a fault causes Behalf can be set beside the raw one.
+pub struct RawPublisher {
+    acks: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawPublisher {
+    pub async fn start(url: &str, replicas: usize) -> Result<RawPublisher, LogError> {
+        let js = baseline_stream(url, replicas).await?;
+        let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(js.client());
+        let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&acks);
+        let task = tokio::spawn(async move {
+            let payload = bytes::Bytes::from(vec![0x5a; 700]);
+            loop {
+                let sent =
+                    tokio::time::timeout(Duration::from_secs(2), js.publish("behalf.baseline.raw", payload.clone()));
+                let acked = match sent.await {
+                    Ok(Ok(ack)) => ack.await.is_ok(),
+                    Ok(Err(_)) | Err(_) => false,
+                };
+                if acked {
+                    kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Instant::now());
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Ok(RawPublisher { acks, task })
+    }
+
+    /// The longest time without an acknowledgement from `from` until the last one.
+    pub fn longest_stall(&self, from: Instant) -> Duration {
+        let acks = self.acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut prev = from;
+        let mut worst = Duration::ZERO;
+        for t in acks.iter().filter(|t| **t >= from) {
+            worst = worst.max(*t - prev);
+            prev = *t;
+        }
+        worst
+    }
+}
+
+impl Drop for RawPublisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -82,11 +82,20 @@ pub struct NatsOptions {
     /// JetStream's de-duplication window, set when the stream is created. R26 holds
     /// whatever it is; a short one only costs a look-up in the command index.
     pub duplicate_window: Duration,
+    /// Create the stream and the bucket if they are not there. Without it the log is
+    /// a reader (an auditor's): it creates nothing, and its appends fail.
+    pub create: bool,
 }
 
 impl NatsOptions {
     pub fn new(url: impl Into<String>) -> NatsOptions {
-        NatsOptions { url: url.into(), replicas: 1, run_indexer: true, duplicate_window: DUPLICATE_WINDOW }
+        NatsOptions {
+            url: url.into(),
+            replicas: 1,
+            run_indexer: true,
+            duplicate_window: DUPLICATE_WINDOW,
+            create: true,
+        }
     }
 
     pub fn duplicate_window(mut self, window: Duration) -> NatsOptions {
@@ -303,7 +312,9 @@ impl NatsLog {
         let client = connect(&options.url).await?;
         check_server_version(&client.server_info().version)?;
         let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client);
-        let deadline = tokio::time::Instant::now() + READY_WAIT;
+        // A reader that creates nothing gives up sooner: the log is likely not there.
+        let wait = if options.create { READY_WAIT } else { READY_WAIT / 6 };
+        let deadline = tokio::time::Instant::now() + wait;
         let (stream, commands) = loop {
             match Self::layout(&js, &options).await {
                 Ok(parts) => break parts,
@@ -326,7 +337,8 @@ impl NatsLog {
         };
         let known = Arc::new(KnownKeys::new(floor));
         let mut inner = Inner::new(js, stream, commands, known);
-        {
+        // A reader that creates nothing appends nothing: no follower, no batcher.
+        if options.create {
             let log = NatsLog { inner: Arc::new(inner.clone_parts()) };
             inner.tasks.push(tokio::spawn(follow_keys(log)).abort_handle());
             // The batcher appends through a handle of its own that shares the known
@@ -349,6 +361,16 @@ impl NatsLog {
 
     async fn layout(js: &jetstream::Context, options: &NatsOptions) -> Result<(stream::Stream, kv::Store), LogError> {
         let replicas = options.replicas;
+        if !options.create {
+            let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| {
+                storage(&format!("no event log here (stream {EVENTS_STREAM} on NATS at {})", options.url), e)
+            })?;
+            let commands = js
+                .get_key_value(COMMANDS_BUCKET)
+                .await
+                .map_err(|e| storage(&format!("no command index here (bucket {COMMANDS_BUCKET})"), e))?;
+            return Ok((stream, commands));
+        }
         let stream = js
             .get_or_create_stream(stream::Config {
                 name: EVENTS_STREAM.into(),
@@ -374,6 +396,38 @@ impl NatsLog {
         let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| storage("cannot read the stream", e))?;
         let commands = crate::bucket(js, COMMANDS_BUCKET, replicas).await?;
         Ok((stream, commands))
+    }
+
+    /// As [`EventLog::verify`], saying `progress(position, head)` as it goes.
+    pub async fn verify_with(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, LogError> {
+        let head = self.last_sequence().await?;
+        let mut sub = NatsSubscription::new(self.clone(), 0, None);
+        let (mut good, mut prev) = (0u64, GENESIS);
+        while good < head {
+            let expected = good + 1;
+            let bad = |what: String| Ok(VerifyReport { verified: good, first_bad: Some((expected, what)) });
+            let (seq, payload) = match sub.next_bytes().await {
+                Ok(got) => got,
+                Err(LogError::Corrupt { what, .. }) => return bad(what),
+                Err(e) => return Err(e),
+            };
+            let c = match Commit::decode(&payload) {
+                Ok(c) => c,
+                Err(e) => return bad(format!("record does not decode: {e}")),
+            };
+            if c.position != seq {
+                return bad(format!("record at {seq} says it is commit {}", c.position));
+            }
+            if c.prev_hash != prev {
+                return bad("hash chain broken: the previous hash does not match".into());
+            }
+            prev = sha256(&payload);
+            good = seq;
+            if good % 1024 == 0 || good == head {
+                progress(good, head);
+            }
+        }
+        Ok(VerifyReport { verified: good, first_bad: None })
     }
 
     fn stream(&self) -> &stream::Stream {
@@ -1013,31 +1067,7 @@ impl EventLog for NatsLog {
     }
 
     async fn verify(&self) -> Result<VerifyReport, LogError> {
-        let head = self.last_sequence().await?;
-        let mut sub = NatsSubscription::new(self.clone(), 0, None);
-        let (mut good, mut prev) = (0u64, GENESIS);
-        while good < head {
-            let expected = good + 1;
-            let bad = |what: String| Ok(VerifyReport { verified: good, first_bad: Some((expected, what)) });
-            let (seq, payload) = match sub.next_bytes().await {
-                Ok(got) => got,
-                Err(LogError::Corrupt { what, .. }) => return bad(what),
-                Err(e) => return Err(e),
-            };
-            let c = match Commit::decode(&payload) {
-                Ok(c) => c,
-                Err(e) => return bad(format!("record does not decode: {e}")),
-            };
-            if c.position != seq {
-                return bad(format!("record at {seq} says it is commit {}", c.position));
-            }
-            if c.prev_hash != prev {
-                return bad("hash chain broken: the previous hash does not match".into());
-            }
-            prev = sha256(&payload);
-            good = seq;
-        }
-        Ok(VerifyReport { verified: good, first_bad: None })
+        self.verify_with(|_, _| {}).await
     }
 }
 
@@ -1049,11 +1079,13 @@ pub struct NatsSubscription {
     categories: Option<&'static [&'static str]>,
     messages: Option<Ordered>,
     pending: u64,
+    /// Messages in a row that were not the next position.
+    misplaced: u32,
 }
 
 impl NatsSubscription {
     fn new(log: NatsLog, after: u64, categories: Option<&'static [&'static str]>) -> NatsSubscription {
-        NatsSubscription { log, at: after, categories, messages: None, pending: u64::MAX }
+        NatsSubscription { log, at: after, categories, messages: None, pending: u64::MAX, misplaced: 0 }
     }
 
     /// Whether the last commit handed out was the newest the server knew of.
@@ -1097,11 +1129,22 @@ impl NatsSubscription {
             let info = m.info().map_err(|e| LogError::Storage(format!("a message without metadata: {e}")))?;
             let (seq, pending) = (info.stream_sequence, info.pending);
             if seq != self.at + 1 {
-                return Err(LogError::Corrupt {
-                    position: self.at + 1,
-                    what: format!("the next stored commit is {seq}"),
-                });
+                // A consumer made again by the client after a failure can start from
+                // the wrong place (seen: from 1, when it failed before its first
+                // message). Make it again from where this reader is; only a next
+                // commit that stays missing is a broken log.
+                self.misplaced += 1;
+                if self.misplaced > 3 {
+                    return Err(LogError::Corrupt {
+                        position: self.at + 1,
+                        what: format!("the next stored commit is {seq}"),
+                    });
+                }
+                tracing::info!(at = self.at, got = seq, "the reader started from the wrong place; making it again");
+                self.messages = None;
+                continue;
             }
+            self.misplaced = 0;
             self.pending = pending;
             return Ok((seq, m.message.payload.clone()));
         }
