@@ -268,6 +268,12 @@ async fn nemesis_keeps_exactly_once() {
     let mut stalls = Vec::new();
     for (round, fault) in plan.iter().enumerate() {
         let leader = nats.leader_of(behalf_nats::EVENTS_STREAM).await;
+        if let Some(n) = leader {
+            // The raw publisher's stream led by the same node: the same fault for both.
+            if !raw.lead_on(&nats.nodes[n].name).await {
+                eprintln!("nemesis: the raw stream's leader did not move to {}", nats.nodes[n].name);
+            }
+        }
         eprintln!("nemesis round {}: {fault:?} (leader {leader:?})", round + 1);
         let from = Instant::now();
         match fault {

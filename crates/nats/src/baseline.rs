@@ -115,6 +115,7 @@ pub async fn publish_per_sec(
 /// a stream laid out like `BEHALF_EVENTS`, each acknowledgement's time kept, so that
 /// the longest pause a fault causes Behalf can be set beside the raw one.
 pub struct RawPublisher {
+    js: jetstream::Context,
     acks: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -125,7 +126,9 @@ impl RawPublisher {
         let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(js.client());
         let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = std::sync::Arc::clone(&acks);
+        let publisher = js.clone();
         let task = tokio::spawn(async move {
+            let js = publisher;
             let payload = bytes::Bytes::from(vec![0x5a; 700]);
             loop {
                 let sent =
@@ -141,7 +144,31 @@ impl RawPublisher {
                 }
             }
         });
-        Ok(RawPublisher { acks, task })
+        Ok(RawPublisher { js, acks, task })
+    }
+
+    /// Moves the raw stream's leader to the server named `server` (so that a fault
+    /// of the log's leader is a fault of this one's too); whether it got there within
+    /// five seconds.
+    pub async fn lead_on(&self, server: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let leader = match self.js.get_stream("BEHALF_BASELINE").await {
+                Ok(mut s) => s.info().await.ok().and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone())),
+                Err(_) => None,
+            };
+            if leader.as_deref() == Some(server) {
+                return true;
+            }
+            let request = format!(r#"{{"placement":{{"preferred":"{server}"}}}}"#);
+            let _ = self
+                .js
+                .client()
+                .request("$JS.API.STREAM.LEADER.STEPDOWN.BEHALF_BASELINE", request.into())
+                .await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        false
     }
 
     /// The longest time without an acknowledgement from `from` until the last one.
