@@ -234,7 +234,7 @@ async fn nemesis_keeps_exactly_once() {
 
     let mut nats = Cluster::start(3).expect("a 3-node cluster starts");
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut services = vec![command_service(&nats, dirs[0].path()), command_service(&nats, dirs[1].path())];
+    let mut services = [command_service(&nats, dirs[0].path()), command_service(&nats, dirs[1].path())];
     let (_project, proj) = role_on(&nats, "project", dirs[2].path());
     let replicas = nats.replicas().to_string();
     let notify_args = [

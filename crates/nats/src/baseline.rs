@@ -26,6 +26,21 @@ async fn baseline_stream(url: &str, replicas: usize) -> Result<jetstream::Contex
     Ok(js)
 }
 
+/// Sums the loops' counts into a rate since `start`, and drops the baseline stream.
+async fn per_sec(
+    js: &jetstream::Context,
+    start: Instant,
+    tasks: Vec<tokio::task::JoinHandle<u64>>,
+) -> Result<f64, LogError> {
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.map_err(|e| LogError::Storage(e.to_string()))?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = js.delete_stream("BEHALF_BASELINE").await;
+    Ok(total as f64 / elapsed)
+}
+
 /// Acknowledged messages per second published as atomic batches of `batch` messages
 /// of `payload_len` bytes, `in_flight` messages (`in_flight / batch` batches) at a
 /// time, for `seconds`.
@@ -65,13 +80,7 @@ pub async fn atomic_batch_per_sec(
             n
         }));
     }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.map_err(|e| LogError::Storage(e.to_string()))?;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let _ = js.delete_stream("BEHALF_BASELINE").await;
-    Ok(total as f64 / elapsed)
+    per_sec(&js, start, tasks).await
 }
 
 /// Acknowledged publishes per second of `payload_len`-byte messages, `in_flight` at a
@@ -102,13 +111,7 @@ pub async fn publish_per_sec(
             n
         }));
     }
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.map_err(|e| LogError::Storage(e.to_string()))?;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let _ = js.delete_stream("BEHALF_BASELINE").await;
-    Ok(total as f64 / elapsed)
+    per_sec(&js, start, tasks).await
 }
 
 /// A raw JetStream publisher running beside a fault test: one message at a time into
@@ -161,11 +164,7 @@ impl RawPublisher {
                 return true;
             }
             let request = format!(r#"{{"placement":{{"preferred":"{server}"}}}}"#);
-            let _ = self
-                .js
-                .client()
-                .request("$JS.API.STREAM.LEADER.STEPDOWN.BEHALF_BASELINE", request.into())
-                .await;
+            let _ = self.js.client().request("$JS.API.STREAM.LEADER.STEPDOWN.BEHALF_BASELINE", request.into()).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         false

@@ -841,19 +841,6 @@ async fn ordered_from(stream: &stream::Stream, start: u64) -> Result<Ordered, Lo
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn servers_before_2_12_are_refused() {
-        for ok in ["2.12.0", "2.15.1", "v2.12.3-beta", "3.0.0"] {
-            assert!(super::check_server_version(ok).is_ok(), "{ok}");
-        }
-        for old in ["2.11.11", "2.9.25", "1.4.1", ""] {
-            assert!(super::check_server_version(old).is_err(), "{old}");
-        }
-    }
-}
-
 fn decode_at(payload: &[u8], seq: u64) -> Result<Commit, LogError> {
     Commit::decode(payload).and_then(|c| check_position(c, seq))
 }
@@ -1190,5 +1177,18 @@ impl NatsSubscription {
 impl Subscription for NatsSubscription {
     async fn next(&mut self) -> Result<Commit, LogError> {
         self.retrying(|s| Box::pin(s.try_next())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn servers_before_2_12_are_refused() {
+        for ok in ["2.12.0", "2.15.1", "v2.12.3-beta", "3.0.0"] {
+            assert!(super::check_server_version(ok).is_ok(), "{ok}");
+        }
+        for old in ["2.11.11", "2.9.25", "1.4.1", ""] {
+            assert!(super::check_server_version(old).is_err(), "{old}");
+        }
     }
 }
