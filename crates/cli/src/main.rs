@@ -51,7 +51,7 @@ enum Cmd {
     Queue(queue::QueueCmd),
     /// Run the notifier as its own process over a data directory: forward escalations
     /// and notices to their queues exactly once, and record missed response targets.
-    /// With --nats: into the BEHALF_Q_* work queues of NATS JetStream.
+    /// With --nats: into the cluster's queues on NATS JetStream (bucket BEHALF_QUEUE).
     Notify(queue::NotifyArgs),
     /// Audit the log: verify the chain, replay the views, re-judge the evidence, a
     /// ticket's story, time travel, export. Exit code 1 when something does not hold.

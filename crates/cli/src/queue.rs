@@ -1,5 +1,6 @@
-//! `behalf queue tail|ack` and `behalf notify` on a data directory no server holds
-//! (`behalf serve` runs the notifier inside; consume its queues over HTTP then).
+//! `behalf queue tail|ack` on a data directory no server holds, or on the cluster's
+//! queues with `--nats` (while servers run); and `behalf notify`. (`behalf serve` runs
+//! the notifier inside; consume its queues over HTTP then.)
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,35 +20,57 @@ pub enum QueueCmd {
         queue: String,
         #[arg(long, default_value_t = 20)]
         limit: usize,
-        #[arg(long, default_value = "./behalf-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: QueueSource,
     },
     /// Acknowledge (remove) a message.
     Ack {
         queue: String,
         id: String,
-        #[arg(long, default_value = "./behalf-data")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        at: QueueSource,
     },
+}
+
+/// Where the queues are.
+#[derive(clap::Args, Debug)]
+pub struct QueueSource {
+    /// The data directory whose queues (embedded engine) to use
+    #[arg(long, default_value = "./behalf-data")]
+    data_dir: PathBuf,
+    /// The cluster's queues on NATS JetStream at these URLs (comma-separated)
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+}
+
+fn on_queues<T>(at: &QueueSource, f: impl FnOnce(&dyn QueueStore) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match &at.nats {
+        Some(url) => {
+            // The NATS store runs its requests on a multi-threaded runtime.
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let q = rt.block_on(behalf_nats::NatsQueues::open(url, 1))?;
+            rt.block_on(async { tokio::task::block_in_place(|| f(&q)) })
+        }
+        None => f(&crate::serve::open_queues(&at.data_dir.join("queues"))?),
+    }
 }
 
 pub fn run(cmd: QueueCmd) -> anyhow::Result<()> {
     match cmd {
-        QueueCmd::Tail { queue, limit, data_dir } => {
-            let q = crate::serve::open_queues(&data_dir.join("queues"))?;
+        QueueCmd::Tail { queue, limit, at } => on_queues(&at, |q| {
             for m in q.peek(&queue, limit)? {
                 println!("{}", serde_json::to_string(&m)?);
             }
-        }
-        QueueCmd::Ack { queue, id, data_dir } => {
-            let q = crate::serve::open_queues(&data_dir.join("queues"))?;
+            Ok(())
+        }),
+        QueueCmd::Ack { queue, id, at } => on_queues(&at, |q| {
             if !q.ack(&queue, &id)? {
                 bail!("no message {id} in {queue}");
             }
             println!("acked {id}");
-        }
+            Ok(())
+        }),
     }
-    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -57,8 +80,8 @@ pub struct NotifyArgs {
     /// Forward what the log holds, sweep the SLA targets once, and exit
     #[arg(long)]
     once: bool,
-    /// Run on NATS JetStream at these URLs: forward into the BEHALF_Q_* work queues
-    /// (views for the SLA sweep stay in --data-dir) until stopped
+    /// Run on NATS JetStream at these URLs: forward into the cluster's queues (bucket
+    /// BEHALF_QUEUE; views for the SLA sweep stay in --data-dir) until stopped
     #[arg(long, value_name = "URL", conflicts_with = "once")]
     nats: Option<String>,
     /// With --nats: copies of the streams when first created (3 on a cluster)

@@ -7,9 +7,9 @@
 //!   its data directory) and serves `behalf.query.<name>` in the queue group
 //!   `behalf-project` and, with `--listen`, the query endpoints over HTTP.
 //! - `behalf notify --nats URL`: the notifier. Forwards escalations and notices into the
-//!   `BEHALF_Q_*` work queues and records missed response targets (R20) from its own
-//!   views. It also runs the command indexer, which fills in any `BEHALF_COMMANDS`
-//!   entry a command service died before writing.
+//!   cluster's queues (bucket `BEHALF_QUEUE`, served by every role's `/v1/queues`) and
+//!   records missed response targets (R20) from its own views. It also runs the command
+//!   indexer, which writes the `BEHALF_COMMANDS` entries behind the log.
 //!
 //! Both transports go through the same router ([`behalf_http::dispatch`]), so a NATS
 //! request is answered exactly as the same HTTP request would be.
@@ -123,6 +123,16 @@ async fn open_tokens(a: &NatsArgs, clock: &dyn Clock) -> anyhow::Result<Tokens<N
     Ok(tokens)
 }
 
+/// The cluster's queues (bucket `BEHALF_QUEUE`), which every role serving HTTP answers
+/// `/v1/queues` from.
+async fn open_queues(a: &NatsArgs) -> anyhow::Result<Arc<NatsQueues>> {
+    Ok(Arc::new(
+        NatsQueues::open(&a.nats, a.nats_replicas as usize)
+            .await
+            .with_context(|| format!("cannot open the queues on NATS at {}", a.nats))?,
+    ))
+}
+
 fn command_route(_: &RpcRequest) -> Result<(&'static str, String), RpcReply> {
     Ok(("POST", "/v1/commands".into()))
 }
@@ -134,7 +144,9 @@ pub async fn command(a: CommandArgs) -> anyhow::Result<()> {
         .await?;
     let tokens = open_tokens(&a.nats, clock.as_ref()).await?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-    let app: App<_, _, SledViews, SledQueues> = App::new(service, Arc::new(tokens), clock, limits(a.max_in_flight));
+    let queues = open_queues(&a.nats).await?;
+    let app =
+        App::<_, _, SledViews, _>::new(service, Arc::new(tokens), clock, limits(a.max_in_flight)).with_queues(queues);
     let router = behalf_http::router(Arc::new(app));
     let (shutdown, _signal) = shutdown_channel();
     let nats = serve_nats(
@@ -221,9 +233,10 @@ pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
     let (follower, position) = crate::serve::spawn_followers::<_, SledQueues>(log.clone(), Arc::clone(&views), None)?;
     // The GDAP projection scopes every answer (R24); this role decides no commands.
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-    let app: App<_, _, SledViews, SledQueues> = App::new(service, Arc::new(tokens), clock, Limits::default())
+    let app = App::new(service, Arc::new(tokens), clock, Limits::default())
         .without_commands()
-        .with_read(ReadSide { views, position });
+        .with_read(ReadSide { views, position })
+        .with_queues(open_queues(&a).await?);
     let router = behalf_http::router(Arc::new(app));
     let (shutdown, _signal) = shutdown_channel();
     let subject = format!("{}.>", rpc::QUERY_PREFIX);
@@ -238,17 +251,13 @@ pub async fn notify(a: NatsArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The notifier also keeps the command index complete (R26 beyond the window).
     let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize, a.nats_duplicate_window, true).await?;
-    let queues = Arc::new(
-        NatsQueues::open(&a.nats, a.nats_replicas as usize)
-            .await
-            .with_context(|| format!("cannot open the queues on NATS at {}", a.nats))?,
-    );
+    let queues = open_queues(&a).await?;
     crate::serve::ensure_dir(&a.data_dir)?;
     let views = Arc::new(crate::serve::open_views(&a.data_dir.join("views"))?);
     let (follower, _) = crate::serve::spawn_followers(log.clone(), Arc::clone(&views), Some(queues))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
     let sweep = crate::serve::spawn_sla_sweep(views, service, clock);
-    println!("forwarding to the BEHALF_Q_* work queues");
+    println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE)");
     let (shutdown, _signal) = shutdown_channel();
     stopped(shutdown).await;
     follower.abort();

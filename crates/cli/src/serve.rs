@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use behalf_http::{App, Limits, ReadSide};
-use behalf_log::queues::QueueSink;
+use behalf_log::queues::{QueueSink, QueueStore};
 use behalf_log::tokens::TokenStore;
 use behalf_log::EventLog;
 use behalf_nats::{NatsLog, NatsOptions, NatsTokens};
@@ -239,11 +239,16 @@ pub async fn start(
         Some(url) => {
             let log = open_nats(url, s.nats_replicas, s.nats_duplicate_window, true).await?;
             let tokens = open_nats_tokens(url, s.nats_replicas, &s.data_dir).await?;
-            start_on(log, tokens, s, shutdown).await
+            // One set of queues per cluster, whichever server forwards or leases.
+            let queues = behalf_nats::NatsQueues::open(url, s.nats_replicas)
+                .await
+                .with_context(|| format!("cannot open the queues on NATS at {url}"))?;
+            start_on(log, tokens, Arc::new(queues), s, shutdown).await
         }
         None => {
             let (log, tokens) = open_stores_with(&s.data_dir, s.stop_at_last_good)?;
-            start_on(log, tokens, s, shutdown).await
+            let queues = Arc::new(open_queues(&s.data_dir.join("queues"))?);
+            start_on(log, tokens, queues, s, shutdown).await
         }
     }
 }
@@ -251,19 +256,18 @@ pub async fn start(
 /// What runs until the server has shut down.
 pub type Serving = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-/// Serves over an opened log and token store: the projection and the notifier in this
-/// process, views and queues in the data directory.
-async fn start_on<L: EventLog + Clone, T: TokenStore>(
+/// Serves over an opened log, token store and queues: the projection and the notifier
+/// in this process, the views in the data directory.
+async fn start_on<L: EventLog + Clone, T: TokenStore, Q: QueueStore>(
     log: L,
     tokens: Tokens<T>,
+    queues: Arc<Q>,
     s: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Started, Serving)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
     let views = Arc::new(open_views(&s.data_dir.join("views"))?);
-
-    let queues = Arc::new(open_queues(&s.data_dir.join("queues"))?);
     let (followers, position) = spawn_followers(log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
     let sweep = spawn_sla_sweep(Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock));

@@ -397,14 +397,14 @@ async fn check_after_healing(nats: &Cluster, load: &Load, http: &reqwest::Client
     let queues = behalf_nats::NatsQueues::open(&nats.urls(), nats.replicas()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let waiting = loop {
-        let waiting = queues.peek("commercial.office365", 100_000).await.unwrap();
+        let waiting = queues.peek_async("commercial.office365", 100_000).await.unwrap();
         if waiting.len() >= escalations.len() {
             break waiting;
         }
         before(deadline, &format!("{} escalations in the queue, {} there", escalations.len(), waiting.len()));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let mut sources: Vec<String> = waiting.iter().map(|m| m["source_event_id"].as_str().unwrap().to_owned()).collect();
+    let mut sources: Vec<String> = waiting.iter().map(|m| m.source_event_id.clone()).collect();
     sources.sort();
     assert_eq!(sources, escalations, "each escalation of the log once in the queue, nothing else");
 }

@@ -149,8 +149,18 @@ async fn every_escalation_reaches_its_queue_once_through_sigkills() {
 #[tokio::test(flavor = "multi_thread")]
 async fn queues_over_http() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
-    let c = Client::of(&server);
+    queues_over_http_on(&Server::start(dir.path())).await;
+}
+
+/// The same contract on the distributed engine: the queues are the cluster's.
+#[tokio::test(flavor = "multi_thread")]
+async fn queues_over_http_on_nats() {
+    let (_nats, _dir, server) = support::on_nats();
+    queues_over_http_on(&server).await;
+}
+
+async fn queues_over_http_on(server: &Server) {
+    let c = Client::of(server);
     send_world(&c, &server.admin).await;
     let a = c.token(&server.admin, &agent()).await;
     let vendor = c.token(&server.admin, &Principal::Vendor).await;
@@ -200,4 +210,99 @@ async fn queues_over_http() {
     let id = m["id"].as_str().unwrap();
     assert_eq!(ack(vendor.clone(), format!("/v1/queues/commercial.office365/messages/{id}/ack")).await, 204);
     assert_eq!(ack(vendor.clone(), format!("/v1/queues/commercial.office365/messages/{id}/ack")).await, 404);
+}
+
+/// Lease `queue` from `c` (up to 50 at a time, for `lease_ms`): the messages.
+async fn lease_from(c: &Client, token: &str, queue: &str, lease_ms: u64) -> Vec<Value> {
+    let r = c
+        .http
+        .get(format!("{}/v1/queues/{queue}/messages?lease_ms={lease_ms}&limit=50", c.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["messages"].as_array().unwrap().clone()
+}
+
+async fn ack_on(c: &Client, token: &str, queue: &str, id: &str) -> u16 {
+    let url = format!("{}/v1/queues/{queue}/messages/{id}/ack", c.base);
+    c.http.post(url).bearer_auth(token).send().await.unwrap().status().as_u16()
+}
+
+/// Three `serve --nats` on one cluster, each forwarding (three notifiers), one of
+/// them SIGKILLed while tickets escalate: a worker leasing from any server and acking
+/// where it leased gets every escalation once; a lease that runs out is delivered
+/// again, once, by another server; `behalf queue tail --nats` sees the same queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_queue_per_cluster_whichever_server_serves_it() {
+    let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers: Vec<Server> =
+        dirs.iter().map(|d| Server::start_with(d.path(), &["--nats", &nats.urls()])).collect();
+    let admin = servers[0].admin.clone();
+    let clients: Vec<Client> = servers.iter().map(Client::of).collect();
+    send_world(&clients[0], &admin).await;
+    let a = clients[0].token(&admin, &agent()).await;
+    let vendor = clients[0].token(&admin, &Principal::Vendor).await;
+    let mut tickets = std::collections::BTreeSet::new();
+    for n in 0..12 {
+        if n == 6 {
+            servers[2].kill9(); // a notifier dies while the others forward
+        }
+        let c = &clients[n % 2];
+        let opened =
+            c.post(&a, &merge(open_o365(), json!({"severity":"critical","title":format!("down {n}")}))).await.1;
+        tickets.insert(opened["ticket_id"].as_str().unwrap().to_owned());
+    }
+    let live = &clients[..2];
+    let mut delivered: HashMap<String, u32> = HashMap::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut turn = 0;
+    while delivered.len() < tickets.len() {
+        support::before(deadline, &format!("{} escalations delivered of {}", delivered.len(), tickets.len()));
+        let c = &live[turn % 2];
+        turn += 1;
+        for m in lease_from(c, &vendor, "commercial.office365", 60_000).await {
+            *delivered.entry(m["body"]["ticket_id"].as_str().unwrap().to_owned()).or_default() += 1;
+            assert_eq!(ack_on(c, &vendor, "commercial.office365", m["id"].as_str().unwrap()).await, 204);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivered.keys().cloned().collect::<std::collections::BTreeSet<_>>(), tickets);
+    assert!(delivered.values().all(|n| *n == 1), "each escalation once: {delivered:?}");
+    for c in live {
+        assert!(lease_from(c, &vendor, "commercial.office365", 60_000).await.is_empty(), "nothing else waits");
+    }
+
+    // A lease that runs out: delivered again, once, from the other server.
+    let t = clients[0].post(&a, &merge(open_o365(), json!({"severity":"critical"}))).await.1["ticket_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = loop {
+        support::before(deadline + std::time::Duration::from_secs(30), "the new escalation");
+        let got = lease_from(&live[0], &vendor, "commercial.office365", 1_000).await; // the shortest lease
+        if !got.is_empty() {
+            break got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!((first.len(), first[0]["body"]["ticket_id"].as_str()), (1, Some(t.as_str())));
+    assert!(lease_from(&live[1], &vendor, "commercial.office365", 60_000).await.is_empty(), "leased: it waits");
+    let tail = std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
+        .args(["queue", "tail", "commercial.office365", "--nats", &nats.urls()])
+        .output()
+        .unwrap();
+    let shown: Vec<Value> =
+        String::from_utf8_lossy(&tail.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(shown.len(), 1, "behalf queue tail --nats shows the cluster's queue");
+    assert_eq!(shown[0]["id"], first[0]["id"]);
+    tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+    let again = lease_from(&live[1], &vendor, "commercial.office365", 60_000).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0]["id"].clone(), again[0]["deliveries"].as_u64()), (first[0]["id"].clone(), Some(2)));
+    assert_eq!(ack_on(&live[1], &vendor, "commercial.office365", again[0]["id"].as_str().unwrap()).await, 204);
+    assert!(lease_from(&live[0], &vendor, "commercial.office365", 60_000).await.is_empty());
 }

@@ -104,7 +104,7 @@ async fn roles_answer_over_nats_as_over_http() {
     let queues = NatsQueues::open(&url, 1).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let waiting = loop {
-        let waiting = queues.peek("commercial.office365", 100).await.unwrap();
+        let waiting = queues.peek_async("commercial.office365", 100).await.unwrap();
         if !waiting.is_empty() {
             break waiting;
         }
@@ -112,6 +112,6 @@ async fn roles_answer_over_nats_as_over_http() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(waiting.len(), 1, "{waiting:?}");
-    assert_eq!(waiting[0]["body"]["ticket_id"].as_str(), Some(t.as_str()));
-    assert_eq!(waiting[0]["body"]["notice"], "escalation");
+    assert_eq!(waiting[0].body.ticket_id.as_ref().map(|t| t.as_str()), Some(t.as_str()));
+    assert_eq!(waiting[0].body.notice, behalf_domain::notify::Notice::Escalation);
 }

@@ -11,7 +11,7 @@ use crate::LogError;
 /// A message to enqueue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Enqueue {
-    /// `<command id>:<index>` of the event that caused it.
+    /// `<tenant>/<command id>:<index>` of the event that caused it.
     pub source_event_id: String,
     pub position: u64,
     /// The order within the queue (see `behalf_domain::notify::priority_key`).
@@ -34,7 +34,7 @@ pub struct QueueMessage {
     pub body: Outgoing,
 }
 
-/// Where the notifier forwards to: the embedded queues, or JetStream work queues.
+/// Where the notifier forwards to: the embedded queues, or the cluster's on JetStream.
 pub trait QueueSink: Send + Sync + 'static {
     /// Enqueues every message whose source event is new, and sets the checkpoint.
     /// Returns how many were new. The embedded store does both in one atomic write.
@@ -51,7 +51,129 @@ pub trait QueueStore: QueueSink {
     fn ack(&self, queue: &str, id: &str) -> Result<bool, LogError>;
     /// Every message of a queue, in priority order, without leasing.
     fn peek(&self, queue: &str, limit: usize) -> Result<Vec<QueueMessage>, LogError>;
-    /// Whether a source event was ever enqueued (acked or not).
-    fn seen(&self, source_event_id: &str) -> Result<bool, LogError>;
     fn sync(&self) -> Result<(), LogError>;
+}
+
+/// The queue contract every queue store passes, unchanged: the embedded one and the
+/// JetStream one. Each case takes one or more handles on one fresh store (two handles:
+/// two servers, or two notifiers, sharing it) and panics naming what broke. Times are
+/// given, not read from a clock.
+pub mod conformance {
+    use behalf_domain::notify::{priority_key, Notice, Outgoing};
+    use behalf_domain::{CustomerId, Severity, TicketId};
+
+    use super::{Enqueue, QueueStore};
+
+    const NOW: i64 = 1_780_000_000_000;
+
+    /// An escalation of ticket `t<position>` into `queue`, caused by event `event`.
+    pub fn notice(queue: &str, event: &str, position: u64, severity: Severity, csp: bool) -> Enqueue {
+        Enqueue {
+            source_event_id: event.into(),
+            position,
+            priority: priority_key(Some(severity), csp, position, 0),
+            body: Outgoing {
+                queue: queue.into(),
+                notice: Notice::Escalation,
+                ticket_id: Some(TicketId::new(format!("t{position}"))),
+                customer_id: CustomerId::new("7b4e2d3f-0000-4000-8000-00000000000b"),
+                partner_id: None,
+                workload: None,
+                severity: Some(severity),
+                csp_priority: csp,
+                reason: Some("down".into()),
+                incident_id: None,
+                text: None,
+            },
+        }
+    }
+
+    fn tickets(ms: &[super::QueueMessage]) -> Vec<String> {
+        ms.iter().map(|m| m.body.ticket_id.as_ref().map_or_else(String::new, |t| t.to_string())).collect()
+    }
+
+    /// Lease in priority order; a leased message waits; ack removes it; an unacked one
+    /// comes back after its lease with `deliveries` counting; another queue is apart.
+    pub fn lease_ack_redeliver<Q: QueueStore>(q: &Q) {
+        let batch = vec![
+            notice("commercial.azure", "vendor/c1:0", 3, Severity::Moderate, false),
+            notice("commercial.azure", "vendor/c2:0", 4, Severity::Critical, true),
+            notice("partner.p1", "vendor/c2:1", 4, Severity::Critical, true),
+        ];
+        assert_eq!(q.enqueue(batch, 4).unwrap(), 3);
+        assert_eq!(q.checkpoint().unwrap(), 4);
+        let first = q.lease("commercial.azure", 10, NOW, 30_000).unwrap();
+        assert_eq!(tickets(&first), ["t4", "t3"], "critical before moderate, though it came later");
+        assert!(first.iter().all(|m| m.deliveries == 1 && m.leased_until == NOW + 30_000));
+        assert!(q.lease("commercial.azure", 10, NOW + 1_000, 30_000).unwrap().is_empty(), "leased messages wait");
+        assert!(q.ack("commercial.azure", &first[0].id).unwrap());
+        assert!(!q.ack("commercial.azure", &first[0].id).unwrap(), "an acked message is gone");
+        assert!(!q.ack("commercial.azure", "not-an-id").unwrap());
+        assert!(!q.ack("partner.p1", &first[1].id).unwrap(), "an id acks only in its queue");
+        let again = q.lease("commercial.azure", 10, NOW + 31_000, 5_000).unwrap();
+        assert_eq!(tickets(&again), ["t3"], "an unacked message is delivered again after its lease");
+        assert_eq!((again[0].deliveries, again[0].leased_until), (2, NOW + 36_000), "the lease is the request's");
+        let peeked = q.peek("partner.p1", 10).unwrap();
+        assert_eq!((tickets(&peeked), peeked[0].deliveries), (vec!["t4".to_owned()], 0), "peek does not lease");
+        assert!(q.ack("commercial.azure", &again[0].id).unwrap());
+        assert!(q.lease("commercial.azure", 10, NOW + 100_000, 5_000).unwrap().is_empty());
+    }
+
+    /// Each source event once, through any handle, forwarded again from an older
+    /// checkpoint, before or after its ack.
+    pub fn each_source_event_once<Q: QueueStore>(handles: &[&Q]) {
+        let batch = vec![
+            notice("commercial.azure", "vendor/c1:0", 3, Severity::Moderate, false),
+            notice("commercial.azure", "vendor/c2:0", 4, Severity::Critical, true),
+        ];
+        assert_eq!(handles[0].enqueue(batch.clone(), 4).unwrap(), 2);
+        for (i, h) in handles.iter().enumerate() {
+            let mut more = batch.clone();
+            more.push(notice("commercial.azure", &format!("vendor/n{i}:0"), 10 + i as u64, Severity::Minimal, false));
+            assert_eq!(h.enqueue(more, 10 + i as u64).unwrap(), 1, "handle {i}: only the new notice is new");
+        }
+        let leased = handles[0].lease("commercial.azure", 100, NOW, 30_000).unwrap();
+        assert_eq!(leased.len(), 2 + handles.len());
+        for m in &leased {
+            assert!(handles[handles.len() - 1].ack("commercial.azure", &m.id).unwrap());
+        }
+        for h in handles {
+            assert_eq!(h.enqueue(batch.clone(), 20).unwrap(), 0, "an acked notice is never forwarded again");
+        }
+        assert!(handles[0].peek("commercial.azure", 100).unwrap().is_empty());
+    }
+
+    /// The order is the priority's across the whole queue, whatever the arrival order
+    /// and however many are taken at a time.
+    pub fn order_across_the_whole_queue<Q: QueueStore>(q: &Q) {
+        let severities = [Severity::Minimal, Severity::Critical, Severity::Moderate];
+        let mut all = Vec::new();
+        for i in 0..120u64 {
+            let position = (i * 37) % 120 + 1; // not in position order
+            let n = notice(
+                "usgov.office365",
+                &format!("vendor/o{position}:0"),
+                position,
+                severities[(i % 3) as usize],
+                i % 4 == 0,
+            );
+            all.push(n);
+        }
+        let mut expected: Vec<[u8; 14]> = all.iter().map(|n| n.priority).collect();
+        expected.sort_unstable();
+        for chunk in all.chunks(25) {
+            q.enqueue(chunk.to_vec(), 0).unwrap();
+        }
+        let mut taken = Vec::new();
+        loop {
+            let got = q.lease("usgov.office365", 7, NOW, 60_000).unwrap();
+            if got.is_empty() {
+                break;
+            }
+            taken.extend(got);
+        }
+        let ids: Vec<String> = taken.iter().map(|m| m.id.clone()).collect();
+        let want: Vec<String> = expected.iter().map(|p| p.iter().map(|b| format!("{b:02x}")).collect()).collect();
+        assert_eq!(ids, want, "severity, then CSP priority, then age, across every lease");
+    }
 }

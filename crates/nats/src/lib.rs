@@ -8,8 +8,8 @@
 //!   on `behalf.ev.<category>.<stream-id>`, global position = stream sequence.
 //! - [`NatsTokens`] keeps the token store in the `BEHALF_TOKENS` bucket, so every
 //!   server of a cluster accepts the same tokens.
-//! - [`NatsQueues`] forwards the notifier's escalations and notices into work-queue
-//!   streams `BEHALF_Q_*`, de-duplicated by source event id.
+//! - [`NatsQueues`] keeps the notifier's queues in the `BEHALF_QUEUE` bucket, one set
+//!   per cluster, with the embedded engine's lease/ack contract.
 //! - [`rpc`] serves `behalf.cmd` and `behalf.query.<name>` request/reply in queue
 //!   groups (the roles as processes), and a client for them.
 //! - [`server`] starts pinned `nats-server` processes (one node or a 3-node cluster) on
@@ -31,7 +31,7 @@ mod subject;
 mod tokens;
 
 pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, DUPLICATE_WINDOW, EVENTS_STREAM};
-pub use queues::{queue_stream, queue_subject, NatsQueues, NOTIFIER_BUCKET};
+pub use queues::{NatsQueues, NOTIFIER_BUCKET, QUEUE_BUCKET};
 pub use subject::{command_key, event_subject};
 pub use tokens::{NatsTokens, TOKENS_BUCKET};
 

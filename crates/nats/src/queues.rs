@@ -1,133 +1,111 @@
-//! [`NatsQueues`]: the notifier's queues as JetStream work-queue streams, consumed by
-//! workload teams and partners with any NATS client.
+//! [`NatsQueues`]: the notifier's queues on JetStream, one set per cluster, with the
+//! contract the embedded engine has (lease for a time chosen per request, ack,
+//! redelivery after the lease with `deliveries` counting, order by priority across the
+//! whole queue), so every process serving HTTP answers `/v1/queues` alike.
 //!
-//! A queue `commercial.azure` is the subject `behalf.q.commercial.azure`, a partner's
-//! queue `partner.<id>` is `behalf.q.partner.<id>`; the streams are `BEHALF_Q_<FIRST
-//! TOKEN>` (`BEHALF_Q_COMMERCIAL`, `BEHALF_Q_USGOV`, `BEHALF_Q_PARTNER`), made on first
-//! use, with work-queue retention: a message is gone once a worker acks it.
+//! **Layout.** One key-value bucket, `BEHALF_QUEUE`: a message is the key
+//! `m.<queue>.<priority>` (the queue escaped into one token, the 14-byte priority key
+//! in hex: severity, CSP priority, then log position and index, R19), its value the
+//! message as JSON with its lease (`deliveries`, `leased_until`).
 //!
-//! Each message is JSON (`source_event_id`, `position`, `priority`, `body`) with the
-//! headers `Nats-Msg-Id: <source event id>`, `Behalf-Priority` (hex; lower comes first:
-//! severity, then CSP priority, R19) and `Behalf-Position`. JetStream's de-duplication
-//! (one hour here) drops a message forwarded twice; the forwarder's checkpoint is in
-//! the `BEHALF_NOTIFIER` bucket, written after every message of a batch was stored.
-//! So a notifier that dies between the two forwards that batch again on restart, and
-//! JetStream drops the copies — exactly once, as long as it restarts within the hour.
-//! Streams are FIFO: a worker that takes a batch orders it by `Behalf-Priority`.
+//! - **Exactly once per source event**, with any number of notifiers and for ever:
+//!   the priority key is a function of the source event (its position and index), and
+//!   a message is written with `Nats-Expected-Last-Subject-Sequence: 0`, so only the
+//!   first write of a key is stored; an ack deletes the key, and the delete marker
+//!   stays the subject's last message, so a notifier forwarding again from an older
+//!   checkpoint is refused too. No de-duplication window is involved.
+//! - **Leases** are compare-and-set updates of the value (`leased_until`, and
+//!   `deliveries` + 1) on the revision read: of two servers leasing the same message at
+//!   once, one wins. A lease per request needs no consumer: JetStream's ack wait is a
+//!   consumer's setting and a work-queue stream forbids overlapping consumers, which is
+//!   why the queues are not work-queue streams.
+//! - **Order**: a lease lists the queue's keys and takes them sorted, so the order is
+//!   the priority key's across the whole queue, not within a fetched batch.
+//!
+//! The forwarder's checkpoint is in the `BEHALF_NOTIFIER` bucket, written after every
+//! message of a batch was stored.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-use std::time::Duration;
-
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use async_nats::HeaderMap;
-use behalf_log::queues::{Enqueue, QueueSink};
+use behalf_log::queues::{Enqueue, QueueMessage, QueueSink, QueueStore};
 use behalf_log::LogError;
-use serde::Serialize;
+use futures::StreamExt as _;
 
 use crate::log::connect;
 use crate::storage;
 
+/// The bucket of the queues' messages.
+pub const QUEUE_BUCKET: &str = "BEHALF_QUEUE";
 /// The bucket of the forwarder's checkpoint.
 pub const NOTIFIER_BUCKET: &str = "BEHALF_NOTIFIER";
 const CHECKPOINT_KEY: &str = "checkpoint";
-/// How long JetStream remembers a forwarded event id.
-pub const QUEUE_DUPLICATE_WINDOW: Duration = Duration::from_secs(60 * 60);
 
-/// The JSON of one queue message.
-#[derive(Serialize)]
-struct Wire<'a> {
-    source_event_id: &'a str,
-    position: u64,
-    priority: String,
-    body: &'a behalf_domain::notify::Outgoing,
-}
-
-/// Work queues on JetStream.
+/// Queues on JetStream.
 pub struct NatsQueues {
     js: jetstream::Context,
+    messages: kv::Store,
     state: kv::Store,
-    replicas: usize,
-    /// Streams known to exist.
-    made: Mutex<HashSet<String>>,
 }
 
-/// `behalf.q.<queue>`, with any token that is not a plain subject token escaped.
-pub fn queue_subject(queue: &str) -> String {
-    let mut s = String::from("behalf.q");
-    for token in queue.split('.') {
-        s.push('.');
-        if !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            s.push_str(token);
-        } else {
-            s.push_str(&crate::subject::escaped(token));
-        }
-    }
-    s
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The stream of a queue: `BEHALF_Q_` and its first token, upper-cased.
-pub fn queue_stream(queue: &str) -> String {
-    let first = queue.split('.').next().unwrap_or_default();
-    let clean: String = first.chars().filter(char::is_ascii_alphanumeric).collect();
-    format!("BEHALF_Q_{}", if clean.is_empty() { "OTHER".into() } else { clean.to_ascii_uppercase() })
+/// The key-space prefix of a queue: `m.<queue as one escaped token>.`.
+fn queue_prefix(queue: &str) -> String {
+    format!("m.{}.", crate::subject::escaped(queue))
+}
+
+/// Whether `id` can be a message id (the priority key in hex).
+fn is_message_id(id: &str) -> bool {
+    id.len() == 28 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl NatsQueues {
     pub async fn open(url: &str, replicas: usize) -> Result<NatsQueues, LogError> {
         let js = jetstream::new(connect(url).await?);
+        let messages = crate::bucket(&js, QUEUE_BUCKET, replicas).await?;
         let state = crate::bucket(&js, NOTIFIER_BUCKET, replicas).await?;
-        Ok(NatsQueues { js, state, replicas, made: Mutex::new(HashSet::new()) })
+        Ok(NatsQueues { js, messages, state })
     }
 
-    async fn ensure_stream(&self, queue: &str) -> Result<(), LogError> {
-        let name = queue_stream(queue);
-        if self.made.lock().expect("streams lock").contains(&name) {
-            return Ok(());
-        }
-        let first = queue.split('.').next().unwrap_or_default();
-        let subjects = vec![format!("{}.>", queue_subject(first))];
-        self.js
-            .get_or_create_stream(stream::Config {
-                name: name.clone(),
-                subjects,
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                num_replicas: self.replicas,
-                duplicate_window: QUEUE_DUPLICATE_WINDOW,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| storage(&format!("cannot create the queue stream {name}"), e))?;
-        self.made.lock().expect("streams lock").insert(name);
-        Ok(())
-    }
-
-    /// Forwards a batch; answers how many JetStream had not seen.
+    /// Forwards a batch; answers how many were new.
     pub async fn forward(&self, messages: Vec<Enqueue>, checkpoint: u64) -> Result<usize, LogError> {
         let mut acks = Vec::with_capacity(messages.len());
-        for m in &messages {
-            self.ensure_stream(&m.body.queue).await?;
-            let priority: String = m.priority.iter().map(|b| format!("{b:02x}")).collect();
-            let wire = Wire { source_event_id: &m.source_event_id, position: m.position, priority, body: &m.body };
-            let payload = serde_json::to_vec(&wire).map_err(|e| LogError::Codec(e.to_string()))?;
+        let mut keys = std::collections::HashSet::new();
+        for m in messages {
+            let id = hex(&m.priority);
+            let key = format!("{}{id}", queue_prefix(&m.body.queue));
+            if !keys.insert(key.clone()) {
+                continue;
+            }
+            let msg = QueueMessage {
+                id,
+                queue: m.body.queue.clone(),
+                source_event_id: m.source_event_id,
+                position: m.position,
+                deliveries: 0,
+                leased_until: 0,
+                body: m.body,
+            };
+            let payload = serde_json::to_vec(&msg).map_err(|e| LogError::Codec(e.to_string()))?;
             let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, m.source_event_id.as_str());
-            headers.insert("Behalf-Priority", wire.priority.as_str());
-            headers.insert("Behalf-Position", m.position.to_string().as_str());
-            headers.insert("Content-Type", "application/json");
+            // Only the first write of a key, ever (an ack leaves a delete marker).
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+            let subject = format!("{}{key}", self.messages.prefix);
             let ack = self
                 .js
-                .publish_with_headers(queue_subject(&m.body.queue), headers, payload.into())
+                .publish_with_headers(subject, headers, payload.into())
                 .await
                 .map_err(|e| storage("cannot forward a notice", e))?;
             acks.push(ack);
         }
         let mut new = 0;
         for ack in acks {
-            let ack = ack.await.map_err(|e| storage("JetStream did not store a notice", e))?;
-            if !ack.duplicate {
-                new += 1;
+            match ack.await {
+                Ok(_) => new += 1,
+                Err(e) if matches!(e.kind(), jetstream::context::PublishErrorKind::WrongLastSequence) => {}
+                Err(e) => return Err(storage("JetStream did not store a notice", e)),
             }
         }
         self.state
@@ -137,32 +115,97 @@ impl NatsQueues {
         Ok(new)
     }
 
-    /// Up to `limit` messages waiting on a queue, oldest first, without taking them
-    /// (each as its JSON: `source_event_id`, `position`, `priority`, `body`).
-    pub async fn peek(&self, queue: &str, limit: usize) -> Result<Vec<serde_json::Value>, LogError> {
-        let stream = match self.js.get_stream(queue_stream(queue)).await {
-            Ok(s) => s,
-            Err(_) => return Ok(Vec::new()),
-        };
-        let subject = queue_subject(queue);
-        let (mut out, mut seq) = (Vec::new(), 1);
-        while out.len() < limit {
-            let got = stream.raw_message_builder().next_by_subject(subject.clone()).sequence(seq).send().await;
-            let m = match got {
-                Ok(m) => m,
-                Err(e) if matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound) => break,
-                Err(e) => return Err(storage("cannot read a queue", e)),
-            };
-            seq = m.sequence + 1;
-            out.push(serde_json::from_slice(&m.payload).map_err(|e| LogError::Codec(e.to_string()))?);
-        }
-        Ok(out)
-    }
-
     /// The position up to which everything was forwarded.
     pub async fn forwarded(&self) -> Result<u64, LogError> {
         let v = self.state.get(CHECKPOINT_KEY).await.map_err(|e| storage("cannot read the checkpoint", e))?;
         Ok(v.and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok())).unwrap_or(0))
+    }
+
+    /// The keys of a queue's messages, in priority order.
+    async fn queue_keys(&self, queue: &str) -> Result<Vec<String>, LogError> {
+        let prefix = queue_prefix(queue);
+        let mut keys: Vec<String> = Vec::new();
+        let mut listed = self.messages.keys().await.map_err(|e| storage("cannot list a queue", e))?;
+        while let Some(k) = listed.next().await {
+            let k = k.map_err(|e| storage("cannot list a queue", e))?;
+            if k.starts_with(&prefix) {
+                keys.push(k);
+            }
+        }
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// A message and its revision; `None` once acked.
+    async fn entry(&self, key: &str) -> Result<Option<(QueueMessage, u64)>, LogError> {
+        let entry = self.messages.entry(key).await.map_err(|e| storage("cannot read a queue message", e))?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let m = serde_json::from_slice(&e.value).map_err(|e| LogError::Codec(e.to_string()))?;
+                Ok(Some((m, e.revision)))
+            }
+            Some(_) | None => Ok(None),
+        }
+    }
+
+    pub async fn lease_async(
+        &self,
+        queue: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<QueueMessage>, LogError> {
+        let mut out = Vec::new();
+        for key in self.queue_keys(queue).await? {
+            if out.len() == limit {
+                break;
+            }
+            let Some((mut m, revision)) = self.entry(&key).await? else { continue };
+            if m.leased_until > now_ms {
+                continue;
+            }
+            m.deliveries += 1;
+            m.leased_until = now_ms.saturating_add(lease_ms);
+            let value = serde_json::to_vec(&m).map_err(|e| LogError::Codec(e.to_string()))?;
+            // Compare and set: another server that leased or acked it first wins.
+            if self.messages.update(&key, value.into(), revision).await.is_ok() {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn ack_async(&self, queue: &str, id: &str) -> Result<bool, LogError> {
+        if !is_message_id(id) {
+            return Ok(false);
+        }
+        let key = format!("{}{id}", queue_prefix(queue));
+        let Some((_, revision)) = self.entry(&key).await? else { return Ok(false) };
+        match self.messages.delete_expect_revision(&key, Some(revision)).await {
+            Ok(()) => Ok(true),
+            // Leased again, or acked, in between: ack what is there now.
+            Err(_) => match self.entry(&key).await? {
+                Some(_) => {
+                    self.messages.delete(&key).await.map_err(|e| storage("cannot ack a message", e))?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+        }
+    }
+
+    /// Up to `limit` messages waiting on a queue, in priority order, without leasing.
+    pub async fn peek_async(&self, queue: &str, limit: usize) -> Result<Vec<QueueMessage>, LogError> {
+        let mut out = Vec::new();
+        for key in self.queue_keys(queue).await? {
+            if out.len() == limit {
+                break;
+            }
+            if let Some((m, _)) = self.entry(&key).await? {
+                out.push(m);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -173,5 +216,24 @@ impl QueueSink for NatsQueues {
 
     fn checkpoint(&self) -> Result<u64, LogError> {
         crate::blocking("cannot read the notifier's checkpoint", self.forwarded())?
+    }
+}
+
+impl QueueStore for NatsQueues {
+    fn lease(&self, queue: &str, limit: usize, now_ms: i64, lease_ms: i64) -> Result<Vec<QueueMessage>, LogError> {
+        crate::blocking("cannot lease", self.lease_async(queue, limit, now_ms, lease_ms))?
+    }
+
+    fn ack(&self, queue: &str, id: &str) -> Result<bool, LogError> {
+        crate::blocking("cannot ack", self.ack_async(queue, id))?
+    }
+
+    fn peek(&self, queue: &str, limit: usize) -> Result<Vec<QueueMessage>, LogError> {
+        crate::blocking("cannot read a queue", self.peek_async(queue, limit))?
+    }
+
+    fn sync(&self) -> Result<(), LogError> {
+        // Every write was acknowledged by JetStream: nothing waits to be flushed.
+        Ok(())
     }
 }

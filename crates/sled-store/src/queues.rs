@@ -45,6 +45,11 @@ pub struct SledQueues {
 }
 
 impl SledQueues {
+    /// Whether a source event was ever enqueued (acked or not).
+    pub fn seen(&self, source_event_id: &str) -> Result<bool, LogError> {
+        self.db.contains_key(event_key(source_event_id)).map_err(storage)
+    }
+
     pub fn open(path: impl AsRef<Path>) -> Result<SledQueues, LogError> {
         Ok(SledQueues { db: crate::log::open_db(path.as_ref())?, lock: Mutex::new(()) })
     }
@@ -134,10 +139,6 @@ impl QueueStore for SledQueues {
             .take(limit)
             .map(|kv| kv.map_err(storage).and_then(|(_, v)| self.decode(&v)))
             .collect()
-    }
-
-    fn seen(&self, source_event_id: &str) -> Result<bool, LogError> {
-        self.db.contains_key(event_key(source_event_id)).map_err(storage)
     }
 
     fn sync(&self) -> Result<(), LogError> {
