@@ -254,9 +254,9 @@ pub async fn notify(a: NatsArgs) -> anyhow::Result<()> {
     let queues = open_queues(&a).await?;
     crate::serve::ensure_dir(&a.data_dir)?;
     let views = Arc::new(crate::serve::open_views(&a.data_dir.join("views"))?);
-    let (follower, _) = crate::serve::spawn_followers(log.clone(), Arc::clone(&views), Some(queues))?;
+    let (follower, _) = crate::serve::spawn_followers(log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-    let sweep = crate::serve::spawn_sla_sweep(views, service, clock);
+    let sweep = crate::serve::spawn_sla_sweep(views, service, clock, Arc::clone(&queues));
     println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE)");
     let (shutdown, _signal) = shutdown_channel();
     stopped(shutdown).await;

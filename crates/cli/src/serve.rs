@@ -196,25 +196,45 @@ pub fn spawn_notifier<L: EventLog + Clone>(
     service: Arc<CommandService<L>>,
     clock: Arc<dyn Clock>,
 ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    let forwarding = Arc::clone(&queues);
     let forward = tokio::spawn(async move {
-        if let Err(e) = behalf_service::notifier::follow(&log, queues.as_ref(), 1024).await {
+        if let Err(e) = behalf_service::notifier::follow(&log, forwarding.as_ref(), 1024).await {
             tracing::error!(error = %e, "the notifier stopped forwarding");
         }
     });
-    (forward, spawn_sla_sweep(views, service, clock))
+    let sweep = spawn_sla_sweep(views, service, clock, Arc::clone(&queues));
+    (forward, sweep)
 }
 
 /// Every [`SLA_SWEEP_EVERY`], records missed response targets (R20) from the views
-/// and the clock.
-pub fn spawn_sla_sweep<L: EventLog>(
+/// and the clock — when this process has the sweep's turn on `queues` (one sweeper at
+/// a time among the servers sharing them).
+pub fn spawn_sla_sweep<L: EventLog, Q: QueueSink>(
     views: Arc<SledViews>,
     service: Arc<CommandService<L>>,
     clock: Arc<dyn Clock>,
+    queues: Arc<Q>,
 ) -> tokio::task::JoinHandle<()> {
+    let holder = format!("{}-{}", std::process::id(), clock.now().millis());
+    let hold_ms = 3 * SLA_SWEEP_EVERY.as_millis() as i64;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SLA_SWEEP_EVERY);
         loop {
             tick.tick().await;
+            let (q, h, now) = (Arc::clone(&queues), holder.clone(), clock.now().millis());
+            let turn = tokio::task::spawn_blocking(move || q.take_sweep_turn(&h, now, hold_ms)).await;
+            match turn {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => continue,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot take the SLA sweep's turn; trying again next time");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the SLA sweep's turn failed; trying again next time");
+                    continue;
+                }
+            }
             match behalf_service::notifier::sla_sweep(views.as_ref(), &service, clock.now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(breaches = n, "recorded missed response targets"),
@@ -270,7 +290,7 @@ async fn start_on<L: EventLog + Clone, T: TokenStore, Q: QueueStore>(
     let views = Arc::new(open_views(&s.data_dir.join("views"))?);
     let (followers, position) = spawn_followers(log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-    let sweep = spawn_sla_sweep(Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock));
+    let sweep = spawn_sla_sweep(Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
     let limits = Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight };
     let app = Arc::new(
         App::new(service, Arc::new(tokens), clock, limits).with_read(ReadSide { views, position }).with_queues(queues),

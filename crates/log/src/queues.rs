@@ -41,6 +41,14 @@ pub trait QueueSink: Send + Sync + 'static {
     fn enqueue(&self, messages: Vec<Enqueue>, checkpoint: u64) -> Result<usize, LogError>;
     /// The position up to which everything was forwarded.
     fn checkpoint(&self) -> Result<u64, LogError>;
+    /// Whether `holder` may run the SLA sweep now, for `hold_ms` from `now_ms`: with many
+    /// servers on one set of queues, one sweeps at a time (each missed target is
+    /// recorded once anyway, R26; this spares the others the scan). The embedded
+    /// queues belong to one process: always.
+    fn take_sweep_turn(&self, holder: &str, now_ms: i64, hold_ms: i64) -> Result<bool, LogError> {
+        let _ = (holder, now_ms, hold_ms);
+        Ok(true)
+    }
 }
 
 /// Queues that are consumed through Behalf itself (lease and ack over HTTP).

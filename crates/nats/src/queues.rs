@@ -39,6 +39,15 @@ pub const QUEUE_BUCKET: &str = "BEHALF_QUEUE";
 /// The bucket of the forwarder's checkpoint.
 pub const NOTIFIER_BUCKET: &str = "BEHALF_NOTIFIER";
 const CHECKPOINT_KEY: &str = "checkpoint";
+/// Who runs the SLA sweep, and until when, in [`NOTIFIER_BUCKET`].
+const SWEEP_KEY: &str = "sla-sweep";
+
+/// The SLA sweep's turn: who holds it, until when (milliseconds since the epoch).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Turn {
+    holder: String,
+    until: i64,
+}
 
 /// Queues on JetStream.
 pub struct NatsQueues {
@@ -119,6 +128,24 @@ impl NatsQueues {
     pub async fn forwarded(&self) -> Result<u64, LogError> {
         let v = self.state.get(CHECKPOINT_KEY).await.map_err(|e| storage("cannot read the checkpoint", e))?;
         Ok(v.and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok())).unwrap_or(0))
+    }
+
+    /// Takes or renews the SLA sweep's turn for `holder`, unless another holds it
+    /// still: a compare-and-set on the turn's revision, so two servers never both take it.
+    pub async fn take_sweep_turn_async(&self, holder: &str, now_ms: i64, hold_ms: i64) -> Result<bool, LogError> {
+        let value = serde_json::to_vec(&Turn { holder: holder.into(), until: now_ms.saturating_add(hold_ms) })
+            .map_err(|e| LogError::Codec(e.to_string()))?;
+        let entry = self.state.entry(SWEEP_KEY).await.map_err(|e| storage("cannot read the sweep's turn", e))?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                let held: Option<Turn> = serde_json::from_slice(&e.value).ok();
+                if held.is_some_and(|t| t.holder != holder && t.until > now_ms) {
+                    return Ok(false);
+                }
+                Ok(self.state.update(SWEEP_KEY, value.into(), e.revision).await.is_ok())
+            }
+            Some(_) | None => Ok(self.state.create(SWEEP_KEY, value.into()).await.is_ok()),
+        }
     }
 
     /// The keys of a queue's messages, in priority order.
@@ -216,6 +243,10 @@ impl QueueSink for NatsQueues {
 
     fn checkpoint(&self) -> Result<u64, LogError> {
         crate::blocking("cannot read the notifier's checkpoint", self.forwarded())?
+    }
+
+    fn take_sweep_turn(&self, holder: &str, now_ms: i64, hold_ms: i64) -> Result<bool, LogError> {
+        crate::blocking("cannot take the sweep's turn", self.take_sweep_turn_async(holder, now_ms, hold_ms))?
     }
 }
 

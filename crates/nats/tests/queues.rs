@@ -68,3 +68,21 @@ async fn two_servers_leasing_at_once_take_each_message_once() {
     let distinct: std::collections::BTreeSet<_> = all.iter().collect();
     assert_eq!((all.len(), distinct.len()), (60, 60), "every message leased once, by one server");
 }
+
+/// The SLA sweep's turn: one server at a time; the holder renews it; another takes it
+/// once it has run out. Called as the servers call it, from a blocking task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sla_sweep_turn_is_one_servers_at_a_time() {
+    let (_nats, a, b) = fresh().await;
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let turn = |q: &std::sync::Arc<NatsQueues>, holder: &'static str, now: i64| {
+        let q = std::sync::Arc::clone(q);
+        async move { tokio::task::spawn_blocking(move || q.take_sweep_turn(holder, now, 30_000)).await.unwrap().unwrap() }
+    };
+    assert!(turn(&a, "server-a", 1_000).await, "the first to ask takes it");
+    assert!(!turn(&b, "server-b", 2_000).await, "another waits while it is held");
+    assert!(turn(&a, "server-a", 11_000).await, "the holder renews it");
+    assert!(!turn(&b, "server-b", 40_000).await, "renewed until 41,000");
+    assert!(turn(&b, "server-b", 41_001).await, "taken over once it ran out");
+    assert!(!turn(&a, "server-a", 42_000).await);
+}
