@@ -100,3 +100,93 @@ async fn hostile_bodies_get_4xx_and_never_break_the_server() {
     assert_eq!(health.status().as_u16(), 200, "the server is still up");
     assert_eq!(c.post(&a, &json!({"type":"ticket.note","ticket_id":t,"text":"still works"})).await.0, 200);
 }
+
+/// R26 per tenant over HTTP: the vendor side, a partner and a customer each use the
+/// command id `shared-1` for their own command — none blocks another or learns of it;
+/// within one tenant (a partner's agent and its directory sync) the id is one.
+async fn command_ids_belong_to_their_tenant(server: Server) {
+    use support::world::{customer_user, sync};
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let vendor = c.token(&server.admin, &behalf_domain::Principal::Vendor).await;
+    let agent = c.token(&server.admin, &agent()).await;
+    let own_sync = c.token(&server.admin, &sync(PARTNER)).await;
+    let customer = c.token(&server.admin, &customer_user()).await;
+    let register = json!({"type":"customer.register","customer_id":"22222222-0000-4000-8000-0000000000ff","name":"New","domains":["new.example"],"cloud":"commercial","command_id":"shared-1"});
+    let (status, v) = c.post(&vendor, &register).await;
+    assert_eq!((status, v["outcome"].as_str()), (200, Some("accepted")), "{v}");
+    let (status, opened) = c.post(&agent, &merge(open_o365(), json!({"command_id":"shared-1"}))).await;
+    assert_eq!(status, 201, "another tenant's use of the id does not block it: {opened}");
+    let request = json!({"type":"support.request","customer_id":CUSTOMER,"subscription_id":"sub-o365","prefer":"vendor","summary":"help","command_id":"shared-1"});
+    let (status, v) = c.post(&customer, &request).await;
+    assert_eq!((status, v["outcome"].as_str()), (200, Some("accepted")), "{v}");
+    // Retries answer each tenant's own first outcome.
+    let (_, again) = c.post(&agent, &merge(open_o365(), json!({"command_id":"shared-1"}))).await;
+    assert_eq!((again["position"].clone(), again["duplicate"].as_bool()), (opened["position"].clone(), Some(true)));
+    // Within the partner's tenant, its directory sync reusing the id is refused — and
+    // what it is told is its own tenant's first position.
+    let upsert = json!({"type":"group.member.add","partner_id":PARTNER,"group_id":GROUP,"user_id":NOT_ADMIN,"command_id":"shared-1"});
+    let (status, v) = c.post(&own_sync, &upsert).await;
+    assert_eq!((status, v["code"].as_str()), (422, Some("idempotency.key_reused")), "{v}");
+    assert_eq!(v["details"]["first_position"], opened["position"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_ids_belong_to_their_tenant_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    command_ids_belong_to_their_tenant(Server::start(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn command_ids_belong_to_their_tenant_on_nats() {
+    let (_nats, _dir, server) = support::on_nats();
+    command_ids_belong_to_their_tenant(server).await;
+}
+
+/// An `Idempotency-Key` that is not visible ASCII is refused with 400, and nothing is
+/// appended (dropped, the server would make its own id and a retry would open a
+/// second ticket).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_idempotency_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let agent = c.token(&server.admin, &agent()).await;
+    let head = c.metric("behalf_log_head").await;
+    let key = reqwest::header::HeaderValue::from_bytes(b"cl\xc3\xa9-1").unwrap();
+    let r = c
+        .http
+        .post(format!("{}/v1/commands", c.base))
+        .bearer_auth(&agent)
+        .header("Idempotency-Key", key)
+        .json(&open_o365())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["code"].as_str(), v["details"]["field"].as_str()),
+        (Some("request.malformed"), Some("Idempotency-Key"))
+    );
+    assert_eq!(c.metric("behalf_log_head").await, head, "nothing appended");
+}
+
+/// A query waiting for a position the log has not reached answers within `wait_ms`
+/// (it waited twice that before: once for the views, once for the GDAP projection).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_your_writes_wait_lasts_wait_ms_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let agent = c.token(&server.admin, &agent()).await;
+    let far = c.metric("behalf_log_head").await + 1_000;
+    let started = std::time::Instant::now();
+    let (status, v) = c.get(&agent, &format!("/v1/customers/{CUSTOMER}/tickets?min_position={far}&wait_ms=1000")).await;
+    let took = started.elapsed();
+    assert_eq!((status, v["code"].as_str()), (503, Some("unavailable")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("within 1000 ms"), "{v}");
+    assert!(took < std::time::Duration::from_millis(1_900), "waited {took:?} for wait_ms=1000");
+}

@@ -309,7 +309,17 @@ async fn post_command<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
         Err(r) => return r,
     };
     let encoding = if is_msgpack(&headers) { Encoding::MsgPack } else { Encoding::Json };
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    // A key that cannot be read is refused, not dropped: dropped, the server would make
+    // its own id and a retry would append the command a second time.
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err(_)) => {
+            let r = Rejection::without_rule(Code::RequestMalformed, "the Idempotency-Key header must be visible ASCII")
+                .with("field", "Idempotency-Key");
+            return rejected(&r, msgpack_out);
+        }
+    };
     let req = match request::parse(&bytes, encoding, key) {
         Ok(r) => r,
         Err(r) => return rejected(&r, msgpack_out),
@@ -485,11 +495,13 @@ async fn reader<'a, L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
         let wait = param::<u64>(p, "wait_ms")?.unwrap_or(2000).min(30_000);
         // Both the views and the GDAP projection (which scopes every answer, R24) must
         // have applied the position, or a grant ended there could still show tickets.
-        let budget = std::time::Duration::from_millis(wait);
+        // One deadline for both waits: the answer comes within `wait_ms`, not twice it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
         let mut rx = read.position.clone();
         // (The watch guard is dropped here: it must not be held across the next wait.)
-        let views = matches!(tokio::time::timeout(budget, rx.wait_for(|pos| *pos >= min)).await, Ok(Ok(_)));
-        let gdap = app.service.gdap().wait_for(min, budget).await;
+        let views = matches!(tokio::time::timeout_at(deadline, rx.wait_for(|pos| *pos >= min)).await, Ok(Ok(_)));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let gdap = app.service.gdap().wait_for(min, left).await;
         if !views || gdap.is_err() {
             let msg = format!("the views have not reached position {min} within {wait} ms; retry");
             return Err(Box::new(rejected(&Rejection::without_rule(Code::Unavailable, msg), false)));
