@@ -190,3 +190,84 @@ async fn a_read_your_writes_wait_lasts_wait_ms_once() {
     assert!(v["message"].as_str().unwrap().contains("within 1000 ms"), "{v}");
     assert!(took < std::time::Duration::from_millis(1_900), "waited {took:?} for wait_ms=1000");
 }
+
+/// Opens a raw connection to `base` (`http://HOST:PORT`) and sends `bytes`, then stalls.
+async fn stall(base: &str, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut s = tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
+/// What the server sends before it closes the connection, within `limit`; `None` if it
+/// is still open then.
+async fn until_closed(s: &mut tokio::net::TcpStream, limit: std::time::Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    read.await.ok().map(|()| String::from_utf8_lossy(&got).into_owned())
+}
+
+const HALF_HEADERS: &[u8] = b"POST /v1/commands HTTP/1.1\r\nHost: x\r\nContent-Type: appl";
+/// A command whose body stops short of its Content-Length, from an authenticated client.
+fn short_body(token: &str) -> Vec<u8> {
+    format!("POST /v1/commands HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\n{{\"type\":")
+        .into_bytes()
+}
+
+/// Slow clients: one stalled in its headers, one in its body, one idle — each is
+/// closed within its timeout (the body one answered 408 first), and the server goes on
+/// serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_clients_are_closed_after_their_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let token = Client::of(&server).token(&server.admin, &behalf_domain::Principal::Vendor).await;
+    let mut headers = stall(&server.base, HALF_HEADERS).await;
+    let mut body = stall(&server.base, &short_body(&token)).await;
+    let mut idle = stall(&server.base, b"").await;
+    let limit = behalf_http::HEADER_TIMEOUT.max(behalf_http::BODY_TIMEOUT) + std::time::Duration::from_secs(5);
+    let (h, b, i) =
+        tokio::join!(until_closed(&mut headers, limit), until_closed(&mut body, limit), until_closed(&mut idle, limit));
+    assert!(h.is_some(), "a client stalled in its headers is closed");
+    assert!(i.is_some(), "a client that sends nothing is closed");
+    let b = b.expect("a client stalled in its body is closed");
+    assert!(b.starts_with("HTTP/1.1 408") && b.contains("request.timeout"), "{b}");
+    let c = Client::of(&server);
+    assert_eq!(c.http.get(format!("{}/healthz", c.base)).send().await.unwrap().status().as_u16(), 200);
+}
+
+/// SIGTERM with clients stalled mid-request: the server stops accepting, gives what is
+/// in flight its deadline, closes the rest and exits 0 — a slow client does not turn a
+/// restart into an outage.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_is_not_held_up_by_stalled_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path());
+    let token = Client::of(&server).token(&server.admin, &behalf_domain::Principal::Vendor).await;
+    let mut stalled = Vec::new();
+    for i in 0..40 {
+        let bytes = if i % 2 == 0 { HALF_HEADERS.to_vec() } else { short_body(&token) };
+        stalled.push(stall(&server.base, &bytes).await);
+    }
+    // Let the server take them in: the body ones are in their handlers now.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    let took = started.elapsed();
+    assert!(
+        took < behalf_http::SHUTDOWN_DEADLINE + std::time::Duration::from_secs(5),
+        "shutdown took {took:?} with stalled clients"
+    );
+}

@@ -47,6 +47,7 @@ codes! {
     InvalidTransition = "ticket.invalid_transition", 409;
     ConcurrencyConflict = "concurrency.conflict", 409;
     RequestTooLarge = "request.too_large", 413;
+    RequestTimeout = "request.timeout", 408;
     ValidationInvalid = "validation.invalid", 422;
     BadSeverity = "validation.bad_severity", 422;
     UnsupportedWorkload = "ticket.unsupported_workload", 422;

@@ -184,8 +184,48 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, a connection reset before accept: keep serving.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // Headers (and an idle keep-alive connection's next request) must arrive within
+        // HEADER_TIMEOUT, or the connection is closed.
+        http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    // Stop accepting; let requests in flight finish, for SHUTDOWN_DEADLINE at most.
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, graceful.shutdown()).await.is_err() {
+        tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "closing the connections still open at the shutdown deadline");
+    }
+    Ok(())
 }
+
+/// How long a client may take to send a request's headers, and how long an idle
+/// connection is kept for its next request.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a client may take to send a request's body once its headers are in.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long shutdown waits for requests in flight before closing what is left.
+pub const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 trait MapStatus {
     fn map_status(self, status: StatusCode) -> Response;
@@ -291,7 +331,15 @@ async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Byte
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(read) => read.map_err(|_| too_large()),
+        Err(_) => {
+            let msg = format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs());
+            let mut r = rejected(&Rejection::without_rule(Code::RequestTimeout, msg), false);
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(r)
+        }
+    }
 }
 
 async fn post_command<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
