@@ -52,9 +52,31 @@ pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Res
 }
 
 /// Creates the data directory if it is not there.
+/// Makes the data directory owner-only (0700) — it holds tickets, contacts and token
+/// hashes. A directory found open to others is closed, with a warning.
 pub fn ensure_dir(data_dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if !data_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    }
+    let mode = std::fs::metadata(data_dir)
+        .with_context(|| format!("cannot read the data directory {}", data_dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %data_dir.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the data directory was open to other users; making it owner-only (0700)"
+        );
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} owner-only", data_dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The token store shared through the NATS cluster (the data directory receives the

@@ -271,3 +271,67 @@ async fn shutdown_is_not_held_up_by_stalled_clients() {
         "shutdown took {took:?} with stalled clients"
     );
 }
+
+/// The data directory holds tickets, contacts and token hashes: owner-only when made,
+/// and closed again when found open to others.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_data_directory_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let root = tempfile::tempdir().unwrap();
+    let fresh = root.path().join("fresh");
+    drop(Server::start(&fresh));
+    assert_eq!(mode(&fresh), 0o700, "made owner-only");
+    let open = root.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    drop(Server::start(&open));
+    assert_eq!(mode(&open), 0o700, "a directory open to others is closed");
+    assert_eq!(mode(&open.join("admin.token")) & 0o077, 0, "the admin token is the owner's");
+}
+
+/// What was lenient is refused with a stable code: MessagePack with bytes after the
+/// document (JSON with trailing characters already was), a wrong method (405 with a
+/// JSON body, not an empty one), a `limit` out of range (422, not clamped), a
+/// malformed `after` cursor, a `lease_ms` out of range. Nothing is appended.
+#[tokio::test(flavor = "multi_thread")]
+async fn former_leniencies_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let agent = c.token(&server.admin, &agent()).await;
+    let vendor = c.token(&server.admin, &behalf_domain::Principal::Vendor).await;
+    let head = c.metric("behalf_log_head").await;
+    let mut body = rmp_serde::to_vec_named(&open_o365()).unwrap();
+    body.extend_from_slice(b"\x01trailing");
+    let r = c
+        .http
+        .post(format!("{}/v1/commands", c.base))
+        .bearer_auth(&agent)
+        .header("content-type", "application/msgpack")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "request.malformed", "{v}");
+    let r = c.http.delete(format!("{}/v1/commands", c.base)).bearer_auth(&agent).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "request.method_not_allowed", "a 405 says why, as JSON");
+    for (path, field) in [
+        (format!("/v1/customers/{CUSTOMER}/tickets?limit=0"), "limit"),
+        (format!("/v1/customers/{CUSTOMER}/tickets?limit=501"), "limit"),
+        (format!("/v1/customers/{CUSTOMER}/tickets?after=a%20b"), "after"),
+        ("/v1/events?limit=100000".to_owned(), "limit"),
+    ] {
+        let who = if path.starts_with("/v1/events") { &vendor } else { &agent };
+        let (status, v) = c.get(who, &path).await;
+        assert_eq!((status, v["details"]["field"].as_str()), (422, Some(field)), "{path}: {v}");
+    }
+    let (status, v) = c.get(&vendor, "/v1/queues/commercial.azure/messages?lease_ms=10").await;
+    assert_eq!((status, v["details"]["field"].as_str()), (422, Some("lease_ms")), "{v}");
+    assert_eq!(c.metric("behalf_log_head").await, head, "nothing appended");
+}

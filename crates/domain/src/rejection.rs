@@ -48,6 +48,7 @@ codes! {
     ConcurrencyConflict = "concurrency.conflict", 409;
     RequestTooLarge = "request.too_large", 413;
     RequestTimeout = "request.timeout", 408;
+    MethodNotAllowed = "request.method_not_allowed", 405;
     ValidationInvalid = "validation.invalid", 422;
     BadSeverity = "validation.bad_severity", 422;
     UnsupportedWorkload = "ticket.unsupported_workload", 422;

@@ -143,6 +143,9 @@ pub fn router<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: Arc<
         rejected(&Rejection::without_rule(Code::RequestMalformed, "no such endpoint here; see docs/API.md"), false)
             .map_status(StatusCode::NOT_FOUND)
     })
+    .method_not_allowed_fallback(|| async {
+        rejected(&Rejection::without_rule(Code::MethodNotAllowed, "this endpoint does not take that method"), false)
+    })
     .with_state(app)
 }
 
@@ -523,6 +526,15 @@ fn bad_param(name: &str, why: &str) -> Response {
     )
 }
 
+/// `limit`: `default` when absent, refused (422) outside 1..=`max` rather than clamped.
+fn limit_param(p: &Params, default: usize, max: usize) -> Result<usize, Early> {
+    match param::<usize>(p, "limit")? {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(Box::new(bad_param("limit", &format!("must be from 1 to {max}")))),
+    }
+}
+
 fn param<T: std::str::FromStr>(p: &Params, name: &str) -> Result<Option<T>, Early> {
     match p.get(name).filter(|v| !v.is_empty()) {
         None => Ok(None),
@@ -615,7 +627,7 @@ fn filter(p: &Params) -> Result<(ListFilter, usize), Early> {
             .transpose()?,
         customer_id: parse("customer_id")?.map(CustomerId::new),
     };
-    let limit = param::<usize>(p, "limit")?.unwrap_or(50).clamp(1, 500);
+    let limit = limit_param(p, 50, 500)?;
     Ok((f, limit))
 }
 
@@ -638,13 +650,14 @@ async fn customer_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStor
 ) -> Response {
     let (who, read) = early!(reader(&app, &headers, &p).await);
     let (f, limit) = early!(filter(&p));
-    answer(queries(&app, read).customer_tickets(
-        &who,
-        &CustomerId::new(customer),
-        &f,
-        limit,
-        p.get("after").map(String::as_str),
-    ))
+    // `after` is a ticket id (the last of the previous page).
+    let after = p.get("after").map(String::as_str).filter(|a| !a.is_empty());
+    if let Some(a) = after {
+        if let Err(why) = TicketId::new(a).check() {
+            return bad_param("after", why);
+        }
+    }
+    answer(queries(&app, read).customer_tickets(&who, &CustomerId::new(customer), &f, limit, after))
 }
 
 async fn ticket<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
@@ -713,7 +726,7 @@ async fn rejections<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
 ) -> Response {
     let (who, read) = early!(reader(&app, &headers, &p).await);
     let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
-    let limit = early!(param::<usize>(&p, "limit")).unwrap_or(100).clamp(1, 1000);
+    let limit = early!(limit_param(&p, 100, 1000));
     answer(queries(&app, read).rejections(&who, after, limit))
 }
 
@@ -724,7 +737,7 @@ async fn events<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
 ) -> Response {
     let who = early!(authenticate(&app, &headers));
     let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
-    let limit = early!(param::<usize>(&p, "limit")).unwrap_or(100).clamp(1, 1000);
+    let limit = early!(limit_param(&p, 100, 1000));
     answer(queries::events(app.service.log(), &who, after, limit).await)
 }
 
@@ -757,8 +770,12 @@ async fn lease<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
             false,
         );
     }
-    let limit = early!(param::<usize>(&p, "limit")).unwrap_or(10).clamp(1, 1000);
-    let lease_ms = early!(param::<i64>(&p, "lease_ms")).unwrap_or(30_000).clamp(1_000, 3_600_000);
+    let limit = early!(limit_param(&p, 10, 1000));
+    let lease_ms = match early!(param::<i64>(&p, "lease_ms")) {
+        None => 30_000,
+        Some(ms) if (1_000..=3_600_000).contains(&ms) => ms,
+        Some(_) => return bad_param("lease_ms", "must be from 1000 to 3600000"),
+    };
     let queues = early!(queue_side(&app));
     match queues.lease(&queue, limit, app.clock.now().millis(), lease_ms) {
         Ok(messages) => {

@@ -5,6 +5,7 @@
 
 use behalf_domain::Command;
 use behalf_domain::{Code, CommandId, Principal, Rejection};
+use serde::Deserialize as _;
 use serde_json::Value;
 
 /// A parsed request.
@@ -32,7 +33,14 @@ pub fn parse(body: &[u8], encoding: Encoding, idempotency_key: Option<&str>) -> 
     let value: Value = match encoding {
         Encoding::Json => serde_json::from_slice(body).map_err(|e| malformed(format!("not a JSON object: {e}")))?,
         Encoding::MsgPack => {
-            rmp_serde::from_slice(body).map_err(|e| malformed(format!("not a MessagePack map: {e}")))?
+            // One document and nothing after it, as JSON is read.
+            let mut read = std::io::Cursor::new(body);
+            let value = Value::deserialize(&mut rmp_serde::Deserializer::new(&mut read))
+                .map_err(|e| malformed(format!("not a MessagePack map: {e}")))?;
+            if read.position() != body.len() as u64 {
+                return Err(malformed("bytes after the MessagePack document"));
+            }
+            value
         }
     };
     from_value(value, idempotency_key)
