@@ -87,7 +87,7 @@ async fn hostile_bodies_get_4xx_and_never_break_the_server() {
             let seed = seeds[r.next(seeds.len() as u64) as usize].clone();
             c.post(token, &mutate(seed, &mut r)).await
         };
-        assert!(status < 500 || status == 503, "#{i}: {status} {body}");
+        assert!(status < 500, "#{i}: bad input is never an internal error: {status} {body}");
         if status >= 400 {
             assert_eq!(body["outcome"], "rejected", "#{i}: {status} {body}");
             assert!(

@@ -115,3 +115,62 @@ async fn roles_answer_over_nats_as_over_http() {
     assert_eq!(waiting[0].body.ticket_id.as_ref().map(|t| t.as_str()), Some(t.as_str()));
     assert_eq!(waiting[0].body.notice, behalf_domain::notify::Notice::Escalation);
 }
+
+/// The NATS side of hostile input: junk bodies, wrong or missing headers and unknown
+/// queries on `behalf.cmd` and `behalf.query.*` are answered with a 4xx and a stable
+/// code, and change nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_requests_over_nats_are_answered_and_change_nothing() {
+    let nats = Cluster::single().expect("nats-server starts");
+    let url = nats.urls();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let path = |i: usize| dirs[i].path().to_str().unwrap().to_owned();
+    let (_c, addr) =
+        role(&["command", "--nats", &url, "--data-dir", &path(0), "--listen", "127.0.0.1:0"], "listening on ");
+    let (_p, _) = role(&["project", "--nats", &url, "--data-dir", &path(1)], "serving behalf.query");
+    let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap().trim().to_owned();
+    let http = Client::at(&format!("http://{addr}"));
+    send_world(&http, &admin).await;
+    let token = http.token(&admin, &agent()).await;
+    let bearer = format!("Bearer {token}");
+    let rpc = RpcClient::connect(&url).await.unwrap();
+    let head = http.metric("behalf_log_head").await;
+    let mut seed = 0x5eed_u64;
+    let mut next = move |below: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % below.max(1)
+    };
+    let stable = |status: u16, body: &Value, what: &str| {
+        assert!((400..500).contains(&status), "{what}: {status} {body}");
+        assert!(behalf_domain::Code::parse(body["code"].as_str().unwrap_or("")).is_some(), "{what}: {body}");
+    };
+    for i in 0..120 {
+        let bytes: Vec<u8> = (0..next(300)).map(|_| next(256) as u8).collect();
+        let ctype = if i % 2 == 0 { "application/msgpack" } else { "application/json" };
+        let headers: Vec<(&str, &str)> = match i % 4 {
+            0 => vec![("Content-Type", ctype)],
+            1 => vec![("Authorization", "Bearer"), ("Content-Type", ctype)],
+            2 => vec![("Authorization", "Basic dXNlcjpwYXNz")],
+            _ => vec![("Authorization", &bearer), ("Content-Type", ctype)],
+        };
+        let r = rpc.call(COMMAND_SUBJECT, &headers, bytes.into()).await.expect("behalf.cmd answers");
+        stable(r.status, &r.json(), &format!("command #{i}"));
+    }
+    for (name, params) in [
+        ("nope", json!({})),
+        ("ticket", json!({})),
+        ("ticket", json!({"ticket_id": 7})),
+        ("customer_tickets", json!({"customer_id": CUSTOMER, "limit": 0})),
+        ("customer_tickets", json!("not an object")),
+    ] {
+        let (status, v) = query(&rpc, &token, name, params.clone()).await;
+        stable(status, &v, &format!("query {name} {params}"));
+    }
+    let r = rpc.call("behalf.query.ticket", &[], b"\xff\xfe".to_vec().into()).await.expect("answers");
+    stable(r.status, &r.json(), "a query that is not JSON, without a token");
+    assert_eq!(http.metric("behalf_log_head").await, head, "bad input appends nothing");
+    // A parsed, authenticated command that is refused is answered the same way (and
+    // its refusal recorded, R30).
+    let (status, v) = cmd(&rpc, &token, &json!({"type":"ticket.open"})).await;
+    stable(status, &v, "a command missing its fields");
+}
