@@ -81,7 +81,7 @@ impl Relationship {
         let end = start.plus_millis(self.duration_days() * MS_PER_DAY);
         if self.auto_extends() && now >= end {
             let step = AUTO_EXTEND_DAYS * MS_PER_DAY;
-            let steps = (now.millis() - end.millis()) / step + 1;
+            let steps = now.millis().saturating_sub(end.millis()) / step + 1;
             return Some(end.plus_millis(steps.saturating_mul(step)));
         }
         Some(end)

@@ -17,6 +17,12 @@ pub const MS_PER_SECOND: i64 = 1_000;
 pub const MS_PER_HOUR: i64 = 3_600 * MS_PER_SECOND;
 pub const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
 
+/// The first and last instants a timestamp may name: years 0000 to 9999, what RFC 3339
+/// can write. Times arriving as integers (MessagePack) are held to the same range, so
+/// date arithmetic on them cannot overflow.
+pub const MIN_MILLIS: i64 = -62_167_219_200_000;
+pub const MAX_MILLIS: i64 = 253_402_300_799_999;
+
 impl Timestamp {
     pub const fn from_millis(ms: i64) -> Self {
         Timestamp(ms)
@@ -122,10 +128,15 @@ impl<'de> Deserialize<'de> for Timestamp {
                 f.write_str("an RFC 3339 UTC time or milliseconds since the epoch")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
-                Ok(Timestamp(v))
+                if (MIN_MILLIS..=MAX_MILLIS).contains(&v) {
+                    Ok(Timestamp(v))
+                } else {
+                    Err(E::custom("time out of range (years 0000 to 9999)"))
+                }
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
-                i64::try_from(v).map(Timestamp).map_err(|_| E::custom("time out of range"))
+                let v = i64::try_from(v).map_err(|_| E::custom("time out of range (years 0000 to 9999)"))?;
+                self.visit_i64(v)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
                 Timestamp::parse_rfc3339(v).ok_or_else(|| E::custom(format!("not an RFC 3339 time: {v:?}")))
