@@ -338,6 +338,10 @@ pub(crate) fn decide_open(dir: &Directory, cmd: &OpenTicket, ctx: &Context) -> R
         country_code,
         contact,
         incident_id: cmd.incident_id.clone(),
+        // R19: every ticket is filed by a partner through the CSP route (a customer's own
+        // request for help is a support request, R23, which opens no ticket), so every
+        // ticket carries CSP priority. The queue order still weighs it
+        // (`notify::priority_key`), for notices that do not carry it.
         csp_priority: true,
         at: ctx.now,
         evidence: evidence.clone(),

@@ -154,6 +154,38 @@ fn cases() -> Vec<Case> {
             when: || open(json!({})),
             then: Refuses("gdap.relationship_expired", 5),
         },
+        Case {
+            label: "R5 one millisecond before its end the relationship is live",
+            given: |w| w.now = at("2028-04-29T23:59:59.999Z"),
+            who: agent,
+            when: || open(json!({})),
+            then: Accepts(&["TicketOpened"]),
+        },
+        Case {
+            label: "R5 at exactly its end the relationship has expired",
+            given: |w| w.now = at("2028-04-30T00:00:00Z"),
+            who: agent,
+            when: || open(json!({})),
+            then: Refuses("gdap.relationship_expired", 5),
+        },
+        Case {
+            label: "R5 an approval_pending relationship is inactive",
+            given: |w| {
+                w.must(&sync(PARTNER), relationship("approval_pending"));
+            },
+            who: agent,
+            when: || open(json!({})),
+            then: Refuses("gdap.relationship_inactive", 5),
+        },
+        Case {
+            label: "R5 an expiring relationship is inactive",
+            given: |w| {
+                w.must(&sync(PARTNER), relationship("expiring"));
+            },
+            who: agent,
+            when: || open(json!({})),
+            then: Refuses("gdap.relationship_inactive", 5),
+        },
         // R6 assignment reaches the user
         Case {
             label: "R6 assignment through the user's group",
@@ -260,6 +292,22 @@ fn cases() -> Vec<Case> {
         Case {
             label: "R9 the indirect reseller is refused even with RBAC",
             given: nothing,
+            who: || agent_of(RESELLER, RESELLER_AGENT),
+            when: || {
+                azure(
+                    json!({"subscription_id":"sub-indirect","contact":{"first_name":"A","last_name":"B","email":"a@reseller.example","preferred_contact":"email"}}),
+                )
+            },
+            then: Refuses("azure.reseller_cannot_file", 9),
+        },
+        Case {
+            label: "R9 an advisor is refused even with RBAC",
+            given: |w| {
+                w.must(
+                    &vendor(),
+                    json!({"type":"partner.register","partner_id":RESELLER,"name":"Small Advisor","program":"advisor","domains":["reseller.example"],"cloud":"commercial"}),
+                );
+            },
             who: || agent_of(RESELLER, RESELLER_AGENT),
             when: || {
                 azure(
@@ -435,6 +483,36 @@ fn cases() -> Vec<Case> {
             then: Refuses("validation.invalid", 16),
         },
         Case {
+            label: "R16 title of exactly 200 characters",
+            given: nothing,
+            who: agent,
+            when: || open(json!({"title": "t".repeat(200)})),
+            then: Accepts(&["TicketOpened"]),
+        },
+        Case {
+            label: "R16 description of exactly 10,000 characters",
+            given: nothing,
+            who: agent,
+            when: || open(json!({"description": "d".repeat(10_000)})),
+            then: Accepts(&["TicketOpened"]),
+        },
+        Case {
+            label: "R16 description over 10,000 characters",
+            given: nothing,
+            who: agent,
+            when: || open(json!({"description": "d".repeat(10_001)})),
+            then: Refuses("validation.invalid", 16),
+        },
+        Case {
+            label: "R16 contact e-mail without a domain",
+            given: nothing,
+            who: agent,
+            when: || {
+                open(json!({"contact":{"first_name":"A","last_name":"B","email":"ayu@","preferred_contact":"email"}}))
+            },
+            then: Refuses("validation.invalid", 16),
+        },
+        Case {
             label: "R16 phone contact without a phone",
             given: nothing,
             who: agent,
@@ -553,7 +631,17 @@ fn cases() -> Vec<Case> {
             then: Accepts(&["SlaBreached", "TicketEscalated"]),
         },
         Case {
-            label: "R20 partners do not record SLA breaches",
+            label: "R20 a target not yet missed records nothing",
+            given: |w| {
+                with_ticket(w);
+                w.now = at("2026-06-01T01:00:00Z");
+            },
+            who: vendor,
+            when: || on_t2("ticket.sla_check", json!({})),
+            then: Accepts(&[]),
+        },
+        Case {
+            label: "R2 partners do not record SLA breaches (R20 is the vendor side's)",
             given: with_ticket,
             who: agent,
             when: || on_t2("ticket.sla_check", json!({})),
@@ -663,6 +751,34 @@ fn cases() -> Vec<Case> {
             then: Accepts(&["RelationshipUpserted"]),
         },
         Case {
+            label: "R28 a one-day relationship",
+            given: nothing,
+            who: || sync(PARTNER),
+            when: || merge(relationship("active"), json!({"relationship_id":"rel-1d","duration":"P1D"})),
+            then: Accepts(&["RelationshipUpserted"]),
+        },
+        Case {
+            label: "R28 P730D is two years",
+            given: nothing,
+            who: || sync(PARTNER),
+            when: || merge(relationship("active"), json!({"relationship_id":"rel-730","duration":"P730D"})),
+            then: Accepts(&["RelationshipUpserted"]),
+        },
+        Case {
+            label: "R28 P731D is past two years",
+            given: nothing,
+            who: || sync(PARTNER),
+            when: || merge(relationship("active"), json!({"relationship_id":"rel-731","duration":"P731D"})),
+            then: Refuses("gdap.invalid_relationship", 28),
+        },
+        Case {
+            label: "R28 a zero-day relationship",
+            given: nothing,
+            who: || sync(PARTNER),
+            when: || merge(relationship("active"), json!({"relationship_id":"rel-0","duration":"P0D"})),
+            then: Refuses("gdap.invalid_relationship", 28),
+        },
+        Case {
             label: "R28 duration longer than two years",
             given: nothing,
             who: || sync(PARTNER),
@@ -742,6 +858,11 @@ fn rule_table() {
 
 /// Rules the domain decides; R22 and R24 are read policies (tested below), R26 and
 /// R30 are the log's and the service's, with their domain halves tested below.
+/// The rule a case's label names (`R16 …` → 16).
+fn r_of(c: &Case) -> u8 {
+    c.label[1..].split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
 const DOMAIN_RULES: &[u8] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 20, 21, 23, 25, 27, 28];
 
 #[test]
@@ -749,9 +870,27 @@ fn every_rule_has_a_pass_and_a_refusal() {
     let all = cases();
     for rule in DOMAIN_RULES {
         let prefix = format!("R{rule} ");
-        let mine: Vec<&Case> = all.iter().filter(|c| c.label.starts_with(&prefix)).collect();
-        assert!(mine.iter().any(|c| matches!(c.then, Accepts(_))), "R{rule} has no passing case");
-        assert!(mine.iter().any(|c| matches!(c.then, Refuses(..))), "R{rule} has no refused case");
+        // A refusal counts for the rule it asserts (the rule the refusal must name), not
+        // for its label; a passing case for the rule its label names.
+        let passes = all.iter().any(|c| c.label.starts_with(&prefix) && matches!(c.then, Accepts(_)));
+        // R18 re-runs R2–R11 on every command on a ticket: its refusals are theirs.
+        let asserts = |r: u8| r == *rule || (*rule == 18 && (2..=11).contains(&r));
+        let refusals =
+            all.iter().any(|c| matches!(c.then, Refuses(_, r) if asserts(r)) && (r_of(c) == *rule || *rule != 18));
+        assert!(passes, "R{rule} has no passing case");
+        // R20 has no rejection of its own (RULES.md names none): a target not yet missed
+        // records nothing instead.
+        assert!(refusals || *rule == 20, "R{rule} has no case asserting a refusal by R{rule}");
+    }
+    for c in &all {
+        if let Refuses(_, r) = c.then {
+            let by_label = r_of(c);
+            assert!(
+                by_label == r || (by_label == 18 && (2..=11).contains(&r)),
+                "{:?} asserts a refusal by R{r}",
+                c.label
+            );
+        }
     }
     let labels: BTreeSet<&str> = all.iter().map(|c| c.label).collect();
     assert_eq!(labels.len(), all.len(), "case labels are unique");
@@ -986,4 +1125,45 @@ fn every_directory_fact_stream_is_a_directory_category() {
     for t in ["ticket", "support", "audit"] {
         assert!(!command::DIRECTORY_CATEGORIES.contains(&t));
     }
+}
+
+#[test]
+fn r12_rejection_carries_the_isv_support_phone() {
+    let mut w = World::standard();
+    w.must(
+        &Principal::Vendor,
+        json!({"type":"marketplace.product.register","product_id":"prod-1","isv_name":"Northwind ISV","support_phone":"+62 21 555 0100"}),
+    );
+    let r = w.run(&agent(), azure(json!({"subscription_id":"sub-mkt"}))).unwrap_err();
+    assert_eq!(r.code, Code::MarketplaceProduct);
+    assert_eq!(r.details.get("support_phone"), Some(&rejection::Detail::Text("+62 21 555 0100".into())));
+}
+
+#[test]
+fn r19_csp_work_comes_first_at_the_same_severity_in_the_queue_order() {
+    use behalf_domain::notify::priority_key;
+    let csp_later = priority_key(Some(Severity::Moderate), true, 900, 0);
+    let other_earlier = priority_key(Some(Severity::Moderate), false, 1, 0);
+    assert!(csp_later < other_earlier, "CSP before non-CSP at the same severity, whatever the age");
+    let critical_other = priority_key(Some(Severity::Critical), false, 900, 0);
+    assert!(critical_other < csp_later, "severity first");
+    let older_csp = priority_key(Some(Severity::Moderate), true, 5, 0);
+    assert!(older_csp < csp_later, "then age");
+}
+
+#[test]
+fn r23_a_partner_routed_request_is_forwarded_to_the_partners_queue() {
+    let mut w = World::standard();
+    let events = w.must(
+        &customer_user(),
+        json!({"type":"support.request","customer_id":CUSTOMER,"subscription_id":"sub-o365","summary":"help"}),
+    );
+    let out = behalf_domain::notify::route(&events[0]).expect("a partner-routed request is forwarded");
+    assert_eq!(out.queue, behalf_domain::notify::partner_queue(&PartnerId::new(PARTNER)));
+    assert_eq!(out.notice, behalf_domain::notify::Notice::CustomerRequest);
+    let vendor_routed = w.must(
+        &customer_user(),
+        json!({"type":"support.request","customer_id":CUSTOMER,"subscription_id":"sub-o365","prefer":"vendor","summary":"help"}),
+    );
+    assert!(behalf_domain::notify::route(&vendor_routed[0]).is_none(), "a vendor-routed request goes to no partner");
 }

@@ -81,3 +81,43 @@ async fn two_services_on_one_ticket_lose_no_update() {
     assert!(second.duplicate);
     assert_eq!((second.position, second.version), (first.position, first.version));
 }
+
+/// R30: a refused command changes no ticket, is recorded once in the audit stream
+/// (who, what, code), and a retry with the same id answers the same refusal without a
+/// second record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_changes_no_ticket_and_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(at("2026-06-01T00:00:00Z"));
+    let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
+    let s = CommandService::new(log.clone(), Arc::new(clock) as Arc<dyn Clock>);
+    for (who, cmd) in standard_world(&FIXED_TIMES) {
+        accepted(run(&s, &who, cmd).await);
+    }
+    let t = accepted(run(&s, &agent(), open_o365()).await).ticket_id.unwrap();
+    let stream = StreamId::ticket(&t);
+    let before = log.stream_version(&stream).await.unwrap();
+    let reopen = json!({"type":"ticket.reopen","ticket_id":t,"reason":"x","command_id":"refused-1"});
+    for attempt in 0..2 {
+        match run(&s, &agent(), reopen.clone()).await {
+            Outcome::Rejected(r) => assert_eq!(
+                (r.code.as_str(), r.rule.map(|x| x.to_string())),
+                ("ticket.invalid_transition", Some("R17".to_owned())),
+                "try {attempt}"
+            ),
+            Outcome::Accepted(a) => panic!("a reopen of an open ticket was accepted: {a:?}"),
+        }
+    }
+    assert_eq!(log.stream_version(&stream).await.unwrap(), before, "the ticket did not change");
+    let records: Vec<_> = log
+        .read_stream(&StreamId::rejections(), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.command_id.as_str() == "refused-1")
+        .collect();
+    assert_eq!(records.len(), 1, "recorded once, though sent twice");
+    let Event::CommandRejected(r) = &records[0].events[0] else { panic!("not a refusal record") };
+    assert_eq!((r.command_type.as_str(), r.code.as_str()), ("ticket.reopen", "ticket.invalid_transition"));
+    assert_eq!(records[0].actor, agent(), "who");
+}
