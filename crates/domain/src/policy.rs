@@ -594,3 +594,17 @@ pub fn rejudge(
         }
     }
 }
+
+/// Who may lease and ack a queue's messages: workload queues are the vendor side's; a
+/// partner's queue (`partner.<id>`) is that partner's agents' and directory sync's, and
+/// the vendor's.
+pub fn may_consume_queue(who: &Principal, queue: &str) -> bool {
+    match (who, queue.strip_prefix("partner.")) {
+        (Principal::Vendor, _) => true,
+        (Principal::PartnerAgent { partner_id, .. } | Principal::PartnerSync { partner_id }, Some(p)) => {
+            partner_id.as_str() == p
+        }
+        (Principal::PartnerAgent { .. } | Principal::PartnerSync { .. }, None) => false,
+        (Principal::Customer { .. } | Principal::Auditor | Principal::Admin, _) => false,
+    }
+}

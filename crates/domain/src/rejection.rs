@@ -7,8 +7,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 macro_rules! codes {
-    ($($variant:ident = $text:literal, $status:literal;)+) => {
-        /// The stable rejection codes of `API.md`.
+    ($($variant:ident = $text:literal;)+) => {
+        /// The stable rejection codes of `API.md`. (Which HTTP status each is answered
+        /// with is the HTTP crate's business: `behalf_http::status_of`.)
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Code { $($variant),+ }
 
@@ -16,10 +17,6 @@ macro_rules! codes {
             pub const ALL: &'static [Code] = &[$(Code::$variant),+];
             pub const fn as_str(self) -> &'static str {
                 match self { $(Code::$variant => $text),+ }
-            }
-            /// The HTTP status `API.md` gives this code.
-            pub const fn http_status(self) -> u16 {
-                match self { $(Code::$variant => $status),+ }
             }
             pub fn parse(s: &str) -> Option<Code> {
                 match s { $($text => Some(Code::$variant),)+ _ => None }
@@ -29,41 +26,41 @@ macro_rules! codes {
 }
 
 codes! {
-    RequestMalformed = "request.malformed", 400;
-    Unauthenticated = "auth.unauthenticated", 401;
-    Forbidden = "auth.forbidden", 403;
-    NotAdminAgent = "partner.not_admin_agent", 403;
-    NoRelationship = "gdap.no_relationship", 403;
-    RelationshipInactive = "gdap.relationship_inactive", 403;
-    RelationshipExpired = "gdap.relationship_expired", 403;
-    NoAccess = "gdap.no_access", 403;
-    MissingPermission = "gdap.missing_permission", 403;
-    RbacMissing = "azure.rbac_missing", 403;
-    ResellerCannotFile = "azure.reseller_cannot_file", 403;
-    NotSubscriptionProvider = "azure.not_subscription_provider", 403;
-    CloudMismatch = "tenant.cloud_mismatch", 403;
-    TicketNotFound = "ticket.not_found", 404;
-    TicketClosed = "ticket.closed", 409;
-    InvalidTransition = "ticket.invalid_transition", 409;
-    ConcurrencyConflict = "concurrency.conflict", 409;
-    RequestTooLarge = "request.too_large", 413;
-    RequestTimeout = "request.timeout", 408;
-    MethodNotAllowed = "request.method_not_allowed", 405;
-    ValidationInvalid = "validation.invalid", 422;
-    BadSeverity = "validation.bad_severity", 422;
-    UnsupportedWorkload = "ticket.unsupported_workload", 422;
-    SubscriptionInvalid = "ticket.subscription_invalid", 422;
-    MarketplaceProduct = "ticket.marketplace_product", 422;
-    ContactMustBePartner = "ticket.contact_must_be_partner", 422;
-    OwnTenantNeedsSupportPlan = "ticket.own_tenant_needs_support_plan", 422;
-    SupportPlanInvalid = "ticket.support_plan_invalid", 422;
-    SupportPlanMustBeCsp = "azure.support_plan_must_be_csp", 422;
-    IncidentNotFound = "ticket.incident_not_found", 422;
-    IdempotencyKeyReused = "idempotency.key_reused", 422;
-    InvalidRelationship = "gdap.invalid_relationship", 422;
-    RoleNotInRelationship = "gdap.role_not_in_relationship", 422;
-    Overloaded = "overloaded", 429;
-    Unavailable = "unavailable", 503;
+    RequestMalformed = "request.malformed";
+    Unauthenticated = "auth.unauthenticated";
+    Forbidden = "auth.forbidden";
+    NotAdminAgent = "partner.not_admin_agent";
+    NoRelationship = "gdap.no_relationship";
+    RelationshipInactive = "gdap.relationship_inactive";
+    RelationshipExpired = "gdap.relationship_expired";
+    NoAccess = "gdap.no_access";
+    MissingPermission = "gdap.missing_permission";
+    RbacMissing = "azure.rbac_missing";
+    ResellerCannotFile = "azure.reseller_cannot_file";
+    NotSubscriptionProvider = "azure.not_subscription_provider";
+    CloudMismatch = "tenant.cloud_mismatch";
+    TicketNotFound = "ticket.not_found";
+    TicketClosed = "ticket.closed";
+    InvalidTransition = "ticket.invalid_transition";
+    ConcurrencyConflict = "concurrency.conflict";
+    RequestTooLarge = "request.too_large";
+    RequestTimeout = "request.timeout";
+    MethodNotAllowed = "request.method_not_allowed";
+    ValidationInvalid = "validation.invalid";
+    BadSeverity = "validation.bad_severity";
+    UnsupportedWorkload = "ticket.unsupported_workload";
+    SubscriptionInvalid = "ticket.subscription_invalid";
+    MarketplaceProduct = "ticket.marketplace_product";
+    ContactMustBePartner = "ticket.contact_must_be_partner";
+    OwnTenantNeedsSupportPlan = "ticket.own_tenant_needs_support_plan";
+    SupportPlanInvalid = "ticket.support_plan_invalid";
+    SupportPlanMustBeCsp = "azure.support_plan_must_be_csp";
+    IncidentNotFound = "ticket.incident_not_found";
+    IdempotencyKeyReused = "idempotency.key_reused";
+    InvalidRelationship = "gdap.invalid_relationship";
+    RoleNotInRelationship = "gdap.role_not_in_relationship";
+    Overloaded = "overloaded";
+    Unavailable = "unavailable";
 }
 
 impl fmt::Display for Code {

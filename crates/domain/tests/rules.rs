@@ -1167,3 +1167,17 @@ fn r23_a_partner_routed_request_is_forwarded_to_the_partners_queue() {
     );
     assert!(behalf_domain::notify::route(&vendor_routed[0]).is_none(), "a vendor-routed request goes to no partner");
 }
+
+#[test]
+fn queues_are_consumed_by_their_owners() {
+    use behalf_domain::policy::may_consume_queue;
+    assert!(may_consume_queue(&Principal::Vendor, "commercial.azure"));
+    assert!(may_consume_queue(&Principal::Vendor, &format!("partner.{PARTNER}")));
+    assert!(may_consume_queue(&agent(), &format!("partner.{PARTNER}")));
+    assert!(may_consume_queue(&sync(PARTNER), &format!("partner.{PARTNER}")));
+    assert!(!may_consume_queue(&agent(), "commercial.azure"), "a partner does not consume workload queues");
+    assert!(!may_consume_queue(&agent(), &format!("partner.{PROVIDER}")), "nor another partner's");
+    assert!(!may_consume_queue(&customer_user(), &format!("partner.{PARTNER}")));
+    assert!(!may_consume_queue(&Principal::Auditor, "commercial.azure"));
+    assert!(!may_consume_queue(&Principal::Admin, "commercial.azure"));
+}

@@ -240,6 +240,71 @@ impl MapStatus for Response {
     }
 }
 
+/// The HTTP status of each rejection code, as `docs/API.md` tables them (a test reads
+/// that table and holds this to it).
+pub fn status_of(code: Code) -> StatusCode {
+    match code {
+        Code::RequestMalformed => StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::Forbidden
+        | Code::NotAdminAgent
+        | Code::NoRelationship
+        | Code::RelationshipInactive
+        | Code::RelationshipExpired
+        | Code::NoAccess
+        | Code::MissingPermission
+        | Code::RbacMissing
+        | Code::ResellerCannotFile
+        | Code::NotSubscriptionProvider
+        | Code::CloudMismatch => StatusCode::FORBIDDEN,
+        Code::TicketNotFound => StatusCode::NOT_FOUND,
+        Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        Code::TicketClosed | Code::InvalidTransition | Code::ConcurrencyConflict => StatusCode::CONFLICT,
+        Code::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Code::ValidationInvalid
+        | Code::BadSeverity
+        | Code::UnsupportedWorkload
+        | Code::SubscriptionInvalid
+        | Code::MarketplaceProduct
+        | Code::ContactMustBePartner
+        | Code::OwnTenantNeedsSupportPlan
+        | Code::SupportPlanInvalid
+        | Code::SupportPlanMustBeCsp
+        | Code::IncidentNotFound
+        | Code::IdempotencyKeyReused
+        | Code::InvalidRelationship
+        | Code::RoleNotInRelationship => StatusCode::UNPROCESSABLE_ENTITY,
+        Code::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    /// Every code is in API.md's status table once, on the row of the status it is
+    /// answered with.
+    #[test]
+    fn statuses_are_the_api_tables() {
+        let api = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/API.md")).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        for line in api.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let Some(status) = cells.get(1).and_then(|c| c.parse::<u16>().ok()) else { continue };
+            for code in cells.get(2).unwrap_or(&"").split('`').skip(1).step_by(2) {
+                if let Some(c) = Code::parse(code) {
+                    assert!(seen.insert(c, status).is_none(), "{code} is on two rows");
+                }
+            }
+        }
+        for c in Code::ALL {
+            assert_eq!(seen.get(c).copied(), Some(status_of(*c).as_u16()), "{c}: API.md and status_of disagree");
+        }
+    }
+}
+
 fn json_response<B: Serialize>(status: StatusCode, body: &B, msgpack: bool) -> Response {
     let (bytes, ctype) = if msgpack {
         (rmp_serde::to_vec_named(body).unwrap_or_default(), "application/msgpack")
@@ -265,7 +330,7 @@ struct RejectedBody<'a> {
 
 /// A rejection with its HTTP status (and `Retry-After` where the caller should retry).
 fn rejected(r: &Rejection, msgpack: bool) -> Response {
-    let status = StatusCode::from_u16(r.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = status_of(r.code);
     let body =
         RejectedBody { outcome: "rejected", code: r.code, message: &r.message, rule: r.rule, details: &r.details };
     let mut resp = json_response(status, &body, msgpack);
@@ -742,20 +807,8 @@ async fn events<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
 }
 
 // ---------------------------------------------------------------------------------
-// Queues (embedded engine): lease, ack; redelivered once a lease runs out.
-
-/// Who may consume a queue: workload queues are the vendor side's; a partner's queue
-/// is that partner's (its agents and its directory sync) and the vendor side's.
-fn may_consume(who: &Principal, queue: &str) -> bool {
-    match (who, queue.strip_prefix("partner.")) {
-        (Principal::Vendor, _) => true,
-        (Principal::PartnerAgent { partner_id, .. } | Principal::PartnerSync { partner_id }, Some(p)) => {
-            partner_id.as_str() == p
-        }
-        (Principal::PartnerAgent { .. } | Principal::PartnerSync { .. }, None) => false,
-        (Principal::Customer { .. } | Principal::Auditor | Principal::Admin, _) => false,
-    }
-}
+// Queues (either engine): lease, ack; redelivered once a lease runs out. Who may
+// consume a queue is the domain's `policy::may_consume_queue`.
 
 async fn lease<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     State(app): State<Arc<App<L, T, S, Q>>>,
@@ -764,7 +817,7 @@ async fn lease<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     p: Params,
 ) -> Response {
     let who = early!(authenticate(&app, &headers));
-    if !may_consume(&who, &queue) {
+    if !behalf_domain::policy::may_consume_queue(&who, &queue) {
         return rejected(
             &Rejection::without_rule(Code::Forbidden, format!("this principal may not consume {queue}")),
             false,
@@ -791,7 +844,7 @@ async fn ack<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     Path((queue, id)): Path<(String, String)>,
 ) -> Response {
     let who = early!(authenticate(&app, &headers));
-    if !may_consume(&who, &queue) {
+    if !behalf_domain::policy::may_consume_queue(&who, &queue) {
         return rejected(
             &Rejection::without_rule(Code::Forbidden, format!("this principal may not consume {queue}")),
             false,

@@ -34,8 +34,9 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A refusal of input: a stable code of the request's own making, never an internal one.
 fn refused_stably(code: Code) -> bool {
-    code.http_status() >= 400 && code.http_status() < 500
+    Code::parse(code.as_str()) == Some(code) && !matches!(code, Code::Unavailable | Code::Overloaded)
 }
 
 proptest! {
