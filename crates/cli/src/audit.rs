@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(clap::Args, Debug, Clone)]
 pub struct Source {
     /// The data directory (its log; for `replay`, its views — a projector's on NATS)
-    #[arg(long, default_value = "./behalf-data")]
+    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Audit the event log on NATS JetStream at these URLs (comma-separated) instead
     /// of the data directory's

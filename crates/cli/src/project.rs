@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(clap::Args, Debug)]
 pub struct ProjectArgs {
     /// The data directory whose log is read [default: ./behalf-data]
-    #[arg(long, default_value = "./behalf-data")]
+    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Drop the views and replay the log from position 1
     #[arg(long)]

@@ -36,7 +36,7 @@ pub enum QueueCmd {
 #[derive(clap::Args, Debug)]
 pub struct QueueSource {
     /// The data directory whose queues (embedded engine) to use
-    #[arg(long, default_value = "./behalf-data")]
+    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// The cluster's queues on NATS JetStream at these URLs (comma-separated)
     #[arg(long, value_name = "URL")]
@@ -75,7 +75,7 @@ pub fn run(cmd: QueueCmd) -> anyhow::Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct NotifyArgs {
-    #[arg(long, default_value = "./behalf-data")]
+    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Forward what the log holds, sweep the SLA targets once, and exit
     #[arg(long)]

@@ -43,7 +43,7 @@ pub struct NatsArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::settings::parse_duration)]
     pub nats_duplicate_window: std::time::Duration,
     /// Where this process keeps what is its own (views, the admin token it made)
-    #[arg(long, default_value = "./behalf-data")]
+    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Also serve this role's HTTP endpoints on HOST:PORT (port 0 picks a free port)
     #[arg(long)]

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
+/// Where a process keeps its data when told nothing else (every command's default).
+pub const DEFAULT_DATA_DIR: &str = "./behalf-data";
+
 /// How log lines look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -139,7 +142,7 @@ pub fn load(config: Option<&Path>, env: Layer, flags: Layer) -> anyhow::Result<S
     if max_in_flight == 0 {
         bail!("max_in_flight must be at least 1");
     }
-    let data_dir = l.data_dir.unwrap_or_else(|| PathBuf::from("./behalf-data"));
+    let data_dir = l.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     if data_dir.as_os_str().is_empty() {
         bail!("the data directory must not be empty");
     }

@@ -23,18 +23,18 @@ pub enum TokenCmd {
         customer: Option<String>,
         #[arg(long)]
         label: Option<String>,
-        #[arg(long, default_value = "./behalf-data")]
+        #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// Revoke a token by its id.
     Revoke {
         token_id: String,
-        #[arg(long, default_value = "./behalf-data")]
+        #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// List tokens (never their secrets).
     List {
-        #[arg(long, default_value = "./behalf-data")]
+        #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }

@@ -2,7 +2,7 @@
 //!
 //! The event log's contract, shared by every engine: the commit envelope and its codec
 //! ([`codec`]), the [`EventLog`] trait, and a [`conformance`] suite that every engine
-//! runs unchanged (the embedded sled engine today, JetStream later).
+//! runs unchanged (the embedded sled engine and the JetStream one).
 //!
 //! **Invariant:** one commit per command, holding all its events; per-stream versions
 //! dense from 1; global positions dense from 1, one per commit; each commit holds the
