@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::*;
-use crate::rejection::{Code, Rejection};
+use crate::rejection::{Code, Rejection, Rule};
 use crate::roles::GLOBAL_ADMINISTRATOR;
 use crate::time::{parse_iso_duration_days, Timestamp, MS_PER_DAY};
 use crate::vocab::*;
@@ -367,7 +367,7 @@ fn vendor_only(principal: &Principal) -> Result<(), Rejection> {
         | Principal::Customer { .. }
         | Principal::Auditor
         | Principal::Admin => {
-            Err(Rejection::new(Code::Forbidden, 25, "only the vendor-side principal may write vendor facts"))
+            Err(Rejection::new(Code::Forbidden, Rule::R25, "only the vendor-side principal may write vendor facts"))
         }
     }
 }
@@ -378,14 +378,14 @@ fn own_partner(principal: &Principal, partner: &PartnerId, vendor_too: bool) -> 
         Principal::PartnerSync { partner_id } if partner_id == partner => Ok(()),
         Principal::Vendor if vendor_too => Ok(()),
         Principal::PartnerSync { .. } => {
-            Err(Rejection::new(Code::Forbidden, 25, "a partner may write facts of its own tenant only"))
+            Err(Rejection::new(Code::Forbidden, Rule::R25, "a partner may write facts of its own tenant only"))
         }
         Principal::Vendor
         | Principal::PartnerAgent { .. }
         | Principal::Customer { .. }
         | Principal::Auditor
         | Principal::Admin => {
-            Err(Rejection::new(Code::Forbidden, 25, "only the partner's directory producer may write this fact"))
+            Err(Rejection::new(Code::Forbidden, Rule::R25, "only the partner's directory producer may write this fact"))
         }
     }
 }
@@ -446,7 +446,7 @@ pub(crate) fn upsert_user(dir: &Directory, principal: &Principal, u: &PartnerUse
     }
     if let Some(existing) = dir.users.get(&u.user_id) {
         if existing.partner_id != u.partner_id {
-            return Err(Rejection::new(Code::Forbidden, 25, "the user belongs to another partner"));
+            return Err(Rejection::new(Code::Forbidden, Rule::R25, "the user belongs to another partner"));
         }
     }
     Ok(upsert(dir.users.get(&u.user_id), u, || Event::PartnerUserUpserted(u.clone())))
@@ -456,7 +456,7 @@ fn check_group_owner(dir: &Directory, m: &GroupMember) -> Result<(), Rejection> 
     ids_ok!("partner_id" => m.partner_id, "group_id" => m.group_id, "user_id" => m.user_id);
     if let Some(owner) = dir.groups.get(&m.group_id).and_then(|g| g.partner_id.as_ref()) {
         if owner != &m.partner_id {
-            return Err(Rejection::new(Code::Forbidden, 25, "the group belongs to another partner"));
+            return Err(Rejection::new(Code::Forbidden, Rule::R25, "the group belongs to another partner"));
         }
     }
     Ok(())
@@ -467,7 +467,7 @@ pub(crate) fn add_member(dir: &Directory, principal: &Principal, m: &GroupMember
     check_group_owner(dir, m)?;
     match dir.users.get(&m.user_id) {
         Some(u) if u.partner_id == m.partner_id => {}
-        Some(_) => return Err(Rejection::new(Code::Forbidden, 25, "the user belongs to another partner")),
+        Some(_) => return Err(Rejection::new(Code::Forbidden, Rule::R25, "the user belongs to another partner")),
         None => return Err(Rejection::invalid("user_id", "no such partner user")),
     }
     let present = dir.groups.get(&m.group_id).is_some_and(|g| g.members.contains(&m.user_id));
@@ -506,11 +506,11 @@ pub(crate) fn upsert_relationship(
     if partner.cloud != customer.cloud {
         return Err(Rejection::new(
             Code::CloudMismatch,
-            14,
+            Rule::R14,
             format!("partner is in {} but customer is in {}", partner.cloud, customer.cloud),
         ));
     }
-    let invalid = |why: String| Rejection::new(Code::InvalidRelationship, 28, why);
+    let invalid = |why: String| Rejection::new(Code::InvalidRelationship, Rule::R28, why);
     match parse_iso_duration_days(&r.duration) {
         Some(d) if (1..=730).contains(&d) => {}
         Some(_) | None => {
@@ -571,7 +571,7 @@ pub(crate) fn upsert_assignment(
                 | Principal::Admin => {
                     return Err(Rejection::new(
                         Code::Forbidden,
-                        25,
+                        Rule::R25,
                         "only the partner's directory producer may write this fact",
                     ))
                 }
@@ -583,7 +583,7 @@ pub(crate) fn upsert_assignment(
     if let Some(extra) = a.roles.iter().find(|r| !rel.roles.contains(r)) {
         return Err(Rejection::new(
             Code::RoleNotInRelationship,
-            28,
+            Rule::R28,
             format!(
                 "role {extra} ({}) is not granted by relationship {}",
                 crate::roles::role_name(extra),
@@ -594,7 +594,7 @@ pub(crate) fn upsert_assignment(
     }
     if let Some(owner) = dir.groups.get(&a.group_id).and_then(|g| g.partner_id.as_ref()) {
         if owner != &rel.partner_id {
-            return Err(Rejection::new(Code::Forbidden, 25, "the group belongs to another partner"));
+            return Err(Rejection::new(Code::Forbidden, Rule::R25, "the group belongs to another partner"));
         }
     }
     if let Some(existing) = dir.assignments.get(&a.assignment_id) {

@@ -7,7 +7,7 @@
 use crate::directory::{email_domain, Assignment, Customer, Directory, Partner, Relationship};
 use crate::event::{Evidence, Grant};
 use crate::ids::*;
-use crate::rejection::{Code, Rejection};
+use crate::rejection::{Code, Rejection, Rule};
 use crate::roles::{azure_role_may_open_support, entra_role_permits};
 use crate::time::Timestamp;
 use crate::vocab::*;
@@ -35,7 +35,7 @@ pub fn r2_partner_agent(principal: &Principal) -> Result<(&PartnerId, &UserId), 
         | Principal::Vendor
         | Principal::Auditor
         | Principal::Admin => {
-            Err(Rejection::new(Code::Forbidden, 2, "only a partner agent may act on tickets for customers"))
+            Err(Rejection::new(Code::Forbidden, Rule::R2, "only a partner agent may act on tickets for customers"))
         }
     }
 }
@@ -43,19 +43,23 @@ pub fn r2_partner_agent(principal: &Principal) -> Result<(&PartnerId, &UserId), 
 fn registered_partner<'d>(dir: &'d Directory, partner: &PartnerId) -> Result<&'d Partner, Rejection> {
     dir.partners
         .get(partner)
-        .ok_or_else(|| Rejection::new(Code::Forbidden, 2, format!("partner {partner} is not registered")))
+        .ok_or_else(|| Rejection::new(Code::Forbidden, Rule::R2, format!("partner {partner} is not registered")))
 }
 
 /// R3: the user holds the partner's Admin agent role.
 pub fn r3_admin_agent(dir: &Directory, partner: &PartnerId, user: &UserId) -> Result<(), Rejection> {
     match dir.users.get(user) {
         Some(u) if &u.partner_id == partner && u.admin_agent => Ok(()),
-        Some(u) if &u.partner_id == partner => {
-            Err(Rejection::new(Code::NotAdminAgent, 3, format!("user {user} does not hold the Admin agent role")))
-        }
-        Some(_) | None => {
-            Err(Rejection::new(Code::NotAdminAgent, 3, format!("user {user} is not a known user of partner {partner}")))
-        }
+        Some(u) if &u.partner_id == partner => Err(Rejection::new(
+            Code::NotAdminAgent,
+            Rule::R3,
+            format!("user {user} does not hold the Admin agent role"),
+        )),
+        Some(_) | None => Err(Rejection::new(
+            Code::NotAdminAgent,
+            Rule::R3,
+            format!("user {user} is not a known user of partner {partner}"),
+        )),
     }
 }
 
@@ -66,7 +70,7 @@ pub fn r14_one_cloud(partner: &Partner, customer: &Customer) -> Result<(), Rejec
     } else {
         Err(Rejection::new(
             Code::CloudMismatch,
-            14,
+            Rule::R14,
             format!("partner is in the {} cloud, customer in {}", partner.cloud, customer.cloud),
         )
         .with("partner_cloud", partner.cloud.as_str())
@@ -81,21 +85,21 @@ pub fn r5_is_live(rel: &Relationship, now: Timestamp) -> Result<(), Rejection> {
             Some(end) if now < end => Ok(()),
             Some(end) => Err(Rejection::new(
                 Code::RelationshipExpired,
-                5,
+                Rule::R5,
                 format!("relationship {} ended at {end}", rel.relationship_id),
             )
             .with("relationship_id", rel.relationship_id.as_str())
             .with("ended_at", end.to_string())),
             None => Err(Rejection::new(
                 Code::RelationshipInactive,
-                5,
+                Rule::R5,
                 format!("relationship {} has no activation time", rel.relationship_id),
             )
             .with("status", rel.status.as_str())),
         },
         RelationshipStatus::Expired => Err(Rejection::new(
             Code::RelationshipExpired,
-            5,
+            Rule::R5,
             format!("relationship {} has expired", rel.relationship_id),
         )
         .with("relationship_id", rel.relationship_id.as_str())
@@ -109,7 +113,7 @@ pub fn r5_is_live(rel: &Relationship, now: Timestamp) -> Result<(), Rejection> {
         | RelationshipStatus::Terminating
         | RelationshipStatus::Terminated => Err(Rejection::new(
             Code::RelationshipInactive,
-            5,
+            Rule::R5,
             format!("relationship {} is {}", rel.relationship_id, rel.status),
         )
         .with("relationship_id", rel.relationship_id.as_str())
@@ -139,7 +143,7 @@ pub fn r4_r5_live_relationships<'d>(
         (true, Some(refusal)) => Err(refusal),
         (true, None) => Err(Rejection::new(
             Code::NoRelationship,
-            4,
+            Rule::R4,
             format!("partner {partner} has no GDAP relationship with customer {customer}"),
         )),
     }
@@ -158,7 +162,7 @@ pub fn r6_reaching_assignments<'d>(
         .filter(|(_, a)| a.status == AssignmentStatus::Active && groups.contains(&&a.group_id))
         .collect();
     if reaching.is_empty() {
-        Err(Rejection::new(Code::NoAccess, 6, format!("no active access assignment reaches user {user}")))
+        Err(Rejection::new(Code::NoAccess, Rule::R6, format!("no active access assignment reaches user {user}")))
     } else {
         Ok(reaching)
     }
@@ -173,7 +177,7 @@ fn granted_roles<'a>(rel: &'a Relationship, a: &'a Assignment) -> impl Iterator<
 pub fn r7_permission(
     reaching: &[(&Relationship, &Assignment)],
     permission: Permission,
-    rule: u8,
+    rule: Rule,
     user: &UserId,
     position: u64,
 ) -> Result<Evidence, Rejection> {
@@ -212,7 +216,7 @@ pub fn r8_r9_azure_subscription(
     customer: &CustomerId,
     sub: Option<&SubscriptionId>,
 ) -> Result<SubscriptionId, Rejection> {
-    let invalid = |why: String| Rejection::new(Code::SubscriptionInvalid, 8, why);
+    let invalid = |why: String| Rejection::new(Code::SubscriptionInvalid, Rule::R8, why);
     let sub_id = sub.ok_or_else(|| {
         invalid("an Azure ticket names the customer's subscription".into()).with("field", "subscription_id")
     })?;
@@ -228,7 +232,7 @@ pub fn r8_r9_azure_subscription(
         Program::IndirectReseller | Program::Advisor => {
             return Err(Rejection::new(
                 Code::ResellerCannotFile,
-                9,
+                Rule::R9,
                 format!("an {} cannot file Azure tickets; the subscription's provider files them", partner.program),
             )
             .with("program", partner.program.as_str())
@@ -238,7 +242,7 @@ pub fn r8_r9_azure_subscription(
     if sub.provider_id != partner.partner_id {
         return Err(Rejection::new(
             Code::NotSubscriptionProvider,
-            9,
+            Rule::R9,
             format!("subscription {sub_id} is provided by another partner"),
         ));
     }
@@ -258,7 +262,7 @@ pub fn r8_rbac(dir: &Directory, sub: &SubscriptionId, user: &UserId) -> Result<(
         .ok_or_else(|| {
             Rejection::new(
                 Code::RbacMissing,
-                8,
+                Rule::R8,
                 format!(
                     "user {user} holds no Owner, Contributor or Support Request Contributor role on subscription {sub}"
                 ),
@@ -272,7 +276,7 @@ pub fn r10_csp_support_plan(plan: Option<&str>) -> Result<(), Rejection> {
         Some(p) if p.trim().eq_ignore_ascii_case(CSP_SUPPORT_PLAN) => Ok(()),
         Some(_) | None => Err(Rejection::new(
             Code::SupportPlanMustBeCsp,
-            10,
+            Rule::R10,
             format!("a customer's Azure ticket names the support plan {CSP_SUPPORT_PLAN}"),
         )),
     }
@@ -280,8 +284,9 @@ pub fn r10_csp_support_plan(plan: Option<&str>) -> Result<(), Rejection> {
 
 /// R11: the contact is the partner's (one of its domains), not the customer's.
 pub fn r11_partner_contact(partner: &Partner, customer: Option<&Customer>, email: &str) -> Result<(), Rejection> {
-    let refuse =
-        |why: &str| Rejection::new(Code::ContactMustBePartner, 11, why.to_owned()).with("field", "contact.email");
+    let refuse = |why: &str| {
+        Rejection::new(Code::ContactMustBePartner, Rule::R11, why.to_owned()).with("field", "contact.email")
+    };
     let domain = email_domain(email).ok_or_else(|| refuse("the contact e-mail is not an e-mail address"))?;
     if customer.is_some_and(|c| c.domains.contains(&domain)) {
         return Err(refuse("the contact must be the partner's, not the customer's"));
@@ -302,19 +307,21 @@ pub fn r13_own_support_plan(
     let plan = plan.ok_or_else(|| {
         Rejection::new(
             Code::OwnTenantNeedsSupportPlan,
-            13,
+            Rule::R13,
             "on its own tenant a partner files under its own support plan, not CSP support",
         )
     })?;
     let id = PlanId::new(plan.trim());
     match dir.plans.get(&id) {
         Some(p) if &p.partner_id == partner && now < p.valid_until => Ok(id),
-        Some(p) if &p.partner_id == partner => {
-            Err(Rejection::new(Code::SupportPlanInvalid, 13, format!("support plan {id} expired at {}", p.valid_until)))
-        }
+        Some(p) if &p.partner_id == partner => Err(Rejection::new(
+            Code::SupportPlanInvalid,
+            Rule::R13,
+            format!("support plan {id} expired at {}", p.valid_until),
+        )),
         Some(_) | None => Err(Rejection::new(
             Code::SupportPlanInvalid,
-            13,
+            Rule::R13,
             format!("support plan {id} is not a registered plan of partner {partner}"),
         )),
     }
@@ -347,7 +354,7 @@ pub fn authorize_ticket(
     let customer = customer.ok_or_else(|| {
         Rejection::new(
             Code::NoRelationship,
-            4,
+            Rule::R4,
             format!("partner {partner_id} has no GDAP relationship with customer {}", scope.customer_id),
         )
     })?;
@@ -358,10 +365,10 @@ pub fn authorize_ticket(
         Workload::Azure => {
             let sub = r8_r9_azure_subscription(dir, partner, scope.customer_id, scope.subscription_id)?;
             // R8: any Entra role through an active assignment.
-            let (rel, a) = reaching
-                .iter()
-                .find(|(rel, a)| granted_roles(rel, a).next().is_some())
-                .ok_or_else(|| Rejection::new(Code::NoAccess, 6, format!("no assigned role reaches user {user_id}")))?;
+            let (rel, a) =
+                reaching.iter().find(|(rel, a)| granted_roles(rel, a).next().is_some()).ok_or_else(|| {
+                    Rejection::new(Code::NoAccess, Rule::R6, format!("no assigned role reaches user {user_id}"))
+                })?;
             let role = granted_roles(rel, a).next().cloned().unwrap_or_default();
             let (rbac_id, rbac_role) = r8_rbac(dir, &sub, user_id)?;
             r10_csp_support_plan(scope.support_plan)?;
@@ -380,7 +387,7 @@ pub fn authorize_ticket(
             }
         }
         Workload::Office365 | Workload::Ems | Workload::DynamicsCrmOnline => {
-            r7_permission(&reaching, Permission::SupportTickets, 7, user_id, position)?
+            r7_permission(&reaching, Permission::SupportTickets, Rule::R7, user_id, position)?
         }
     };
     r11_partner_contact(partner, Some(customer), scope.contact_email)?;
@@ -402,12 +409,12 @@ pub fn authorize_service_health(
             registered_partner(dir, partner_id)?;
             let live = r4_r5_live_relationships(dir, partner_id, customer, now)?;
             let reaching = r6_reaching_assignments(dir, &live, user_id)?;
-            r7_permission(&reaching, Permission::ServiceHealth, 22, user_id, position).map(Some)
+            r7_permission(&reaching, Permission::ServiceHealth, Rule::R22, user_id, position).map(Some)
         }
         Principal::Customer { customer_id, .. } if customer_id == customer => Ok(None),
         Principal::Vendor | Principal::Auditor => Ok(None),
         Principal::Customer { .. } | Principal::PartnerSync { .. } | Principal::Admin => {
-            Err(Rejection::new(Code::Forbidden, 22, "this principal may not read the customer's service health"))
+            Err(Rejection::new(Code::Forbidden, Rule::R22, "this principal may not read the customer's service health"))
         }
     }
 }

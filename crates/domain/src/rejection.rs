@@ -82,13 +82,89 @@ impl<'de> Deserialize<'de> for Code {
     }
 }
 
-/// A rule id of `RULES.md`, `R1` … `R30`.
+/// A rule id of `RULES.md`, `R1` … `R30`: a closed set, written `R<n>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Rule(pub u8);
+pub enum Rule {
+    R1,
+    R2,
+    R3,
+    R4,
+    R5,
+    R6,
+    R7,
+    R8,
+    R9,
+    R10,
+    R11,
+    R12,
+    R13,
+    R14,
+    R15,
+    R16,
+    R17,
+    R18,
+    R19,
+    R20,
+    R21,
+    R22,
+    R23,
+    R24,
+    R25,
+    R26,
+    R27,
+    R28,
+    R29,
+    R30,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 30] = [
+        Rule::R1,
+        Rule::R2,
+        Rule::R3,
+        Rule::R4,
+        Rule::R5,
+        Rule::R6,
+        Rule::R7,
+        Rule::R8,
+        Rule::R9,
+        Rule::R10,
+        Rule::R11,
+        Rule::R12,
+        Rule::R13,
+        Rule::R14,
+        Rule::R15,
+        Rule::R16,
+        Rule::R17,
+        Rule::R18,
+        Rule::R19,
+        Rule::R20,
+        Rule::R21,
+        Rule::R22,
+        Rule::R23,
+        Rule::R24,
+        Rule::R25,
+        Rule::R26,
+        Rule::R27,
+        Rule::R28,
+        Rule::R29,
+        Rule::R30,
+    ];
+
+    /// The rule's number (`R17` → 17).
+    pub fn number(self) -> u8 {
+        Rule::ALL.iter().position(|r| *r == self).map_or(0, |i| i as u8 + 1)
+    }
+
+    /// The rule with this number, if RULES.md has it.
+    pub fn from_number(n: u8) -> Option<Rule> {
+        Rule::ALL.get(usize::from(n).checked_sub(1)?).copied()
+    }
+}
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "R{}", self.0)
+        write!(f, "R{}", self.number())
     }
 }
 
@@ -103,7 +179,7 @@ impl<'de> Deserialize<'de> for Rule {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         s.strip_prefix('R')
             .and_then(|n| n.parse().ok())
-            .map(Rule)
+            .and_then(Rule::from_number)
             .ok_or_else(|| serde::de::Error::custom(format!("not a rule id: {s:?}")))
     }
 }
@@ -145,8 +221,8 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    pub fn new(code: Code, rule: u8, message: impl Into<String>) -> Self {
-        Rejection { code, rule: Some(Rule(rule)), message: message.into(), details: BTreeMap::new() }
+    pub fn new(code: Code, rule: Rule, message: impl Into<String>) -> Self {
+        Rejection { code, rule: Some(rule), message: message.into(), details: BTreeMap::new() }
     }
     /// A rejection no single rule owns (`request.malformed`, `overloaded`, …).
     pub fn without_rule(code: Code, message: impl Into<String>) -> Self {
@@ -158,7 +234,7 @@ impl Rejection {
     }
     /// R16: a missing or malformed field.
     pub fn invalid(field: &str, why: impl fmt::Display) -> Self {
-        Rejection::new(Code::ValidationInvalid, 16, format!("{field}: {why}")).with("field", field)
+        Rejection::new(Code::ValidationInvalid, Rule::R16, format!("{field}: {why}")).with("field", field)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::command::SupportRequest;
 use crate::directory::{Directory, Subscription};
 use crate::event::{Event, Isv, SupportRequestRouted};
 use crate::ids::*;
-use crate::rejection::{Code, Rejection};
+use crate::rejection::{Code, Rejection, Rule};
 use crate::vocab::{Billing, Route};
 use crate::{Context, Principal};
 
@@ -23,14 +23,14 @@ pub(crate) fn decide_support_request(
     let user_id = match &ctx.principal {
         Principal::Customer { customer_id, user_id } if customer_id == &req.customer_id => user_id.clone(),
         Principal::Customer { .. } => {
-            return Err(Rejection::new(Code::Forbidden, 23, "a customer asks for help for its own tenant only"))
+            return Err(Rejection::new(Code::Forbidden, Rule::R23, "a customer asks for help for its own tenant only"))
         }
         Principal::PartnerAgent { .. }
         | Principal::PartnerSync { .. }
         | Principal::Vendor
         | Principal::Auditor
         | Principal::Admin => {
-            return Err(Rejection::new(Code::Forbidden, 23, "only a customer user sends support requests"))
+            return Err(Rejection::new(Code::Forbidden, Rule::R23, "only a customer user sends support requests"))
         }
     };
     let summary = req.summary.trim();
@@ -50,7 +50,7 @@ pub(crate) fn decide_support_request(
             Some(_) | None => {
                 return Err(Rejection::new(
                     Code::SubscriptionInvalid,
-                    23,
+                    Rule::R23,
                     format!("subscription {id} is not one of this customer's"),
                 ))
             }

@@ -9,7 +9,7 @@ use crate::directory::{email_domain, Directory};
 use crate::event::*;
 use crate::ids::*;
 use crate::policy::{authorize_ticket, r2_partner_agent, TicketScope};
-use crate::rejection::{Code, Rejection};
+use crate::rejection::{Code, Rejection, Rule};
 use crate::sla::{SlaClock, SlaState};
 use crate::time::Timestamp;
 use crate::vocab::*;
@@ -246,7 +246,7 @@ fn severity(v: &RawValue) -> Result<Severity, Rejection> {
     Severity::parse_raw(v).ok_or_else(|| {
         Rejection::new(
             Code::BadSeverity,
-            15,
+            Rule::R15,
             format!("severity {v} must be critical, moderate or minimal (or 1, 2, 3)"),
         )
         .with("field", "severity")
@@ -257,7 +257,7 @@ fn severity(v: &RawValue) -> Result<Severity, Rejection> {
 fn incident(dir: &Directory, id: Option<&IssueId>) -> Result<(), Rejection> {
     match id {
         Some(i) if !dir.issues.contains_key(i) => {
-            Err(Rejection::new(Code::IncidentNotFound, 21, format!("service health issue {i} does not exist"))
+            Err(Rejection::new(Code::IncidentNotFound, Rule::R21, format!("service health issue {i} does not exist"))
                 .with("incident_id", i.as_str()))
         }
         Some(_) | None => Ok(()),
@@ -275,7 +275,7 @@ fn marketplace(dir: &Directory, open: &OpenTicket) -> Result<(), Rejection> {
     let Some(pid) = product else { return Ok(()) };
     let mut r = Rejection::new(
         Code::MarketplaceProduct,
-        12,
+        Rule::R12,
         format!("marketplace product {pid} is supported by its ISV, not through CSP"),
     )
     .with("product_id", pid.as_str());
@@ -301,7 +301,7 @@ pub(crate) fn decide_open(dir: &Directory, cmd: &OpenTicket, ctx: &Context) -> R
     let workload = Workload::parse(&cmd.workload).ok_or_else(|| {
         Rejection::new(
             Code::UnsupportedWorkload,
-            1,
+            Rule::R1,
             format!("workload {:?} is not one of azure, office365, ems, dynamics_crm_online", cmd.workload),
         )
         .with("field", "workload")
@@ -391,24 +391,30 @@ fn actor(
         | Principal::PartnerSync { .. }
         | Principal::Customer { .. }
         | Principal::Auditor
-        | Principal::Admin => Err(Rejection::new(Code::Forbidden, 2, "this principal may not send this command")),
+        | Principal::Admin => {
+            Err(Rejection::new(Code::Forbidden, Rule::R2, "this principal may not send this command"))
+        }
     }
 }
 
 fn partner_only(ctx: &Context, t: &Ticket, dir: &Directory, contact_email: &str) -> Result<Evidence, Rejection> {
     match actor(dir, t, ctx, false, contact_email)? {
         Actor::Partner(e) => Ok(e),
-        Actor::Vendor => Err(Rejection::new(Code::Forbidden, 2, "only a partner agent may send this command")),
+        Actor::Vendor => Err(Rejection::new(Code::Forbidden, Rule::R2, "only a partner agent may send this command")),
     }
 }
 
 fn not_found(id: &TicketId) -> Rejection {
-    Rejection::new(Code::TicketNotFound, 17, format!("ticket {id} not found")).with("ticket_id", id.as_str())
+    Rejection::new(Code::TicketNotFound, Rule::R17, format!("ticket {id} not found")).with("ticket_id", id.as_str())
 }
 
 fn not_closed(t: &Ticket) -> Result<(), Rejection> {
     if t.status == TicketStatus::Closed {
-        Err(Rejection::new(Code::TicketClosed, 17, format!("ticket {} is closed; it takes only reopen", t.ticket_id)))
+        Err(Rejection::new(
+            Code::TicketClosed,
+            Rule::R17,
+            format!("ticket {} is closed; it takes only reopen", t.ticket_id),
+        ))
     } else {
         Ok(())
     }
@@ -443,7 +449,7 @@ pub(crate) fn decide_existing(
         if expected != t.version {
             return Err(Rejection::new(
                 Code::ConcurrencyConflict,
-                27,
+                Rule::R27,
                 format!("ticket {id} is at version {}, not {expected}", t.version),
             )
             .with("expected", expected)
@@ -507,7 +513,7 @@ pub(crate) fn decide_existing(
                 Actor::Partner(_) => {
                     return Err(Rejection::new(
                         Code::Forbidden,
-                        2,
+                        Rule::R2,
                         "only the vendor side responds or asks for attention",
                     ))
                 }
@@ -519,7 +525,7 @@ pub(crate) fn decide_existing(
             if t.status == TicketStatus::AttentionNeeded {
                 return Err(Rejection::new(
                     Code::InvalidTransition,
-                    17,
+                    Rule::R17,
                     format!("ticket {id} already needs the partner's attention"),
                 ));
             }
@@ -552,7 +558,7 @@ pub(crate) fn decide_existing(
             if t.status != TicketStatus::Closed {
                 return Err(Rejection::new(
                     Code::InvalidTransition,
-                    17,
+                    Rule::R17,
                     format!("ticket {id} is {}; only a closed ticket reopens", t.status),
                 ));
             }
@@ -562,7 +568,7 @@ pub(crate) fn decide_existing(
             match actor(dir, t, ctx, true, email)? {
                 Actor::Vendor => {}
                 Actor::Partner(_) => {
-                    return Err(Rejection::new(Code::Forbidden, 2, "SLA checks are the vendor side's"))
+                    return Err(Rejection::new(Code::Forbidden, Rule::R2, "SLA checks are the vendor side's"))
                 }
             }
             not_closed(t)?;

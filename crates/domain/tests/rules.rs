@@ -842,7 +842,7 @@ fn rule_table() {
         let got = run_case(&c);
         let ok = match (&c.then, &got) {
             (Accepts(types), Ok(events)) => events.iter().map(Event::type_name).collect::<Vec<_>>() == *types,
-            (Refuses(code, rule), Err(r)) => r.code.as_str() == *code && r.rule == Some(Rule(*rule)),
+            (Refuses(code, rule), Err(r)) => r.code.as_str() == *code && r.rule == Rule::from_number(*rule),
             (Accepts(_), Err(_)) | (Refuses(..), Ok(_)) => false,
         };
         if !ok {
@@ -984,7 +984,7 @@ fn r22_service_health_needs_the_permission() {
     let mut w = World::standard();
     w.must(&sync(PARTNER), json!({"type":"gdap.assignment.upsert","assignment_id":"asg-2","relationship_id":"rel-1","group_id":READER_GROUP,"roles":[DIRECTORY_READERS],"status":"active"}));
     let r = policy::authorize_service_health(&w.dir, &agent_of(PARTNER, READER_AGENT), &c, now, 1).unwrap_err();
-    assert_eq!((r.code, r.rule), (Code::MissingPermission, Some(Rule(22))));
+    assert_eq!((r.code, r.rule), (Code::MissingPermission, Some(Rule::R22)));
 }
 
 #[test]
@@ -1038,9 +1038,9 @@ fn r26_r30_rejections_become_audit_records() {
     let w = World::standard();
     let ctx =
         Context { now: w.now, principal: agent(), new_id: "x".into(), directory_position: 7, expected_version: None };
-    let r = Rejection::new(Code::ResellerCannotFile, 9, "no");
+    let r = Rejection::new(Code::ResellerCannotFile, Rule::R9, "no");
     let Event::CommandRejected(e) = rejection_event("ticket.open", &r, &ctx, None) else { panic!() };
-    assert_eq!((e.code, e.rule, e.principal), (Code::ResellerCannotFile, Some(Rule(9)), agent()));
+    assert_eq!((e.code, e.rule, e.principal), (Code::ResellerCannotFile, Some(Rule::R9), agent()));
     assert_eq!(StreamId::rejections().category(), "audit");
 }
 

@@ -275,7 +275,7 @@ pub fn every_event_type() -> Vec<Event> {
             command_type: "ticket.open".into(),
             principal: Principal::PartnerAgent { partner_id: P.into(), user_id: U.into() },
             code: Code::ResellerCannotFile,
-            rule: Some(Rule(9)),
+            rule: Some(Rule::R9),
             message: "an indirect_reseller cannot file Azure tickets".into(),
             details: Default::default(),
             ticket_id: None,

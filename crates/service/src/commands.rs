@@ -270,7 +270,7 @@ impl<L: EventLog> CommandService<L> {
         }
         let r = Rejection::new(
             Code::ConcurrencyConflict,
-            27,
+            Rule::R27,
             format!("the stream kept moving; gave up after {MAX_ATTEMPTS} attempts"),
         );
         self.refuse(&principal, &req, command_id, hash, r).await
@@ -360,6 +360,6 @@ fn commit(
 }
 
 fn key_reused(position: u64) -> Rejection {
-    Rejection::new(Code::IdempotencyKeyReused, 26, "this command id was used before with another body")
+    Rejection::new(Code::IdempotencyKeyReused, Rule::R26, "this command id was used before with another body")
         .with("first_position", position)
 }

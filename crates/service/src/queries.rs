@@ -34,11 +34,11 @@ impl From<Rejection> for QueryError {
 type Answer = Result<Value, QueryError>;
 
 fn forbidden(why: &str) -> QueryError {
-    QueryError::Rejected(Rejection::new(Code::Forbidden, 24, why))
+    QueryError::Rejected(Rejection::new(Code::Forbidden, Rule::R24, why))
 }
 
 fn not_found(id: &str) -> QueryError {
-    QueryError::Rejected(Rejection::new(Code::TicketNotFound, 24, format!("ticket {id} not found")))
+    QueryError::Rejected(Rejection::new(Code::TicketNotFound, Rule::R24, format!("ticket {id} not found")))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Value {
