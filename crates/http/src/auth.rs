@@ -1,0 +1,32 @@
+//! Who is asking: the bearer token's principal, and the admin-only gate.
+
+use super::*;
+
+pub(crate) fn authenticate<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &App<L, T, S, Q>,
+    headers: &HeaderMap,
+) -> Result<Principal, Early> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let unauth =
+        || rejected(&Rejection::without_rule(Code::Unauthenticated, "missing, unknown or revoked token"), false);
+    let Some(token) = token else { return Err(Box::new(unauth())) };
+    match app.tokens.authenticate(token) {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(r)) => Err(Box::new(rejected(&r, false))),
+        Err(e) => Err(Box::new(unavailable(&e))),
+    }
+}
+
+pub(crate) fn admin_only<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &App<L, T, S, Q>,
+    headers: &HeaderMap,
+) -> Result<(), Early> {
+    if authenticate(app, headers)? == Principal::Admin {
+        Ok(())
+    } else {
+        Err(Box::new(rejected(&Rejection::without_rule(Code::Forbidden, "only an admin token manages tokens"), false)))
+    }
+}

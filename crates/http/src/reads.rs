@@ -1,0 +1,208 @@
+//! The query routes: parameters, read-your-writes waits, scoped answers.
+
+use super::*;
+
+use behalf_domain::{CustomerId, PartnerId, RawValue, Severity, TicketId, TicketStatus, UserId, Workload};
+
+// ---------------------------------------------------------------------------------
+// Queries (read models; eventually consistent, with read-your-writes by min_position).
+
+pub(crate) type Params = Query<std::collections::HashMap<String, String>>;
+
+pub(crate) fn bad_param(name: &str, why: &str) -> Response {
+    rejected(
+        &Rejection::without_rule(Code::ValidationInvalid, format!("query parameter {name}: {why}")).with("field", name),
+        false,
+    )
+}
+
+/// `limit`: `default` when absent, refused (422) outside 1..=`max` rather than clamped.
+pub(crate) fn limit_param(p: &Params, default: usize, max: usize) -> Result<usize, Early> {
+    match param::<usize>(p, "limit")? {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(Box::new(bad_param("limit", &format!("must be from 1 to {max}")))),
+    }
+}
+
+pub(crate) fn param<T: std::str::FromStr>(p: &Params, name: &str) -> Result<Option<T>, Early> {
+    match p.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| Box::new(bad_param(name, "not a valid value"))),
+    }
+}
+
+/// Authenticates, then waits (up to `wait_ms`, default 2000) until the views have
+/// applied `min_position`.
+pub(crate) async fn reader<'a, L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &'a App<L, T, S, Q>,
+    headers: &HeaderMap,
+    p: &Params,
+) -> Result<(Principal, &'a ReadSide<S>), Early> {
+    let who = authenticate(app, headers)?;
+    let read = read_side(app)?;
+    if let Some(min) = param::<u64>(p, "min_position")? {
+        let wait = param::<u64>(p, "wait_ms")?.unwrap_or(2000).min(30_000);
+        // Both the views and the GDAP projection (which scopes every answer, R24) must
+        // have applied the position, or a grant ended there could still show tickets.
+        // One deadline for both waits: the answer comes within `wait_ms`, not twice it.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+        let mut rx = read.position.clone();
+        // (The watch guard is dropped here: it must not be held across the next wait.)
+        let views = matches!(tokio::time::timeout_at(deadline, rx.wait_for(|pos| *pos >= min)).await, Ok(Ok(_)));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let gdap = app.service.gdap().wait_for(min, left).await;
+        if !views || gdap.is_err() {
+            let msg = format!("the views have not reached position {min} within {wait} ms; retry");
+            return Err(Box::new(rejected(&Rejection::without_rule(Code::Unavailable, msg), false)));
+        }
+    }
+    Ok((who, read))
+}
+
+pub(crate) fn answer(a: Result<serde_json::Value, QueryError>) -> Response {
+    match a {
+        Ok(v) => json_response(StatusCode::OK, &v, false),
+        Err(QueryError::Rejected(r)) => rejected(&r, false),
+        Err(QueryError::Internal(e)) => unavailable(&ServiceError::Log(e)),
+    }
+}
+
+/// The views, where this role has them (the query routes are mounted only then).
+pub(crate) fn read_side<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &App<L, T, S, Q>,
+) -> Result<&ReadSide<S>, Early> {
+    app.read.as_ref().ok_or_else(|| not_served("queries"))
+}
+
+pub(crate) fn queries<'a, L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &'a App<L, T, S, Q>,
+    read: &'a ReadSide<S>,
+) -> Queries<'a, S, L> {
+    Queries {
+        views: read.views.as_ref(),
+        log: app.service.log(),
+        gdap: app.service.gdap().as_ref(),
+        now: app.clock.now(),
+    }
+}
+
+pub(crate) fn filter(p: &Params) -> Result<(ListFilter, usize), Early> {
+    let vocab = |name: &str| p.get(name).filter(|v| !v.is_empty()).map(String::as_str);
+    let parse = |name: &str| -> Result<Option<&str>, Early> { Ok(vocab(name)) };
+    let f = ListFilter {
+        status: parse("status")?
+            .map(|v| TicketStatus::parse(v).ok_or_else(|| Box::new(bad_param("status", "not a ticket status"))))
+            .transpose()?,
+        workload: parse("workload")?
+            .map(|v| Workload::parse(v).ok_or_else(|| Box::new(bad_param("workload", "not a workload"))))
+            .transpose()?,
+        severity: parse("severity")?
+            .map(|v| {
+                Severity::parse_raw(&RawValue::text(v)).ok_or_else(|| Box::new(bad_param("severity", "not a severity")))
+            })
+            .transpose()?,
+        customer_id: parse("customer_id")?.map(CustomerId::new),
+    };
+    let limit = limit_param(p, 50, 500)?;
+    Ok((f, limit))
+}
+
+pub(crate) async fn customer_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    Path(customer): Path<String>,
+    p: Params,
+) -> Response {
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    let (f, limit) = early!(filter(&p));
+    // `after` is a ticket id (the last of the previous page).
+    let after = p.get("after").map(String::as_str).filter(|a| !a.is_empty());
+    if let Some(a) = after {
+        if let Err(why) = TicketId::new(a).check() {
+            return bad_param("after", why);
+        }
+    }
+    answer(queries(&app, read).customer_tickets(&who, &CustomerId::new(customer), &f, limit, after))
+}
+
+pub(crate) async fn ticket<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    p: Params,
+) -> Response {
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    answer(queries(&app, read).ticket(&who, &TicketId::new(id)).await)
+}
+
+pub(crate) async fn history<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    p: Params,
+) -> Response {
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    answer(queries(&app, read).history(&who, &TicketId::new(id)).await)
+}
+
+pub(crate) async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    Path(partner): Path<String>,
+    p: Params,
+) -> Response {
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    let (f, limit) = early!(filter(&p));
+    answer(queries(&app, read).partner_tickets(&who, &PartnerId::new(partner), &f, limit))
+}
+
+pub(crate) async fn service_health<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    Path(customer): Path<String>,
+    p: Params,
+) -> Response {
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    answer(queries(&app, read).service_health(&who, &CustomerId::new(customer)))
+}
+
+pub(crate) async fn access<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    Path(partner): Path<String>,
+    p: Params,
+) -> Response {
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    let (Some(user), Some(customer)) = (p.get("user_id"), p.get("customer_id")) else {
+        return bad_param("user_id", "user_id and customer_id are required");
+    };
+    answer(queries(&app, read).access(
+        &who,
+        &PartnerId::new(partner),
+        &UserId::new(user.as_str()),
+        &CustomerId::new(customer.as_str()),
+    ))
+}
+
+pub(crate) async fn rejections<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    p: Params,
+) -> Response {
+    let (who, read) = early!(reader(&app, &headers, &p).await);
+    let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
+    let limit = early!(limit_param(&p, 100, 1000));
+    answer(queries(&app, read).rejections(&who, after, limit))
+}
+
+pub(crate) async fn events<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    State(app): State<Arc<App<L, T, S, Q>>>,
+    headers: HeaderMap,
+    p: Params,
+) -> Response {
+    let who = early!(authenticate(&app, &headers));
+    let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
+    let limit = early!(limit_param(&p, 100, 1000));
+    answer(queries::events(app.service.log(), &who, after, limit).await)
+}
