@@ -38,6 +38,14 @@ use crate::batch::{publish_atomic, BatchMsg};
 use crate::storage;
 use crate::subject::{command_key, event_subject};
 
+mod group;
+mod keys;
+mod reader;
+
+use group::{batcher, Batched, Job, Stats};
+use keys::{follow_keys, index_checkpoint, index_forever, KnownKeys};
+pub use reader::NatsSubscription;
+
 /// The stream that holds every commit.
 pub const EVENTS_STREAM: &str = "BEHALF_EVENTS";
 /// The key-value bucket: command id → position (R26 beyond the de-duplication window).
@@ -125,65 +133,6 @@ struct Tail {
     hash: Hash,
 }
 
-/// The R26 keys this process knows, so that no key is published twice (see
-/// [`NatsLog::append_now`]). Every commit above `floor` up to `seen` has its key in
-/// `keys`; every commit at or below `floor` has its key in [`COMMANDS_BUCKET`].
-#[derive(Default)]
-struct Keys {
-    floor: u64,
-    seen: u64,
-    keys: std::collections::HashMap<String, u64>,
-    /// Keys this process has published and not yet heard back about.
-    in_flight: std::collections::HashSet<String>,
-    /// Keys the index was read for at this floor and does not hold.
-    absent: std::collections::HashSet<String>,
-}
-
-/// [`Keys`], shared by the appenders and the follower that fills them in.
-struct KnownKeys {
-    state: std::sync::Mutex<Keys>,
-    seen: tokio::sync::watch::Sender<u64>,
-}
-
-impl KnownKeys {
-    fn new(floor: u64) -> KnownKeys {
-        KnownKeys {
-            state: std::sync::Mutex::new(Keys { floor, seen: floor, ..Keys::default() }),
-            seen: tokio::sync::watch::channel(floor).0,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn floor(&self) -> u64 {
-        self.lock().floor
-    }
-
-    /// A commit at `position` holds `key` (seen by the follower, or acknowledged here).
-    fn stored(&self, key: String, position: u64) {
-        let mut k = self.lock();
-        k.in_flight.remove(&key);
-        if position > k.floor {
-            k.keys.insert(key, position);
-        }
-    }
-
-    /// Waits until the follower has seen every commit up to `position`.
-    async fn wait_seen(&self, position: u64) -> Result<(), LogError> {
-        let mut rx = self.seen.subscribe();
-        let reached = tokio::time::timeout(FOLLOWER_WAIT, rx.wait_for(|s| *s >= position)).await.map(|r| r.is_ok());
-        match reached {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(LogError::Closed),
-            Err(_) => Err(LogError::Storage(format!(
-                "the command-id follower did not reach position {position} within {FOLLOWER_WAIT:?}"
-            ))),
-        }
-    }
-}
-
 struct Inner {
     js: jetstream::Context,
     stream: stream::Stream,
@@ -198,55 +147,6 @@ struct Inner {
     /// Requests for the head, answered in batches by [`read_heads`].
     heads: tokio::sync::mpsc::UnboundedSender<HeadWaiter>,
     tasks: Vec<tokio::task::AbortHandle>,
-}
-
-/// One append waiting for the group commit: the request, its key, where it goes and
-/// what it expects there.
-struct Job {
-    req: Arc<AppendRequest>,
-    key: String,
-    subject: String,
-    version: u64,
-    subject_seq: u64,
-    /// The index's floor when the key was looked up there.
-    floor: u64,
-    reply: tokio::sync::oneshot::Sender<Batched>,
-}
-
-/// What the group commit did with one append.
-enum Batched {
-    Stored(u64),
-    /// The key is stored at this position.
-    Found(u64),
-    /// Look again: the index's floor moved, the key or the subject is in this batch.
-    Again,
-    /// JetStream refused the batch: the log or a stream moved.
-    Refused,
-    Failed(LogError),
-}
-
-/// Counters of the group commit.
-#[derive(Default)]
-struct Stats {
-    batches: std::sync::atomic::AtomicU64,
-    commits: std::sync::atomic::AtomicU64,
-}
-
-/// The group commit: takes every append waiting (up to [`batch::MAX_BATCH`]) and
-/// publishes them as one atomic batch, one batch in flight at a time, each built on
-/// the acknowledged tail of the one before. Runs until the log is dropped.
-async fn batcher(log: NatsLog, mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>) {
-    let mut tail = None;
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < crate::batch::MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        log.commit_batch(&mut tail, jobs).await;
-    }
 }
 
 type HeadWaiter = tokio::sync::oneshot::Sender<Result<u64, String>>;
@@ -644,136 +544,6 @@ impl NatsLog {
         Err(LogError::Storage(format!("lost the race for the next position {MAX_TAIL_RACES} times")))
     }
 
-    /// Publishes one group of appends as one atomic batch on top of `tail` and answers
-    /// each. `tail` is left as the new tail, or `None` when it must be read again.
-    async fn commit_batch(&self, tail: &mut Option<Tail>, jobs: Vec<Job>) {
-        let known = &self.inner.known;
-        let fail_all = |jobs: Vec<Job>, e: &LogError| {
-            for job in jobs {
-                let _ = job.reply.send(Batched::Failed(LogError::Storage(e.to_string())));
-            }
-        };
-        let t = match tail.take() {
-            Some(t) => t,
-            None => match self.read_tail().await {
-                Ok(t) => t,
-                Err(e) => return fail_all(jobs, &e),
-            },
-        };
-        if let Err(e) = known.wait_seen(t.base).await {
-            return fail_all(jobs, &e);
-        }
-        // Which jobs go: not known, not twice in this batch, one per subject (a second
-        // on the same subject reads its stream again and goes in a later batch).
-        let mut chosen = Vec::with_capacity(jobs.len());
-        {
-            let mut k = known.lock();
-            let mut subjects = std::collections::HashSet::new();
-            for job in jobs {
-                let answer = if k.floor != job.floor {
-                    Some(Batched::Again) // the index moved under it: look it up again
-                } else if let Some(p) = k.keys.get(&job.key) {
-                    Some(Batched::Found(*p))
-                } else if k.in_flight.contains(&job.key) || !subjects.insert(job.subject.clone()) {
-                    Some(Batched::Again)
-                } else {
-                    k.in_flight.insert(job.key.clone());
-                    None
-                };
-                match answer {
-                    Some(a) => {
-                        let _ = job.reply.send(a);
-                    }
-                    None => chosen.push(job),
-                }
-            }
-        }
-        // The records, each chaining to the one before, the first to the tail.
-        let (mut head, mut hash) = (t.head, t.hash);
-        let mut msgs = Vec::with_capacity(chosen.len());
-        let mut going = Vec::with_capacity(chosen.len());
-        for job in chosen {
-            let bytes = match record_for(&job.req, head + 1, job.version + 1, &hash) {
-                Ok(b) => b,
-                Err(e) => {
-                    known.lock().in_flight.remove(&job.key);
-                    let _ = job.reply.send(Batched::Failed(e));
-                    continue;
-                }
-            };
-            let mut headers = HeaderMap::new();
-            if msgs.is_empty() {
-                // The predecessor is the very record this batch chains to: `t` was read
-                // from the server or is this process's own acknowledged batch, and a
-                // stored message never changes.
-                headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, t.head.to_string().as_str());
-            }
-            headers
-                .insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, job.subject_seq.to_string().as_str());
-            head += 1;
-            hash = sha256(&bytes);
-            msgs.push(BatchMsg { subject: job.subject.clone(), headers, payload: bytes.into() });
-            going.push((head, job));
-        }
-        if going.is_empty() {
-            *tail = Some(t);
-            return;
-        }
-        self.inner.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.stats.commits.fetch_add(going.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        // Sending can wait for room on a connection to a server that stopped reading
-        // (a paused node): bounded like every other request.
-        let sent = match tokio::time::timeout(REQUEST_TIMEOUT, publish_atomic(&self.inner.js, msgs)).await {
-            Ok(Ok(pending)) => Ok(pending),
-            Ok(Err(e)) => Err(format!("cannot publish a batch: {e}")),
-            Err(_) => Err(format!("cannot publish a batch: not sent within {REQUEST_TIMEOUT:?}")),
-        };
-        // `Err(None)`: refused because the log moved (a race); `Err(Some(why))`: not
-        // stored, or not known to be.
-        let outcome = match sent {
-            Ok(pending) => match pending.await {
-                Ok(ack) => Ok(ack),
-                Err(e) if is_race(&e) => Err(None),
-                Err(e) => Err(Some(e.to_string())),
-            },
-            Err(e) => Err(Some(e)),
-        };
-        let mut k = known.lock();
-        for (_, job) in &going {
-            k.in_flight.remove(&job.key);
-        }
-        match outcome {
-            Ok(ack) if ack.sequence == head => {
-                for (position, job) in going {
-                    if position > k.floor {
-                        k.keys.insert(job.key.clone(), position);
-                    }
-                    let _ = job.reply.send(Batched::Stored(position));
-                }
-                *tail = Some(Tail { head, base: t.base, hash });
-            }
-            Ok(ack) => {
-                for (_, job) in going {
-                    let _ = job.reply.send(Batched::Failed(LogError::Corrupt {
-                        position: ack.sequence,
-                        what: format!("JetStream stored the batch ending at {head} at {}", ack.sequence),
-                    }));
-                }
-            }
-            Err(None) => {
-                for (_, job) in going {
-                    let _ = job.reply.send(Batched::Refused);
-                }
-            }
-            Err(Some(what)) => {
-                for (_, job) in going {
-                    let why = format!("JetStream did not store a batch: {what}");
-                    let _ = job.reply.send(Batched::Failed(LogError::Storage(why)));
-                }
-            }
-        }
-    }
-
     async fn read_range(
         &self,
         after: u64,
@@ -813,34 +583,6 @@ impl Inner {
     }
 }
 
-type Ordered = consumer::pull::Ordered;
-
-/// An ordered consumer from `start`. Making one can time out while a cluster moves a
-/// leader (a node lost or back); that is tried again for up to [`READY_WAIT`].
-async fn ordered_from(stream: &stream::Stream, start: u64) -> Result<Ordered, LogError> {
-    let deadline = tokio::time::Instant::now() + READY_WAIT;
-    loop {
-        let made = async {
-            let consumer = stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| storage("cannot create a reader", e))?;
-            consumer.messages().await.map_err(|e| storage("cannot start a reader", e))
-        };
-        match made.await {
-            Ok(m) => return Ok(m),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::info!(error = %e, start, "making a reader failed; trying again");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 fn decode_at(payload: &[u8], seq: u64) -> Result<Commit, LogError> {
     Commit::decode(payload).and_then(|c| check_position(c, seq))
 }
@@ -869,105 +611,6 @@ fn is_in_process(e: &jetstream::context::PublishError) -> bool {
 
 fn is_not_found(e: &stream::RawMessageError) -> bool {
     matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound)
-}
-
-/// The indexer's checkpoint, read from the bucket's leader (0: none yet).
-async fn index_checkpoint(commands: &kv::Store) -> Result<u64, LogError> {
-    let subject = format!("{}{CHECKPOINT_KEY}", commands.prefix);
-    match commands.stream.raw_message_builder().last_by_subject(subject).send().await {
-        Ok(m) => Ok(std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)),
-        Err(e) if is_not_found(&e) => Ok(0),
-        Err(e) => Err(storage("cannot read the indexer's checkpoint", e)),
-    }
-}
-
-/// Keeps [`KnownKeys`] filled: the key of every commit from the index's floor on, as
-/// it is stored; and, now and then, drops the keys the index has caught up with.
-/// Runs until the log is dropped.
-async fn follow_keys(log: NatsLog) {
-    loop {
-        let from = log.inner.known.lock().seen;
-        if let Err(e) = follow_keys_from(&log, from).await {
-            tracing::warn!(error = %e, "the command-id follower stopped; starting again");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn follow_keys_from(log: &NatsLog, from: u64) -> Result<(), LogError> {
-    const PRUNE_EVERY: Duration = Duration::from_secs(5);
-    let known = &log.inner.known;
-    let mut sub = log.subscribe_where(from, &[]);
-    let mut pruned_at = tokio::time::Instant::now();
-    loop {
-        let c = tokio::select! {
-            c = sub.next() => Some(c?),
-            () = tokio::time::sleep(PRUNE_EVERY) => None,
-        };
-        if let Some(c) = c {
-            known.stored(c.key().to_string(), c.position);
-            known.lock().seen = c.position;
-            known.seen.send_replace(c.position);
-        }
-        if pruned_at.elapsed() >= PRUNE_EVERY {
-            pruned_at = tokio::time::Instant::now();
-            let checkpoint = index_checkpoint(&log.inner.commands).await?;
-            let mut k = known.lock();
-            if checkpoint > k.floor {
-                // Every key at or below the checkpoint is in the index.
-                k.floor = checkpoint.min(k.seen);
-                let floor = k.floor;
-                k.keys.retain(|_, p| *p > floor);
-                k.absent.clear();
-            }
-        }
-    }
-}
-
-/// Keeps [`COMMANDS_BUCKET`] complete: from the checkpoint on, every commit's key has
-/// its entry, written before the checkpoint passes it. Runs until the log is dropped.
-async fn index_forever(log: NatsLog) {
-    loop {
-        if let Err(e) = index_from_checkpoint(&log).await {
-            tracing::warn!(error = %e, "the command indexer stopped; starting again");
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn index_from_checkpoint(log: &NatsLog) -> Result<(), LogError> {
-    const PAGE: usize = 512;
-    let commands = &log.inner.commands;
-    let checkpoint = index_checkpoint(commands).await?;
-    let mut sub = log.subscribe_where(checkpoint, &[]);
-    loop {
-        // A page of commits: every key put at once (a put of a key already there
-        // writes the same position again), all acknowledged, then the checkpoint.
-        let mut acks = Vec::with_capacity(PAGE);
-        let mut last = 0;
-        while acks.len() < PAGE {
-            let c = sub.next().await?;
-            let subject = format!("{}{}", commands.prefix, command_key(&c.key()));
-            let ack = log
-                .inner
-                .js
-                .publish(subject, c.position.to_string().into())
-                .await
-                .map_err(|e| storage("cannot index a command", e))?;
-            acks.push(ack);
-            last = c.position;
-            if sub.caught_up() {
-                break;
-            }
-        }
-        for ack in acks {
-            ack.await.map_err(|e| storage("cannot index a command", e))?;
-        }
-        commands
-            .put(CHECKPOINT_KEY, last.to_string().into())
-            .await
-            .map_err(|e| storage("cannot save the indexer's checkpoint", e))?;
-    }
 }
 
 impl EventLog for NatsLog {
@@ -1055,128 +698,6 @@ impl EventLog for NatsLog {
 
     async fn verify(&self) -> Result<VerifyReport, LogError> {
         self.verify_with(|_, _| {}).await
-    }
-}
-
-/// Catch-up then live, through an ordered consumer that is made again from the last
-/// position seen if it fails (a node lost, a connection dropped).
-pub struct NatsSubscription {
-    log: NatsLog,
-    at: u64,
-    categories: Option<&'static [&'static str]>,
-    messages: Option<Ordered>,
-    pending: u64,
-    /// Messages in a row that were not the next position.
-    misplaced: u32,
-}
-
-impl NatsSubscription {
-    fn new(log: NatsLog, after: u64, categories: Option<&'static [&'static str]>) -> NatsSubscription {
-        NatsSubscription { log, at: after, categories, messages: None, pending: u64::MAX, misplaced: 0 }
-    }
-
-    /// Whether the last commit handed out was the newest the server knew of.
-    pub fn caught_up(&self) -> bool {
-        self.pending == 0
-    }
-
-    /// The next message, making the consumer again when it fails or stalls: an
-    /// ordered consumer whose node died only notices after missed heartbeats (30 s),
-    /// so a reader that hears nothing for [`STALL_CHECK`] while the log has moved on
-    /// makes a new one from where it is.
-    async fn try_next(&mut self) -> Result<Commit, LogError> {
-        let (seq, payload) = self.next_raw().await?;
-        let c = Commit::decode_where(&payload, self.categories).and_then(|c| check_position(c, seq))?;
-        self.at = seq;
-        Ok(c)
-    }
-
-    /// The next stored record and its position (not yet taken as read).
-    async fn next_raw(&mut self) -> Result<(u64, bytes::Bytes), LogError> {
-        loop {
-            let messages = match &mut self.messages {
-                Some(m) => m,
-                None => self.messages.insert(ordered_from(self.log.stream(), self.at + 1).await?),
-            };
-            let m = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return Err(storage("the subscription failed", e)),
-                Ok(None) => return Err(LogError::Closed),
-                Err(_) => {
-                    if self.log.last_sequence().await? > self.at {
-                        tracing::info!(
-                            at = self.at,
-                            "the reader heard nothing while the log moved on; making it again"
-                        );
-                        self.messages = None;
-                    }
-                    continue;
-                }
-            };
-            let info = m.info().map_err(|e| LogError::Storage(format!("a message without metadata: {e}")))?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            if seq != self.at + 1 {
-                // A consumer made again by the client after a failure can start from
-                // the wrong place (seen: from 1, when it failed before its first
-                // message). Make it again from where this reader is; only a next
-                // commit that stays missing is a broken log.
-                self.misplaced += 1;
-                if self.misplaced > 3 {
-                    return Err(LogError::Corrupt {
-                        position: self.at + 1,
-                        what: format!("the next stored commit is {seq}"),
-                    });
-                }
-                tracing::info!(at = self.at, got = seq, "the reader started from the wrong place; making it again");
-                self.messages = None;
-                continue;
-            }
-            self.misplaced = 0;
-            self.pending = pending;
-            return Ok((seq, m.message.payload.clone()));
-        }
-    }
-
-    /// As [`Subscription::next`], the stored bytes (for walking the hash chain).
-    async fn next_bytes(&mut self) -> Result<(u64, bytes::Bytes), LogError> {
-        let got = self.retrying(|s| Box::pin(s.next_raw())).await?;
-        self.at = got.0;
-        Ok(got)
-    }
-}
-
-impl NatsSubscription {
-    /// Runs `step`, making the consumer again after a failure, for about a minute of
-    /// failures in a row; a corrupt or undecodable record ends it at once.
-    async fn retrying<T>(
-        &mut self,
-        step: impl for<'a> Fn(
-            &'a mut Self,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, LogError>> + Send + 'a>>,
-    ) -> Result<T, LogError> {
-        let mut failures = 0u32;
-        loop {
-            match step(self).await {
-                Ok(v) => return Ok(v),
-                Err(e @ (LogError::Corrupt { .. } | LogError::Codec(_))) => return Err(e),
-                Err(e) => {
-                    failures += 1;
-                    if failures > 120 {
-                        return Err(e);
-                    }
-                    tracing::warn!(error = %e, at = self.at, "the subscription broke; following again");
-                    self.messages = None;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-}
-
-impl Subscription for NatsSubscription {
-    async fn next(&mut self) -> Result<Commit, LogError> {
-        self.retrying(|s| Box::pin(s.try_next())).await
     }
 }
 

@@ -1,0 +1,162 @@
+//! The R26 keys a process knows ([`KnownKeys`]): the follower that fills them from
+//! the log, and the indexer that keeps `BEHALF_COMMANDS` complete behind it.
+
+use super::*;
+
+/// The R26 keys this process knows, so that no key is published twice (see
+/// [`NatsLog::append_now`]). Every commit above `floor` up to `seen` has its key in
+/// `keys`; every commit at or below `floor` has its key in [`COMMANDS_BUCKET`].
+#[derive(Default)]
+pub(super) struct Keys {
+    pub(super) floor: u64,
+    pub(super) seen: u64,
+    pub(super) keys: std::collections::HashMap<String, u64>,
+    /// Keys this process has published and not yet heard back about.
+    pub(super) in_flight: std::collections::HashSet<String>,
+    /// Keys the index was read for at this floor and does not hold.
+    pub(super) absent: std::collections::HashSet<String>,
+}
+
+/// [`Keys`], shared by the appenders and the follower that fills them in.
+pub(super) struct KnownKeys {
+    pub(super) state: std::sync::Mutex<Keys>,
+    pub(super) seen: tokio::sync::watch::Sender<u64>,
+}
+
+impl KnownKeys {
+    pub(super) fn new(floor: u64) -> KnownKeys {
+        KnownKeys {
+            state: std::sync::Mutex::new(Keys { floor, seen: floor, ..Keys::default() }),
+            seen: tokio::sync::watch::channel(floor).0,
+        }
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn floor(&self) -> u64 {
+        self.lock().floor
+    }
+
+    /// A commit at `position` holds `key` (seen by the follower, or acknowledged here).
+    pub(super) fn stored(&self, key: String, position: u64) {
+        let mut k = self.lock();
+        k.in_flight.remove(&key);
+        if position > k.floor {
+            k.keys.insert(key, position);
+        }
+    }
+
+    /// Waits until the follower has seen every commit up to `position`.
+    pub(super) async fn wait_seen(&self, position: u64) -> Result<(), LogError> {
+        let mut rx = self.seen.subscribe();
+        let reached = tokio::time::timeout(FOLLOWER_WAIT, rx.wait_for(|s| *s >= position)).await.map(|r| r.is_ok());
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(LogError::Closed),
+            Err(_) => Err(LogError::Storage(format!(
+                "the command-id follower did not reach position {position} within {FOLLOWER_WAIT:?}"
+            ))),
+        }
+    }
+}
+
+/// The indexer's checkpoint, read from the bucket's leader (0: none yet).
+pub(super) async fn index_checkpoint(commands: &kv::Store) -> Result<u64, LogError> {
+    let subject = format!("{}{CHECKPOINT_KEY}", commands.prefix);
+    match commands.stream.raw_message_builder().last_by_subject(subject).send().await {
+        Ok(m) => Ok(std::str::from_utf8(&m.payload).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)),
+        Err(e) if is_not_found(&e) => Ok(0),
+        Err(e) => Err(storage("cannot read the indexer's checkpoint", e)),
+    }
+}
+
+/// Keeps [`KnownKeys`] filled: the key of every commit from the index's floor on, as
+/// it is stored; and, now and then, drops the keys the index has caught up with.
+/// Runs until the log is dropped.
+pub(super) async fn follow_keys(log: NatsLog) {
+    loop {
+        let from = log.inner.known.lock().seen;
+        if let Err(e) = follow_keys_from(&log, from).await {
+            tracing::warn!(error = %e, "the command-id follower stopped; starting again");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub(super) async fn follow_keys_from(log: &NatsLog, from: u64) -> Result<(), LogError> {
+    const PRUNE_EVERY: Duration = Duration::from_secs(5);
+    let known = &log.inner.known;
+    let mut sub = log.subscribe_where(from, &[]);
+    let mut pruned_at = tokio::time::Instant::now();
+    loop {
+        let c = tokio::select! {
+            c = sub.next() => Some(c?),
+            () = tokio::time::sleep(PRUNE_EVERY) => None,
+        };
+        if let Some(c) = c {
+            known.stored(c.key().to_string(), c.position);
+            known.lock().seen = c.position;
+            known.seen.send_replace(c.position);
+        }
+        if pruned_at.elapsed() >= PRUNE_EVERY {
+            pruned_at = tokio::time::Instant::now();
+            let checkpoint = index_checkpoint(&log.inner.commands).await?;
+            let mut k = known.lock();
+            if checkpoint > k.floor {
+                // Every key at or below the checkpoint is in the index.
+                k.floor = checkpoint.min(k.seen);
+                let floor = k.floor;
+                k.keys.retain(|_, p| *p > floor);
+                k.absent.clear();
+            }
+        }
+    }
+}
+
+/// Keeps [`COMMANDS_BUCKET`] complete: from the checkpoint on, every commit's key has
+/// its entry, written before the checkpoint passes it. Runs until the log is dropped.
+pub(super) async fn index_forever(log: NatsLog) {
+    loop {
+        if let Err(e) = index_from_checkpoint(&log).await {
+            tracing::warn!(error = %e, "the command indexer stopped; starting again");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+pub(super) async fn index_from_checkpoint(log: &NatsLog) -> Result<(), LogError> {
+    const PAGE: usize = 512;
+    let commands = &log.inner.commands;
+    let checkpoint = index_checkpoint(commands).await?;
+    let mut sub = log.subscribe_where(checkpoint, &[]);
+    loop {
+        // A page of commits: every key put at once (a put of a key already there
+        // writes the same position again), all acknowledged, then the checkpoint.
+        let mut acks = Vec::with_capacity(PAGE);
+        let mut last = 0;
+        while acks.len() < PAGE {
+            let c = sub.next().await?;
+            let subject = format!("{}{}", commands.prefix, command_key(&c.key()));
+            let ack = log
+                .inner
+                .js
+                .publish(subject, c.position.to_string().into())
+                .await
+                .map_err(|e| storage("cannot index a command", e))?;
+            acks.push(ack);
+            last = c.position;
+            if sub.caught_up() {
+                break;
+            }
+        }
+        for ack in acks {
+            ack.await.map_err(|e| storage("cannot index a command", e))?;
+        }
+        commands
+            .put(CHECKPOINT_KEY, last.to_string().into())
+            .await
+            .map_err(|e| storage("cannot save the indexer's checkpoint", e))?;
+    }
+}
