@@ -114,7 +114,7 @@ pub async fn notify(a: NotifyArgs) -> anyhow::Result<()> {
         }
         queues.sync()?;
         let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-        let n = behalf_service::notifier::sla_sweep(views.as_ref(), &service, clock.now()).await?;
+        let n = behalf_service::sla_sweep::sla_sweep(views.as_ref(), &service, clock.now()).await?;
         println!("forwarded up to position {at}; recorded {n} missed response target(s)");
         return Ok(());
     }

@@ -257,7 +257,7 @@ pub fn spawn_sla_sweep<L: EventLog, Q: QueueSink>(
                     continue;
                 }
             }
-            match behalf_service::notifier::sla_sweep(views.as_ref(), &service, clock.now()).await {
+            match behalf_service::sla_sweep::sla_sweep(views.as_ref(), &service, clock.now()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(breaches = n, "recorded missed response targets"),
                 Err(e) => tracing::warn!(error = %e, "SLA sweep failed; trying again next time"),

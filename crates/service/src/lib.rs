@@ -19,6 +19,7 @@ pub mod notifier;
 pub mod queries;
 pub mod request;
 pub mod runner;
+pub mod sla_sweep;
 pub mod tokens;
 pub mod views;
 

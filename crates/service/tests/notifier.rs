@@ -84,10 +84,14 @@ async fn sla_breach_pause_on_time_and_restart() {
 
     catch_up(&s).await;
     clock.set(t("2026-06-01T05:59:00Z"));
-    assert_eq!(notifier::sla_sweep(&s.views, &s.service, clock.now()).await.unwrap(), 0, "paused 2 h: due at 06:00");
+    assert_eq!(
+        behalf_service::sla_sweep::sla_sweep(&s.views, &s.service, clock.now()).await.unwrap(),
+        0,
+        "paused 2 h: due at 06:00"
+    );
     clock.set(t("2026-06-01T06:01:00Z"));
     assert_eq!(
-        notifier::sla_sweep(&s.views, &s.service, clock.now()).await.unwrap(),
+        behalf_service::sla_sweep::sla_sweep(&s.views, &s.service, clock.now()).await.unwrap(),
         1,
         "the moderate ticket is breached"
     );
@@ -105,7 +109,7 @@ async fn sla_breach_pause_on_time_and_restart() {
     catch_up(&s).await;
     clock.set(t("2026-06-02T00:00:00Z"));
     assert_eq!(
-        notifier::sla_sweep(&s.views, &s.service, clock.now()).await.unwrap(),
+        behalf_service::sla_sweep::sla_sweep(&s.views, &s.service, clock.now()).await.unwrap(),
         0,
         "recorded once; answered in time"
     );

@@ -1,0 +1,60 @@
+//! The SLA sweep — the one producer among the followers: it reads the views and a
+//! clock (never in-memory timers, so it survives restarts) and issues commands. Every
+//! ticket past its response target (R20) gets `ticket.sla_check` as the vendor side,
+//! which records `SlaBreached` and an `sla_breach` escalation once.
+
+use std::sync::Arc;
+
+use behalf_domain::{Principal, Timestamp};
+use behalf_log::views::ViewStore;
+use behalf_log::EventLog;
+
+use crate::commands::{CommandService, Outcome};
+use crate::request::Request;
+use crate::views::{decode, TicketView};
+use crate::ServiceError;
+
+/// R20: every open ticket of the views whose response target has passed unanswered
+/// gets `ticket.sla_check` (as the vendor side), which records `SlaBreached` and an
+/// `sla_breach` escalation once. The command id names the ticket and the version the
+/// view saw, so a check is idempotent and a later state gets a fresh one. Returns how
+/// many breaches were recorded.
+pub async fn sla_sweep<L: EventLog, S: ViewStore>(
+    views: &S,
+    service: &Arc<CommandService<L>>,
+    now: Timestamp,
+) -> Result<usize, ServiceError> {
+    let mut recorded = 0;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = views.scan(b"t/", after.as_deref(), 1024)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (_, v) in &page {
+            let view: TicketView = decode(v)?;
+            let sla = view.sla_at(now);
+            let t = &view.ticket;
+            if t.status == behalf_domain::TicketStatus::Closed
+                || !sla.breached
+                || sla.breach_recorded
+                || sla.responded_at.is_some()
+            {
+                continue;
+            }
+            let cmd = behalf_domain::Command::TicketSlaCheck(behalf_domain::command::TicketRef {
+                ticket_id: t.ticket_id.clone(),
+            });
+            let req = Request {
+                command_id: Some(behalf_domain::CommandId::new(format!("sla:{}:v{}", t.ticket_id, t.version))),
+                expected_version: None,
+                command: cmd,
+            };
+            if let Outcome::Accepted(a) = service.execute(Principal::Vendor, req).await? {
+                if !a.events.is_empty() && !a.duplicate {
+                    recorded += 1;
+                }
+            }
+        }
+    }
+    Ok(recorded)
+}
