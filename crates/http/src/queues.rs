@@ -13,25 +13,30 @@ pub(crate) fn queue_side<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore
 // Queues (either engine): lease, ack; redelivered once a lease runs out. Who may
 // consume a queue is the domain's `policy::may_consume_queue`.
 
+/// The request's principal may consume `queue` (`policy::may_consume_queue`), or 403.
+fn consumer<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
+    app: &App<L, T, S, Q>,
+    headers: &HeaderMap,
+    queue: &str,
+) -> Result<(), Early> {
+    let who = authenticate(app, headers)?;
+    if behalf_domain::policy::may_consume_queue(&who, queue) {
+        Ok(())
+    } else {
+        let why = format!("this principal may not consume {queue}");
+        Err(Box::new(rejected(&Rejection::without_rule(Code::Forbidden, why), false)))
+    }
+}
+
 pub(crate) async fn lease<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     State(app): State<Arc<App<L, T, S, Q>>>,
     headers: HeaderMap,
     Path(queue): Path<String>,
     p: Params,
 ) -> Response {
-    let who = early!(authenticate(&app, &headers));
-    if !behalf_domain::policy::may_consume_queue(&who, &queue) {
-        return rejected(
-            &Rejection::without_rule(Code::Forbidden, format!("this principal may not consume {queue}")),
-            false,
-        );
-    }
+    early!(consumer(&app, &headers, &queue));
     let limit = early!(limit_param(&p, 10, 1000));
-    let lease_ms = match early!(param::<i64>(&p, "lease_ms")) {
-        None => 30_000,
-        Some(ms) if (1_000..=3_600_000).contains(&ms) => ms,
-        Some(_) => return bad_param("lease_ms", "must be from 1000 to 3600000"),
-    };
+    let lease_ms = early!(ranged_param(&p, "lease_ms", 30_000i64, 1_000..=3_600_000));
     let queues = early!(queue_side(&app));
     match queues.lease(&queue, limit, app.clock.now().millis(), lease_ms) {
         Ok(messages) => {
@@ -46,13 +51,7 @@ pub(crate) async fn ack<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>
     headers: HeaderMap,
     Path((queue, id)): Path<(String, String)>,
 ) -> Response {
-    let who = early!(authenticate(&app, &headers));
-    if !behalf_domain::policy::may_consume_queue(&who, &queue) {
-        return rejected(
-            &Rejection::without_rule(Code::Forbidden, format!("this principal may not consume {queue}")),
-            false,
-        );
-    }
+    early!(consumer(&app, &headers, &queue));
     let queues = early!(queue_side(&app));
     match queues.ack(&queue, &id) {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),

@@ -16,13 +16,30 @@ pub(crate) fn bad_param(name: &str, why: &str) -> Response {
     )
 }
 
-/// `limit`: `default` when absent, refused (422) outside 1..=`max` rather than clamped.
-pub(crate) fn limit_param(p: &Params, default: usize, max: usize) -> Result<usize, Early> {
-    match param::<usize>(p, "limit")? {
+/// A number parameter: `default` when absent, refused (422) outside `range` rather than
+/// clamped.
+pub(crate) fn ranged_param<T>(
+    p: &Params,
+    name: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, Early>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    match param::<T>(p, name)? {
         None => Ok(default),
-        Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(Box::new(bad_param("limit", &format!("must be from 1 to {max}")))),
+        Some(n) if range.contains(&n) => Ok(n),
+        Some(_) => {
+            let why = format!("must be from {} to {}", range.start(), range.end());
+            Err(Box::new(bad_param(name, &why)))
+        }
     }
+}
+
+/// `limit`: from 1 to `max`, `default` when absent.
+pub(crate) fn limit_param(p: &Params, default: usize, max: usize) -> Result<usize, Early> {
+    ranged_param(p, "limit", default, 1..=max)
 }
 
 pub(crate) fn param<T: std::str::FromStr>(p: &Params, name: &str) -> Result<Option<T>, Early> {
