@@ -465,13 +465,13 @@ impl NatsLog {
     /// processes; JetStream's de-duplication window plays no part.
     async fn append_now(
         &self,
-        req: &AppendRequest,
+        shared: Arc<AppendRequest>,
         key: &CommandKey,
         ks: &str,
     ) -> Result<Result<Appended, AppendRefused>, LogError> {
+        let req: &AppendRequest = &shared;
         let subject = event_subject(&req.stream);
         let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
-        let shared = Arc::new(req.clone());
         let mut checked_floor = None;
         let mut transient = 0u32;
         for attempt in 0..MAX_TAIL_RACES {
@@ -595,18 +595,10 @@ fn check_position(c: Commit, seq: u64) -> Result<Commit, LogError> {
     }
 }
 
-/// A publish refused because the stream was not where this one expected it: a wrong
-/// last sequence, last message id or subject sequence, or an id still "in process".
+/// A batch refused because the log was not where it expected: a wrong last sequence
+/// or subject sequence (appends carry no message ids, so no id-based refusal occurs).
 fn is_race(e: &jetstream::context::PublishError) -> bool {
-    use jetstream::context::PublishErrorKind;
-    matches!(e.kind(), PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId) || is_in_process(e)
-}
-
-/// JetStream's "duplicate message id is in process" (10158).
-fn is_in_process(e: &jetstream::context::PublishError) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<jetstream::Error>())
-        .is_some_and(|j| j.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
+    matches!(e.kind(), jetstream::context::PublishErrorKind::WrongLastSequence)
 }
 
 fn is_not_found(e: &stream::RawMessageError) -> bool {
@@ -622,7 +614,8 @@ impl EventLog for NatsLog {
         }
         let key = req.key();
         let ks = key.to_string();
-        self.append_now(&req, &key, &ks).await
+        // Shared with the batcher as it is: no copy of the events per append.
+        self.append_now(Arc::new(req), &key, &ks).await
     }
 
     async fn read_stream(&self, stream: &StreamId, from_version: u64) -> Result<Vec<Commit>, LogError> {

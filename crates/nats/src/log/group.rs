@@ -101,7 +101,7 @@ impl NatsLog {
         let (mut head, mut hash) = (t.head, t.hash);
         let mut msgs = Vec::with_capacity(chosen.len());
         let mut going = Vec::with_capacity(chosen.len());
-        for job in chosen {
+        for mut job in chosen {
             let bytes = match record_for(&job.req, head + 1, job.version + 1, &hash) {
                 Ok(b) => b,
                 Err(e) => {
@@ -121,7 +121,8 @@ impl NatsLog {
                 .insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, job.subject_seq.to_string().as_str());
             head += 1;
             hash = sha256(&bytes);
-            msgs.push(BatchMsg { subject: job.subject.clone(), headers, payload: bytes.into() });
+            let subject = std::mem::take(&mut job.subject); // the job no longer needs it
+            msgs.push(BatchMsg { subject, headers, payload: bytes.into() });
             going.push((head, job));
         }
         if going.is_empty() {
