@@ -13,10 +13,9 @@
 //! - **Idempotency (R26)**, by construction: a (tenant, command id) is published only
 //!   on top of a tail checked not to hold it (see [`NatsLog::append_now`]): below the
 //!   index's floor through the `BEHALF_COMMANDS` bucket, above it through the keys a
-//!   follower of the log has seen. The appender writes the key right after answering;
-//!   the indexer (run by `serve` and `notify`) follows the log from a checkpoint and
-//!   fills in any key a process died before writing. `Nats-Msg-Id` (the key, on a
-//!   first try) only lets JetStream answer some retries sooner, within its window.
+//!   follower of the log has seen. The indexer (run by `serve` and `notify`) follows
+//!   the log from a checkpoint and writes the keys in pages behind it. Appends carry
+//!   no `Nats-Msg-Id`: JetStream's de-duplication window plays no part.
 //! - **Reads** go to the stream leader (`STREAM.MSG.GET`), so a process reads what it
 //!   wrote; catch-up and live reads use ordered pull consumers, made again when they
 //!   fail or stall.
