@@ -171,7 +171,7 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
     match cmd {
         AuditCmd::Verify { .. } => verdict(&log.verify().await?),
         AuditCmd::Replay { source: Source { data_dir, .. } } => {
-            let live = crate::serve::open_views(&data_dir.join("views"))?;
+            let live = crate::stores::open_views(&data_dir.join("views"))?;
             // Bring the live views up to the log first: a lagging runner is not a difference.
             let head = log.head().await?;
             let mut at = live.checkpoint()?;
@@ -180,7 +180,7 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
                 at = behalf_service::views::apply_batch(&live, &page)?;
             }
             let scratch_dir = tempfile::tempdir()?;
-            let scratch = crate::serve::open_views(scratch_dir.path())?;
+            let scratch = crate::stores::open_views(scratch_dir.path())?;
             let b = bar(head, "replaying");
             let diffs = audit::replay_and_compare(&log, &live, &scratch, |p, _| b.set_position(p)).await?;
             b.finish_and_clear();
@@ -280,13 +280,7 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
                 let rows =
                     audit::access_as_of(&log, position, time, &PartnerId::new(p), &UserId::new(u), &CustomerId::new(c))
                         .await?;
-                let rows: Vec<_> = rows
-                    .into_iter()
-                    .map(|a| match a.outcome {
-                        Ok(e) => serde_json::json!({"workload": a.workload, "subscription_id": a.subscription_id, "allowed": true, "evidence": e}),
-                        Err(r) => serde_json::json!({"workload": a.workload, "subscription_id": a.subscription_id, "allowed": false, "code": r.code, "rule": r.rule, "message": r.message}),
-                    })
-                    .collect();
+                let rows: Vec<behalf_service::answers::AccessRow> = rows.into_iter().map(Into::into).collect();
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
@@ -307,12 +301,7 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
                 let page = log.read_all(at, 2048).await?;
                 let Some(last) = page.last() else { break };
                 for env in page.iter().flat_map(|c| c.envelopes()) {
-                    let line = serde_json::json!({
-                        "position": env.position, "index": env.index, "stream": env.stream, "version": env.version,
-                        "event_id": env.event_id, "type": env.event_type, "schema_version": env.schema_version,
-                        "at": env.at, "actor": env.actor, "command_id": env.command_id,
-                        "correlation_id": env.correlation_id, "causation_id": env.causation_id, "event": env.event,
-                    });
+                    let line = behalf_service::answers::EnvelopeView::from(env);
                     serde_json::to_writer(&mut out, &line)?;
                     out.write_all(b"\n")?;
                 }

@@ -8,7 +8,9 @@ mod queue;
 mod roles;
 mod serve;
 mod settings;
+mod stores;
 mod token;
+mod workers;
 
 use std::path::PathBuf;
 

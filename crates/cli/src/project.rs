@@ -47,7 +47,7 @@ pub async fn run(a: ProjectArgs) -> anyhow::Result<()> {
     let (log, _) = SledLog::open(a.data_dir.join("log"), OpenOptions::default())
         .with_context(|| format!("cannot open the log in {} (is a server running on it?)", a.data_dir.display()))?;
     let target = a.into.clone().unwrap_or_else(|| a.data_dir.join("views"));
-    let views = crate::serve::open_views(&target)?;
+    let views = crate::stores::open_views(&target)?;
     let head = log.head().await?;
     let bar = ProgressBar::new(head);
     bar.set_style(

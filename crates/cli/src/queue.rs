@@ -51,7 +51,7 @@ fn on_queues<T>(at: &QueueSource, f: impl FnOnce(&dyn QueueStore) -> anyhow::Res
             let q = rt.block_on(behalf_nats::NatsQueues::open(url, 1))?;
             rt.block_on(async { tokio::task::block_in_place(|| f(&q)) })
         }
-        None => f(&crate::serve::open_queues(&at.data_dir.join("queues"))?),
+        None => f(&crate::stores::open_queues(&at.data_dir.join("queues"))?),
     }
 }
 
@@ -102,9 +102,9 @@ pub async fn notify(a: NotifyArgs) -> anyhow::Result<()> {
         return crate::roles::notify(args).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (log, _tokens) = crate::serve::open_stores(&a.data_dir)?;
-    let queues = Arc::new(crate::serve::open_queues(&a.data_dir.join("queues"))?);
-    let views = Arc::new(crate::serve::open_views(&a.data_dir.join("views"))?);
+    let (log, _tokens) = crate::stores::open_stores(&a.data_dir)?;
+    let queues = Arc::new(crate::stores::open_queues(&a.data_dir.join("queues"))?);
+    let views = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
     if a.once {
         let head = log.head().await?;
         let mut at = queues.checkpoint()?;
@@ -119,7 +119,7 @@ pub async fn notify(a: NotifyArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let service = Arc::new(CommandService::new(log.clone(), Arc::clone(&clock)));
-    let (forward, sweep) = crate::serve::spawn_notifier(log, queues, views, service, clock);
+    let (forward, sweep) = crate::workers::spawn_notifier(log, queues, views, service, clock);
     crate::serve::shutdown_signal().await;
     forward.abort();
     sweep.abort();

@@ -20,12 +20,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use behalf_http::{App, Limits, ReadSide, Router};
+use behalf_log::queues::QueueStore;
+use behalf_log::views::ViewStore;
 use behalf_nats::rpc::{self, RpcReply, RpcRequest};
-use behalf_nats::{NatsQueues, NatsTokens};
+use behalf_nats::{NatsLog, NatsQueues};
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
+use behalf_service::gdap::GdapProjection;
 use behalf_service::tokens::Tokens;
-use behalf_sled_store::{SledQueues, SledViews};
 use tokio::net::TcpListener;
 
 /// What every role takes.
@@ -65,15 +67,23 @@ async fn stopped(mut rx: Shutdown) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Answers NATS requests through `router`; `route` turns a request into a method and
-/// a path, or a reply of its own (a request that names nothing). Prints `serving
-/// <subject>` once the subscription is in place.
+/// How a role's NATS requests reach the router.
+#[derive(Clone, Copy)]
+enum Requests {
+    /// Every request is a `POST /v1/commands`.
+    Commands,
+    /// `behalf.query.<name>` with a JSON object of parameters (the http crate's table).
+    Queries,
+}
+
+/// Answers NATS requests through `router`, exactly as the same HTTP request would be.
+/// Prints `serving <subject>` once the subscription is in place.
 async fn serve_nats(
     url: String,
     subject: &str,
     group: &str,
     router: Router,
-    route: fn(&RpcRequest) -> Result<(&'static str, String), RpcReply>,
+    requests: Requests,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let listener = rpc::listen(&url, subject, group).await?;
@@ -81,13 +91,16 @@ async fn serve_nats(
     let handler = move |req: RpcRequest| {
         let router = router.clone();
         async move {
-            let (method, path) = match route(&req) {
-                Ok(r) => r,
-                Err(reply) => return reply,
+            let reply = match requests {
+                Requests::Commands => {
+                    behalf_http::dispatch(&router, "POST", "/v1/commands", &req.headers, req.payload.clone()).await
+                }
+                Requests::Queries => {
+                    let name = req.subject.strip_prefix(rpc::QUERY_PREFIX).and_then(|s| s.strip_prefix('.'));
+                    behalf_http::dispatch_query(&router, name.unwrap_or_default(), &req.headers, &req.payload).await
+                }
             };
-            let body = if method == "GET" { Default::default() } else { req.payload.clone() };
-            let (status, content_type, body) = behalf_http::dispatch(&router, method, &path, &req.headers, body).await;
-            RpcReply { status, content_type, body }
+            RpcReply { status: reply.status, content_type: reply.content_type, body: reply.body }
         }
     };
     listener.run(handler, stopped(shutdown)).await?;
@@ -115,8 +128,8 @@ fn limits(max_in_flight: usize) -> Limits {
     Limits { max_in_flight, ..Limits::default() }
 }
 
-async fn open_tokens(a: &NatsArgs, clock: &dyn Clock) -> anyhow::Result<Tokens<NatsTokens>> {
-    let tokens = crate::serve::open_nats_tokens(&a.nats, a.nats_replicas as usize, &a.data_dir).await?;
+async fn open_tokens(a: &NatsArgs, clock: &dyn Clock) -> anyhow::Result<Tokens> {
+    let tokens = crate::stores::open_nats_tokens(&a.nats, a.nats_replicas as usize, &a.data_dir).await?;
     if let Some(path) = tokens.bootstrap_admin(&a.data_dir, clock)? {
         println!("admin token written to {} (readable by its owner only)", path.display());
     }
@@ -125,7 +138,7 @@ async fn open_tokens(a: &NatsArgs, clock: &dyn Clock) -> anyhow::Result<Tokens<N
 
 /// The cluster's queues (bucket `BEHALF_QUEUE`), which every role serving HTTP answers
 /// `/v1/queues` from.
-async fn open_queues(a: &NatsArgs) -> anyhow::Result<Arc<NatsQueues>> {
+async fn open_queues(a: &NatsArgs) -> anyhow::Result<Arc<dyn QueueStore>> {
     Ok(Arc::new(
         NatsQueues::open(&a.nats, a.nats_replicas as usize)
             .await
@@ -133,114 +146,45 @@ async fn open_queues(a: &NatsArgs) -> anyhow::Result<Arc<NatsQueues>> {
     ))
 }
 
-fn command_route(_: &RpcRequest) -> Result<(&'static str, String), RpcReply> {
-    Ok(("POST", "/v1/commands".into()))
+/// The role's log and its GDAP projection (which scopes every answer, R24, and
+/// decides readiness), and the app over them with tokens and the cluster's queues.
+async fn app_on(a: &NatsArgs, index: bool, limits: Limits) -> anyhow::Result<App<NatsLog>> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let log = crate::stores::open_nats(&a.nats, a.nats_replicas as usize, a.nats_duplicate_window, index).await?;
+    let tokens = open_tokens(a, clock.as_ref()).await?;
+    let gdap = GdapProjection::spawn(&log);
+    Ok(App::new(log, gdap, Arc::new(tokens), clock, limits).with_queues(open_queues(a).await?))
 }
 
 /// `behalf command --nats URL`.
 pub async fn command(a: CommandArgs) -> anyhow::Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = crate::serve::open_nats(&a.nats.nats, a.nats.nats_replicas as usize, a.nats.nats_duplicate_window, false)
-        .await?;
-    let tokens = open_tokens(&a.nats, clock.as_ref()).await?;
-    let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-    let queues = open_queues(&a.nats).await?;
-    let app =
-        App::<_, _, SledViews, _>::new(service, Arc::new(tokens), clock, limits(a.max_in_flight)).with_queues(queues);
-    let router = behalf_http::router(Arc::new(app));
+    let app = app_on(&a.nats, false, limits(a.max_in_flight)).await?;
+    let service = CommandService::with_gdap(app.log.clone(), Arc::clone(&app.gdap), Arc::clone(&app.clock));
+    let router = behalf_http::router(Arc::new(app.with_commands(Arc::new(service))));
     let (shutdown, _signal) = shutdown_channel();
     let nats = serve_nats(
         a.nats.nats.clone(),
         rpc::COMMAND_SUBJECT,
         "behalf-command",
         router.clone(),
-        command_route,
+        Requests::Commands,
         shutdown.clone(),
     );
     let (n, h) = tokio::join!(nats, serve_http(a.nats.listen, router, shutdown));
     n.and(h)
 }
 
-/// The query names of `behalf.query.<name>`, with the id each needs in its path.
-const QUERIES: &[(&str, &str, &str)] = &[
-    ("customer_tickets", "/v1/customers/{}/tickets", "customer_id"),
-    ("service_health", "/v1/customers/{}/service-health", "customer_id"),
-    ("ticket", "/v1/tickets/{}", "ticket_id"),
-    ("history", "/v1/tickets/{}/history", "ticket_id"),
-    ("partner_tickets", "/v1/partners/{}/tickets", "partner_id"),
-    ("access", "/v1/partners/{}/access", "partner_id"),
-    ("rejections", "/v1/audit/rejections", ""),
-    ("events", "/v1/events", ""),
-];
-
-fn refusal(status: u16, code: &str, message: String) -> RpcReply {
-    let body = serde_json::json!({"outcome": "rejected", "code": code, "message": message});
-    RpcReply { status, content_type: Some("application/json".into()), body: body.to_string().into() }
-}
-
-/// Percent-encodes everything but the unreserved characters (RFC 3986).
-fn encode(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// `behalf.query.<name>` with a JSON object of parameters → `GET <path>?<the rest>`.
-fn query_route(req: &RpcRequest) -> Result<(&'static str, String), RpcReply> {
-    let name = req.subject.strip_prefix(rpc::QUERY_PREFIX).and_then(|s| s.strip_prefix('.')).unwrap_or_default();
-    let Some((_, template, id_field)) = QUERIES.iter().find(|(n, _, _)| *n == name) else {
-        let names: Vec<&str> = QUERIES.iter().map(|(n, _, _)| *n).collect();
-        return Err(refusal(404, "request.malformed", format!("no query {name:?}; one of {}", names.join(", "))));
-    };
-    let mut params = if req.payload.is_empty() {
-        serde_json::Map::new()
-    } else {
-        match serde_json::from_slice::<serde_json::Value>(&req.payload) {
-            Ok(serde_json::Value::Object(m)) => m,
-            Ok(_) | Err(_) => {
-                return Err(refusal(400, "request.malformed", "the parameters are not a JSON object".into()));
-            }
-        }
-    };
-    let text = |v: serde_json::Value| if let serde_json::Value::String(s) = v { s } else { v.to_string() };
-    let mut path = (*template).to_owned();
-    if !id_field.is_empty() {
-        let Some(id) = params.remove(*id_field).map(text).filter(|s| !s.is_empty()) else {
-            return Err(refusal(422, "validation.invalid", format!("the query {name} needs {id_field}")));
-        };
-        path = path.replace("{}", &encode(&id));
-    }
-    let query: Vec<String> = params.into_iter().map(|(k, v)| format!("{}={}", encode(&k), encode(&text(v)))).collect();
-    if !query.is_empty() {
-        path.push('?');
-        path.push_str(&query.join("&"));
-    }
-    Ok(("GET", path))
-}
-
 /// `behalf project --nats URL`.
 pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize, a.nats_duplicate_window, false).await?;
-    let tokens = open_tokens(&a, clock.as_ref()).await?;
-    let views = Arc::new(crate::serve::open_views(&a.data_dir.join("views"))?);
-    let (follower, position) = crate::serve::spawn_followers::<_, SledQueues>(log.clone(), Arc::clone(&views), None)?;
-    // The GDAP projection scopes every answer (R24); this role decides no commands.
-    let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-    let app = App::new(service, Arc::new(tokens), clock, Limits::default())
-        .without_commands()
-        .with_read(ReadSide { views, position })
-        .with_queues(open_queues(&a).await?);
-    let router = behalf_http::router(Arc::new(app));
+    // This role decides no commands: the projection alone scopes its answers.
+    let app = app_on(&a, false, Limits::default()).await?;
+    let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
+    let (follower, position) =
+        crate::workers::spawn_followers::<_, dyn QueueStore>(app.log.clone(), Arc::clone(&views), None)?;
+    let router = behalf_http::router(Arc::new(app.with_read(ReadSide { views, position })));
     let (shutdown, _signal) = shutdown_channel();
     let subject = format!("{}.>", rpc::QUERY_PREFIX);
-    let nats = serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), query_route, shutdown.clone());
+    let nats = serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), Requests::Queries, shutdown.clone());
     let (n, h) = tokio::join!(nats, serve_http(a.listen, router, shutdown));
     follower.abort();
     n.and(h)
@@ -250,41 +194,17 @@ pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
 pub async fn notify(a: NatsArgs) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The notifier also keeps the command index complete (R26 beyond the window).
-    let log = crate::serve::open_nats(&a.nats, a.nats_replicas as usize, a.nats_duplicate_window, true).await?;
+    let log = crate::stores::open_nats(&a.nats, a.nats_replicas as usize, a.nats_duplicate_window, true).await?;
     let queues = open_queues(&a).await?;
-    crate::serve::ensure_dir(&a.data_dir)?;
-    let views = Arc::new(crate::serve::open_views(&a.data_dir.join("views"))?);
-    let (follower, _) = crate::serve::spawn_followers(log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
+    crate::stores::ensure_dir(&a.data_dir)?;
+    let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
+    let (follower, _) = crate::workers::spawn_followers(log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-    let sweep = crate::serve::spawn_sla_sweep(views, service, clock, Arc::clone(&queues));
+    let sweep = crate::workers::spawn_sla_sweep(views, service, clock, Arc::clone(&queues));
     println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE)");
     let (shutdown, _signal) = shutdown_channel();
     stopped(shutdown).await;
     follower.abort();
     sweep.abort();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(subject: &str, payload: &str) -> RpcRequest {
-        RpcRequest { subject: subject.into(), headers: Vec::new(), payload: payload.to_owned().into() }
-    }
-
-    #[test]
-    fn queries_map_to_their_paths() {
-        let ok = |s: &str, p: &str| query_route(&req(s, p)).map(|(_, path)| path).unwrap_or_else(|r| panic!("{r:?}"));
-        assert_eq!(ok("behalf.query.ticket", r#"{"ticket_id":"t 1"}"#), "/v1/tickets/t%201");
-        assert_eq!(
-            ok("behalf.query.customer_tickets", r#"{"customer_id":"c1","status":"open","min_position":7}"#),
-            "/v1/customers/c1/tickets?min_position=7&status=open"
-        );
-        assert_eq!(ok("behalf.query.events", ""), "/v1/events");
-        let refused = |s: &str, p: &str| query_route(&req(s, p)).unwrap_err().status;
-        assert_eq!(refused("behalf.query.nope", "{}"), 404);
-        assert_eq!(refused("behalf.query.ticket", "{}"), 422);
-        assert_eq!(refused("behalf.query.ticket", "[1]"), 400);
-    }
 }

@@ -39,7 +39,7 @@ pub enum TokenCmd {
     },
 }
 
-fn open(data_dir: &std::path::Path) -> anyhow::Result<Tokens<SledTokens>> {
+fn open(data_dir: &std::path::Path) -> anyhow::Result<Tokens> {
     if !data_dir.exists() {
         bail!("no data directory at {} (run `behalf serve` once to create it)", data_dir.display());
     }

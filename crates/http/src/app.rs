@@ -25,36 +25,41 @@ pub(crate) struct Metrics {
 }
 
 /// The read side a server answers queries from: the views and how far they are.
-pub struct ReadSide<S: ViewStore> {
-    pub views: Arc<S>,
+pub struct ReadSide {
+    pub views: Arc<dyn ViewStore>,
     /// The views' checkpoint, as the projection runner advances it.
     pub position: watch::Receiver<u64>,
 }
 
-/// Everything a handler needs. A role serves only its part: commands (unless
-/// [`App::without_commands`]), queries (with [`App::with_read`]), queues (with
-/// [`App::with_queues`]); tokens and health always.
-pub struct App<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore> {
-    pub service: Arc<CommandService<L>>,
-    pub tokens: Arc<Tokens<T>>,
-    pub read: Option<ReadSide<S>>,
-    pub queues: Option<Arc<Q>>,
-    pub commands: bool,
+/// Everything a handler needs. A role serves only its part: commands (with
+/// [`App::with_commands`]), queries (with [`App::with_read`]), queues (with
+/// [`App::with_queues`]); tokens, health and the event feed always. Only the log is a
+/// type parameter (its trait is not object safe); the stores are trait objects.
+pub struct App<L: EventLog> {
+    pub log: L,
+    /// The GDAP projection of `log`, shared with the command service: it scopes every
+    /// answer (R24) and decides readiness.
+    pub gdap: Arc<GdapProjection>,
+    pub commands: Option<Arc<CommandService<L>>>,
+    pub tokens: Arc<Tokens>,
+    pub read: Option<ReadSide>,
+    pub queues: Option<Arc<dyn QueueStore>>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) metrics: Metrics,
 }
 
-impl<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore> App<L, T, S, Q> {
-    /// An app that takes commands and serves tokens and health.
-    pub fn new(service: Arc<CommandService<L>>, tokens: Arc<Tokens<T>>, clock: Arc<dyn Clock>, limits: Limits) -> Self {
+impl<L: EventLog> App<L> {
+    /// An app over `log` and its GDAP projection that serves tokens and health.
+    pub fn new(log: L, gdap: Arc<GdapProjection>, tokens: Arc<Tokens>, clock: Arc<dyn Clock>, limits: Limits) -> Self {
         App {
-            service,
+            log,
+            gdap,
+            commands: None,
             tokens,
             read: None,
             queues: None,
-            commands: true,
             clock,
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
@@ -62,21 +67,21 @@ impl<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore> App<L, T, S, Q> {
         }
     }
 
+    /// Also takes commands, decided by `service` (over the same log and projection).
+    pub fn with_commands(mut self, service: Arc<CommandService<L>>) -> Self {
+        self.commands = Some(service);
+        self
+    }
+
     /// Also answers queries from these views.
-    pub fn with_read(mut self, read: ReadSide<S>) -> Self {
+    pub fn with_read(mut self, read: ReadSide) -> Self {
         self.read = Some(read);
         self
     }
 
     /// Also leases and acks queue messages.
-    pub fn with_queues(mut self, queues: Arc<Q>) -> Self {
+    pub fn with_queues(mut self, queues: Arc<dyn QueueStore>) -> Self {
         self.queues = Some(queues);
-        self
-    }
-
-    /// Takes no commands (a projector).
-    pub fn without_commands(mut self) -> Self {
-        self.commands = false;
         self
     }
 }

@@ -2,8 +2,8 @@
 
 use super::*;
 
-pub(crate) fn authenticate<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    app: &App<L, T, S, Q>,
+pub(crate) fn authenticate<L: EventLog>(
+    app: &App<L>,
     headers: &HeaderMap,
 ) -> Result<Principal, Early> {
     let token = headers
@@ -13,15 +13,11 @@ pub(crate) fn authenticate<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueSto
     let unauth =
         || rejected(&Rejection::without_rule(Code::Unauthenticated, "missing, unknown or revoked token"), false);
     let Some(token) = token else { return Err(Box::new(unauth())) };
-    match app.tokens.authenticate(token) {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(r)) => Err(Box::new(rejected(&r, false))),
-        Err(e) => Err(Box::new(unavailable(&e))),
-    }
+    app.tokens.authenticate(token).map_err(|r| Box::new(refused(&r, false)))
 }
 
-pub(crate) fn admin_only<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    app: &App<L, T, S, Q>,
+pub(crate) fn admin_only<L: EventLog>(
+    app: &App<L>,
     headers: &HeaderMap,
 ) -> Result<(), Early> {
     if authenticate(app, headers)? == Principal::Admin {

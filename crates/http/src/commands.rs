@@ -31,8 +31,8 @@ pub(crate) async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> 
     }
 }
 
-pub(crate) async fn post_command<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn post_command<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -64,19 +64,18 @@ pub(crate) async fn post_command<L: EventLog, T: TokenStore, S: ViewStore, Q: Qu
     let Ok(_permit) = Arc::clone(&app.in_flight).try_acquire_owned() else {
         return rejected(&Rejection::without_rule(Code::Overloaded, "too many commands in flight; retry"), msgpack_out);
     };
-    match app.service.execute(principal, req).await {
-        Ok(Outcome::Accepted(a)) => {
-            app.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-            let status = if a.created() { StatusCode::CREATED } else { StatusCode::OK };
-            json_response(status, &a, msgpack_out)
-        }
-        Ok(Outcome::Rejected(r)) => {
+    let Some(service) = &app.commands else { return *not_served("commands") };
+    let answer = service.execute(principal, req).await;
+    match &answer {
+        Ok(_) => app.metrics.accepted.fetch_add(1, Ordering::Relaxed),
+        Err(Refused::Rejected(r)) => {
             *app.metrics.rejected.lock().unwrap_or_else(|p| p.into_inner()).entry(r.code.as_str()).or_default() += 1;
-            rejected(&r, msgpack_out)
+            0
         }
-        Err(e) => {
-            app.metrics.unavailable.fetch_add(1, Ordering::Relaxed);
-            unavailable(&e)
-        }
+        Err(Refused::Failed(_)) => app.metrics.unavailable.fetch_add(1, Ordering::Relaxed),
+    };
+    match answer {
+        Ok(a) => json_response(if a.created() { StatusCode::CREATED } else { StatusCode::OK }, &a, msgpack_out),
+        Err(r) => refused(&r, msgpack_out),
     }
 }

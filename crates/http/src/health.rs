@@ -2,18 +2,18 @@
 
 use super::*;
 
-pub(crate) async fn readyz<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn readyz<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
 ) -> Response {
-    if app.service.ready().await {
+    if app.gdap.ready(&app.log).await {
         json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}), false)
     } else {
         rejected(&Rejection::without_rule(Code::Unavailable, "catching up with the log"), false)
     }
 }
 
-pub(crate) async fn metrics<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn metrics<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
 ) -> Response {
     use std::fmt::Write;
     let mut out = String::new();
@@ -29,10 +29,10 @@ pub(crate) async fn metrics<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueSt
         "behalf_commands_total{{outcome=\"unavailable\"}} {}",
         app.metrics.unavailable.load(Ordering::Relaxed)
     );
-    let head = app.service.log().head().await.unwrap_or(0);
+    let head = app.log.head().await.unwrap_or(0);
     let mut gauges = vec![
         ("behalf_log_head", "The last durable log position.", head),
-        ("behalf_gdap_position", "The log position the GDAP projection has applied.", app.service.gdap().position()),
+        ("behalf_gdap_position", "The log position the GDAP projection has applied.", app.gdap.position()),
     ];
     if let Some(read) = &app.read {
         let views = *read.position.borrow();
@@ -47,7 +47,7 @@ pub(crate) async fn metrics<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueSt
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
     }
-    for (name, help, value) in app.service.log().counters() {
+    for (name, help, value) in app.log.counters() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
     }
     let mut r = Response::new(Body::from(out));

@@ -21,15 +21,15 @@ use axum::routing::{delete, get, post};
 pub use axum::Router;
 use behalf_domain::{Code, Principal, Rejection};
 use behalf_log::queues::QueueStore;
-use behalf_log::tokens::TokenStore;
 use behalf_log::views::ViewStore;
 use behalf_log::EventLog;
 use behalf_service::clock::Clock;
-use behalf_service::commands::{CommandService, Outcome};
-use behalf_service::queries::{self, ListFilter, Queries, QueryError};
+use behalf_service::commands::CommandService;
+use behalf_service::gdap::GdapProjection;
+use behalf_service::queries::{self, ListFilter, Queries};
 use behalf_service::request::{self, Encoding};
 use behalf_service::tokens::{TokenSpec, Tokens};
-use behalf_service::ServiceError;
+use behalf_service::{Refused, ServiceError};
 use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 
@@ -40,10 +40,12 @@ mod health;
 mod queues;
 mod reads;
 mod respond;
+mod routes;
 mod tokens;
 
 pub use app::{App, Limits, ReadSide};
 pub use respond::status_of;
+pub use routes::{query_path, QueryRoute};
 
 use auth::*;
 use commands::*;
@@ -54,31 +56,25 @@ use respond::*;
 use tokens::*;
 
 /// The router.
-pub fn router<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: Arc<App<L, T, S, Q>>) -> Router {
+pub fn router<L: EventLog>(app: Arc<App<L>>) -> Router {
     let mut r = Router::new()
-        .route("/v1/tokens", post(issue_token::<L, T, S, Q>).get(list_tokens::<L, T, S, Q>))
-        .route("/v1/tokens/{token_id}", delete(revoke_token::<L, T, S, Q>))
+        .route("/v1/tokens", post(issue_token::<L>).get(list_tokens::<L>))
+        .route("/v1/tokens/{token_id}", delete(revoke_token::<L>))
         .route("/healthz", get(|| async { json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}), false) }))
-        .route("/readyz", get(readyz::<L, T, S, Q>))
-        .route("/metrics", get(metrics::<L, T, S, Q>));
-    if app.commands {
-        r = r.route("/v1/commands", post(post_command::<L, T, S, Q>));
+        .route("/readyz", get(readyz::<L>))
+        .route("/metrics", get(metrics::<L>));
+    if app.commands.is_some() {
+        r = r.route("/v1/commands", post(post_command::<L>));
     }
     if app.read.is_some() {
-        r = r
-            .route("/v1/customers/{customer_id}/tickets", get(customer_tickets::<L, T, S, Q>))
-            .route("/v1/customers/{customer_id}/service-health", get(service_health::<L, T, S, Q>))
-            .route("/v1/tickets/{ticket_id}", get(ticket::<L, T, S, Q>))
-            .route("/v1/tickets/{ticket_id}/history", get(history::<L, T, S, Q>))
-            .route("/v1/partners/{partner_id}/tickets", get(partner_tickets::<L, T, S, Q>))
-            .route("/v1/partners/{partner_id}/access", get(access::<L, T, S, Q>))
-            .route("/v1/audit/rejections", get(rejections::<L, T, S, Q>))
-            .route("/v1/events", get(events::<L, T, S, Q>));
+        for q in QueryRoute::ALL {
+            r = r.route(q.path(), q.handler::<L>());
+        }
     }
     if app.queues.is_some() {
         r = r
-            .route("/v1/queues/{queue}/messages", get(lease::<L, T, S, Q>))
-            .route("/v1/queues/{queue}/messages/{id}/ack", post(ack::<L, T, S, Q>));
+            .route("/v1/queues/{queue}/messages", get(lease::<L>))
+            .route("/v1/queues/{queue}/messages/{id}/ack", post(ack::<L>));
     }
     r.fallback(|| async {
         rejected(&Rejection::without_rule(Code::RequestMalformed, "no such endpoint here; see docs/API.md"), false)
@@ -90,15 +86,27 @@ pub fn router<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(app: Arc<
     .with_state(app)
 }
 
+/// An answer as a transport other than HTTP carries it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    async fn of(response: Response) -> Reply {
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+        Reply { status, content_type, body }
+    }
+}
+
 /// Answers one request in process, without a socket: the NATS request/reply roles
 /// hand their requests to the same router, so both transports answer alike.
-pub async fn dispatch(
-    router: &Router,
-    method: &str,
-    path_and_query: &str,
-    headers: &[(String, String)],
-    body: Bytes,
-) -> (u16, Option<String>, Bytes) {
+pub async fn dispatch(router: &Router, method: &str, path_and_query: &str, headers: &[(String, String)], body: Bytes) -> Reply {
     use tower::ServiceExt as _;
     let mut req = axum::http::Request::builder().method(method).uri(path_and_query);
     for (k, v) in headers {
@@ -108,17 +116,22 @@ pub async fn dispatch(
         Ok(r) => r,
         Err(e) => {
             let r = Rejection::without_rule(Code::RequestMalformed, format!("not a valid request: {e}"));
-            return (400, Some("application/json".into()), Bytes::from(serde_json::to_vec(&r).unwrap_or_default()));
+            return Reply::of(rejected(&r, false)).await;
         }
     };
-    let response = match router.clone().oneshot(req).await {
-        Ok(r) => r,
+    match router.clone().oneshot(req).await {
+        Ok(r) => Reply::of(r).await,
         Err(never) => match never {},
-    };
-    let status = response.status().as_u16();
-    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
-    (status, content_type, body)
+    }
+}
+
+/// Answers a named query (`behalf.query.<name>`) whose parameters are a JSON object,
+/// as the `GET` of [`query_path`].
+pub async fn dispatch_query(router: &Router, name: &str, headers: &[(String, String)], params: &[u8]) -> Reply {
+    match query_path(name, params) {
+        Ok(path) => dispatch(router, "GET", &path, headers, Bytes::new()).await,
+        Err(refused) => Reply::of(*refused).await,
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight

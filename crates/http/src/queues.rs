@@ -3,9 +3,9 @@
 use super::*;
 
 /// The queues, where this role has them (the queue routes are mounted only then).
-pub(crate) fn queue_side<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    app: &App<L, T, S, Q>,
-) -> Result<&Arc<Q>, Early> {
+pub(crate) fn queue_side<L: EventLog>(
+    app: &App<L>,
+) -> Result<&Arc<dyn QueueStore>, Early> {
     app.queues.as_ref().ok_or_else(|| not_served("queues"))
 }
 
@@ -14,8 +14,8 @@ pub(crate) fn queue_side<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore
 // consume a queue is the domain's `policy::may_consume_queue`.
 
 /// The request's principal may consume `queue` (`policy::may_consume_queue`), or 403.
-fn consumer<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    app: &App<L, T, S, Q>,
+fn consumer<L: EventLog>(
+    app: &App<L>,
     headers: &HeaderMap,
     queue: &str,
 ) -> Result<(), Early> {
@@ -28,8 +28,8 @@ fn consumer<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
     }
 }
 
-pub(crate) async fn lease<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn lease<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     Path(queue): Path<String>,
     p: Params,
@@ -46,8 +46,8 @@ pub(crate) async fn lease<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStor
     }
 }
 
-pub(crate) async fn ack<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn ack<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     Path((queue, id)): Path<(String, String)>,
 ) -> Response {

@@ -51,11 +51,11 @@ pub(crate) fn param<T: std::str::FromStr>(p: &Params, name: &str) -> Result<Opti
 
 /// Authenticates, then waits (up to `wait_ms`, default 2000) until the views have
 /// applied `min_position`.
-pub(crate) async fn reader<'a, L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    app: &'a App<L, T, S, Q>,
+pub(crate) async fn reader<'a, L: EventLog>(
+    app: &'a App<L>,
     headers: &HeaderMap,
     p: &Params,
-) -> Result<(Principal, &'a ReadSide<S>), Early> {
+) -> Result<(Principal, &'a ReadSide), Early> {
     let who = authenticate(app, headers)?;
     let read = read_side(app)?;
     if let Some(min) = param::<u64>(p, "min_position")? {
@@ -68,7 +68,7 @@ pub(crate) async fn reader<'a, L: EventLog, T: TokenStore, S: ViewStore, Q: Queu
         // (The watch guard is dropped here: it must not be held across the next wait.)
         let views = matches!(tokio::time::timeout_at(deadline, rx.wait_for(|pos| *pos >= min)).await, Ok(Ok(_)));
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let gdap = app.service.gdap().wait_for(min, left).await;
+        let gdap = app.gdap.wait_for(min, left).await;
         if !views || gdap.is_err() {
             let msg = format!("the views have not reached position {min} within {wait} ms; retry");
             return Err(Box::new(rejected(&Rejection::without_rule(Code::Unavailable, msg), false)));
@@ -77,29 +77,21 @@ pub(crate) async fn reader<'a, L: EventLog, T: TokenStore, S: ViewStore, Q: Queu
     Ok((who, read))
 }
 
-pub(crate) fn answer(a: Result<serde_json::Value, QueryError>) -> Response {
-    match a {
-        Ok(v) => json_response(StatusCode::OK, &v, false),
-        Err(QueryError::Rejected(r)) => rejected(&r, false),
-        Err(QueryError::Internal(e)) => unavailable(&ServiceError::Log(e)),
-    }
-}
-
 /// The views, where this role has them (the query routes are mounted only then).
-pub(crate) fn read_side<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    app: &App<L, T, S, Q>,
-) -> Result<&ReadSide<S>, Early> {
+pub(crate) fn read_side<L: EventLog>(
+    app: &App<L>,
+) -> Result<&ReadSide, Early> {
     app.read.as_ref().ok_or_else(|| not_served("queries"))
 }
 
-pub(crate) fn queries<'a, L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    app: &'a App<L, T, S, Q>,
-    read: &'a ReadSide<S>,
-) -> Queries<'a, S, L> {
+pub(crate) fn queries<'a, L: EventLog>(
+    app: &'a App<L>,
+    read: &'a ReadSide,
+) -> Queries<'a, L> {
     Queries {
         views: read.views.as_ref(),
-        log: app.service.log(),
-        gdap: app.service.gdap().as_ref(),
+        log: &app.log,
+        gdap: app.gdap.as_ref(),
         now: app.clock.now(),
     }
 }
@@ -125,8 +117,8 @@ pub(crate) fn filter(p: &Params) -> Result<(ListFilter, usize), Early> {
     Ok((f, limit))
 }
 
-pub(crate) async fn customer_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn customer_tickets<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     Path(customer): Path<String>,
     p: Params,
@@ -143,8 +135,8 @@ pub(crate) async fn customer_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q
     answer(queries(&app, read).customer_tickets(&who, &CustomerId::new(customer), &f, limit, after))
 }
 
-pub(crate) async fn ticket<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn ticket<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     p: Params,
@@ -153,8 +145,8 @@ pub(crate) async fn ticket<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueSto
     answer(queries(&app, read).ticket(&who, &TicketId::new(id)).await)
 }
 
-pub(crate) async fn history<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn history<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     p: Params,
@@ -163,8 +155,8 @@ pub(crate) async fn history<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueSt
     answer(queries(&app, read).history(&who, &TicketId::new(id)).await)
 }
 
-pub(crate) async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn partner_tickets<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     Path(partner): Path<String>,
     p: Params,
@@ -174,8 +166,8 @@ pub(crate) async fn partner_tickets<L: EventLog, T: TokenStore, S: ViewStore, Q:
     answer(queries(&app, read).partner_tickets(&who, &PartnerId::new(partner), &f, limit))
 }
 
-pub(crate) async fn service_health<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn service_health<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     Path(customer): Path<String>,
     p: Params,
@@ -184,8 +176,8 @@ pub(crate) async fn service_health<L: EventLog, T: TokenStore, S: ViewStore, Q: 
     answer(queries(&app, read).service_health(&who, &CustomerId::new(customer)))
 }
 
-pub(crate) async fn access<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn access<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     Path(partner): Path<String>,
     p: Params,
@@ -202,8 +194,8 @@ pub(crate) async fn access<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueSto
     ))
 }
 
-pub(crate) async fn rejections<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn rejections<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
@@ -213,13 +205,13 @@ pub(crate) async fn rejections<L: EventLog, T: TokenStore, S: ViewStore, Q: Queu
     answer(queries(&app, read).rejections(&who, after, limit))
 }
 
-pub(crate) async fn events<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn events<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     p: Params,
 ) -> Response {
     let who = early!(authenticate(&app, &headers));
     let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
     let limit = early!(limit_param(&p, 100, 1000));
-    answer(queries::events(app.service.log(), &who, after, limit).await)
+    answer(queries::events(&app.log, &who, after, limit).await)
 }

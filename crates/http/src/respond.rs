@@ -122,6 +122,22 @@ pub(crate) fn unavailable(e: &ServiceError) -> Response {
     rejected(&Rejection::without_rule(Code::Unavailable, "the service cannot decide right now; retry"), false)
 }
 
+/// The refusal of any service call: its rejection, or 503 for an internal failure.
+pub(crate) fn refused(r: &Refused, msgpack: bool) -> Response {
+    match r {
+        Refused::Rejected(r) => rejected(r, msgpack),
+        Refused::Failed(e) => unavailable(e),
+    }
+}
+
+/// A service call's answer: `ok` with its JSON, or its refusal.
+pub(crate) fn answer<T: Serialize>(a: Result<T, Refused>) -> Response {
+    match a {
+        Ok(v) => json_response(StatusCode::OK, &v, false),
+        Err(r) => refused(&r, false),
+    }
+}
+
 pub(crate) fn wants_msgpack(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("application/msgpack"))
 }

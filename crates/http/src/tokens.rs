@@ -2,8 +2,8 @@
 
 use super::*;
 
-pub(crate) async fn issue_token<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn issue_token<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -28,8 +28,8 @@ pub(crate) async fn issue_token<L: EventLog, T: TokenStore, S: ViewStore, Q: Que
     }
 }
 
-pub(crate) async fn list_tokens<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn list_tokens<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = admin_only(&app, &headers) {
@@ -41,8 +41,8 @@ pub(crate) async fn list_tokens<L: EventLog, T: TokenStore, S: ViewStore, Q: Que
     }
 }
 
-pub(crate) async fn revoke_token<L: EventLog, T: TokenStore, S: ViewStore, Q: QueueStore>(
-    State(app): State<Arc<App<L, T, S, Q>>>,
+pub(crate) async fn revoke_token<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
     headers: HeaderMap,
     Path(token_id): Path<String>,
 ) -> Response {

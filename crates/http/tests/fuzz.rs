@@ -30,11 +30,13 @@ fn fixture() -> Fixture {
         let tokens = Tokens::new(SledTokens::open(dir.path().join("tokens")).unwrap());
         let admin = tokens.issue(Principal::Admin, "fuzz", clock.as_ref()).unwrap().token;
         let vendor = tokens.issue(Principal::Vendor, "fuzz", clock.as_ref()).unwrap().token;
-        let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
+        let gdap = behalf_service::gdap::GdapProjection::spawn(&log);
+        let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
         let views = Arc::new(SledViews::open(dir.path().join("views")).unwrap());
         let queues = Arc::new(SledQueues::open(dir.path().join("queues")).unwrap());
         let (_tx, position) = tokio::sync::watch::channel(0);
-        let app = App::new(service, Arc::new(tokens), clock, Limits::default())
+        let app = App::new(log, gdap, Arc::new(tokens), clock, Limits::default())
+            .with_commands(service)
             .with_read(ReadSide { views, position })
             .with_queues(queues);
         (router(Arc::new(app)), admin, vendor)
@@ -99,7 +101,7 @@ proptest! {
         thread_local!(static F: Fixture = fixture());
         let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encoded(v))).collect();
         let path = format!("{}?{}", ROUTES[route], query.join("&"));
-        let (status, _, body) = F.with(|f| {
+        let behalf_http::Reply { status, body, .. } = F.with(|f| {
             let headers = vec![("Authorization".to_owned(), format!("Bearer {}", f.vendor))];
             f.rt.block_on(dispatch(&f.router, "GET", &path, &headers, Default::default()))
         });
@@ -123,7 +125,7 @@ proptest! {
             if let Some(u) = user { v["user_id"] = u.into(); }
             serde_json::to_vec(&v).unwrap()
         };
-        let (status, _, answer) = F.with(|f| {
+        let behalf_http::Reply { status, body: answer, .. } = F.with(|f| {
             let headers = vec![
                 ("Authorization".to_owned(), format!("Bearer {}", f.admin)),
                 ("Content-Type".to_owned(), "application/json".to_owned()),

@@ -289,7 +289,7 @@ pub fn compare(live: &Rows, rebuilt: &Rows) -> Vec<Difference> {
 
 /// Rebuilds into `scratch` and compares with `live` (which must be caught up to the
 /// same position first).
-pub async fn replay_and_compare<L: EventLog + Clone, S: ViewStore>(
+pub async fn replay_and_compare<L: EventLog + Clone, S: ViewStore + ?Sized>(
     log: &L,
     live: &S,
     scratch: &S,

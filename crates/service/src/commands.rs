@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::gdap::GdapProjection;
 use crate::ids::IdGen;
 use crate::request::{digest, Request};
-use crate::ServiceError;
+use crate::Refused;
 
 /// How often a command is decided again after losing a race on its ticket.
 pub const MAX_ATTEMPTS: usize = 8;
@@ -86,12 +86,6 @@ impl Accepted {
     }
 }
 
-/// The answer to a command.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
-    Accepted(Accepted),
-    Rejected(Rejection),
-}
 
 /// The command service over one log.
 pub struct CommandService<L: EventLog> {
@@ -122,9 +116,15 @@ fn rejection_answer_of(commit: &Commit) -> Option<Rejection> {
 }
 
 impl<L: EventLog> CommandService<L> {
-    /// Starts the service (and its GDAP projection) over `log`.
+    /// Starts the service over `log`, with a GDAP projection of its own.
     pub fn new(log: L, clock: Arc<dyn Clock>) -> Self {
         let gdap = GdapProjection::spawn(&log);
+        Self::with_gdap(log, gdap, clock)
+    }
+
+    /// Starts the service over `log`, deciding against `gdap` (a projection of the same
+    /// log that the wiring shares with the read side).
+    pub fn with_gdap(log: L, gdap: Arc<GdapProjection>, clock: Arc<dyn Clock>) -> Self {
         let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
         CommandService { log, gdap, clock, ids: IdGen::default(), stripes, stripe_hasher: Default::default() }
     }
@@ -141,16 +141,8 @@ impl<L: EventLog> CommandService<L> {
         self.clock.now()
     }
 
-    /// Ready to decide: the projection follows the log and has caught up with it.
-    pub async fn ready(&self) -> bool {
-        match self.log.head().await {
-            Ok(head) => self.gdap.healthy() && self.gdap.position() >= head,
-            Err(_) => false,
-        }
-    }
-
     /// Executes one request for an authenticated principal.
-    pub async fn execute(&self, principal: Principal, req: Request) -> Result<Outcome, ServiceError> {
+    pub async fn execute(&self, principal: Principal, req: Request) -> Result<Accepted, Refused> {
         let command_id = match &req.command_id {
             Some(id) => id.clone(),
             None => CommandId::new(format!("auto-{}", self.ids.next(self.clock.now()))),
@@ -164,7 +156,7 @@ impl<L: EventLog> CommandService<L> {
         principal: Principal,
         req: Request,
         command_id: CommandId,
-    ) -> Result<Outcome, ServiceError> {
+    ) -> Result<Accepted, Refused> {
         let hash = digest(&principal, &req);
         // R26: a command seen before answers its first outcome. The key is the id within
         // the sender's tenant, so another tenant's use of it is neither found nor shown.
@@ -173,7 +165,7 @@ impl<L: EventLog> CommandService<L> {
         let key = CommandKey::of(&principal, &command_id);
         if req.command_id.is_some() {
             if let Some(first) = self.log.find_command(&key).await? {
-                return Ok(self.first_outcome(&first, &hash, command_id));
+                return self.first_outcome(&first, &hash, command_id);
             }
         }
         let _turn = match req.command.target() {
@@ -225,46 +217,25 @@ impl<L: EventLog> CommandService<L> {
             if events.is_empty() {
                 // An upsert of the same state: accepted, nothing appended.
                 let version = self.log.stream_version(&stream).await?;
-                return Ok(Outcome::Accepted(Accepted::new(
-                    command_id,
-                    stream,
-                    version,
-                    position.max(head),
-                    events,
-                    false,
-                )));
+                return Ok(Accepted::new(command_id, stream, version, position.max(head), events, false));
             }
             let append = commit(stream, expected, &command_id, hash, now, &principal, events.clone());
             match self.log.append(append).await? {
                 Ok(a) if a.duplicate => {
                     // Lost a race with the same command: answer what the log holds.
                     let first = self.log.find_command(&key).await?;
-                    return Ok(match first {
+                    return match first {
                         Some(c) => self.first_outcome(&c, &hash, command_id),
-                        None => Outcome::Accepted(Accepted::new(
-                            command_id,
-                            a.stream,
-                            a.last_version,
-                            a.position,
-                            events,
-                            true,
-                        )),
-                    });
+                        None => Ok(Accepted::new(command_id, a.stream, a.last_version, a.position, events, true)),
+                    };
                 }
                 Ok(a) => {
                     tracing::debug!(position = a.position, "accepted");
-                    return Ok(Outcome::Accepted(Accepted::new(
-                        command_id,
-                        a.stream,
-                        a.last_version,
-                        a.position,
-                        events,
-                        false,
-                    )));
+                    return Ok(Accepted::new(command_id, a.stream, a.last_version, a.position, events, false));
                 }
                 Err(AppendRefused::Conflict { .. }) => continue,
                 Err(AppendRefused::KeyReused { position }) => {
-                    return Ok(Outcome::Rejected(key_reused(position)));
+                    return Err(key_reused(position).into());
                 }
             }
         }
@@ -276,13 +247,13 @@ impl<L: EventLog> CommandService<L> {
         self.refuse(&principal, &req, command_id, hash, r).await
     }
 
-    fn first_outcome(&self, first: &Commit, hash: &Hash, command_id: CommandId) -> Outcome {
+    fn first_outcome(&self, first: &Commit, hash: &Hash, command_id: CommandId) -> Result<Accepted, Refused> {
         if &first.request_hash != hash {
-            return Outcome::Rejected(key_reused(first.position));
+            return Err(key_reused(first.position).into());
         }
         match rejection_answer_of(first) {
-            Some(r) if first.stream == StreamId::rejections() => Outcome::Rejected(r),
-            Some(_) | None => Outcome::Accepted(Accepted::new(
+            Some(r) if first.stream == StreamId::rejections() => Err(r.into()),
+            Some(_) | None => Ok(Accepted::new(
                 command_id,
                 first.stream.clone(),
                 first.last_version(),
@@ -302,7 +273,7 @@ impl<L: EventLog> CommandService<L> {
         command_id: CommandId,
         hash: Hash,
         rejection: Rejection,
-    ) -> Result<Outcome, ServiceError> {
+    ) -> Result<Accepted, Refused> {
         let ticket_id = match req.command.target() {
             Target::Ticket(id) => Some(id),
             Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => None,
@@ -320,19 +291,13 @@ impl<L: EventLog> CommandService<L> {
             commit(StreamId::rejections(), ExpectedVersion::Any, &command_id, hash, now, principal, vec![record]);
         tracing::debug!(code = %rejection.code, "rejected");
         match self.log.append(append).await? {
-            Ok(a) if a.duplicate => Ok(match self.log.find_command(&CommandKey::of(principal, &command_id)).await? {
+            Ok(a) if a.duplicate => match self.log.find_command(&CommandKey::of(principal, &command_id)).await? {
                 Some(c) => self.first_outcome(&c, &hash, command_id),
-                None => Outcome::Rejected(rejection),
-            }),
-            Ok(_) | Err(AppendRefused::Conflict { .. }) => Ok(Outcome::Rejected(rejection)),
-            Err(AppendRefused::KeyReused { position }) => Ok(Outcome::Rejected(key_reused(position))),
+                None => Err(rejection.into()),
+            },
+            Ok(_) | Err(AppendRefused::Conflict { .. }) => Err(rejection.into()),
+            Err(AppendRefused::KeyReused { position }) => Err(key_reused(position).into()),
         }
-    }
-}
-
-impl<L: EventLog> Drop for CommandService<L> {
-    fn drop(&mut self) {
-        self.gdap.stop();
     }
 }
 

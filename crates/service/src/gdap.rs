@@ -40,13 +40,17 @@ impl GdapProjection {
             failed: AtomicBool::new(false),
             task: std::sync::Mutex::new(None),
         });
-        // Only directory streams are decoded; the rest just move the position.
+        // Only directory streams are decoded; the rest just move the position. The task
+        // holds the projection weakly: it lives while someone holds it, and stops when
+        // the last holder lets go (Drop aborts the task).
         let log = log.clone();
-        let me = Arc::clone(&p);
+        let weak = Arc::downgrade(&p);
         let task = tokio::spawn(async move {
             let mut sub = log.subscribe_where(0, behalf_domain::command::DIRECTORY_CATEGORIES);
             loop {
-                match sub.next().await {
+                let next = sub.next().await;
+                let Some(me) = weak.upgrade() else { return };
+                match next {
                     Ok(commit) => {
                         me.apply(&commit);
                         me.failed.store(false, Ordering::SeqCst);
@@ -62,8 +66,9 @@ impl GdapProjection {
                         // where it was.
                         tracing::warn!(error = %e, "the GDAP projection lost the log; following again");
                         me.failed.store(true, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
                         let at = me.position();
+                        drop(me);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                         sub = log.subscribe_where(at, behalf_domain::command::DIRECTORY_CATEGORIES);
                     }
                 }
@@ -73,7 +78,16 @@ impl GdapProjection {
         p
     }
 
-    /// Stops following the log (and lets go of the log's handle).
+    /// Ready to scope and decide: it follows the log and has caught up with its head.
+    pub async fn ready<L: EventLog>(&self, log: &L) -> bool {
+        match log.head().await {
+            Ok(head) => self.healthy() && self.position() >= head,
+            Err(_) => false,
+        }
+    }
+
+    /// Stops following the log (and lets go of the log's handle); dropping the last
+    /// holder does the same.
     pub fn stop(&self) {
         if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             t.abort();
@@ -124,5 +138,11 @@ impl GdapProjection {
         // position moves, so the directory holds at least everything up to here.
         let position = self.position();
         View { directory, position }
+    }
+}
+
+impl Drop for GdapProjection {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -10,6 +10,7 @@
 //! **API boundary:** knows the [`behalf_log::EventLog`] and
 //! [`behalf_log::tokens::TokenStore`] traits, never an engine; knows no HTTP.
 
+pub mod answers;
 pub mod audit;
 pub mod clock;
 pub mod commands;
@@ -23,7 +24,7 @@ pub mod sla_sweep;
 pub mod tokens;
 pub mod views;
 
-/// Internal failures of the service. Refusals are [`behalf_domain::Rejection`]s.
+/// Internal failures of the service: nothing the caller did wrong; retry later.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]
@@ -31,4 +32,38 @@ pub enum ServiceError {
     /// Not ready to decide (the projection is behind, the log is closing…): retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
+}
+
+/// What every call of the service answers instead of its result — commands, queries
+/// and tokens alike: a refusal the caller gets with its stable code (and the rule
+/// behind it), or an internal failure that the edge logs once and answers as 503.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("{0}")]
+    Rejected(behalf_domain::Rejection),
+    #[error(transparent)]
+    Failed(#[from] ServiceError),
+}
+
+impl From<behalf_domain::Rejection> for Refused {
+    fn from(r: behalf_domain::Rejection) -> Self {
+        Refused::Rejected(r)
+    }
+}
+
+impl From<behalf_log::LogError> for Refused {
+    fn from(e: behalf_log::LogError) -> Self {
+        Refused::Failed(ServiceError::Log(e))
+    }
+}
+
+impl Refused {
+    /// The rejection, if this is one (tests and producers that only care whether a
+    /// rule refused).
+    pub fn rejection(&self) -> Option<&behalf_domain::Rejection> {
+        match self {
+            Refused::Rejected(r) => Some(r),
+            Refused::Failed(_) => None,
+        }
+    }
 }

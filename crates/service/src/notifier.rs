@@ -8,7 +8,7 @@ use behalf_log::queues::{Enqueue, QueueSink};
 use behalf_log::{Commit, EventLog, LogError};
 
 /// Forwards a batch of commits and commits the messages with the checkpoint.
-pub fn forward_batch<Q: QueueSink>(queues: &Q, commits: &[Commit]) -> Result<u64, LogError> {
+pub fn forward_batch<Q: QueueSink + ?Sized>(queues: &Q, commits: &[Commit]) -> Result<u64, LogError> {
     let Some(last) = commits.last() else { return queues.checkpoint() };
     let messages: Vec<Enqueue> = commits
         .iter()
@@ -27,6 +27,6 @@ pub fn forward_batch<Q: QueueSink>(queues: &Q, commits: &[Commit]) -> Result<u64
 }
 
 /// Follows the log from the queues' checkpoint.
-pub async fn follow<L: EventLog, Q: QueueSink>(log: &L, queues: &Q, batch: usize) -> Result<(), LogError> {
+pub async fn follow<L: EventLog, Q: QueueSink + ?Sized>(log: &L, queues: &Q, batch: usize) -> Result<(), LogError> {
     crate::runner::follow(log, queues.checkpoint()?, batch, |c| forward_batch(queues, c), |_| {}).await
 }

@@ -1,52 +1,30 @@
 //! The queries of `API.md`, over the views and the GDAP projection, each scoped by the
 //! principal (R24: a partner sees only its own tickets and only while its relationship
 //! with the customer is live; what it may not see answers as not found). Transport
-//! agnostic: answers are JSON values or rejections.
+//! agnostic: answers are the typed views of [`crate::answers`], or [`Refused`].
 
 use behalf_domain::policy::{authorize_service_health, explain_access, r24_can_see_ticket};
 use behalf_domain::*;
 use behalf_log::views::ViewStore;
-use behalf_log::{EventLog, LogError};
-use serde_json::{json, Value};
+use behalf_log::EventLog;
 
+use crate::answers::*;
 use crate::gdap::GdapProjection;
 use crate::views::*;
+use crate::Refused;
 
-/// A query's failure: a rejection for the caller, or an internal error.
-#[derive(Debug)]
-pub enum QueryError {
-    Rejected(Rejection),
-    Internal(LogError),
+type Answer<T> = Result<T, Refused>;
+
+fn forbidden(why: &str) -> Refused {
+    Refused::Rejected(Rejection::new(Code::Forbidden, Rule::R24, why))
 }
 
-impl From<LogError> for QueryError {
-    fn from(e: LogError) -> Self {
-        QueryError::Internal(e)
-    }
-}
-
-impl From<Rejection> for QueryError {
-    fn from(r: Rejection) -> Self {
-        QueryError::Rejected(r)
-    }
-}
-
-type Answer = Result<Value, QueryError>;
-
-fn forbidden(why: &str) -> QueryError {
-    QueryError::Rejected(Rejection::new(Code::Forbidden, Rule::R24, why))
-}
-
-fn not_found(id: &str) -> QueryError {
-    QueryError::Rejected(Rejection::new(Code::TicketNotFound, Rule::R24, format!("ticket {id} not found")))
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
+fn not_found(id: &str) -> Refused {
+    Refused::Rejected(Rejection::new(Code::TicketNotFound, Rule::R24, format!("ticket {id} not found")))
 }
 
 /// The partner's own agents, or the vendor side and auditors; anyone else is refused.
-fn own_partner_or_reader(who: &Principal, partner: &PartnerId, why: &str) -> Result<(), QueryError> {
+fn own_partner_or_reader(who: &Principal, partner: &PartnerId, why: &str) -> Result<(), Refused> {
     match who {
         Principal::PartnerAgent { partner_id, .. } if partner_id == partner => Ok(()),
         Principal::Vendor | Principal::Auditor => Ok(()),
@@ -76,20 +54,20 @@ impl ListFilter {
 }
 
 /// The query side: views, the directory for scoping, the log for ticket streams.
-pub struct Queries<'a, S: ViewStore, L: EventLog> {
-    pub views: &'a S,
+pub struct Queries<'a, L: EventLog> {
+    pub views: &'a dyn ViewStore,
     pub log: &'a L,
     pub gdap: &'a GdapProjection,
     pub now: Timestamp,
 }
 
-impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
+impl<L: EventLog> Queries<'_, L> {
     /// R24 for one list row, against a directory read once per query.
     fn visible(&self, dir: &Directory, who: &Principal, s: &TicketSummary) -> bool {
         r24_can_see_ticket(dir, who, &s.partner_id, &s.customer_id, self.now)
     }
 
-    fn readers_only(who: &Principal) -> Result<(), QueryError> {
+    fn readers_only(who: &Principal) -> Result<(), Refused> {
         match who {
             Principal::PartnerSync { .. } | Principal::Admin => Err(forbidden("this principal reads no tickets")),
             Principal::PartnerAgent { .. } | Principal::Customer { .. } | Principal::Vendor | Principal::Auditor => {
@@ -107,7 +85,7 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
         f: &ListFilter,
         limit: usize,
         after: Option<&str>,
-    ) -> Answer {
+    ) -> Answer<TicketPage> {
         Self::readers_only(who)?;
         let view = self.gdap.view();
         let prefix = customer_prefix(customer);
@@ -130,10 +108,10 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
             }
         }
         let next = if out.len() == limit { out.last().map(|s| s.ticket_id.to_string()) } else { None };
-        Ok(json!({ "tickets": to_json(&out), "next": next }))
+        Ok(TicketPage { tickets: out, next })
     }
 
-    fn ticket_view(&self, who: &Principal, id: &TicketId) -> Result<TicketView, QueryError> {
+    fn ticket_view(&self, who: &Principal, id: &TicketId) -> Answer<TicketView> {
         Self::readers_only(who)?;
         let v: TicketView = match self.views.get(&ticket_key(id))? {
             Some(b) => decode(&b)?,
@@ -147,13 +125,13 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
     }
 
     /// The ticket's own stream: its history, straight from the log.
-    async fn history_entries(&self, id: &TicketId) -> Result<Vec<behalf_log::EventEnvelope>, QueryError> {
+    async fn history_entries(&self, id: &TicketId) -> Answer<Vec<behalf_log::EventEnvelope>> {
         let commits = self.log.read_stream(&StreamId::ticket(id), 1).await?;
         Ok(commits.iter().flat_map(|c| c.envelopes()).collect())
     }
 
     /// `/v1/tickets/{id}`: fields, status, notes, attachments, escalations, SLA state.
-    pub async fn ticket(&self, who: &Principal, id: &TicketId) -> Answer {
+    pub async fn ticket(&self, who: &Principal, id: &TicketId) -> Answer<TicketDetail> {
         let v = self.ticket_view(who, id)?;
         let (mut notes, mut attachments, mut escalations) = (Vec::new(), Vec::new(), Vec::new());
         for h in self.history_entries(id).await? {
@@ -171,40 +149,18 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
                 });
             }
         }
-        let mut out = to_json(&v.ticket);
-        if let Value::Object(m) = &mut out {
-            m.insert("title".into(), to_json(&v.title));
-            m.insert("description".into(), to_json(&v.description));
-            m.insert("support_topic".into(), to_json(&v.support_topic));
-            m.insert("country_code".into(), to_json(&v.country_code));
-            m.insert("updated_at".into(), to_json(&v.updated_at));
-            m.insert("sla".into(), to_json(&v.sla_at(self.now)));
-            m.insert("notes".into(), to_json(&notes));
-            m.insert("attachments".into(), to_json(&attachments));
-            m.insert("escalations".into(), to_json(&escalations));
-        }
-        Ok(out)
+        Ok(TicketDetail::new(v, self.now, notes, attachments, escalations))
     }
 
     /// `/v1/tickets/{id}/history`: every event with actor and evidence (R29).
-    pub async fn history(&self, who: &Principal, id: &TicketId) -> Answer {
+    pub async fn history(&self, who: &Principal, id: &TicketId) -> Answer<History> {
         self.ticket_view(who, id)?;
-        let entries: Vec<Value> = self
-            .history_entries(id)
-            .await?
-            .into_iter()
-            .map(|e| {
-                json!({
-                    "version": e.version, "position": e.position, "event_id": e.event_id, "type": e.event_type,
-                    "actor": e.actor, "at": e.at, "command_id": e.command_id, "evidence": e.evidence(), "event": e.event,
-                })
-            })
-            .collect();
-        Ok(json!({ "ticket_id": id, "history": entries }))
+        let history = self.history_entries(id).await?.into_iter().map(EnvelopeView::from).collect();
+        Ok(History { ticket_id: id.clone(), history })
     }
 
     /// `/v1/partners/{partner}/tickets`: across customers, with counts by status.
-    pub fn partner_tickets(&self, who: &Principal, partner: &PartnerId, f: &ListFilter, limit: usize) -> Answer {
+    pub fn partner_tickets(&self, who: &Principal, partner: &PartnerId, f: &ListFilter, limit: usize) -> Answer<PartnerTickets> {
         own_partner_or_reader(who, partner, "a partner reads its own tickets only")?;
         let view = self.gdap.view();
         let mut tickets = Vec::new();
@@ -219,42 +175,50 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
                 tickets.push(s);
             }
         }
-        Ok(json!({ "tickets": to_json(&tickets), "counts": counts }))
+        Ok(PartnerTickets { tickets, counts })
     }
 
     /// `/v1/customers/{customer}/service-health` (R22). An issue with no customers
     /// listed affects every customer.
-    pub fn service_health(&self, who: &Principal, customer: &CustomerId) -> Answer {
+    pub fn service_health(&self, who: &Principal, customer: &CustomerId) -> Answer<ServiceHealth> {
         let view = self.gdap.view();
         authorize_service_health(&view.directory, who, customer, self.now, view.position)?;
-        let issues: Vec<_> = view
+        let issues = view
             .directory
             .issues
             .values()
             .filter(|i| i.customer_ids.is_empty() || i.customer_ids.contains(customer))
+            .cloned()
             .collect();
-        Ok(json!({ "customer_id": customer, "issues": to_json(&issues) }))
+        Ok(ServiceHealth { customer_id: customer.clone(), issues })
     }
 
     /// `/v1/partners/{partner}/access?user_id=&customer_id=`: per workload, the grant
     /// that allows or the rule that refuses — the command service's own policy.
-    pub fn access(&self, who: &Principal, partner: &PartnerId, user: &UserId, customer: &CustomerId) -> Answer {
+    pub fn access(
+        &self,
+        who: &Principal,
+        partner: &PartnerId,
+        user: &UserId,
+        customer: &CustomerId,
+    ) -> Answer<Access> {
         own_partner_or_reader(who, partner, "a partner reads its own users' access only")?;
         let view = self.gdap.view();
-        let rows: Vec<Value> = explain_access(&view.directory, partner, user, customer, self.now, view.position)
+        let workloads = explain_access(&view.directory, partner, user, customer, self.now, view.position)
             .into_iter()
-            .map(|a| match a.outcome {
-                Ok(evidence) => json!({"workload": a.workload, "subscription_id": a.subscription_id, "allowed": true, "evidence": evidence}),
-                Err(r) => json!({"workload": a.workload, "subscription_id": a.subscription_id, "allowed": false, "code": r.code, "rule": r.rule, "message": r.message}),
-            })
+            .map(AccessRow::from)
             .collect();
-        Ok(
-            json!({ "partner_id": partner, "user_id": user, "customer_id": customer, "position": view.position, "workloads": rows }),
-        )
+        Ok(Access {
+            partner_id: partner.clone(),
+            user_id: user.clone(),
+            customer_id: customer.clone(),
+            position: view.position,
+            workloads,
+        })
     }
 
     /// `/v1/audit/rejections?after=&limit=` (auditor, vendor).
-    pub fn rejections(&self, who: &Principal, after: u64, limit: usize) -> Answer {
+    pub fn rejections(&self, who: &Principal, after: u64, limit: usize) -> Answer<Rejections> {
         match who {
             Principal::Vendor | Principal::Auditor => {}
             Principal::PartnerAgent { .. }
@@ -265,13 +229,13 @@ impl<S: ViewStore, L: EventLog> Queries<'_, S, L> {
         let mut from = REJECTIONS_PREFIX.to_vec();
         from.extend_from_slice(&after.to_be_bytes());
         let rows = self.views.scan(REJECTIONS_PREFIX, Some(&from), limit)?;
-        let entries: Vec<RejectionEntry> = rows.iter().map(|(_, v)| decode(v)).collect::<Result<_, _>>()?;
-        Ok(json!({ "rejections": to_json(&entries) }))
+        let rejections = rows.iter().map(|(_, v)| decode(v)).collect::<Result<_, _>>()?;
+        Ok(Rejections { rejections })
     }
 }
 
 /// `/v1/events?after=&limit=`: the raw feed in log order (auditor, vendor).
-pub async fn events<L: EventLog>(log: &L, who: &Principal, after: u64, limit: usize) -> Answer {
+pub async fn events<L: EventLog>(log: &L, who: &Principal, after: u64, limit: usize) -> Answer<EventPage> {
     match who {
         Principal::Vendor | Principal::Auditor => {}
         Principal::PartnerAgent { .. }
@@ -280,17 +244,6 @@ pub async fn events<L: EventLog>(log: &L, who: &Principal, after: u64, limit: us
         | Principal::Admin => return Err(forbidden("the event feed is for auditors and the vendor side")),
     }
     let commits = log.read_all(after, limit).await?;
-    let events: Vec<Value> = commits
-        .iter()
-        .flat_map(|c| c.envelopes())
-        .map(|e| {
-            json!({
-                "position": e.position, "index": e.index, "stream": e.stream, "version": e.version,
-                "event_id": e.event_id, "type": e.event_type, "schema_version": e.schema_version,
-                "at": e.at, "actor": e.actor, "command_id": e.command_id, "correlation_id": e.correlation_id,
-                "event": e.event,
-            })
-        })
-        .collect();
-    Ok(json!({ "events": events, "next": commits.last().map(|c| c.position) }))
+    let events = commits.iter().flat_map(|c| c.envelopes()).map(EnvelopeView::from).collect();
+    Ok(EventPage { events, next: commits.last().map(|c| c.position) })
 }

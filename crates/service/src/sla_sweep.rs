@@ -9,17 +9,17 @@ use behalf_domain::{Principal, Timestamp};
 use behalf_log::views::ViewStore;
 use behalf_log::EventLog;
 
-use crate::commands::{CommandService, Outcome};
+use crate::commands::CommandService;
 use crate::request::Request;
 use crate::views::{decode, TicketView};
-use crate::ServiceError;
+use crate::{Refused, ServiceError};
 
 /// R20: every open ticket of the views whose response target has passed unanswered
 /// gets `ticket.sla_check` (as the vendor side), which records `SlaBreached` and an
 /// `sla_breach` escalation once. The command id names the ticket and the version the
 /// view saw, so a check is idempotent and a later state gets a fresh one. Returns how
 /// many breaches were recorded.
-pub async fn sla_sweep<L: EventLog, S: ViewStore>(
+pub async fn sla_sweep<L: EventLog, S: ViewStore + ?Sized>(
     views: &S,
     service: &Arc<CommandService<L>>,
     now: Timestamp,
@@ -49,10 +49,11 @@ pub async fn sla_sweep<L: EventLog, S: ViewStore>(
                 expected_version: None,
                 command: cmd,
             };
-            if let Outcome::Accepted(a) = service.execute(Principal::Vendor, req).await? {
-                if !a.events.is_empty() && !a.duplicate {
-                    recorded += 1;
-                }
+            match service.execute(Principal::Vendor, req).await {
+                Ok(a) if !a.events.is_empty() && !a.duplicate => recorded += 1,
+                // Refused (closed or answered meanwhile): the next sweep sees the new state.
+                Ok(_) | Err(Refused::Rejected(_)) => {}
+                Err(Refused::Failed(e)) => return Err(e),
             }
         }
     }

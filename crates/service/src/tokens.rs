@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::ids::{secret, short_id};
-use crate::ServiceError;
+use crate::{Refused, ServiceError};
 
 /// What to bind a new token to (`POST /v1/tokens`, `behalf token issue`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,17 +87,19 @@ pub struct Listed {
     pub revoked: bool,
 }
 
-pub struct Tokens<S: TokenStore> {
-    store: S,
+/// Bearer tokens over any store (held as a trait object: nothing about tokens needs
+/// to know the engine).
+pub struct Tokens {
+    store: Box<dyn TokenStore>,
 }
 
 fn unauthenticated() -> Rejection {
     Rejection::without_rule(Code::Unauthenticated, "missing, unknown or revoked token")
 }
 
-impl<S: TokenStore> Tokens<S> {
-    pub fn new(store: S) -> Self {
-        Tokens { store }
+impl Tokens {
+    pub fn new(store: impl TokenStore) -> Self {
+        Tokens { store: Box::new(store) }
     }
 
     pub fn issue(&self, principal: Principal, label: &str, clock: &dyn Clock) -> Result<Issued, ServiceError> {
@@ -116,12 +118,12 @@ impl<S: TokenStore> Tokens<S> {
     }
 
     /// The principal a presented token is bound to.
-    pub fn authenticate(&self, token: &str) -> Result<Result<Principal, Rejection>, ServiceError> {
-        let Some((id, secret)) = split_token(token.trim()) else { return Ok(Err(unauthenticated())) };
-        Ok(match self.store.get(id)? {
+    pub fn authenticate(&self, token: &str) -> Result<Principal, Refused> {
+        let Some((id, secret)) = split_token(token.trim()) else { return Err(unauthenticated().into()) };
+        match self.store.get(id)? {
             Some(r) if !r.revoked && r.hash_matches(&sha256(secret.as_bytes())) => Ok(r.principal),
-            Some(_) | None => Err(unauthenticated()),
-        })
+            Some(_) | None => Err(unauthenticated().into()),
+        }
     }
 
     /// Revokes a token; `false` if there is no such token.

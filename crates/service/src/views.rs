@@ -126,14 +126,14 @@ pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, LogError> {
 
 /// Pending writes over a store: reads see the batch's own earlier writes. Tickets are
 /// kept decoded for the whole batch and encoded once at its end.
-pub struct Overlay<'s, S: ViewStore> {
+pub struct Overlay<'s, S: ViewStore + ?Sized> {
     store: &'s S,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Each touched ticket: its summary when the batch began, and its view now.
     tickets: BTreeMap<TicketId, (Option<TicketSummary>, TicketView)>,
 }
 
-impl<'s, S: ViewStore> Overlay<'s, S> {
+impl<'s, S: ViewStore + ?Sized> Overlay<'s, S> {
     pub fn new(store: &'s S) -> Self {
         Overlay { store, pending: BTreeMap::new(), tickets: BTreeMap::new() }
     }
@@ -167,7 +167,7 @@ impl<'s, S: ViewStore> Overlay<'s, S> {
 }
 
 /// Applies one event (with its envelope) to the views.
-pub fn apply<S: ViewStore>(o: &mut Overlay<'_, S>, env: &EventEnvelope) -> Result<(), LogError> {
+pub fn apply<S: ViewStore + ?Sized>(o: &mut Overlay<'_, S>, env: &EventEnvelope) -> Result<(), LogError> {
     let e = &env.event;
     if let Event::CommandRejected(r) = e {
         let entry = RejectionEntry {
@@ -224,7 +224,7 @@ fn evolve_in_place(v: &mut TicketView, env: &EventEnvelope) {
 }
 
 /// Applies a batch of commits and commits the writes with the last position.
-pub fn apply_batch<S: ViewStore>(store: &S, commits: &[Commit]) -> Result<u64, LogError> {
+pub fn apply_batch<S: ViewStore + ?Sized>(store: &S, commits: &[Commit]) -> Result<u64, LogError> {
     let Some(last) = commits.last() else { return store.checkpoint() };
     let mut o = Overlay::new(store);
     for c in commits {
@@ -239,7 +239,7 @@ pub fn apply_batch<S: ViewStore>(store: &S, commits: &[Commit]) -> Result<u64, L
 /// Rebuilds every view from the start of the log into `store` (after clearing it).
 /// A reader task decodes the next pages while this one applies the current page;
 /// `progress(position, head)` after each page.
-pub async fn rebuild<L: EventLog + Clone, S: ViewStore>(
+pub async fn rebuild<L: EventLog + Clone, S: ViewStore + ?Sized>(
     log: &L,
     store: &S,
     mut progress: impl FnMut(u64, u64),

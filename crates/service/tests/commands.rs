@@ -11,21 +11,25 @@ use std::sync::Arc;
 use behalf_domain::{Event, Principal, StreamId};
 use behalf_log::EventLog;
 use behalf_service::clock::{Clock, ManualClock};
-use behalf_service::commands::{CommandService, Outcome};
+use behalf_service::commands::{Accepted, CommandService};
+use behalf_service::Refused;
+use behalf_domain::Rejection;
 use behalf_service::request;
 use behalf_sled_store::{OpenOptions, SledLog};
 use serde_json::{json, Value};
 use world::*;
 
-async fn run(s: &CommandService<SledLog>, who: &Principal, cmd: Value) -> Outcome {
-    s.execute(who.clone(), request::from_value(cmd, None).unwrap()).await.unwrap()
+/// A command's answer; an internal failure fails the test.
+async fn run(s: &CommandService<SledLog>, who: &Principal, cmd: Value) -> Result<Accepted, Rejection> {
+    match s.execute(who.clone(), request::from_value(cmd, None).unwrap()).await {
+        Ok(a) => Ok(a),
+        Err(Refused::Rejected(r)) => Err(r),
+        Err(Refused::Failed(e)) => panic!("{e}"),
+    }
 }
 
-fn accepted(o: Outcome) -> behalf_service::commands::Accepted {
-    match o {
-        Outcome::Accepted(a) => a,
-        Outcome::Rejected(r) => panic!("{r}"),
-    }
+fn accepted(o: Result<Accepted, Rejection>) -> Accepted {
+    o.unwrap_or_else(|r| panic!("{r}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -53,8 +57,8 @@ async fn two_services_on_one_ticket_lose_no_update() {
     let mut accepted_at = Vec::new();
     for (i, task) in tasks.into_iter().enumerate() {
         match task.await.unwrap() {
-            Outcome::Accepted(a) => accepted_at.push((a.version, format!("n{i}"))),
-            Outcome::Rejected(r) => assert_eq!(r.code.as_str(), "concurrency.conflict", "{r}"),
+            Ok(a) => accepted_at.push((a.version, format!("n{i}"))),
+            Err(r) => assert_eq!(r.code.as_str(), "concurrency.conflict", "{r}"),
         }
     }
     accepted_at.sort_unstable();
@@ -100,12 +104,12 @@ async fn a_refusal_changes_no_ticket_and_is_recorded_once() {
     let reopen = json!({"type":"ticket.reopen","ticket_id":t,"reason":"x","command_id":"refused-1"});
     for attempt in 0..2 {
         match run(&s, &agent(), reopen.clone()).await {
-            Outcome::Rejected(r) => assert_eq!(
+            Err(r) => assert_eq!(
                 (r.code.as_str(), r.rule.map(|x| x.to_string())),
                 ("ticket.invalid_transition", Some("R17".to_owned())),
                 "try {attempt}"
             ),
-            Outcome::Accepted(a) => panic!("a reopen of an open ticket was accepted: {a:?}"),
+            Ok(a) => panic!("a reopen of an open ticket was accepted: {a:?}"),
         }
     }
     assert_eq!(log.stream_version(&stream).await.unwrap(), before, "the ticket did not change");

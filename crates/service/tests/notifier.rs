@@ -12,7 +12,7 @@ use behalf_domain::{Principal, Timestamp};
 use behalf_log::queues::{QueueSink as _, QueueStore};
 use behalf_log::EventLog;
 use behalf_service::clock::{Clock, ManualClock};
-use behalf_service::commands::{CommandService, Outcome};
+use behalf_service::commands::CommandService;
 use behalf_service::{notifier, request, views};
 use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledViews};
 use serde_json::{json, Value};
@@ -38,9 +38,9 @@ fn open(dir: &std::path::Path, clock: &ManualClock) -> Stores {
 
 async fn send(s: &Stores, who: &Principal, cmd: Value) -> behalf_service::commands::Accepted {
     let shown = cmd.to_string();
-    match s.service.execute(who.clone(), request::from_value(cmd, None).unwrap()).await.unwrap() {
-        Outcome::Accepted(a) => a,
-        Outcome::Rejected(r) => panic!("{shown}: {r}"),
+    match s.service.execute(who.clone(), request::from_value(cmd, None).unwrap()).await {
+        Ok(a) => a,
+        Err(r) => panic!("{shown}: {r}"),
     }
 }
 

@@ -1,0 +1,117 @@
+//! Opening the stores, for every role and both engines: the embedded engine's data
+//! directory (log, tokens, views, queues) and the JetStream engine's log and buckets.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use behalf_nats::{NatsLog, NatsOptions, NatsTokens};
+use behalf_service::tokens::Tokens;
+use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
+
+/// Opens the stores of a data directory.
+pub fn open_stores(data_dir: &Path) -> anyhow::Result<(SledLog, Tokens)> {
+    open_stores_with(data_dir, false)
+}
+
+/// As [`open_stores`]; with `stop_at_last_good`, a broken log is cut back to its last
+/// good commit (the rest is kept in a quarantine tree) instead of refusing to start.
+pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Result<(SledLog, Tokens)> {
+    ensure_dir(data_dir)?;
+    let in_use = || in_use(data_dir);
+    let (log, report) = match SledLog::open(data_dir.join("log"), OpenOptions { stop_at_last_good }) {
+        Ok(opened) => opened,
+        Err(behalf_log::LogError::Corrupt { position, what }) => anyhow::bail!(
+            "the event log in {} is broken at position {position}: {what}. `behalf audit verify` shows the same; \
+             `behalf serve --stop-at-last-good` starts from commit {} and keeps the rest in quarantine",
+            data_dir.display(),
+            position.saturating_sub(1)
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot open the event log in {}; {}", data_dir.display(), in_use()))
+        }
+    };
+    if let Some((position, what)) = &report.truncated {
+        println!("the event log was broken at position {position} ({what}); stopped at the last good commit {}; the rest is kept in quarantine", report.head);
+        tracing::warn!(position, %what, head = report.head, "stopped at the last good commit");
+    }
+    tracing::info!(head = report.head, "event log open");
+    Ok((log, open_tokens(data_dir)?))
+}
+
+/// Creates the data directory if it is not there.
+/// Makes the data directory owner-only (0700) — it holds tickets, contacts and token
+/// hashes. A directory found open to others is closed, with a warning.
+pub fn ensure_dir(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    if !data_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    }
+    let mode = std::fs::metadata(data_dir)
+        .with_context(|| format!("cannot read the data directory {}", data_dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %data_dir.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "the data directory was open to other users; making it owner-only (0700)"
+        );
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} owner-only", data_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The token store shared through the NATS cluster (the data directory receives the
+/// admin token file when this process makes it).
+pub async fn open_nats_tokens(url: &str, replicas: usize, data_dir: &Path) -> anyhow::Result<Tokens> {
+    ensure_dir(data_dir)?;
+    let store = NatsTokens::open(url, replicas)
+        .await
+        .with_context(|| format!("cannot open the token store on NATS at {url}"))?;
+    Ok(Tokens::new(store))
+}
+
+fn in_use(data_dir: &Path) -> String {
+    format!("is another behalf process using {}?", data_dir.display())
+}
+
+/// Opens the token store of a data directory.
+pub fn open_tokens(data_dir: &Path) -> anyhow::Result<Tokens> {
+    ensure_dir(data_dir)?;
+    let tokens = SledTokens::open(data_dir.join("tokens"))
+        .with_context(|| format!("cannot open the token store; {}", in_use(data_dir)))?;
+    Ok(Tokens::new(tokens))
+}
+
+/// Connects to the JetStream engine (creating its stream and bucket if needed).
+/// `index`: whether this process runs the command indexer (the all-in-one server and
+/// the notifier do; command services and projectors leave it to them).
+pub async fn open_nats(
+    url: &str,
+    replicas: usize,
+    duplicate_window: std::time::Duration,
+    index: bool,
+) -> anyhow::Result<NatsLog> {
+    let options = NatsOptions::new(url).replicas(replicas).duplicate_window(duplicate_window);
+    let log = NatsLog::open(NatsOptions { run_indexer: index, ..options })
+        .await
+        .with_context(|| format!("cannot open the event log on NATS at {url}"))?;
+    tracing::info!(head = behalf_log::EventLog::head(&log).await?, "event log open on NATS JetStream");
+    Ok(log)
+}
+
+/// Opens the views store of a data directory.
+pub fn open_views(path: &Path) -> anyhow::Result<SledViews> {
+    SledViews::open(path).with_context(|| format!("cannot open the views in {}", path.display()))
+}
+
+/// Opens the queues of a data directory.
+pub fn open_queues(path: &Path) -> anyhow::Result<SledQueues> {
+    SledQueues::open(path).with_context(|| format!("cannot open the queues in {}", path.display()))
+}
+

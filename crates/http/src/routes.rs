@@ -1,0 +1,154 @@
+//! The query routes as one table: the router mounts them from it, and a named query
+//! (`behalf.query.<name>` on NATS, with a JSON object of parameters) is turned into
+//! the same `GET` from it, so both transports answer alike.
+
+use super::*;
+
+use axum::routing::MethodRouter;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// The queries of API.md, by the name NATS requests use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryRoute {
+    CustomerTickets,
+    ServiceHealth,
+    Ticket,
+    History,
+    PartnerTickets,
+    Access,
+    Rejections,
+    Events,
+}
+
+impl QueryRoute {
+    pub const ALL: [QueryRoute; 8] = [
+        QueryRoute::CustomerTickets,
+        QueryRoute::ServiceHealth,
+        QueryRoute::Ticket,
+        QueryRoute::History,
+        QueryRoute::PartnerTickets,
+        QueryRoute::Access,
+        QueryRoute::Rejections,
+        QueryRoute::Events,
+    ];
+
+    /// The name in `behalf.query.<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueryRoute::CustomerTickets => "customer_tickets",
+            QueryRoute::ServiceHealth => "service_health",
+            QueryRoute::Ticket => "ticket",
+            QueryRoute::History => "history",
+            QueryRoute::PartnerTickets => "partner_tickets",
+            QueryRoute::Access => "access",
+            QueryRoute::Rejections => "rejections",
+            QueryRoute::Events => "events",
+        }
+    }
+
+    /// The path, with at most one `{id}` segment named after the parameter it takes.
+    pub fn path(self) -> &'static str {
+        match self {
+            QueryRoute::CustomerTickets => "/v1/customers/{customer_id}/tickets",
+            QueryRoute::ServiceHealth => "/v1/customers/{customer_id}/service-health",
+            QueryRoute::Ticket => "/v1/tickets/{ticket_id}",
+            QueryRoute::History => "/v1/tickets/{ticket_id}/history",
+            QueryRoute::PartnerTickets => "/v1/partners/{partner_id}/tickets",
+            QueryRoute::Access => "/v1/partners/{partner_id}/access",
+            QueryRoute::Rejections => "/v1/audit/rejections",
+            QueryRoute::Events => "/v1/events",
+        }
+    }
+
+    pub(crate) fn handler<L: EventLog>(self) -> MethodRouter<Arc<App<L>>> {
+        match self {
+            QueryRoute::CustomerTickets => get(customer_tickets::<L>),
+            QueryRoute::ServiceHealth => get(service_health::<L>),
+            QueryRoute::Ticket => get(ticket::<L>),
+            QueryRoute::History => get(history::<L>),
+            QueryRoute::PartnerTickets => get(partner_tickets::<L>),
+            QueryRoute::Access => get(access::<L>),
+            QueryRoute::Rejections => get(rejections::<L>),
+            QueryRoute::Events => get(events::<L>),
+        }
+    }
+
+    pub fn named(name: &str) -> Option<QueryRoute> {
+        QueryRoute::ALL.into_iter().find(|q| q.name() == name)
+    }
+
+    /// The id parameter its path takes, if any.
+    fn id_field(self) -> Option<&'static str> {
+        let path = self.path();
+        let open = path.find('{')?;
+        let close = path[open..].find('}')? + open;
+        Some(&path[open + 1..close])
+    }
+}
+
+/// Everything but RFC 3986's unreserved characters is percent-encoded.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// A named query with a JSON object of parameters (its id among them) → the path and
+/// query string the router answers, or the refusal.
+pub fn query_path(name: &str, params: &[u8]) -> Result<String, Box<Response>> {
+    let refuse = |code, message: String| Box::new(rejected(&Rejection::without_rule(code, message), false));
+    let Some(route) = QueryRoute::named(name) else {
+        let names: Vec<&str> = QueryRoute::ALL.iter().map(|q| q.name()).collect();
+        let why = format!("no query {name:?}; one of {}", names.join(", "));
+        return Err(Box::new((*refuse(Code::RequestMalformed, why)).map_status(StatusCode::NOT_FOUND)));
+    };
+    let mut params = if params.is_empty() {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(params) {
+            Ok(serde_json::Value::Object(m)) => m,
+            Ok(_) | Err(_) => return Err(refuse(Code::RequestMalformed, "the parameters are not a JSON object".into())),
+        }
+    };
+    let text = |v: serde_json::Value| if let serde_json::Value::String(s) = v { s } else { v.to_string() };
+    let encode = |s: &str| utf8_percent_encode(s, COMPONENT).to_string();
+    let mut path = route.path().to_owned();
+    if let Some(field) = route.id_field() {
+        let Some(id) = params.remove(field).map(text).filter(|s| !s.is_empty()) else {
+            return Err(refuse(Code::ValidationInvalid, format!("the query {name} needs {field}")));
+        };
+        path = path.replace(&format!("{{{field}}}"), &encode(&id));
+    }
+    let query: Vec<String> = params.into_iter().map(|(k, v)| format!("{}={}", encode(&k), encode(&text(v)))).collect();
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_queries_map_to_their_paths() {
+        let ok = |n: &str, p: &str| query_path(n, p.as_bytes()).unwrap_or_else(|r| panic!("{}", r.status()));
+        assert_eq!(ok("ticket", r#"{"ticket_id":"t 1"}"#), "/v1/tickets/t%201");
+        assert_eq!(
+            ok("customer_tickets", r#"{"customer_id":"c1","status":"open","min_position":7}"#),
+            "/v1/customers/c1/tickets?min_position=7&status=open"
+        );
+        assert_eq!(ok("events", ""), "/v1/events");
+        let refused = |n: &str, p: &str| query_path(n, p.as_bytes()).unwrap_err().status().as_u16();
+        assert_eq!(refused("nope", "{}"), 404);
+        assert_eq!(refused("ticket", "{}"), 422);
+        assert_eq!(refused("ticket", "[1]"), 400);
+    }
+
+    #[test]
+    fn every_route_has_a_distinct_name_and_path() {
+        let names: std::collections::BTreeSet<_> = QueryRoute::ALL.iter().map(|q| q.name()).collect();
+        let paths: std::collections::BTreeSet<_> = QueryRoute::ALL.iter().map(|q| q.path()).collect();
+        assert_eq!((names.len(), paths.len()), (QueryRoute::ALL.len(), QueryRoute::ALL.len()));
+        for q in QueryRoute::ALL {
+            assert_eq!(QueryRoute::named(q.name()), Some(q));
+        }
+    }
+}

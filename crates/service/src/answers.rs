@@ -1,0 +1,225 @@
+//! The typed answers of the queries, as every transport shows them (HTTP and NATS
+//! answer JSON of these; `behalf audit` prints the same shapes). One envelope view
+//! serves the ticket history, `/v1/events` and `audit export`; one access row serves
+//! `/v1/partners/{p}/access` and `audit as-of`.
+
+use std::collections::BTreeMap;
+
+use behalf_domain::event::{Contact, Evidence};
+use behalf_domain::policy::WorkloadAccess;
+use behalf_domain::sla::SlaState;
+use behalf_domain::*;
+use behalf_log::EventEnvelope;
+use serde::Serialize;
+
+use crate::views::{AttachmentView, EscalationView, NoteView, RejectionEntry, TicketSummary};
+
+/// One event with its envelope.
+#[derive(Clone, Debug, Serialize)]
+pub struct EnvelopeView {
+    pub position: u64,
+    pub index: u32,
+    pub stream: StreamId,
+    pub version: u64,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub schema_version: u16,
+    pub at: Timestamp,
+    pub actor: Principal,
+    pub command_id: CommandId,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    /// The R29 evidence, where the event carries one.
+    pub evidence: Option<Evidence>,
+    pub event: Event,
+}
+
+impl From<EventEnvelope> for EnvelopeView {
+    fn from(e: EventEnvelope) -> Self {
+        EnvelopeView {
+            evidence: e.evidence().cloned(),
+            position: e.position,
+            index: e.index,
+            stream: e.stream,
+            version: e.version,
+            event_id: e.event_id,
+            event_type: e.event_type,
+            schema_version: e.schema_version,
+            at: e.at,
+            actor: e.actor,
+            command_id: e.command_id,
+            correlation_id: e.correlation_id,
+            causation_id: e.causation_id,
+            event: e.event,
+        }
+    }
+}
+
+/// One workload (and Azure subscription) of an access explanation: the grant that
+/// allows, or the rule that refuses.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccessRow {
+    pub workload: Workload,
+    pub subscription_id: Option<SubscriptionId>,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<Code>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl From<WorkloadAccess> for AccessRow {
+    fn from(a: WorkloadAccess) -> Self {
+        let (workload, subscription_id) = (a.workload, a.subscription_id);
+        match a.outcome {
+            Ok(evidence) => AccessRow {
+                workload,
+                subscription_id,
+                allowed: true,
+                evidence: Some(evidence),
+                code: None,
+                rule: None,
+                message: None,
+            },
+            Err(r) => AccessRow {
+                workload,
+                subscription_id,
+                allowed: false,
+                evidence: None,
+                code: Some(r.code),
+                rule: r.rule,
+                message: Some(r.message),
+            },
+        }
+    }
+}
+
+/// `/v1/partners/{partner}/access`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Access {
+    pub partner_id: PartnerId,
+    pub user_id: UserId,
+    pub customer_id: CustomerId,
+    /// The directory position the rows were judged at.
+    pub position: u64,
+    pub workloads: Vec<AccessRow>,
+}
+
+/// `/v1/tickets/{id}`: the ticket's state, what only readers need, and its lists (in
+/// place of the command side's counts and SLA clock).
+#[derive(Clone, Debug, Serialize)]
+pub struct TicketDetail {
+    pub ticket_id: TicketId,
+    pub partner_id: PartnerId,
+    pub customer_id: CustomerId,
+    pub workload: Workload,
+    pub cloud: Cloud,
+    pub subscription_id: Option<SubscriptionId>,
+    pub severity: Severity,
+    pub support_plan: Option<String>,
+    pub contact: Contact,
+    pub incident_id: Option<IssueId>,
+    pub csp_priority: bool,
+    pub status: TicketStatus,
+    pub version: u64,
+    pub opened_by: UserId,
+    pub opened_at: Timestamp,
+    pub closed_at: Option<Timestamp>,
+    pub title: String,
+    pub description: String,
+    pub support_topic: String,
+    pub country_code: String,
+    pub updated_at: Timestamp,
+    pub sla: SlaState,
+    pub notes: Vec<NoteView>,
+    pub attachments: Vec<AttachmentView>,
+    pub escalations: Vec<EscalationView>,
+}
+
+/// `/v1/tickets/{id}/history`.
+impl TicketDetail {
+    /// The view's ticket at `now`, with the lists read from its stream.
+    pub fn new(
+        v: crate::views::TicketView,
+        now: Timestamp,
+        notes: Vec<NoteView>,
+        attachments: Vec<AttachmentView>,
+        escalations: Vec<EscalationView>,
+    ) -> Self {
+        let sla = v.sla_at(now);
+        let t = v.ticket;
+        TicketDetail {
+            ticket_id: t.ticket_id,
+            partner_id: t.partner_id,
+            customer_id: t.customer_id,
+            workload: t.workload,
+            cloud: t.cloud,
+            subscription_id: t.subscription_id,
+            severity: t.severity,
+            support_plan: t.support_plan,
+            contact: t.contact,
+            incident_id: t.incident_id,
+            csp_priority: t.csp_priority,
+            status: t.status,
+            version: t.version,
+            opened_by: t.opened_by,
+            opened_at: t.opened_at,
+            closed_at: t.closed_at,
+            title: v.title,
+            description: v.description,
+            support_topic: v.support_topic,
+            country_code: v.country_code,
+            updated_at: v.updated_at,
+            sla,
+            notes,
+            attachments,
+            escalations,
+        }
+    }
+}
+
+/// `/v1/tickets/{id}/history`.
+#[derive(Clone, Debug, Serialize)]
+pub struct History {
+    pub ticket_id: TicketId,
+    pub history: Vec<EnvelopeView>,
+}
+
+/// `/v1/customers/{customer}/tickets`: a page, newest first; `next` is the cursor.
+#[derive(Clone, Debug, Serialize)]
+pub struct TicketPage {
+    pub tickets: Vec<TicketSummary>,
+    pub next: Option<String>,
+}
+
+/// `/v1/partners/{partner}/tickets`: with counts by status of what the caller may see.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartnerTickets {
+    pub tickets: Vec<TicketSummary>,
+    pub counts: BTreeMap<&'static str, u64>,
+}
+
+/// `/v1/customers/{customer}/service-health`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceHealth {
+    pub customer_id: CustomerId,
+    pub issues: Vec<behalf_domain::directory::HealthIssue>,
+}
+
+/// `/v1/audit/rejections`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Rejections {
+    pub rejections: Vec<RejectionEntry>,
+}
+
+/// `/v1/events`: `next` is the last position returned.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventPage {
+    pub events: Vec<EnvelopeView>,
+    pub next: Option<u64>,
+}
