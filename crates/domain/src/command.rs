@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::directory::*;
 use crate::ids::*;
+use crate::kinds::CommandKind;
 use crate::vocab::RawValue;
 
 /// A ticket contact as sent (R16); checked and typed by `decide`.
@@ -238,32 +239,11 @@ impl Command {
 
     /// The stream this command appends to.
     pub fn target(&self) -> Target {
-        use crate::StreamId as S;
-        match self {
-            Command::PartnerRegister(p) => Target::Fact(S::of("partner", p.partner_id.as_str())),
-            Command::CustomerRegister(c) => Target::Fact(S::of("customer", c.customer_id.as_str())),
-            Command::PartnerUserUpsert(u) => Target::Fact(S::of("user", u.user_id.as_str())),
-            Command::GroupMemberAdd(m) | Command::GroupMemberRemove(m) => {
-                Target::Fact(S::of("group", m.group_id.as_str()))
-            }
-            Command::RelationshipUpsert(r) => Target::Fact(S::of("gdap", r.relationship_id.as_str())),
-            Command::AssignmentUpsert(a) => Target::Fact(S::of("assignment", a.assignment_id.as_str())),
-            Command::SubscriptionRegister(s) => Target::Fact(S::of("subscription", s.subscription_id.as_str())),
-            Command::RbacAssign(r) | Command::RbacRemove(r) => Target::Fact(S::of("rbac", r.assignment_id.as_str())),
-            Command::ProductRegister(p) => Target::Fact(S::of("product", p.product_id.as_str())),
-            Command::SupportPlanRegister(p) => Target::Fact(S::of("plan", p.plan_id.as_str())),
-            Command::ServiceHealthIssueUpsert(i) => Target::Fact(S::of("health", i.issue_id.as_str())),
-            Command::TicketOpen(_) => Target::NewTicket,
-            Command::TicketNote(TicketText { ticket_id, .. })
-            | Command::TicketRespond(TicketText { ticket_id, .. })
-            | Command::TicketRequestAttention(TicketText { ticket_id, .. })
-            | Command::TicketUpdate(UpdateTicket { ticket_id, .. })
-            | Command::TicketAttach(AttachToTicket { ticket_id, .. })
-            | Command::TicketEscalate(EscalateTicket { ticket_id, .. })
-            | Command::TicketClose(CloseTicket { ticket_id, .. })
-            | Command::TicketReopen(ReopenTicket { ticket_id, .. })
-            | Command::TicketSlaCheck(TicketRef { ticket_id }) => Target::Ticket(ticket_id.clone()),
-            Command::SupportRequest(_) => Target::NewSupportRequest,
+        match self.kind() {
+            CommandKind::Directory(c) => Target::Fact(c.stream()),
+            CommandKind::OpenTicket(_) => Target::NewTicket,
+            CommandKind::SupportRequest(_) => Target::NewSupportRequest,
+            CommandKind::Ticket(id, _) => Target::Ticket(id.clone()),
         }
     }
 }

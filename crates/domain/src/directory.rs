@@ -4,6 +4,7 @@
 //! R28 whether it is a valid GDAP fact) and, once accepted, an event folded into
 //! [`Directory`] — the GDAP projection the policy judges against.
 
+use crate::kinds::{DirectoryCommand, DirectoryEvent, EventKind};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -187,23 +188,24 @@ impl Directory {
     /// Folds one event. Events that are not directory facts are ignored, so the
     /// projection can follow the whole log.
     pub fn apply(&mut self, event: &Event) {
-        match event {
-            Event::PartnerRegistered(p) => {
+        let EventKind::Directory(e) = event.kind() else { return };
+        match e {
+            DirectoryEvent::PartnerRegistered(p) => {
                 self.partners.insert(p.partner_id.clone(), p.clone());
             }
-            Event::CustomerRegistered(c) => {
+            DirectoryEvent::CustomerRegistered(c) => {
                 self.customers.insert(c.customer_id.clone(), c.clone());
             }
-            Event::PartnerUserUpserted(u) => {
+            DirectoryEvent::PartnerUserUpserted(u) => {
                 self.users.insert(u.user_id.clone(), u.clone());
             }
-            Event::GroupMemberAdded(m) => {
+            DirectoryEvent::GroupMemberAdded(m) => {
                 let g = self.groups.entry(m.group_id.clone()).or_default();
                 g.partner_id = Some(m.partner_id.clone());
                 g.members.insert(m.user_id.clone());
                 self.user_groups.entry(m.user_id.clone()).or_default().insert(m.group_id.clone());
             }
-            Event::GroupMemberRemoved(m) => {
+            DirectoryEvent::GroupMemberRemoved(m) => {
                 if let Some(g) = self.groups.get_mut(&m.group_id) {
                     g.members.remove(&m.user_id);
                 }
@@ -214,14 +216,14 @@ impl Directory {
                     }
                 }
             }
-            Event::RelationshipUpserted(r) => {
+            DirectoryEvent::RelationshipUpserted(r) => {
                 self.relationships_by_pair
                     .entry((r.partner_id.clone(), r.customer_id.clone()))
                     .or_default()
                     .insert(r.relationship_id.clone());
                 self.relationships.insert(r.relationship_id.clone(), r.clone());
             }
-            Event::AssignmentUpserted(a) => {
+            DirectoryEvent::AssignmentUpserted(a) => {
                 self.assignments_by_relationship
                     .entry(a.relationship_id.clone())
                     .or_default()
@@ -232,41 +234,28 @@ impl Directory {
                 }
                 self.assignments.insert(a.assignment_id.clone(), a.clone());
             }
-            Event::SubscriptionRegistered(s) => {
+            DirectoryEvent::SubscriptionRegistered(s) => {
                 self.subscriptions.insert(s.subscription_id.clone(), s.clone());
             }
-            Event::RbacAssigned(r) => {
+            DirectoryEvent::RbacAssigned(r) => {
                 self.rbac_by_subscription.entry(r.subscription_id.clone()).or_default().insert(r.assignment_id.clone());
                 self.rbac.insert(r.assignment_id.clone(), r.clone());
             }
-            Event::RbacRemoved(r) => {
+            DirectoryEvent::RbacRemoved(r) => {
                 if let Some(set) = self.rbac_by_subscription.get_mut(&r.subscription_id) {
                     set.remove(&r.assignment_id);
                 }
                 self.rbac.remove(&r.assignment_id);
             }
-            Event::MarketplaceProductRegistered(p) => {
+            DirectoryEvent::MarketplaceProductRegistered(p) => {
                 self.products.insert(p.product_id.clone(), p.clone());
             }
-            Event::SupportPlanRegistered(p) => {
+            DirectoryEvent::SupportPlanRegistered(p) => {
                 self.plans.insert(p.plan_id.clone(), p.clone());
             }
-            Event::ServiceHealthIssueUpserted(i) => {
+            DirectoryEvent::ServiceHealthIssueUpserted(i) => {
                 self.issues.insert(i.issue_id.clone(), i.clone());
             }
-            Event::TicketOpened(_)
-            | Event::NoteAdded(_)
-            | Event::TicketUpdated(_)
-            | Event::AttachmentAdded(_)
-            | Event::TicketEscalated(_)
-            | Event::VendorResponded(_)
-            | Event::AttentionRequested(_)
-            | Event::AttentionCleared(_)
-            | Event::TicketClosed(_)
-            | Event::TicketReopened(_)
-            | Event::SlaBreached(_)
-            | Event::SupportRequestRouted(_)
-            | Event::CommandRejected(_) => {}
         }
     }
 
@@ -401,6 +390,25 @@ fn upsert<T: PartialEq>(current: Option<&T>, new: &T, event: impl FnOnce() -> Ev
 
 fn lower(ds: &[String]) -> Vec<String> {
     ds.iter().map(|d| d.trim().to_ascii_lowercase()).collect()
+}
+
+/// Decides a directory command (R25 who writes, R28 valid GDAP): one function per fact.
+pub(crate) fn decide(dir: &Directory, p: &Principal, c: DirectoryCommand<'_>) -> Result<Vec<Event>, Rejection> {
+    match c {
+        DirectoryCommand::PartnerRegister(x) => register_partner(dir, p, x),
+        DirectoryCommand::CustomerRegister(x) => register_customer(dir, p, x),
+        DirectoryCommand::PartnerUserUpsert(x) => upsert_user(dir, p, x),
+        DirectoryCommand::GroupMemberAdd(x) => add_member(dir, p, x),
+        DirectoryCommand::GroupMemberRemove(x) => remove_member(dir, p, x),
+        DirectoryCommand::RelationshipUpsert(x) => upsert_relationship(dir, p, x),
+        DirectoryCommand::AssignmentUpsert(x) => upsert_assignment(dir, p, x),
+        DirectoryCommand::SubscriptionRegister(x) => register_subscription(dir, p, x),
+        DirectoryCommand::RbacAssign(x) => assign_rbac(dir, p, x),
+        DirectoryCommand::RbacRemove(x) => remove_rbac(dir, p, x),
+        DirectoryCommand::ProductRegister(x) => register_product(dir, p, x),
+        DirectoryCommand::SupportPlanRegister(x) => register_plan(dir, p, x),
+        DirectoryCommand::ServiceHealthIssueUpsert(x) => upsert_issue(dir, p, x),
+    }
 }
 
 pub(crate) fn register_partner(dir: &Directory, principal: &Principal, p: &Partner) -> Result<Vec<Event>, Rejection> {

@@ -11,6 +11,7 @@ use crate::ids::*;
 use crate::rejection::{Code, Rule};
 use crate::time::Timestamp;
 use crate::vocab::*;
+use crate::kinds::EventKind;
 use crate::Principal;
 
 /// A log stream: `<category>-<id>`, e.g. `ticket-01J…`, `gdap-<relationship id>`.
@@ -345,97 +346,22 @@ impl Event {
 
     /// The ticket an event belongs to, if any.
     pub fn ticket_id(&self) -> Option<&TicketId> {
-        match self {
-            Event::TicketOpened(e) => Some(&e.ticket_id),
-            Event::NoteAdded(e) => Some(&e.ticket_id),
-            Event::TicketUpdated(e) => Some(&e.ticket_id),
-            Event::AttachmentAdded(e) => Some(&e.ticket_id),
-            Event::TicketEscalated(e) => Some(&e.ticket_id),
-            Event::VendorResponded(e) => Some(&e.ticket_id),
-            Event::AttentionRequested(e) => Some(&e.ticket_id),
-            Event::AttentionCleared(e) => Some(&e.ticket_id),
-            Event::TicketClosed(e) => Some(&e.ticket_id),
-            Event::TicketReopened(e) => Some(&e.ticket_id),
-            Event::SlaBreached(e) => Some(&e.ticket_id),
-            Event::PartnerRegistered(_)
-            | Event::CustomerRegistered(_)
-            | Event::PartnerUserUpserted(_)
-            | Event::GroupMemberAdded(_)
-            | Event::GroupMemberRemoved(_)
-            | Event::RelationshipUpserted(_)
-            | Event::AssignmentUpserted(_)
-            | Event::SubscriptionRegistered(_)
-            | Event::RbacAssigned(_)
-            | Event::RbacRemoved(_)
-            | Event::MarketplaceProductRegistered(_)
-            | Event::SupportPlanRegistered(_)
-            | Event::ServiceHealthIssueUpserted(_)
-            | Event::SupportRequestRouted(_)
-            | Event::CommandRejected(_) => None,
+        match self.kind() {
+            EventKind::Ticket(t) => Some(t.ticket_id()),
+            EventKind::Directory(_) | EventKind::Routed(_) | EventKind::Rejected(_) => None,
         }
     }
 
     /// The R29 evidence an event carries, if it is an accepted partner action.
     pub fn evidence(&self) -> Option<&Evidence> {
-        match self {
-            Event::TicketOpened(e) => Some(&e.evidence),
-            Event::TicketUpdated(e) => Some(&e.evidence),
-            Event::AttachmentAdded(e) => Some(&e.evidence),
-            Event::TicketReopened(e) => Some(&e.evidence),
-            Event::NoteAdded(e) => e.evidence.as_ref(),
-            Event::TicketEscalated(e) => e.evidence.as_ref(),
-            Event::TicketClosed(e) => e.evidence.as_ref(),
-            Event::VendorResponded(_)
-            | Event::AttentionRequested(_)
-            | Event::AttentionCleared(_)
-            | Event::SlaBreached(_)
-            | Event::PartnerRegistered(_)
-            | Event::CustomerRegistered(_)
-            | Event::PartnerUserUpserted(_)
-            | Event::GroupMemberAdded(_)
-            | Event::GroupMemberRemoved(_)
-            | Event::RelationshipUpserted(_)
-            | Event::AssignmentUpserted(_)
-            | Event::SubscriptionRegistered(_)
-            | Event::RbacAssigned(_)
-            | Event::RbacRemoved(_)
-            | Event::MarketplaceProductRegistered(_)
-            | Event::SupportPlanRegistered(_)
-            | Event::ServiceHealthIssueUpserted(_)
-            | Event::SupportRequestRouted(_)
-            | Event::CommandRejected(_) => None,
+        match self.kind() {
+            EventKind::Ticket(t) => t.evidence(),
+            EventKind::Directory(_) | EventKind::Routed(_) | EventKind::Rejected(_) => None,
         }
     }
 
     /// Whether the event is a directory fact (folded into the GDAP projection).
     pub fn is_directory(&self) -> bool {
-        match self {
-            Event::PartnerRegistered(_)
-            | Event::CustomerRegistered(_)
-            | Event::PartnerUserUpserted(_)
-            | Event::GroupMemberAdded(_)
-            | Event::GroupMemberRemoved(_)
-            | Event::RelationshipUpserted(_)
-            | Event::AssignmentUpserted(_)
-            | Event::SubscriptionRegistered(_)
-            | Event::RbacAssigned(_)
-            | Event::RbacRemoved(_)
-            | Event::MarketplaceProductRegistered(_)
-            | Event::SupportPlanRegistered(_)
-            | Event::ServiceHealthIssueUpserted(_) => true,
-            Event::TicketOpened(_)
-            | Event::NoteAdded(_)
-            | Event::TicketUpdated(_)
-            | Event::AttachmentAdded(_)
-            | Event::TicketEscalated(_)
-            | Event::VendorResponded(_)
-            | Event::AttentionRequested(_)
-            | Event::AttentionCleared(_)
-            | Event::TicketClosed(_)
-            | Event::TicketReopened(_)
-            | Event::SlaBreached(_)
-            | Event::SupportRequestRouted(_)
-            | Event::CommandRejected(_) => false,
-        }
+        matches!(self.kind(), EventKind::Directory(_))
     }
 }

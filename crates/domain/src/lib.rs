@@ -18,6 +18,7 @@ pub mod command;
 pub mod directory;
 pub mod event;
 pub mod ids;
+pub mod kinds;
 pub mod notify;
 pub mod policy;
 pub mod rejection;
@@ -34,6 +35,7 @@ pub use command::{Command, Target};
 pub use directory::Directory;
 pub use event::{CommandRejected, Event, Evidence, Grant, StreamId};
 pub use ids::*;
+pub use kinds::{CommandKind, DirectoryCommand, DirectoryEvent, EventKind, TicketCommand, TicketEvent};
 pub use rejection::{Code, Rejection, Rule};
 pub use ticket::Ticket;
 pub use time::Timestamp;
@@ -144,36 +146,11 @@ pub struct State<'a> {
 pub fn decide(state: &State<'_>, command: &Command, ctx: &Context) -> Result<Vec<Event>, Rejection> {
     let dir = state.directory;
     let p = &ctx.principal;
-    match command {
-        Command::PartnerRegister(x) => directory::register_partner(dir, p, x),
-        Command::CustomerRegister(x) => directory::register_customer(dir, p, x),
-        Command::PartnerUserUpsert(x) => directory::upsert_user(dir, p, x),
-        Command::GroupMemberAdd(x) => directory::add_member(dir, p, x),
-        Command::GroupMemberRemove(x) => directory::remove_member(dir, p, x),
-        Command::RelationshipUpsert(x) => directory::upsert_relationship(dir, p, x),
-        Command::AssignmentUpsert(x) => directory::upsert_assignment(dir, p, x),
-        Command::SubscriptionRegister(x) => directory::register_subscription(dir, p, x),
-        Command::RbacAssign(x) => directory::assign_rbac(dir, p, x),
-        Command::RbacRemove(x) => directory::remove_rbac(dir, p, x),
-        Command::ProductRegister(x) => directory::register_product(dir, p, x),
-        Command::SupportPlanRegister(x) => directory::register_plan(dir, p, x),
-        Command::ServiceHealthIssueUpsert(x) => directory::upsert_issue(dir, p, x),
-        Command::TicketOpen(x) => ticket::decide_open(dir, x, ctx),
-        Command::SupportRequest(x) => routing::decide_support_request(dir, x, ctx),
-        Command::TicketNote(_)
-        | Command::TicketUpdate(_)
-        | Command::TicketAttach(_)
-        | Command::TicketEscalate(_)
-        | Command::TicketRespond(_)
-        | Command::TicketRequestAttention(_)
-        | Command::TicketClose(_)
-        | Command::TicketReopen(_)
-        | Command::TicketSlaCheck(_) => match command.target() {
-            Target::Ticket(id) => ticket::decide_existing(dir, state.ticket, command, &id, ctx),
-            Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => {
-                Err(Rejection::without_rule(Code::RequestMalformed, "not a ticket command"))
-            }
-        },
+    match command.kind() {
+        CommandKind::Directory(c) => directory::decide(dir, p, c),
+        CommandKind::OpenTicket(x) => ticket::decide_open(dir, x, ctx),
+        CommandKind::SupportRequest(x) => routing::decide_support_request(dir, x, ctx),
+        CommandKind::Ticket(id, c) => ticket::decide_existing(dir, state.ticket, id, c, ctx),
     }
 }
 

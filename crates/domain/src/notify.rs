@@ -3,6 +3,7 @@
 //! cloud's), the vendor's request for attention and a customer's request routed to
 //! the partner to that partner's queue.
 
+use crate::kinds::{EventKind, TicketEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
@@ -53,8 +54,8 @@ pub struct Outgoing {
 
 /// The message an event sends, if any.
 pub fn route(event: &Event) -> Option<Outgoing> {
-    match event {
-        Event::TicketEscalated(e) => Some(Outgoing {
+    match event.kind() {
+        EventKind::Ticket(TicketEvent::Escalated(e)) => Some(Outgoing {
             queue: workload_queue(e.cloud, e.workload),
             notice: Notice::Escalation,
             ticket_id: Some(e.ticket_id.clone()),
@@ -67,7 +68,7 @@ pub fn route(event: &Event) -> Option<Outgoing> {
             incident_id: e.incident_id.clone(),
             text: e.note.clone(),
         }),
-        Event::AttentionRequested(e) => Some(Outgoing {
+        EventKind::Ticket(TicketEvent::AttentionRequested(e)) => Some(Outgoing {
             queue: partner_queue(&e.partner_id),
             notice: Notice::AttentionNeeded,
             ticket_id: Some(e.ticket_id.clone()),
@@ -80,7 +81,7 @@ pub fn route(event: &Event) -> Option<Outgoing> {
             incident_id: None,
             text: Some(e.text.clone()),
         }),
-        Event::SupportRequestRouted(r) => match (&r.route, &r.partner_id) {
+        EventKind::Routed(r) => match (&r.route, &r.partner_id) {
             (Route::Partner, Some(p)) => Some(Outgoing {
                 queue: partner_queue(p),
                 notice: Notice::CustomerRequest,
@@ -96,29 +97,19 @@ pub fn route(event: &Event) -> Option<Outgoing> {
             }),
             (Route::Partner | Route::Vendor | Route::Isv, _) => None,
         },
-        Event::PartnerRegistered(_)
-        | Event::CustomerRegistered(_)
-        | Event::PartnerUserUpserted(_)
-        | Event::GroupMemberAdded(_)
-        | Event::GroupMemberRemoved(_)
-        | Event::RelationshipUpserted(_)
-        | Event::AssignmentUpserted(_)
-        | Event::SubscriptionRegistered(_)
-        | Event::RbacAssigned(_)
-        | Event::RbacRemoved(_)
-        | Event::MarketplaceProductRegistered(_)
-        | Event::SupportPlanRegistered(_)
-        | Event::ServiceHealthIssueUpserted(_)
-        | Event::TicketOpened(_)
-        | Event::NoteAdded(_)
-        | Event::TicketUpdated(_)
-        | Event::AttachmentAdded(_)
-        | Event::VendorResponded(_)
-        | Event::AttentionCleared(_)
-        | Event::TicketClosed(_)
-        | Event::TicketReopened(_)
-        | Event::SlaBreached(_)
-        | Event::CommandRejected(_) => None,
+        EventKind::Ticket(
+            TicketEvent::Opened(_)
+            | TicketEvent::NoteAdded(_)
+            | TicketEvent::Updated(_)
+            | TicketEvent::AttachmentAdded(_)
+            | TicketEvent::VendorResponded(_)
+            | TicketEvent::AttentionCleared(_)
+            | TicketEvent::Closed(_)
+            | TicketEvent::Reopened(_)
+            | TicketEvent::SlaBreached(_),
+        )
+        | EventKind::Directory(_)
+        | EventKind::Rejected(_) => None,
     }
 }
 

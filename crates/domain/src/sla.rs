@@ -3,6 +3,7 @@
 //! response, with the clock paused while the ticket is `attention_needed` (and while
 //! it is closed).
 
+use crate::kinds::{EventKind, TicketEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
@@ -48,35 +49,21 @@ pub struct SlaState {
 
 impl SlaClock {
     pub fn apply(&mut self, event: &Event) {
-        match event {
-            Event::TicketOpened(e) => self.open(e.at, e.severity),
-            Event::VendorResponded(e) => {
+        let EventKind::Ticket(e) = event.kind() else { return };
+        match e {
+            TicketEvent::Opened(e) => self.open(e.at, e.severity),
+            TicketEvent::VendorResponded(e) => {
                 self.responded_at.get_or_insert(e.at);
             }
-            Event::AttentionRequested(e) => self.pause(e.at),
-            Event::TicketClosed(e) => self.pause(e.at),
-            Event::AttentionCleared(e) => self.resume(e.at),
-            Event::TicketReopened(e) => self.resume(e.at),
-            Event::SlaBreached(_) => self.breach_recorded = true,
-            Event::NoteAdded(_)
-            | Event::TicketUpdated(_)
-            | Event::AttachmentAdded(_)
-            | Event::TicketEscalated(_)
-            | Event::PartnerRegistered(_)
-            | Event::CustomerRegistered(_)
-            | Event::PartnerUserUpserted(_)
-            | Event::GroupMemberAdded(_)
-            | Event::GroupMemberRemoved(_)
-            | Event::RelationshipUpserted(_)
-            | Event::AssignmentUpserted(_)
-            | Event::SubscriptionRegistered(_)
-            | Event::RbacAssigned(_)
-            | Event::RbacRemoved(_)
-            | Event::MarketplaceProductRegistered(_)
-            | Event::SupportPlanRegistered(_)
-            | Event::ServiceHealthIssueUpserted(_)
-            | Event::SupportRequestRouted(_)
-            | Event::CommandRejected(_) => {}
+            TicketEvent::AttentionRequested(e) => self.pause(e.at),
+            TicketEvent::Closed(e) => self.pause(e.at),
+            TicketEvent::AttentionCleared(e) => self.resume(e.at),
+            TicketEvent::Reopened(e) => self.resume(e.at),
+            TicketEvent::SlaBreached(_) => self.breach_recorded = true,
+            TicketEvent::NoteAdded(_)
+            | TicketEvent::Updated(_)
+            | TicketEvent::AttachmentAdded(_)
+            | TicketEvent::Escalated(_) => {}
         }
     }
 
