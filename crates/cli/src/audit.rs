@@ -173,12 +173,7 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
         AuditCmd::Replay { source: Source { data_dir, .. } } => {
             let live = crate::stores::open_views(&data_dir.join("views"))?;
             // Bring the live views up to the log first: a lagging runner is not a difference.
-            let head = log.head().await?;
-            let mut at = live.checkpoint()?;
-            while at < head {
-                let page = log.read_all(at, 2048).await?;
-                at = behalf_service::views::apply_batch(&live, &page)?;
-            }
+            let head = behalf_service::views::catch_up(&log, &live, |_, _| {}).await?;
             let scratch_dir = tempfile::tempdir()?;
             let scratch = crate::stores::open_views(scratch_dir.path())?;
             let b = bar(head, "replaying");
@@ -296,18 +291,15 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
             let head = log.head().await?;
             let b = bar(head, "exporting");
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut at = after;
-            while at < head {
-                let page = log.read_all(at, 2048).await?;
-                let Some(last) = page.last() else { break };
+            behalf_service::runner::catch_up(&log, after, head, |page| {
                 for env in page.iter().flat_map(|c| c.envelopes()) {
-                    let line = behalf_service::answers::EnvelopeView::from(env);
-                    serde_json::to_writer(&mut out, &line)?;
+                    serde_json::to_writer(&mut out, &behalf_service::answers::EnvelopeView::from(env))?;
                     out.write_all(b"\n")?;
                 }
-                at = last.position;
-                b.set_position(at);
-            }
+                b.set_position(page.last().map_or(0, |c| c.position));
+                Ok::<_, anyhow::Error>(())
+            })
+            .await?;
             out.flush()?;
             b.finish_and_clear();
             Ok(true)

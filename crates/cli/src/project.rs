@@ -58,16 +58,7 @@ pub async fn run(a: ProjectArgs) -> anyhow::Result<()> {
     let reached = if a.rebuild {
         behalf_service::views::rebuild(&log, &views, |p, _| bar.set_position(p)).await?
     } else {
-        use behalf_log::views::ViewStore as _;
-        let mut at = views.checkpoint()?;
-        bar.set_position(at);
-        while at < head {
-            let page = log.read_all(at, 2048).await?;
-            at = behalf_service::views::apply_batch(&views, &page)?;
-            bar.set_position(at);
-        }
-        views.sync()?;
-        at
+        behalf_service::views::catch_up(&log, &views, |p, _| bar.set_position(p)).await?
     };
     bar.finish_and_clear();
     let what = if a.rebuild { "rebuilt" } else { "caught up" };

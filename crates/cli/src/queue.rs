@@ -107,11 +107,10 @@ pub async fn notify(a: NotifyArgs) -> anyhow::Result<()> {
     let views = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
     if a.once {
         let head = log.head().await?;
-        let mut at = queues.checkpoint()?;
-        while at < head {
-            let page = log.read_all(at, 2048).await?;
-            at = behalf_service::notifier::forward_batch(queues.as_ref(), &page)?;
-        }
+        let at = behalf_service::runner::catch_up(&log, queues.checkpoint()?, head, |page| {
+            behalf_service::notifier::forward_batch(queues.as_ref(), page).map(drop)
+        })
+        .await?;
         queues.sync()?;
         let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
         let n = behalf_service::sla_sweep::sla_sweep(views.as_ref(), &service, clock.now()).await?;
@@ -119,9 +118,10 @@ pub async fn notify(a: NotifyArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let service = Arc::new(CommandService::new(log.clone(), Arc::clone(&clock)));
-    let (forward, sweep) = crate::workers::spawn_notifier(log, queues, views, service, clock);
+    let mut workers = behalf_service::runner::Workers::default();
+    crate::workers::spawn_forwarding(&mut workers, log, Arc::clone(&queues));
+    crate::workers::spawn_sla_sweep(&mut workers, views, service, clock, queues);
     crate::serve::shutdown_signal().await;
-    forward.abort();
-    sweep.abort();
+    workers.stop(crate::workers::STOP_DEADLINE).await;
     Ok(())
 }

@@ -27,6 +27,7 @@ use behalf_nats::{NatsLog, NatsQueues};
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
 use behalf_service::gdap::GdapProjection;
+use behalf_service::runner::Workers;
 use behalf_service::tokens::Tokens;
 use tokio::net::TcpListener;
 
@@ -179,14 +180,15 @@ pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
     // This role decides no commands: the projection alone scopes its answers.
     let app = app_on(&a, false, Limits::default()).await?;
     let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
-    let (follower, position) =
-        crate::workers::spawn_followers::<_, dyn QueueStore>(app.log.clone(), Arc::clone(&views), None)?;
+    let mut workers = Workers::default();
+    let position =
+        crate::workers::spawn_followers::<_, dyn QueueStore>(&mut workers, app.log.clone(), Arc::clone(&views), None)?;
     let router = behalf_http::router(Arc::new(app.with_read(ReadSide { views, position })));
     let (shutdown, _signal) = shutdown_channel();
     let subject = format!("{}.>", rpc::QUERY_PREFIX);
     let nats = serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), Requests::Queries, shutdown.clone());
     let (n, h) = tokio::join!(nats, serve_http(a.listen, router, shutdown));
-    follower.abort();
+    workers.stop(crate::workers::STOP_DEADLINE).await;
     n.and(h)
 }
 
@@ -198,13 +200,13 @@ pub async fn notify(a: NatsArgs) -> anyhow::Result<()> {
     let queues = open_queues(&a).await?;
     crate::stores::ensure_dir(&a.data_dir)?;
     let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
-    let (follower, _) = crate::workers::spawn_followers(log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
+    let mut workers = Workers::default();
+    crate::workers::spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
-    let sweep = crate::workers::spawn_sla_sweep(views, service, clock, Arc::clone(&queues));
+    crate::workers::spawn_sla_sweep(&mut workers, views, service, clock, Arc::clone(&queues));
     println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE)");
     let (shutdown, _signal) = shutdown_channel();
     stopped(shutdown).await;
-    follower.abort();
-    sweep.abort();
+    workers.stop(crate::workers::STOP_DEADLINE).await;
     Ok(())
 }

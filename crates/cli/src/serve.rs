@@ -14,6 +14,7 @@ use behalf_log::EventLog;
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
 use behalf_service::gdap::GdapProjection;
+use behalf_service::runner::Workers;
 use behalf_service::tokens::Tokens;
 use tokio::net::TcpListener;
 
@@ -65,10 +66,12 @@ async fn start_on<L: EventLog>(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
     let views: Arc<dyn behalf_log::views::ViewStore> = Arc::new(open_views(&s.data_dir.join("views"))?);
-    let (followers, position) = spawn_followers(log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
+    let mut workers = Workers::default();
+    let position = spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let gdap = GdapProjection::spawn(&log);
     let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
-    let sweep = spawn_sla_sweep(Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
+    let (v, sv, c, q) = (Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
+    spawn_sla_sweep(&mut workers, v, sv, c, q);
     let limits = Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight };
     let app = Arc::new(
         App::new(log, gdap, Arc::new(tokens), clock, limits)
@@ -81,10 +84,7 @@ async fn start_on<L: EventLog>(
     let serving = async move {
         let served =
             behalf_http::serve(listener, behalf_http::router(app), shutdown).await.context("the HTTP server failed");
-        for task in [followers, sweep] {
-            task.abort();
-            let _ = task.await;
-        }
+        workers.stop(STOP_DEADLINE).await;
         served?;
         tracing::info!("stopped accepting; in-flight commands finished");
         Ok(())

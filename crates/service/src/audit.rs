@@ -13,16 +13,11 @@ use serde::Serialize;
 
 /// Reads the whole log in pages, in order.
 pub async fn each_commit<L: EventLog>(log: &L, upto: u64, mut f: impl FnMut(&Commit)) -> Result<u64, LogError> {
-    let mut after = 0;
-    while after < upto {
-        let page = log.read_all(after, 2048).await?;
-        let Some(last) = page.last() else { break };
-        for c in page.iter().take_while(|c| c.position <= upto) {
-            f(c);
-        }
-        after = last.position;
-    }
-    Ok(after.min(upto))
+    crate::runner::catch_up(log, 0, upto, |page| {
+        page.iter().for_each(&mut f);
+        Ok::<_, LogError>(())
+    })
+    .await
 }
 
 /// An accepted partner action whose recorded evidence does not hold.
@@ -289,7 +284,7 @@ pub fn compare(live: &Rows, rebuilt: &Rows) -> Vec<Difference> {
 
 /// Rebuilds into `scratch` and compares with `live` (which must be caught up to the
 /// same position first).
-pub async fn replay_and_compare<L: EventLog + Clone, S: ViewStore + ?Sized>(
+pub async fn replay_and_compare<L: EventLog, S: ViewStore + ?Sized>(
     log: &L,
     live: &S,
     scratch: &S,

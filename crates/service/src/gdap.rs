@@ -11,6 +11,7 @@ use behalf_domain::Directory;
 use behalf_log::{EventLog, Subscription};
 use tokio::sync::watch;
 
+use crate::runner::{spawn_worker, Backoff, Failure, Stop};
 use crate::ServiceError;
 
 pub struct GdapProjection {
@@ -19,8 +20,9 @@ pub struct GdapProjection {
     position: AtomicU64,
     notify: watch::Sender<u64>,
     failed: AtomicBool,
-    /// The follower task; aborted by [`GdapProjection::stop`].
+    /// The follower worker and its stop signal ([`GdapProjection::stop`]).
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stop: std::sync::Mutex<Option<watch::Sender<bool>>>,
 }
 
 /// A consistent view: the directory and the position it was folded up to.
@@ -39,41 +41,42 @@ impl GdapProjection {
             notify,
             failed: AtomicBool::new(false),
             task: std::sync::Mutex::new(None),
+            stop: std::sync::Mutex::new(None),
         });
-        // Only directory streams are decoded; the rest just move the position. The task
-        // holds the projection weakly: it lives while someone holds it, and stops when
-        // the last holder lets go (Drop aborts the task).
+        // Only directory streams are decoded; the rest just move the position. The
+        // worker holds the projection weakly: it lives while someone holds it, and
+        // stops when the last holder lets go (Drop signals the stop).
         let log = log.clone();
         let weak = Arc::downgrade(&p);
-        let task = tokio::spawn(async move {
-            let mut sub = log.subscribe_where(0, behalf_domain::command::DIRECTORY_CATEGORIES);
-            loop {
-                let next = sub.next().await;
-                let Some(me) = weak.upgrade() else { return };
-                match next {
-                    Ok(commit) => {
-                        me.apply(&commit);
-                        me.failed.store(false, Ordering::SeqCst);
-                    }
-                    Err(e @ (behalf_log::LogError::Corrupt { .. } | behalf_log::LogError::Codec(_))) => {
-                        tracing::error!(error = %e, "the GDAP projection stopped following the log");
-                        me.failed.store(true, Ordering::SeqCst);
-                        me.notify.send_replace(u64::MAX);
-                        return;
-                    }
-                    Err(e) => {
-                        // Not ready (commands answer 503) until it follows again, from
-                        // where it was.
-                        tracing::warn!(error = %e, "the GDAP projection lost the log; following again");
-                        me.failed.store(true, Ordering::SeqCst);
-                        let at = me.position();
-                        drop(me);
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        sub = log.subscribe_where(at, behalf_domain::command::DIRECTORY_CATEGORIES);
+        let (stop, signal) = Stop::new();
+        let task = spawn_worker("gdap projection", signal, Backoff::FOLLOWER, move || {
+            let (log, weak) = (log.clone(), weak.clone());
+            async move {
+                let Some(at) = weak.upgrade().map(|me| me.position()) else { return Ok(()) };
+                let mut sub = log.subscribe_where(at, behalf_domain::command::DIRECTORY_CATEGORIES);
+                loop {
+                    let next = sub.next().await;
+                    let Some(me) = weak.upgrade() else { return Ok(()) };
+                    match next {
+                        Ok(commit) => {
+                            me.apply(&commit);
+                            me.failed.store(false, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            // Not ready (commands answer 503) until it follows again,
+                            // from where it was; a corrupt log stops it for good.
+                            me.failed.store(true, Ordering::SeqCst);
+                            let failure = Failure::from(e);
+                            if let Failure::Fatal(_) = failure {
+                                me.notify.send_replace(u64::MAX);
+                            }
+                            return Err(failure);
+                        }
                     }
                 }
             }
         });
+        *p.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
         *p.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         p
     }
@@ -89,9 +92,12 @@ impl GdapProjection {
     /// Stops following the log (and lets go of the log's handle); dropping the last
     /// holder does the same.
     pub fn stop(&self) {
-        if let Some(t) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            t.abort();
+        if let Some(s) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = s.send(true);
         }
+        // The worker ends at its next await; its handle is not awaited here (this may
+        // run inside it, when the worker held the last reference).
+        drop(self.task.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     fn apply(&self, commit: &behalf_log::Commit) {

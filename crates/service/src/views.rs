@@ -236,41 +236,31 @@ pub fn apply_batch<S: ViewStore + ?Sized>(store: &S, commits: &[Commit]) -> Resu
     Ok(last.position)
 }
 
-/// Rebuilds every view from the start of the log into `store` (after clearing it).
-/// A reader task decodes the next pages while this one applies the current page;
-/// `progress(position, head)` after each page.
-pub async fn rebuild<L: EventLog + Clone, S: ViewStore + ?Sized>(
+/// Rebuilds every view from the start of the log into `store` (after clearing it),
+/// through [`crate::runner::catch_up`]; `progress(position, head)` after each page.
+pub async fn rebuild<L: EventLog, S: ViewStore + ?Sized>(
+    log: &L,
+    store: &S,
+    progress: impl FnMut(u64, u64),
+) -> Result<u64, LogError> {
+    store.clear()?;
+    catch_up(log, store, progress).await
+}
+
+/// Brings `store` from its checkpoint up to the log's head (as it is now), then makes
+/// it durable; `progress(position, head)` after each page.
+pub async fn catch_up<L: EventLog, S: ViewStore + ?Sized>(
     log: &L,
     store: &S,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<u64, LogError> {
-    store.clear()?;
     let head = log.head().await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Commit>, LogError>>(4);
-    let reader = log.clone();
-    let task = tokio::spawn(async move {
-        let mut after = 0;
-        while after < head {
-            let page = reader.read_all(after, 2048).await;
-            if let Ok(p) = &page {
-                match p.last() {
-                    Some(last) => after = last.position,
-                    None => break,
-                }
-            }
-            let failed = page.is_err();
-            if tx.send(page).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    let mut reached = 0;
-    while let Some(page) = rx.recv().await {
-        let page = page?;
-        reached = apply_batch(store, &page)?;
-        progress(reached, head);
-    }
-    let _ = task.await;
+    let reached = crate::runner::catch_up(log, store.checkpoint()?, head, |page| {
+        let at = apply_batch(store, page)?;
+        progress(at, head);
+        Ok::<_, LogError>(())
+    })
+    .await?;
     store.sync()?;
     Ok(reached)
 }
