@@ -186,7 +186,8 @@ pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
     let router = behalf_http::router(Arc::new(app.with_read(ReadSide { views, position })));
     let (shutdown, _signal) = shutdown_channel();
     let subject = format!("{}.>", rpc::QUERY_PREFIX);
-    let nats = serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), Requests::Queries, shutdown.clone());
+    let nats =
+        serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), Requests::Queries, shutdown.clone());
     let (n, h) = tokio::join!(nats, serve_http(a.listen, router, shutdown));
     workers.stop(crate::workers::STOP_DEADLINE).await;
     n.and(h)

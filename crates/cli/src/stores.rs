@@ -114,4 +114,3 @@ pub fn open_views(path: &Path) -> anyhow::Result<SledViews> {
 pub fn open_queues(path: &Path) -> anyhow::Result<SledQueues> {
     SledQueues::open(path).with_context(|| format!("cannot open the queues in {}", path.display()))
 }
-

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::directory::*;
 use crate::ids::*;
+use crate::kinds::EventKind;
 use crate::rejection::{Code, Rule};
 use crate::time::Timestamp;
 use crate::vocab::*;
-use crate::kinds::EventKind;
 use crate::Principal;
 
 /// A log stream: `<category>-<id>`, e.g. `ticket-01J…`, `gdap-<relationship id>`.

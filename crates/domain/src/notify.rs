@@ -3,11 +3,11 @@
 //! cloud's), the vendor's request for attention and a customer's request routed to
 //! the partner to that partner's queue.
 
-use crate::kinds::{EventKind, TicketEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
 use crate::ids::*;
+use crate::kinds::{EventKind, TicketEvent};
 use crate::vocab::*;
 
 /// A queue's name: `<cloud>.<workload>` or `partner.<partner id>`.

@@ -3,10 +3,10 @@
 //! response, with the clock paused while the ticket is `attention_needed` (and while
 //! it is closed).
 
-use crate::kinds::{EventKind, TicketEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
+use crate::kinds::{EventKind, TicketEvent};
 use crate::time::{Timestamp, MS_PER_HOUR};
 use crate::vocab::Severity;
 

@@ -8,13 +8,13 @@ use crate::command::*;
 use crate::directory::{email_domain, Directory};
 use crate::event::*;
 use crate::ids::*;
+use crate::kinds::{EventKind, TicketCommand, TicketEvent};
 use crate::policy::{authorize_ticket, r2_partner_agent, TicketScope};
 use crate::rejection::{Code, Rejection, Rule};
 use crate::sla::{SlaClock, SlaState};
 use crate::time::Timestamp;
 use crate::vocab::*;
 use crate::{Context, Principal};
-use crate::kinds::{EventKind, TicketCommand, TicketEvent};
 
 mod decide;
 

@@ -2,10 +2,7 @@
 
 use super::*;
 
-pub(crate) fn authenticate<L: EventLog>(
-    app: &App<L>,
-    headers: &HeaderMap,
-) -> Result<Principal, Early> {
+pub(crate) fn authenticate<L: EventLog>(app: &App<L>, headers: &HeaderMap) -> Result<Principal, Early> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -16,10 +13,7 @@ pub(crate) fn authenticate<L: EventLog>(
     app.tokens.authenticate(token).map_err(|r| Box::new(refused(&r, false)))
 }
 
-pub(crate) fn admin_only<L: EventLog>(
-    app: &App<L>,
-    headers: &HeaderMap,
-) -> Result<(), Early> {
+pub(crate) fn admin_only<L: EventLog>(app: &App<L>, headers: &HeaderMap) -> Result<(), Early> {
     if authenticate(app, headers)? == Principal::Admin {
         Ok(())
     } else {

@@ -2,9 +2,7 @@
 
 use super::*;
 
-pub(crate) async fn readyz<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-) -> Response {
+pub(crate) async fn readyz<L: EventLog>(State(app): State<Arc<App<L>>>) -> Response {
     if app.gdap.ready(&app.log).await {
         json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}), false)
     } else {
@@ -12,9 +10,7 @@ pub(crate) async fn readyz<L: EventLog>(
     }
 }
 
-pub(crate) async fn metrics<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-) -> Response {
+pub(crate) async fn metrics<L: EventLog>(State(app): State<Arc<App<L>>>) -> Response {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "# HELP behalf_commands_total Commands answered, by outcome and rejection code.");

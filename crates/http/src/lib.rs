@@ -106,7 +106,13 @@ impl Reply {
 
 /// Answers one request in process, without a socket: the NATS request/reply roles
 /// hand their requests to the same router, so both transports answer alike.
-pub async fn dispatch(router: &Router, method: &str, path_and_query: &str, headers: &[(String, String)], body: Bytes) -> Reply {
+pub async fn dispatch(
+    router: &Router,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(String, String)],
+    body: Bytes,
+) -> Reply {
     use tower::ServiceExt as _;
     let mut req = axum::http::Request::builder().method(method).uri(path_and_query);
     for (k, v) in headers {

@@ -3,9 +3,7 @@
 use super::*;
 
 /// The queues, where this role has them (the queue routes are mounted only then).
-pub(crate) fn queue_side<L: EventLog>(
-    app: &App<L>,
-) -> Result<&Arc<dyn QueueStore>, Early> {
+pub(crate) fn queue_side<L: EventLog>(app: &App<L>) -> Result<&Arc<dyn QueueStore>, Early> {
     app.queues.as_ref().ok_or_else(|| not_served("queues"))
 }
 
@@ -14,11 +12,7 @@ pub(crate) fn queue_side<L: EventLog>(
 // consume a queue is the domain's `policy::may_consume_queue`.
 
 /// The request's principal may consume `queue` (`policy::may_consume_queue`), or 403.
-fn consumer<L: EventLog>(
-    app: &App<L>,
-    headers: &HeaderMap,
-    queue: &str,
-) -> Result<(), Early> {
+fn consumer<L: EventLog>(app: &App<L>, headers: &HeaderMap, queue: &str) -> Result<(), Early> {
     let who = authenticate(app, headers)?;
     if behalf_domain::policy::may_consume_queue(&who, queue) {
         Ok(())

@@ -78,22 +78,12 @@ pub(crate) async fn reader<'a, L: EventLog>(
 }
 
 /// The views, where this role has them (the query routes are mounted only then).
-pub(crate) fn read_side<L: EventLog>(
-    app: &App<L>,
-) -> Result<&ReadSide, Early> {
+pub(crate) fn read_side<L: EventLog>(app: &App<L>) -> Result<&ReadSide, Early> {
     app.read.as_ref().ok_or_else(|| not_served("queries"))
 }
 
-pub(crate) fn queries<'a, L: EventLog>(
-    app: &'a App<L>,
-    read: &'a ReadSide,
-) -> Queries<'a, L> {
-    Queries {
-        views: read.views.as_ref(),
-        log: &app.log,
-        gdap: app.gdap.as_ref(),
-        now: app.clock.now(),
-    }
+pub(crate) fn queries<'a, L: EventLog>(app: &'a App<L>, read: &'a ReadSide) -> Queries<'a, L> {
+    Queries { views: read.views.as_ref(), log: &app.log, gdap: app.gdap.as_ref(), now: app.clock.now() }
 }
 
 pub(crate) fn filter(p: &Params) -> Result<(ListFilter, usize), Early> {
@@ -194,22 +184,14 @@ pub(crate) async fn access<L: EventLog>(
     ))
 }
 
-pub(crate) async fn rejections<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-    headers: HeaderMap,
-    p: Params,
-) -> Response {
+pub(crate) async fn rejections<L: EventLog>(State(app): State<Arc<App<L>>>, headers: HeaderMap, p: Params) -> Response {
     let (who, read) = early!(reader(&app, &headers, &p).await);
     let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
     let limit = early!(limit_param(&p, 100, 1000));
     answer(queries(&app, read).rejections(&who, after, limit))
 }
 
-pub(crate) async fn events<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-    headers: HeaderMap,
-    p: Params,
-) -> Response {
+pub(crate) async fn events<L: EventLog>(State(app): State<Arc<App<L>>>, headers: HeaderMap, p: Params) -> Response {
     let who = early!(authenticate(&app, &headers));
     let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
     let limit = early!(limit_param(&p, 100, 1000));

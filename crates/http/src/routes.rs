@@ -103,7 +103,9 @@ pub fn query_path(name: &str, params: &[u8]) -> Result<String, Box<Response>> {
     } else {
         match serde_json::from_slice::<serde_json::Value>(params) {
             Ok(serde_json::Value::Object(m)) => m,
-            Ok(_) | Err(_) => return Err(refuse(Code::RequestMalformed, "the parameters are not a JSON object".into())),
+            Ok(_) | Err(_) => {
+                return Err(refuse(Code::RequestMalformed, "the parameters are not a JSON object".into()))
+            }
         }
     };
     let text = |v: serde_json::Value| if let serde_json::Value::String(s) = v { s } else { v.to_string() };

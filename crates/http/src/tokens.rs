@@ -28,10 +28,7 @@ pub(crate) async fn issue_token<L: EventLog>(
     }
 }
 
-pub(crate) async fn list_tokens<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-    headers: HeaderMap,
-) -> Response {
+pub(crate) async fn list_tokens<L: EventLog>(State(app): State<Arc<App<L>>>, headers: HeaderMap) -> Response {
     if let Err(r) = admin_only(&app, &headers) {
         return *r;
     }

@@ -86,7 +86,6 @@ impl Accepted {
     }
 }
 
-
 /// The command service over one log.
 pub struct CommandService<L: EventLog> {
     log: L,
@@ -151,12 +150,7 @@ impl<L: EventLog> CommandService<L> {
         self.execute_as(principal, req, command_id).instrument(span).await
     }
 
-    async fn execute_as(
-        &self,
-        principal: Principal,
-        req: Request,
-        command_id: CommandId,
-    ) -> Result<Accepted, Refused> {
+    async fn execute_as(&self, principal: Principal, req: Request, command_id: CommandId) -> Result<Accepted, Refused> {
         let hash = digest(&principal, &req);
         // R26: a command seen before answers its first outcome. The key is the id within
         // the sender's tenant, so another tenant's use of it is neither found nor shown.

@@ -160,7 +160,13 @@ impl<L: EventLog> Queries<'_, L> {
     }
 
     /// `/v1/partners/{partner}/tickets`: across customers, with counts by status.
-    pub fn partner_tickets(&self, who: &Principal, partner: &PartnerId, f: &ListFilter, limit: usize) -> Answer<PartnerTickets> {
+    pub fn partner_tickets(
+        &self,
+        who: &Principal,
+        partner: &PartnerId,
+        f: &ListFilter,
+        limit: usize,
+    ) -> Answer<PartnerTickets> {
         own_partner_or_reader(who, partner, "a partner reads its own tickets only")?;
         let view = self.gdap.view();
         let mut tickets = Vec::new();
@@ -195,13 +201,7 @@ impl<L: EventLog> Queries<'_, L> {
 
     /// `/v1/partners/{partner}/access?user_id=&customer_id=`: per workload, the grant
     /// that allows or the rule that refuses — the command service's own policy.
-    pub fn access(
-        &self,
-        who: &Principal,
-        partner: &PartnerId,
-        user: &UserId,
-        customer: &CustomerId,
-    ) -> Answer<Access> {
+    pub fn access(&self, who: &Principal, partner: &PartnerId, user: &UserId, customer: &CustomerId) -> Answer<Access> {
         own_partner_or_reader(who, partner, "a partner reads its own users' access only")?;
         let view = self.gdap.view();
         let workloads = explain_access(&view.directory, partner, user, customer, self.now, view.position)

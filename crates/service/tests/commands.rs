@@ -8,13 +8,13 @@ mod world;
 
 use std::sync::Arc;
 
+use behalf_domain::Rejection;
 use behalf_domain::{Event, Principal, StreamId};
 use behalf_log::EventLog;
 use behalf_service::clock::{Clock, ManualClock};
 use behalf_service::commands::{Accepted, CommandService};
-use behalf_service::Refused;
-use behalf_domain::Rejection;
 use behalf_service::request;
+use behalf_service::Refused;
 use behalf_sled_store::{OpenOptions, SledLog};
 use serde_json::{json, Value};
 use world::*;

@@ -376,7 +376,11 @@ impl On<'_> {
         let text = bounded("text", &c.text, 10_000)?;
         self.vendor_only("only the vendor side responds or asks for attention")?;
         not_closed(self.t)?;
-        Ok(vec![Event::VendorResponded(VendorResponded { ticket_id: self.t.ticket_id.clone(), text, at: self.ctx.now })])
+        Ok(vec![Event::VendorResponded(VendorResponded {
+            ticket_id: self.t.ticket_id.clone(),
+            text,
+            at: self.ctx.now,
+        })])
     }
 
     fn request_attention(&self, c: &TicketText) -> Result<Vec<Event>, Rejection> {
@@ -424,7 +428,12 @@ impl On<'_> {
                 format!("ticket {} is {}; only a closed ticket reopens", t.ticket_id, t.status),
             ));
         }
-        Ok(vec![Event::TicketReopened(TicketReopened { ticket_id: t.ticket_id.clone(), reason, at: self.ctx.now, evidence })])
+        Ok(vec![Event::TicketReopened(TicketReopened {
+            ticket_id: t.ticket_id.clone(),
+            reason,
+            at: self.ctx.now,
+            evidence,
+        })])
     }
 
     /// R20: a missed target is recorded once and escalates.

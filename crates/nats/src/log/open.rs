@@ -1,0 +1,100 @@
+//! Opening the log: connecting, the server's version, and the stream and command
+//! bucket (created when asked, waited for while a cluster elects its leaders).
+
+use super::*;
+
+impl NatsLog {
+    /// Connects, and creates the stream and the bucket if they are not there yet.
+    pub async fn open(options: NatsOptions) -> Result<NatsLog, LogError> {
+        let client = connect(&options.url).await?;
+        check_server_version(&client.server_info().version)?;
+        let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client);
+        // A reader that creates nothing gives up sooner: the log is likely not there.
+        let wait = if options.create { READY_WAIT } else { READY_WAIT / 6 };
+        let deadline = tokio::time::Instant::now() + wait;
+        let (stream, commands) = loop {
+            match Self::layout(&js, &options).await {
+                Ok(parts) => break parts,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "JetStream is not ready yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let floor = loop {
+            match index_checkpoint(&commands).await {
+                Ok(c) => break c,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "cannot read the command index yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let known = Arc::new(KnownKeys::new(floor));
+        let mut inner = Inner::new(js, stream, commands, known);
+        // A reader that creates nothing appends nothing: no follower, no batcher.
+        if options.create {
+            let log = NatsLog { inner: Arc::new(inner.clone_parts()) };
+            inner.tasks.push(tokio::spawn(follow_keys(log)).abort_handle());
+            // The batcher appends through a handle of its own that shares the known
+            // keys and the counters, and takes this handle's queue.
+            let mut parts = inner.clone_parts();
+            parts.stats = Arc::clone(&inner.stats);
+            let rx = inner.jobs_rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(rx) = rx {
+                inner.tasks.push(tokio::spawn(batcher(NatsLog { inner: Arc::new(parts) }, rx)).abort_handle());
+            }
+        }
+        if options.run_indexer {
+            // The indexer holds its own handle (no indexer of its own), so dropping
+            // the last clone of this log stops it.
+            let log = NatsLog { inner: Arc::new(inner.clone_parts()) };
+            inner.tasks.push(tokio::spawn(index_forever(log)).abort_handle());
+        }
+        Ok(NatsLog { inner: Arc::new(inner) })
+    }
+
+    pub(super) async fn layout(
+        js: &jetstream::Context,
+        options: &NatsOptions,
+    ) -> Result<(stream::Stream, kv::Store), LogError> {
+        let replicas = options.replicas;
+        if !options.create {
+            let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| {
+                storage(&format!("no event log here (stream {EVENTS_STREAM} on NATS at {})", options.url), e)
+            })?;
+            let commands = js
+                .get_key_value(COMMANDS_BUCKET)
+                .await
+                .map_err(|e| storage(&format!("no command index here (bucket {COMMANDS_BUCKET})"), e))?;
+            return Ok((stream, commands));
+        }
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: EVENTS_STREAM.into(),
+                subjects: vec!["behalf.ev.>".into()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                num_replicas: replicas,
+                duplicate_window: options.duplicate_window,
+                // The log is append-only: nobody deletes or purges a commit.
+                deny_delete: true,
+                deny_purge: true,
+                // Group commit: one atomic batch per group of appends.
+                allow_atomic_publish: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| storage("cannot create the stream", e))?;
+        if !stream.cached_info().config.allow_atomic_publish {
+            // A stream made by an earlier version: allow atomic batches on it.
+            let config = stream::Config { allow_atomic_publish: true, ..stream.cached_info().config.clone() };
+            js.update_stream(config).await.map_err(|e| storage("cannot allow atomic batches on the stream", e))?;
+        }
+        let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| storage("cannot read the stream", e))?;
+        let commands = crate::bucket(js, COMMANDS_BUCKET, replicas).await?;
+        Ok((stream, commands))
+    }
+}

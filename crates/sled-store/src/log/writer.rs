@@ -1,0 +1,175 @@
+//! The one writer thread: takes appends in groups (up to [`MAX_BATCH`]), checks each
+//! against the expected version and the command index, writes the group in one
+//! `sled::Batch`, flushes once, and only then answers every append of the group.
+
+use super::*;
+
+pub(super) struct Writer {
+    pub(super) db: sled::Db,
+    pub(super) tree: sled::Tree,
+    pub(super) head: u64,
+    pub(super) head_hash: Hash,
+    /// Stream versions the writer has seen; a cache over the `S` index.
+    pub(super) versions: HashMap<StreamId, u64>,
+    pub(super) head_tx: watch::Sender<u64>,
+}
+
+/// What the writer decided for one job of a group.
+pub(super) enum Decision {
+    Answer(Result<Result<Appended, AppendRefused>, LogError>),
+    /// Appended in this group: answered after the flush.
+    Written(Appended),
+}
+
+impl Writer {
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(jobs);
+        }
+    }
+
+    fn stream_version(&mut self, stream: &StreamId) -> Result<u64, LogError> {
+        if let Some(v) = self.versions.get(stream) {
+            return Ok(*v);
+        }
+        let v = stream_version_in(&self.tree, stream)?;
+        if self.versions.len() >= 1 << 18 {
+            self.versions.clear();
+        }
+        self.versions.insert(stream.clone(), v);
+        Ok(v)
+    }
+
+    fn commit_group(&mut self, jobs: Vec<Job>) {
+        let (start_head, start_hash) = (self.head, self.head_hash);
+        let mut batch = sled::Batch::default();
+        let mut in_group: HashMap<CommandKey, (Hash, Appended)> = HashMap::new();
+        let mut touched: HashMap<StreamId, u64> = HashMap::new();
+        let mut decisions = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let d = self.decide(&job.req, &mut batch, &mut in_group, &mut touched);
+            decisions.push(d);
+        }
+        let wrote = decisions.iter().any(|d| matches!(d, Decision::Written(_)));
+        let durable = if wrote {
+            batch.insert(HEAD, head_value(self.head, &self.head_hash));
+            self.tree.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ())).map_err(storage)
+        } else {
+            Ok(())
+        };
+        match durable {
+            Ok(()) => {
+                for (s, v) in touched {
+                    self.versions.insert(s, v);
+                }
+                self.head_tx.send_replace(self.head);
+            }
+            Err(ref e) => {
+                tracing::error!(error = %e, "group commit failed; its appends are answered with the error");
+                // What was applied may or may not be on disk: reload the writer's view.
+                self.versions.clear();
+                match read_head(&self.tree) {
+                    Ok((h, hash)) if h >= start_head => (self.head, self.head_hash) = (h, hash),
+                    Ok(_) | Err(_) => (self.head, self.head_hash) = (start_head, start_hash),
+                }
+            }
+        }
+        for (job, d) in jobs.into_iter().zip(decisions) {
+            let answer = match (d, &durable) {
+                (Decision::Answer(a), _) => a,
+                (Decision::Written(a), Ok(())) => Ok(Ok(a)),
+                (Decision::Written(_), Err(e)) => Err(LogError::Storage(e.to_string())),
+            };
+            let _ = job.reply.send(answer);
+        }
+    }
+
+    fn decide(
+        &mut self,
+        req: &AppendRequest,
+        batch: &mut sled::Batch,
+        in_group: &mut HashMap<CommandKey, (Hash, Appended)>,
+        touched: &mut HashMap<StreamId, u64>,
+    ) -> Decision {
+        if req.events.is_empty() {
+            return Decision::Answer(Err(LogError::Codec("a commit needs at least one event".into())));
+        }
+        // R26 first: a retried command answers its first outcome whatever the version now is.
+        let key = req.key();
+        if let Some((hash, first)) = in_group.get(&key) {
+            return if *hash == req.request_hash {
+                Decision::Written(Appended { duplicate: true, ..first.clone() })
+            } else {
+                Decision::Answer(Ok(Err(AppendRefused::KeyReused { position: first.position })))
+            };
+        }
+        match self.tree.get(command_key(&key)) {
+            Ok(Some(v)) if v.len() == 40 => {
+                let pos = u64_at(&v, 0);
+                if v[8..] != req.request_hash {
+                    return Decision::Answer(Ok(Err(AppendRefused::KeyReused { position: pos })));
+                }
+                return Decision::Answer(self.first_outcome(pos));
+            }
+            Ok(Some(_)) => {
+                return Decision::Answer(Err(LogError::Corrupt {
+                    position: 0,
+                    what: "malformed command index entry".into(),
+                }))
+            }
+            Ok(None) => {}
+            Err(e) => return Decision::Answer(Err(storage(e))),
+        }
+        let current = match touched.get(&req.stream) {
+            Some(v) => *v,
+            None => match self.stream_version(&req.stream) {
+                Ok(v) => v,
+                Err(e) => return Decision::Answer(Err(e)),
+            },
+        };
+        if let ExpectedVersion::Exact(v) = req.expected {
+            if v != current {
+                return Decision::Answer(Ok(Err(AppendRefused::Conflict { expected: req.expected, actual: current })));
+            }
+        }
+        let pos = self.head + 1;
+        let first = current + 1;
+        let last = current + req.events.len() as u64;
+        let bytes = match record_for(req, pos, first, &self.head_hash) {
+            Ok(b) => b,
+            Err(e) => return Decision::Answer(Err(e)),
+        };
+        let hash = sha256(&bytes);
+        batch.insert(&log_key(pos), bytes);
+        index_commit(batch, &req.stream, first, last, &key, pos, &req.request_hash);
+        self.head = pos;
+        self.head_hash = hash;
+        touched.insert(req.stream.clone(), last);
+        let appended = Appended {
+            position: pos,
+            stream: req.stream.clone(),
+            first_version: first,
+            last_version: last,
+            duplicate: false,
+        };
+        in_group.insert(key, (req.request_hash, appended.clone()));
+        Decision::Written(appended)
+    }
+
+    fn first_outcome(&self, pos: u64) -> Result<Result<Appended, AppendRefused>, LogError> {
+        let bytes = self
+            .tree
+            .get(log_key(pos))
+            .map_err(storage)?
+            .ok_or_else(|| LogError::Corrupt { position: pos, what: "indexed commit is missing".into() })?;
+        let c = Commit::decode(&bytes)?;
+        Ok(Ok(c.appended(true)))
+    }
+}
