@@ -3,12 +3,11 @@
 //! no sequence of commands — well-formed or not — panics.
 #![allow(clippy::wildcard_enum_match_arm)] // reason: a test that panics on the unexpected needs no exhaustive match
 
-mod world;
 
 use behalf_domain::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use world::*;
+use behalf_test_support::world::*;
 
 #[derive(Clone, Debug)]
 enum Op {

@@ -3,13 +3,12 @@
 //! with its rule id. `every_rule_has_a_pass_and_a_refusal` checks that coverage.
 #![allow(clippy::wildcard_enum_match_arm)] // reason: a test that panics on the unexpected needs no exhaustive match
 
-mod world;
 
 use std::collections::BTreeSet;
 
 use behalf_domain::*;
 use serde_json::{json, Value};
-use world::*;
+use behalf_test_support::world::*;
 
 enum Then {
     /// Accepted, with these event types.

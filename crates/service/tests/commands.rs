@@ -2,9 +2,6 @@
 //! be) writing the same ticket at once — conflicts are detected by the expected
 //! version and retried against fresh state, never lost; idempotency across a restart.
 
-#[path = "../../domain/tests/world/mod.rs"]
-#[allow(clippy::wildcard_enum_match_arm)]
-mod world;
 
 use std::sync::Arc;
 
@@ -17,7 +14,7 @@ use behalf_service::request;
 use behalf_service::Refused;
 use behalf_sled_store::{OpenOptions, SledLog};
 use serde_json::{json, Value};
-use world::*;
+use behalf_test_support::world::*;
 
 /// A command's answer; an internal failure fails the test.
 async fn run(s: &CommandService<SledLog>, who: &Principal, cmd: Value) -> Result<Accepted, Rejection> {

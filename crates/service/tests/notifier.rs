@@ -2,9 +2,6 @@
 //! response, a breach, the clock paused while attention is needed, and no second
 //! breach record after a restart. No test sleeps: the clock is moved by hand.
 
-#[path = "../../domain/tests/world/mod.rs"]
-#[allow(clippy::wildcard_enum_match_arm)]
-mod world;
 
 use std::sync::Arc;
 
@@ -16,7 +13,7 @@ use behalf_service::commands::CommandService;
 use behalf_service::{notifier, request, views};
 use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledViews};
 use serde_json::{json, Value};
-use world::*;
+use behalf_test_support::world::*;
 
 struct Stores {
     log: SledLog,

@@ -10,8 +10,7 @@ use std::process::{Child, Command, Stdio};
 use behalf_domain::{Principal, Timestamp};
 use serde_json::{json, Value};
 
-#[path = "../../../domain/tests/world/mod.rs"]
-pub mod world;
+pub use behalf_test_support::world;
 
 /// A running `behalf serve`.
 pub struct Server {

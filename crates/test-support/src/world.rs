@@ -3,8 +3,6 @@
 //! its reseller, customers in both clouds, GDAP grants and Azure RBAC — all written
 //! through `decide` as the real producers would write them.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 
 use behalf_domain::*;
@@ -137,7 +135,7 @@ pub const FIXED_TIMES: [(&str, &str); 3] = [
 /// The standard world's commands, shared with the end-to-end suites: who sends each,
 /// and the command, with the `{{…}}` times replaced.
 pub fn standard_world(times: &[(&str, &str)]) -> Vec<(Principal, Value)> {
-    let mut text = include_str!("../../../../tests/fixtures/standard-world.json").to_owned();
+    let mut text = include_str!("../../../tests/fixtures/standard-world.json").to_owned();
     for (k, v) in times {
         text = text.replace(k, v);
     }
