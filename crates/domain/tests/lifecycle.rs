@@ -3,11 +3,10 @@
 //! no sequence of commands — well-formed or not — panics.
 #![allow(clippy::wildcard_enum_match_arm)] // reason: a test that panics on the unexpected needs no exhaustive match
 
-
 use behalf_domain::*;
+use behalf_test_support::world::*;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use behalf_test_support::world::*;
 
 #[derive(Clone, Debug)]
 enum Op {

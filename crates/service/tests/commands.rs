@@ -2,7 +2,6 @@
 //! be) writing the same ticket at once — conflicts are detected by the expected
 //! version and retried against fresh state, never lost; idempotency across a restart.
 
-
 use std::sync::Arc;
 
 use behalf_domain::Rejection;
@@ -13,8 +12,8 @@ use behalf_service::commands::{Accepted, CommandService};
 use behalf_service::request;
 use behalf_service::Refused;
 use behalf_sled_store::{OpenOptions, SledLog};
-use serde_json::{json, Value};
 use behalf_test_support::world::*;
+use serde_json::{json, Value};
 
 /// A command's answer; an internal failure fails the test.
 async fn run(s: &CommandService<SledLog>, who: &Principal, cmd: Value) -> Result<Accepted, Rejection> {

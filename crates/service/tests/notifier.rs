@@ -2,7 +2,6 @@
 //! response, a breach, the clock paused while attention is needed, and no second
 //! breach record after a restart. No test sleeps: the clock is moved by hand.
 
-
 use std::sync::Arc;
 
 use behalf_domain::{Principal, Timestamp};
@@ -12,8 +11,8 @@ use behalf_service::clock::{Clock, ManualClock};
 use behalf_service::commands::CommandService;
 use behalf_service::{notifier, request, views};
 use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledViews};
-use serde_json::{json, Value};
 use behalf_test_support::world::*;
+use serde_json::{json, Value};
 
 struct Stores {
     log: SledLog,
