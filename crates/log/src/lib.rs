@@ -92,8 +92,9 @@ pub enum AppendRefused {
     KeyReused { position: u64 },
 }
 
-/// One event with its full envelope.
-#[derive(Clone, Debug, PartialEq)]
+/// One event with its full envelope (serialized as the feeds show it: `type` for the
+/// event's type name).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EventEnvelope {
     pub stream: StreamId,
     pub version: u64,
@@ -104,6 +105,7 @@ pub struct EventEnvelope {
     /// `<tenant>/<command id>:<index>` (the R26 key and the index): stable across
     /// engines and replays, and unique in the log because the key is.
     pub event_id: String,
+    #[serde(rename = "type")]
     pub event_type: &'static str,
     pub schema_version: u16,
     pub at: Timestamp,

@@ -14,45 +14,17 @@ use serde::Serialize;
 
 use crate::views::{AttachmentView, EscalationView, NoteView, RejectionEntry, TicketSummary};
 
-/// One event with its envelope.
+/// One event with its envelope and, where it carries one, its R29 evidence.
 #[derive(Clone, Debug, Serialize)]
 pub struct EnvelopeView {
-    pub position: u64,
-    pub index: u32,
-    pub stream: StreamId,
-    pub version: u64,
-    pub event_id: String,
-    #[serde(rename = "type")]
-    pub event_type: &'static str,
-    pub schema_version: u16,
-    pub at: Timestamp,
-    pub actor: Principal,
-    pub command_id: CommandId,
-    pub correlation_id: String,
-    pub causation_id: Option<String>,
-    /// The R29 evidence, where the event carries one.
+    #[serde(flatten)]
+    pub envelope: EventEnvelope,
     pub evidence: Option<Evidence>,
-    pub event: Event,
 }
 
 impl From<EventEnvelope> for EnvelopeView {
-    fn from(e: EventEnvelope) -> Self {
-        EnvelopeView {
-            evidence: e.evidence().cloned(),
-            position: e.position,
-            index: e.index,
-            stream: e.stream,
-            version: e.version,
-            event_id: e.event_id,
-            event_type: e.event_type,
-            schema_version: e.schema_version,
-            at: e.at,
-            actor: e.actor,
-            command_id: e.command_id,
-            correlation_id: e.correlation_id,
-            causation_id: e.causation_id,
-            event: e.event,
-        }
+    fn from(envelope: EventEnvelope) -> Self {
+        EnvelopeView { evidence: envelope.evidence().cloned(), envelope }
     }
 }
 
