@@ -35,13 +35,7 @@ pub struct ProjectArgs {
 
 pub async fn run(a: ProjectArgs) -> anyhow::Result<()> {
     if let Some(nats) = a.nats {
-        let args = crate::roles::NatsArgs {
-            nats,
-            nats_replicas: a.nats_replicas,
-            nats_duplicate_window: behalf_nats::DUPLICATE_WINDOW,
-            data_dir: a.data_dir,
-            listen: a.listen,
-        };
+        let args = crate::roles::NatsArgs::from_flags(nats, a.nats_replicas, a.data_dir, a.listen);
         return crate::roles::project(args).await;
     }
     let (log, _) = SledLog::open(a.data_dir.join("log"), OpenOptions::default())

@@ -92,13 +92,7 @@ pub struct NotifyArgs {
 /// The notifier as its own process.
 pub async fn notify(a: NotifyArgs) -> anyhow::Result<()> {
     if let Some(nats) = a.nats {
-        let args = crate::roles::NatsArgs {
-            nats,
-            nats_replicas: a.nats_replicas,
-            nats_duplicate_window: behalf_nats::DUPLICATE_WINDOW,
-            data_dir: a.data_dir,
-            listen: None,
-        };
+        let args = crate::roles::NatsArgs::from_flags(nats, a.nats_replicas, a.data_dir, None);
         return crate::roles::notify(args).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

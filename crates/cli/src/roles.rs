@@ -53,6 +53,14 @@ pub struct NatsArgs {
     pub listen: Option<SocketAddr>,
 }
 
+impl NatsArgs {
+    /// The role's arguments from the flags `behalf project --nats` and `behalf notify
+    /// --nats` take (the duplicate window at its default: they create no stream).
+    pub fn from_flags(nats: String, nats_replicas: u64, data_dir: PathBuf, listen: Option<SocketAddr>) -> NatsArgs {
+        NatsArgs { nats, nats_replicas, nats_duplicate_window: behalf_nats::DUPLICATE_WINDOW, data_dir, listen }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct CommandArgs {
     #[command(flatten)]

@@ -107,90 +107,76 @@ pub(crate) fn filter(p: &Params) -> Result<(ListFilter, usize), Early> {
     Ok((f, limit))
 }
 
-pub(crate) async fn customer_tickets<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-    headers: HeaderMap,
-    Path(customer): Path<String>,
+/// A query request, extracted: authenticated, with its parameters, and the views (and
+/// the GDAP projection) past its `min_position`. Every query handler takes one.
+pub(crate) struct Reader<L: EventLog> {
+    app: Arc<App<L>>,
+    who: Principal,
     p: Params,
-) -> Response {
-    let (who, read) = early!(reader(&app, &headers, &p).await);
-    let (f, limit) = early!(filter(&p));
+}
+
+impl<L: EventLog> axum::extract::FromRequestParts<Arc<App<L>>> for Reader<L> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App<L>>) -> Result<Self, Response> {
+        let p = Params::from_request_parts(parts, app).await.map_err(IntoResponse::into_response)?;
+        let (who, _) = reader(app, &parts.headers, &p).await.map_err(|r| *r)?;
+        Ok(Reader { app: Arc::clone(app), who, p })
+    }
+}
+
+impl<L: EventLog> Reader<L> {
+    fn queries(&self) -> Queries<'_, L> {
+        let read = self.app.read.as_ref().expect("the extractor checked that this role has the views");
+        queries(&self.app, read)
+    }
+}
+
+pub(crate) async fn customer_tickets<L: EventLog>(r: Reader<L>, Path(customer): Path<String>) -> Response {
+    let (f, limit) = early!(filter(&r.p));
     // `after` is a ticket id (the last of the previous page).
-    let after = p.get("after").map(String::as_str).filter(|a| !a.is_empty());
+    let after = r.p.get("after").map(String::as_str).filter(|a| !a.is_empty());
     if let Some(a) = after {
         if let Err(why) = TicketId::new(a).check() {
             return bad_param("after", why);
         }
     }
-    answer(queries(&app, read).customer_tickets(&who, &CustomerId::new(customer), &f, limit, after))
+    answer(r.queries().customer_tickets(&r.who, &CustomerId::new(customer), &f, limit, after))
 }
 
-pub(crate) async fn ticket<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    p: Params,
-) -> Response {
-    let (who, read) = early!(reader(&app, &headers, &p).await);
-    answer(queries(&app, read).ticket(&who, &TicketId::new(id)).await)
+pub(crate) async fn ticket<L: EventLog>(r: Reader<L>, Path(id): Path<String>) -> Response {
+    answer(r.queries().ticket(&r.who, &TicketId::new(id)).await)
 }
 
-pub(crate) async fn history<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    p: Params,
-) -> Response {
-    let (who, read) = early!(reader(&app, &headers, &p).await);
-    answer(queries(&app, read).history(&who, &TicketId::new(id)).await)
+pub(crate) async fn history<L: EventLog>(r: Reader<L>, Path(id): Path<String>) -> Response {
+    answer(r.queries().history(&r.who, &TicketId::new(id)).await)
 }
 
-pub(crate) async fn partner_tickets<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-    headers: HeaderMap,
-    Path(partner): Path<String>,
-    p: Params,
-) -> Response {
-    let (who, read) = early!(reader(&app, &headers, &p).await);
-    let (f, limit) = early!(filter(&p));
-    answer(queries(&app, read).partner_tickets(&who, &PartnerId::new(partner), &f, limit))
+pub(crate) async fn partner_tickets<L: EventLog>(r: Reader<L>, Path(partner): Path<String>) -> Response {
+    let (f, limit) = early!(filter(&r.p));
+    answer(r.queries().partner_tickets(&r.who, &PartnerId::new(partner), &f, limit))
 }
 
-pub(crate) async fn service_health<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-    headers: HeaderMap,
-    Path(customer): Path<String>,
-    p: Params,
-) -> Response {
-    let (who, read) = early!(reader(&app, &headers, &p).await);
-    answer(queries(&app, read).service_health(&who, &CustomerId::new(customer)))
+pub(crate) async fn service_health<L: EventLog>(r: Reader<L>, Path(customer): Path<String>) -> Response {
+    answer(r.queries().service_health(&r.who, &CustomerId::new(customer)))
 }
 
-pub(crate) async fn access<L: EventLog>(
-    State(app): State<Arc<App<L>>>,
-    headers: HeaderMap,
-    Path(partner): Path<String>,
-    p: Params,
-) -> Response {
-    let (who, read) = early!(reader(&app, &headers, &p).await);
-    let (Some(user), Some(customer)) = (p.get("user_id"), p.get("customer_id")) else {
+pub(crate) async fn access<L: EventLog>(r: Reader<L>, Path(partner): Path<String>) -> Response {
+    let (Some(user), Some(customer)) = (r.p.get("user_id"), r.p.get("customer_id")) else {
         return bad_param("user_id", "user_id and customer_id are required");
     };
-    answer(queries(&app, read).access(
-        &who,
-        &PartnerId::new(partner),
-        &UserId::new(user.as_str()),
-        &CustomerId::new(customer.as_str()),
-    ))
+    let (partner, user, customer) =
+        (PartnerId::new(partner), UserId::new(user.as_str()), CustomerId::new(customer.as_str()));
+    answer(r.queries().access(&r.who, &partner, &user, &customer))
 }
 
-pub(crate) async fn rejections<L: EventLog>(State(app): State<Arc<App<L>>>, headers: HeaderMap, p: Params) -> Response {
-    let (who, read) = early!(reader(&app, &headers, &p).await);
-    let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
-    let limit = early!(limit_param(&p, 100, 1000));
-    answer(queries(&app, read).rejections(&who, after, limit))
+pub(crate) async fn rejections<L: EventLog>(r: Reader<L>) -> Response {
+    let after = early!(param::<u64>(&r.p, "after")).unwrap_or(0);
+    let limit = early!(limit_param(&r.p, 100, 1000));
+    answer(r.queries().rejections(&r.who, after, limit))
 }
 
+/// The raw feed reads the log, not the views: no `min_position` wait.
 pub(crate) async fn events<L: EventLog>(State(app): State<Arc<App<L>>>, headers: HeaderMap, p: Params) -> Response {
     let who = early!(authenticate(&app, &headers));
     let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
