@@ -24,6 +24,8 @@ pub struct Source {
     /// of the data directory's
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
+    #[command(flatten)]
+    nats_flags: crate::settings::NatsFlags,
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,16 +115,20 @@ impl AuditCmd {
 }
 
 /// Opens the log on NATS for reading: it creates nothing and runs no indexer.
-async fn open_nats_log(url: &str) -> anyhow::Result<behalf_nats::NatsLog> {
-    let options = behalf_nats::NatsOptions { run_indexer: false, create: false, ..behalf_nats::NatsOptions::new(url) };
-    behalf_nats::NatsLog::open(options).await.with_context(|| format!("cannot open the event log on NATS at {url}"))
+async fn open_nats_log(to: &behalf_nats::Endpoint) -> anyhow::Result<behalf_nats::NatsLog> {
+    let options = behalf_nats::NatsOptions { run_indexer: false, create: false, ..behalf_nats::NatsOptions::new(to) };
+    behalf_nats::NatsLog::open(options)
+        .await
+        .with_context(|| format!("cannot open the event log on NATS at {}", to.url))
 }
 
 /// Runs an audit; `Ok(false)` when the verdict is that something does not hold.
 pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
-    match (cmd.source().nats.clone(), &cmd) {
-        (Some(url), AuditCmd::Verify { .. }) => {
-            let log = open_nats_log(&url).await?;
+    let source = cmd.source();
+    let nats = source.nats.clone().map(|url| source.nats_flags.clone().endpoint(url)).transpose()?;
+    match (nats, &cmd) {
+        (Some(to), AuditCmd::Verify { .. }) => {
+            let log = open_nats_log(&to).await?;
             let b = bar(0, "verifying");
             let report = log.verify_with(|p, head| {
                 b.set_length(head);
@@ -132,7 +138,7 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             b.finish_and_clear();
             verdict(&report)
         }
-        (Some(url), _) => run_on(cmd, open_nats_log(&url).await?).await,
+        (Some(to), _) => run_on(cmd, open_nats_log(&to).await?).await,
         (None, AuditCmd::Verify { source }) => {
             let path = source.data_dir.join("log");
             if !path.exists() {

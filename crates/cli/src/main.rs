@@ -12,8 +12,6 @@ mod stores;
 mod token;
 mod workers;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
 /// The allocator: measurably better than glibc's for replay (docs/PERFORMANCE.md).
@@ -37,7 +35,7 @@ enum Cmd {
     Serve(ServeArgs),
     /// The command service on NATS JetStream: answer `behalf.cmd` (and, with --listen,
     /// POST /v1/commands) in a queue group with every other `behalf command`.
-    Command(roles::CommandArgs),
+    Command(CommandArgs),
     /// Narrate the seed's story on a fresh temporary store, through the real HTTP API.
     Demo,
     /// Issue, revoke or list tokens in a data directory (while no server runs on it;
@@ -67,43 +65,19 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// Where the log and the tokens live [default: ./behalf-data]
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// HOST:PORT to listen on; port 0 picks a free port [default: 127.0.0.1:8080]
-    #[arg(long)]
-    listen: Option<String>,
-    /// A TOML settings file (keys as the flags, with underscores)
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Log lines as `human` or `json` [default: human]
-    #[arg(long)]
-    log_format: Option<String>,
-    /// Largest accepted request body in bytes [default: 262144]
-    #[arg(long)]
-    max_body_bytes: Option<usize>,
-    /// Commands decided at once before answering 429 [default: 4096]
-    #[arg(long)]
-    max_in_flight: Option<usize>,
+    #[command(flatten)]
+    settings: settings::SettingsArgs,
     /// If the log's hash chain is broken, start from the last good commit and keep the
     /// rest in quarantine (without it, a broken log refuses to start)
     #[arg(long)]
     stop_at_last_good: bool,
-    /// Keep the event log on NATS JetStream at these URLs (comma-separated, e.g.
-    /// nats://127.0.0.1:4222) instead of the embedded engine. Tokens are shared through
-    /// the cluster; views and queues stay in the data directory. Any number of servers
-    /// may share one cluster
-    #[arg(long, value_name = "URL")]
-    nats: Option<String>,
-    /// Copies of the event stream when it is first created: 1 on one node, 3 on a
-    /// cluster [default: 1]
-    #[arg(long)]
-    nats_replicas: Option<usize>,
-    /// JetStream's de-duplication window when the event stream is first created, e.g.
-    /// 10m or 1s. Idempotency (R26) holds beyond it through the command index
-    /// [default: 10m]
-    #[arg(long, value_name = "DURATION")]
-    nats_duplicate_window: Option<String>,
+}
+
+/// `behalf command`: the role's settings.
+#[derive(clap::Args, Debug)]
+struct CommandArgs {
+    #[command(flatten)]
+    settings: settings::SettingsArgs,
 }
 
 fn init_tracing(format: settings::LogFormat) {
@@ -121,25 +95,15 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Cmd::Serve(a) => {
-            let flags = settings::Layer {
-                data_dir: a.data_dir,
-                listen: a.listen,
-                log_format: a.log_format,
-                max_body_bytes: a.max_body_bytes,
-                max_in_flight: a.max_in_flight,
-                nats: a.nats,
-                nats_replicas: a.nats_replicas,
-                nats_duplicate_window: a.nats_duplicate_window,
-            };
-            let mut s =
-                settings::load(settings::config_path(a.config).as_deref(), settings::Layer::from_env()?, flags)?;
+            let mut s = a.settings.load()?;
             s.stop_at_last_good = a.stop_at_last_good;
             init_tracing(s.log_format);
             rt.block_on(serve::run(s, serve::shutdown_signal()))
         }
-        Cmd::Command(c) => {
-            init_tracing(settings::LogFormat::Human);
-            rt.block_on(roles::command(c))
+        Cmd::Command(a) => {
+            let s = a.settings.load()?;
+            init_tracing(s.log_format);
+            rt.block_on(roles::command(&s))
         }
         Cmd::Demo => {
             init_tracing(settings::LogFormat::Human);
@@ -159,12 +123,14 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Notify(n) => {
-            init_tracing(settings::LogFormat::Human);
-            rt.block_on(queue::notify(n))
+            let s = n.settings.clone().load()?;
+            init_tracing(s.log_format);
+            rt.block_on(queue::notify(n, &s))
         }
         Cmd::Project(p) => {
-            init_tracing(settings::LogFormat::Human);
-            rt.block_on(project::run(p))
+            let s = p.settings.clone().load()?;
+            init_tracing(s.log_format);
+            rt.block_on(project::run(p, &s))
         }
         Cmd::Bench(b) => {
             init_tracing(settings::LogFormat::Human);

@@ -6,41 +6,35 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
+
+use crate::settings::Settings;
 use behalf_log::EventLog;
 use behalf_sled_store::{OpenOptions, SledLog};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
 pub struct ProjectArgs {
-    /// The data directory whose log is read [default: ./behalf-data]
-    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    /// The role's settings; with --nats, a projector worker on NATS JetStream: follow
+    /// the log into the views of --data-dir and answer `behalf.query.<name>` (and, with
+    /// --listen, the query endpoints over HTTP) until stopped
+    #[command(flatten)]
+    pub settings: crate::settings::SettingsArgs,
     /// Drop the views and replay the log from position 1
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nats")]
     rebuild: bool,
     /// Build the views here instead of `<data-dir>/views` (with --rebuild)
     #[arg(long, requires = "rebuild")]
     into: Option<PathBuf>,
-    /// Run as a projector worker on NATS JetStream at these URLs: follow the log into
-    /// the views of --data-dir and answer `behalf.query.<name>` until stopped
-    #[arg(long, value_name = "URL", conflicts_with_all = ["rebuild", "into"])]
-    nats: Option<String>,
-    /// With --nats: copies of the streams when first created (3 on a cluster)
-    #[arg(long, default_value_t = 1, requires = "nats", value_parser = clap::value_parser!(u64).range(1..=5))]
-    nats_replicas: u64,
-    /// With --nats: also answer the query endpoints over HTTP on HOST:PORT
-    #[arg(long, requires = "nats")]
-    listen: Option<std::net::SocketAddr>,
 }
 
-pub async fn run(a: ProjectArgs) -> anyhow::Result<()> {
-    if let Some(nats) = a.nats {
-        let args = crate::roles::NatsArgs::from_flags(nats, a.nats_replicas, a.data_dir, a.listen);
-        return crate::roles::project(args).await;
+pub async fn run(a: ProjectArgs, s: &Settings) -> anyhow::Result<()> {
+    if s.nats.is_some() {
+        return crate::roles::project(s).await;
     }
-    let (log, _) = SledLog::open(a.data_dir.join("log"), OpenOptions::default())
-        .with_context(|| format!("cannot open the log in {} (is a server running on it?)", a.data_dir.display()))?;
-    let target = a.into.clone().unwrap_or_else(|| a.data_dir.join("views"));
+    let data_dir = &s.data_dir;
+    let (log, _) = SledLog::open(data_dir.join("log"), OpenOptions::default())
+        .with_context(|| format!("cannot open the log in {} (is a server running on it?)", data_dir.display()))?;
+    let target = a.into.clone().unwrap_or_else(|| data_dir.join("views"));
     let views = crate::stores::open_views(&target)?;
     let head = log.head().await?;
     let bar = ProgressBar::new(head);

@@ -41,14 +41,17 @@ pub struct QueueSource {
     /// The cluster's queues on NATS JetStream at these URLs (comma-separated)
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
+    #[command(flatten)]
+    nats_flags: crate::settings::NatsFlags,
 }
 
 fn on_queues<T>(at: &QueueSource, f: impl FnOnce(&dyn QueueStore) -> anyhow::Result<T>) -> anyhow::Result<T> {
     match &at.nats {
         Some(url) => {
+            let to = at.nats_flags.clone().endpoint(url.clone())?;
             // The NATS store runs its requests on a multi-threaded runtime.
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let q = rt.block_on(behalf_nats::NatsQueues::open(url, 1))?;
+            let q = rt.block_on(behalf_nats::NatsQueues::open(&to, 1))?;
             rt.block_on(async { tokio::task::block_in_place(|| f(&q)) })
         }
         None => f(&crate::stores::open_queues(&at.data_dir.join("queues"))?),
@@ -75,30 +78,24 @@ pub fn run(cmd: QueueCmd) -> anyhow::Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct NotifyArgs {
-    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
+    /// The role's settings; with --nats, forward into the cluster's queues (bucket
+    /// BEHALF_QUEUE; the views for the SLA sweep stay in --data-dir) until stopped
+    #[command(flatten)]
+    pub settings: crate::settings::SettingsArgs,
     /// Forward what the log holds, sweep the SLA targets once, and exit
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nats")]
     once: bool,
-    /// Run on NATS JetStream at these URLs: forward into the cluster's queues (bucket
-    /// BEHALF_QUEUE; views for the SLA sweep stay in --data-dir) until stopped
-    #[arg(long, value_name = "URL", conflicts_with = "once")]
-    nats: Option<String>,
-    /// With --nats: copies of the streams when first created (3 on a cluster)
-    #[arg(long, default_value_t = 1, requires = "nats", value_parser = clap::value_parser!(u64).range(1..=5))]
-    nats_replicas: u64,
 }
 
 /// The notifier as its own process.
-pub async fn notify(a: NotifyArgs) -> anyhow::Result<()> {
-    if let Some(nats) = a.nats {
-        let args = crate::roles::NatsArgs::from_flags(nats, a.nats_replicas, a.data_dir, None);
-        return crate::roles::notify(args).await;
+pub async fn notify(a: NotifyArgs, s: &crate::settings::Settings) -> anyhow::Result<()> {
+    if s.nats.is_some() {
+        return crate::roles::notify(s).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (log, _tokens) = crate::stores::open_stores(&a.data_dir)?;
-    let queues = Arc::new(crate::stores::open_queues(&a.data_dir.join("queues"))?);
-    let views = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
+    let (log, _tokens) = crate::stores::open_stores(&s.data_dir)?;
+    let queues = Arc::new(crate::stores::open_queues(&s.data_dir.join("queues"))?);
+    let views = Arc::new(crate::stores::open_views(&s.data_dir.join("views"))?);
     if a.once {
         let head = log.head().await?;
         let at = behalf_service::runner::catch_up(&log, queues.checkpoint()?, head, |page| {

@@ -23,6 +23,7 @@ use behalf_http::{App, Limits, ReadSide, Router};
 use behalf_log::queues::QueueStore;
 use behalf_log::views::ViewStore;
 use behalf_nats::rpc::{self, RpcReply, RpcRequest};
+use behalf_nats::Endpoint;
 use behalf_nats::{NatsLog, NatsQueues};
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
@@ -31,43 +32,36 @@ use behalf_service::runner::Workers;
 use behalf_service::tokens::Tokens;
 use tokio::net::TcpListener;
 
-/// What every role takes.
-#[derive(clap::Args, Debug, Clone)]
+use crate::settings::Settings;
+
+/// What a role on NATS runs with, from its [`Settings`].
+#[derive(Clone, Debug)]
 pub struct NatsArgs {
-    /// NATS server URLs, comma-separated (e.g. nats://127.0.0.1:4222)
-    #[arg(long, value_name = "URL")]
-    pub nats: String,
-    /// Copies of the streams and buckets when they are first created: 1 on one node,
-    /// 3 on a cluster
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
-    pub nats_replicas: u64,
-    /// JetStream's de-duplication window when the event stream is first created, e.g.
-    /// 10m or 1s; idempotency (R26) holds beyond it through the command index
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::settings::parse_duration)]
+    pub nats: Endpoint,
+    pub nats_replicas: usize,
     pub nats_duplicate_window: std::time::Duration,
-    /// Where this process keeps what is its own (views, the admin token it made)
-    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
+    /// Where this process keeps what is its own (views, the admin token it made).
     pub data_dir: PathBuf,
-    /// Also serve this role's HTTP endpoints on HOST:PORT (port 0 picks a free port)
-    #[arg(long)]
+    /// Also serve this role's HTTP endpoints here.
     pub listen: Option<SocketAddr>,
+    pub limits: Limits,
 }
 
 impl NatsArgs {
-    /// The role's arguments from the flags `behalf project --nats` and `behalf notify
-    /// --nats` take (the duplicate window at its default: they create no stream).
-    pub fn from_flags(nats: String, nats_replicas: u64, data_dir: PathBuf, listen: Option<SocketAddr>) -> NatsArgs {
-        NatsArgs { nats, nats_replicas, nats_duplicate_window: behalf_nats::DUPLICATE_WINDOW, data_dir, listen }
+    /// The role's part of `s`; a role on NATS needs the servers' URLs.
+    pub fn of(s: &Settings, role: &str) -> anyhow::Result<NatsArgs> {
+        let Some(nats) = s.nats.clone() else {
+            anyhow::bail!("behalf {role} runs on NATS: give --nats URL (or nats in the settings, or BEHALF_NATS)")
+        };
+        Ok(NatsArgs {
+            nats,
+            nats_replicas: s.nats_replicas,
+            nats_duplicate_window: s.nats_duplicate_window,
+            data_dir: s.data_dir.clone(),
+            listen: s.listen,
+            limits: Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight },
+        })
     }
-}
-
-#[derive(clap::Args, Debug)]
-pub struct CommandArgs {
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    /// Commands decided at once before answering 429 / overloaded
-    #[arg(long, default_value_t = 4096)]
-    pub max_in_flight: usize,
 }
 
 type Shutdown = tokio::sync::watch::Receiver<bool>;
@@ -88,14 +82,14 @@ enum Requests {
 /// Answers NATS requests through `router`, exactly as the same HTTP request would be.
 /// Prints `serving <subject>` once the subscription is in place.
 async fn serve_nats(
-    url: String,
+    to: Endpoint,
     subject: &str,
     group: &str,
     router: Router,
     requests: Requests,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let listener = rpc::listen(&url, subject, group).await?;
+    let listener = rpc::listen(&to, subject, group).await?;
     println!("serving {subject} (queue group {group})");
     let handler = move |req: RpcRequest| {
         let router = router.clone();
@@ -133,12 +127,8 @@ fn shutdown_channel() -> (Shutdown, tokio::task::JoinHandle<()>) {
     (rx, signal)
 }
 
-fn limits(max_in_flight: usize) -> Limits {
-    Limits { max_in_flight, ..Limits::default() }
-}
-
 async fn open_tokens(a: &NatsArgs, clock: &dyn Clock) -> anyhow::Result<Tokens> {
-    let tokens = crate::stores::open_nats_tokens(&a.nats, a.nats_replicas as usize, &a.data_dir).await?;
+    let tokens = crate::stores::open_nats_tokens(&a.nats, a.nats_replicas, &a.data_dir).await?;
     if let Some(path) = tokens.bootstrap_admin(&a.data_dir, clock)? {
         println!("admin token written to {} (readable by its owner only)", path.display());
     }
@@ -149,44 +139,46 @@ async fn open_tokens(a: &NatsArgs, clock: &dyn Clock) -> anyhow::Result<Tokens> 
 /// `/v1/queues` from.
 async fn open_queues(a: &NatsArgs) -> anyhow::Result<Arc<dyn QueueStore>> {
     Ok(Arc::new(
-        NatsQueues::open(&a.nats, a.nats_replicas as usize)
+        NatsQueues::open(&a.nats, a.nats_replicas)
             .await
-            .with_context(|| format!("cannot open the queues on NATS at {}", a.nats))?,
+            .with_context(|| format!("cannot open the queues on NATS at {}", a.nats.url))?,
     ))
 }
 
 /// The role's log and its GDAP projection (which scopes every answer, R24, and
 /// decides readiness), and the app over them with tokens and the cluster's queues.
-async fn app_on(a: &NatsArgs, index: bool, limits: Limits) -> anyhow::Result<App<NatsLog>> {
+async fn app_on(a: &NatsArgs, index: bool) -> anyhow::Result<App<NatsLog>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let log = crate::stores::open_nats(&a.nats, a.nats_replicas as usize, a.nats_duplicate_window, index).await?;
+    let log = crate::stores::open_nats(&a.nats, a.nats_replicas, a.nats_duplicate_window, index).await?;
     let tokens = open_tokens(a, clock.as_ref()).await?;
     let gdap = GdapProjection::spawn(&log);
-    Ok(App::new(log, gdap, Arc::new(tokens), clock, limits).with_queues(open_queues(a).await?))
+    Ok(App::new(log, gdap, Arc::new(tokens), clock, a.limits).with_queues(open_queues(a).await?))
 }
 
 /// `behalf command --nats URL`.
-pub async fn command(a: CommandArgs) -> anyhow::Result<()> {
-    let app = app_on(&a.nats, false, limits(a.max_in_flight)).await?;
+pub async fn command(s: &Settings) -> anyhow::Result<()> {
+    let a = NatsArgs::of(s, "command")?;
+    let app = app_on(&a, false).await?;
     let service = CommandService::with_gdap(app.log.clone(), Arc::clone(&app.gdap), Arc::clone(&app.clock));
     let router = behalf_http::router(Arc::new(app.with_commands(Arc::new(service))));
     let (shutdown, _signal) = shutdown_channel();
     let nats = serve_nats(
-        a.nats.nats.clone(),
+        a.nats.clone(),
         rpc::COMMAND_SUBJECT,
         "behalf-command",
         router.clone(),
         Requests::Commands,
         shutdown.clone(),
     );
-    let (n, h) = tokio::join!(nats, serve_http(a.nats.listen, router, shutdown));
+    let (n, h) = tokio::join!(nats, serve_http(a.listen, router, shutdown));
     n.and(h)
 }
 
 /// `behalf project --nats URL`.
-pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
+pub async fn project(s: &Settings) -> anyhow::Result<()> {
+    let a = NatsArgs::of(s, "project")?;
     // This role decides no commands: the projection alone scopes its answers.
-    let app = app_on(&a, false, Limits::default()).await?;
+    let app = app_on(&a, false).await?;
     let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
     let mut workers = Workers::default();
     let position =
@@ -202,10 +194,11 @@ pub async fn project(a: NatsArgs) -> anyhow::Result<()> {
 }
 
 /// `behalf notify --nats URL`.
-pub async fn notify(a: NatsArgs) -> anyhow::Result<()> {
+pub async fn notify(s: &Settings) -> anyhow::Result<()> {
+    let a = NatsArgs::of(s, "notify")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // The notifier also keeps the command index complete (R26 beyond the window).
-    let log = crate::stores::open_nats(&a.nats, a.nats_replicas as usize, a.nats_duplicate_window, true).await?;
+    let log = crate::stores::open_nats(&a.nats, a.nats_replicas, a.nats_duplicate_window, true).await?;
     let queues = open_queues(&a).await?;
     crate::stores::ensure_dir(&a.data_dir)?;
     let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);

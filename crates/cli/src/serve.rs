@@ -34,13 +34,13 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Started, Serving)> {
     match &s.nats {
-        Some(url) => {
-            let log = open_nats(url, s.nats_replicas, s.nats_duplicate_window, true).await?;
-            let tokens = open_nats_tokens(url, s.nats_replicas, &s.data_dir).await?;
+        Some(to) => {
+            let log = open_nats(to, s.nats_replicas, s.nats_duplicate_window, true).await?;
+            let tokens = open_nats_tokens(to, s.nats_replicas, &s.data_dir).await?;
             // One set of queues per cluster, whichever server forwards or leases.
-            let queues = behalf_nats::NatsQueues::open(url, s.nats_replicas)
+            let queues = behalf_nats::NatsQueues::open(to, s.nats_replicas)
                 .await
-                .with_context(|| format!("cannot open the queues on NATS at {url}"))?;
+                .with_context(|| format!("cannot open the queues on NATS at {}", to.url))?;
             start_on(log, tokens, Arc::new(queues), s, shutdown).await
         }
         None => {
@@ -79,7 +79,8 @@ async fn start_on<L: EventLog>(
             .with_read(ReadSide { views, position })
             .with_queues(queues),
     );
-    let listener = TcpListener::bind(s.listen).await.with_context(|| format!("cannot listen on {}", s.listen))?;
+    let listen = s.listen.unwrap_or_else(|| crate::settings::DEFAULT_LISTEN.parse().expect("a valid address"));
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let serving = async move {
         let served =
@@ -141,7 +142,7 @@ impl Temporary {
         let dir = tempfile::tempdir()?;
         let settings = Settings {
             data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse()?,
+            listen: Some("127.0.0.1:0".parse()?),
             log_format: crate::settings::LogFormat::Human,
             max_body_bytes: 256 * 1024,
             max_in_flight,

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use behalf_nats::{NatsLog, NatsOptions, NatsTokens};
+use behalf_nats::{Endpoint, NatsLog, NatsOptions, NatsTokens};
 use behalf_service::tokens::Tokens;
 use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
 
@@ -68,11 +68,11 @@ pub fn ensure_dir(data_dir: &Path) -> anyhow::Result<()> {
 
 /// The token store shared through the NATS cluster (the data directory receives the
 /// admin token file when this process makes it).
-pub async fn open_nats_tokens(url: &str, replicas: usize, data_dir: &Path) -> anyhow::Result<Tokens> {
+pub async fn open_nats_tokens(to: &Endpoint, replicas: usize, data_dir: &Path) -> anyhow::Result<Tokens> {
     ensure_dir(data_dir)?;
-    let store = NatsTokens::open(url, replicas)
+    let store = NatsTokens::open(to, replicas)
         .await
-        .with_context(|| format!("cannot open the token store on NATS at {url}"))?;
+        .with_context(|| format!("cannot open the token store on NATS at {}", to.url))?;
     Ok(Tokens::new(store))
 }
 
@@ -92,15 +92,15 @@ pub fn open_tokens(data_dir: &Path) -> anyhow::Result<Tokens> {
 /// `index`: whether this process runs the command indexer (the all-in-one server and
 /// the notifier do; command services and projectors leave it to them).
 pub async fn open_nats(
-    url: &str,
+    to: &Endpoint,
     replicas: usize,
     duplicate_window: std::time::Duration,
     index: bool,
 ) -> anyhow::Result<NatsLog> {
-    let options = NatsOptions::new(url).replicas(replicas).duplicate_window(duplicate_window);
+    let options = NatsOptions::new(to).replicas(replicas).duplicate_window(duplicate_window);
     let log = NatsLog::open(NatsOptions { run_indexer: index, ..options })
         .await
-        .with_context(|| format!("cannot open the event log on NATS at {url}"))?;
+        .with_context(|| format!("cannot open the event log on NATS at {}", to.url))?;
     tracing::info!(head = behalf_log::EventLog::head(&log).await?, "event log open on NATS JetStream");
     Ok(log)
 }

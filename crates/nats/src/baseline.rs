@@ -8,10 +8,10 @@ use async_nats::jetstream::{self, stream};
 use behalf_log::LogError;
 
 use crate::batch::{publish_atomic, BatchMsg};
-use crate::log::connect;
+use crate::endpoint::{connect, Endpoint};
 
-async fn baseline_stream(url: &str, replicas: usize) -> Result<jetstream::Context, LogError> {
-    let js = jetstream::new(connect(url).await?);
+async fn baseline_stream(to: impl Into<Endpoint>, replicas: usize) -> Result<jetstream::Context, LogError> {
+    let js = jetstream::new(connect(&to.into()).await?);
     let _ = js.delete_stream("BEHALF_BASELINE").await;
     js.create_stream(stream::Config {
         name: "BEHALF_BASELINE".into(),
@@ -45,14 +45,14 @@ async fn per_sec(
 /// of `payload_len` bytes, `in_flight` messages (`in_flight / batch` batches) at a
 /// time, for `seconds`.
 pub async fn atomic_batch_per_sec(
-    url: &str,
+    to: impl Into<Endpoint>,
     replicas: usize,
     in_flight: usize,
     batch: usize,
     payload_len: usize,
     seconds: f64,
 ) -> Result<f64, LogError> {
-    let js = baseline_stream(url, replicas).await?;
+    let js = baseline_stream(to, replicas).await?;
     let batch = batch.clamp(1, crate::batch::MAX_BATCH);
     let payload = bytes::Bytes::from(vec![0x5a; payload_len]);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
@@ -86,13 +86,13 @@ pub async fn atomic_batch_per_sec(
 /// Acknowledged publishes per second of `payload_len`-byte messages, `in_flight` at a
 /// time, for `seconds`.
 pub async fn publish_per_sec(
-    url: &str,
+    to: impl Into<Endpoint>,
     replicas: usize,
     in_flight: usize,
     payload_len: usize,
     seconds: f64,
 ) -> Result<f64, LogError> {
-    let js = baseline_stream(url, replicas).await?;
+    let js = baseline_stream(to, replicas).await?;
     let payload = bytes::Bytes::from(vec![0x5a; payload_len]);
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
@@ -124,8 +124,8 @@ pub struct RawPublisher {
 }
 
 impl RawPublisher {
-    pub async fn start(url: &str, replicas: usize) -> Result<RawPublisher, LogError> {
-        let js = baseline_stream(url, replicas).await?;
+    pub async fn start(to: impl Into<Endpoint>, replicas: usize) -> Result<RawPublisher, LogError> {
+        let js = baseline_stream(to, replicas).await?;
         let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(js.client());
         let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let kept = std::sync::Arc::clone(&acks);

@@ -10,6 +10,7 @@
 //!   server of a cluster accepts the same tokens.
 //! - [`NatsQueues`] keeps the notifier's queues in the `BEHALF_QUEUE` bucket, one set
 //!   per cluster, with the embedded engine's lease/ack contract.
+//! - [`Endpoint`] and [`connect`]: every connection, with its credentials and TLS.
 //! - [`rpc`] serves `behalf.cmd` and `behalf.query.<name>` request/reply in queue
 //!   groups (the roles as processes), and a client for them.
 //! - [`server`] starts pinned `nats-server` processes (one node or a 3-node cluster) on
@@ -23,6 +24,7 @@
 
 pub mod baseline;
 pub mod batch;
+mod endpoint;
 mod log;
 mod queues;
 pub mod rpc;
@@ -30,6 +32,7 @@ pub mod server;
 mod subject;
 mod tokens;
 
+pub use endpoint::{connect, Credential, Endpoint};
 pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, DUPLICATE_WINDOW, EVENTS_STREAM};
 pub use queues::{NatsQueues, NOTIFIER_BUCKET, QUEUE_BUCKET};
 pub use subject::{command_key, event_subject};

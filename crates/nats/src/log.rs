@@ -34,6 +34,7 @@ use behalf_log::{
 use futures::StreamExt as _;
 
 use crate::batch::{publish_atomic, BatchMsg};
+use crate::endpoint::{connect, Endpoint};
 use crate::storage;
 use crate::subject::{command_key, event_subject};
 
@@ -64,8 +65,6 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many index misses [`NatsLog::lookup`] remembers per floor.
 const ABSENT_CACHE: usize = 100_000;
-/// How often the client pings its server (two unanswered pings: it reconnects).
-const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an append keeps trying through a lost leader or connection before it
 /// answers with the error.
 const APPEND_DEADLINE: Duration = Duration::from_secs(30);
@@ -82,8 +81,8 @@ const MAX_TAIL_RACES: usize = 1000;
 /// How to reach and lay out the engine.
 #[derive(Clone, Debug)]
 pub struct NatsOptions {
-    /// One or more server URLs, comma-separated (`nats://127.0.0.1:4222,nats://…`).
-    pub url: String,
+    /// The servers (one or more URLs), with their credentials and TLS.
+    pub endpoint: Endpoint,
     /// Copies of the stream and the bucket (1 on a single node, 3 on a cluster).
     pub replicas: usize,
     /// Whether this process keeps the command index complete (see the module doc).
@@ -97,9 +96,9 @@ pub struct NatsOptions {
 }
 
 impl NatsOptions {
-    pub fn new(url: impl Into<String>) -> NatsOptions {
+    pub fn new(endpoint: impl Into<Endpoint>) -> NatsOptions {
         NatsOptions {
-            url: url.into(),
+            endpoint: endpoint.into(),
             replicas: 1,
             run_indexer: true,
             duplicate_window: DUPLICATE_WINDOW,
@@ -187,24 +186,6 @@ fn check_server_version(version: &str) -> Result<(), LogError> {
         )));
     }
     Ok(())
-}
-
-/// Connects to one or more comma-separated server URLs.
-pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, LogError> {
-    let addrs = url
-        .split(',')
-        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| LogError::Storage(format!("NATS URL {url:?} is not valid: {e}")))?;
-    async_nats::ConnectOptions::new()
-        .name("behalf")
-        .connection_timeout(Duration::from_secs(5))
-        // A server that stops answering (paused, cut off) is given up after two
-        // missed pings, and the client moves to another node of the cluster.
-        .ping_interval(PING_INTERVAL)
-        .connect(addrs)
-        .await
-        .map_err(|e| LogError::Storage(format!("cannot connect to NATS at {url}: {e}")))
 }
 
 impl NatsLog {

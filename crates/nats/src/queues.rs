@@ -31,7 +31,7 @@ use behalf_log::queues::{Enqueue, QueueMessage, QueueSink, QueueStore};
 use behalf_log::LogError;
 use futures::StreamExt as _;
 
-use crate::log::connect;
+use crate::endpoint::{connect, Endpoint};
 use crate::storage;
 
 /// The bucket of the queues' messages.
@@ -71,8 +71,8 @@ fn is_message_id(id: &str) -> bool {
 }
 
 impl NatsQueues {
-    pub async fn open(url: &str, replicas: usize) -> Result<NatsQueues, LogError> {
-        let js = jetstream::new(connect(url).await?);
+    pub async fn open(to: impl Into<Endpoint>, replicas: usize) -> Result<NatsQueues, LogError> {
+        let js = jetstream::new(connect(&to.into()).await?);
         let messages = crate::bucket(&js, QUEUE_BUCKET, replicas).await?;
         let state = crate::bucket(&js, NOTIFIER_BUCKET, replicas).await?;
         Ok(NatsQueues { js, messages, state })

@@ -15,7 +15,7 @@ use behalf_log::LogError;
 use bytes::Bytes;
 use futures::StreamExt as _;
 
-use crate::log::connect;
+use crate::endpoint::{connect, Endpoint};
 
 /// The subject of commands.
 pub const COMMAND_SUBJECT: &str = "behalf.cmd";
@@ -60,8 +60,8 @@ pub struct Listener {
 }
 
 /// Subscribes to `subject` in `queue_group`.
-pub async fn listen(url: &str, subject: &str, queue_group: &str) -> Result<Listener, LogError> {
-    let client = connect(url).await?;
+pub async fn listen(to: impl Into<Endpoint>, subject: &str, queue_group: &str) -> Result<Listener, LogError> {
+    let client = connect(&to.into()).await?;
     let requests = client
         .queue_subscribe(subject.to_owned(), queue_group.to_owned())
         .await
@@ -122,8 +122,8 @@ pub struct RpcClient {
 }
 
 impl RpcClient {
-    pub async fn connect(url: &str) -> Result<RpcClient, LogError> {
-        Ok(RpcClient { client: connect(url).await?, timeout: Duration::from_secs(30) })
+    pub async fn connect(to: impl Into<Endpoint>) -> Result<RpcClient, LogError> {
+        Ok(RpcClient { client: connect(&to.into()).await?, timeout: Duration::from_secs(30) })
     }
 
     /// Sends `payload` to `subject` with `headers`.

@@ -15,7 +15,7 @@ use behalf_log::tokens::{TokenRecord, TokenStore};
 use behalf_log::LogError;
 use futures::StreamExt as _;
 
-use crate::log::connect;
+use crate::endpoint::{connect, Endpoint};
 use crate::storage;
 
 /// The bucket of token records (only hashes of secrets, never secrets).
@@ -43,8 +43,8 @@ fn decode(bytes: &[u8]) -> Result<TokenRecord, LogError> {
 
 impl NatsTokens {
     /// Connects, creates the bucket if needed, loads every record and starts watching.
-    pub async fn open(url: &str, replicas: usize) -> Result<NatsTokens, LogError> {
-        let js = jetstream::new(connect(url).await?);
+    pub async fn open(to: impl Into<Endpoint>, replicas: usize) -> Result<NatsTokens, LogError> {
+        let js = jetstream::new(connect(&to.into()).await?);
         let kv = crate::bucket(&js, TOKENS_BUCKET, replicas).await?;
         // Everything up to now, then every change after it (a change made while loading
         // arrives again through the watch, which is harmless).

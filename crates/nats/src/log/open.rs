@@ -6,7 +6,7 @@ use super::*;
 impl NatsLog {
     /// Connects, and creates the stream and the bucket if they are not there yet.
     pub async fn open(options: NatsOptions) -> Result<NatsLog, LogError> {
-        let client = connect(&options.url).await?;
+        let client = connect(&options.endpoint).await?;
         check_server_version(&client.server_info().version)?;
         let js = jetstream::ContextBuilder::new().timeout(REQUEST_TIMEOUT).build(client);
         // A reader that creates nothing gives up sooner: the log is likely not there.
@@ -63,7 +63,7 @@ impl NatsLog {
         let replicas = options.replicas;
         if !options.create {
             let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| {
-                storage(&format!("no event log here (stream {EVENTS_STREAM} on NATS at {})", options.url), e)
+                storage(&format!("no event log here (stream {EVENTS_STREAM} on NATS at {})", options.endpoint.url), e)
             })?;
             let commands = js
                 .get_key_value(COMMANDS_BUCKET)
