@@ -35,6 +35,8 @@ pub struct Node {
     pub dir: PathBuf,
     routes: Vec<u16>,
     cluster: bool,
+    /// More configuration, appended as given (TLS, authorization…).
+    extra: String,
     child: Option<Child>,
 }
 
@@ -53,6 +55,7 @@ impl Node {
             port = self.client_port,
             store = store.display(),
         );
+        c.push_str(&self.extra);
         if self.cluster {
             let routes: Vec<String> = self.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
             c.push_str(&format!(
@@ -143,8 +146,18 @@ impl Cluster {
         Cluster::start(1)
     }
 
+    /// One node with more configuration (a `tls { … }` or `authorization { … }` block).
+    pub fn single_with(extra: &str) -> std::io::Result<Cluster> {
+        Cluster::start_with(1, extra)
+    }
+
     /// `n` nodes; with more than one they form a cluster named `behalf`.
     pub fn start(n: usize) -> std::io::Result<Cluster> {
+        Cluster::start_with(n, "")
+    }
+
+    /// `n` nodes, each with more configuration.
+    pub fn start_with(n: usize, extra: &str) -> std::io::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("behalf-nats-").tempdir()?;
         let ports: Vec<(u16, u16)> =
             (0..n).map(|_| Ok((free_port()?, free_port()?))).collect::<std::io::Result<_>>()?;
@@ -158,6 +171,7 @@ impl Cluster {
                 dir: dir.path().join(format!("n{}", i + 1)),
                 routes: ports.iter().filter(|(_, c)| c != cluster).map(|(_, c)| *c).collect(),
                 cluster: n > 1,
+                extra: extra.to_owned(),
                 child: None,
             })
             .collect();

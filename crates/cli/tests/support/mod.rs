@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 
 pub use behalf_test_support::world;
 
+pub mod certs;
+
 /// A running `behalf serve`.
 pub struct Server {
     pub child: Child,
