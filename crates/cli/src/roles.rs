@@ -45,6 +45,7 @@ pub struct NatsArgs {
     /// Also serve this role's HTTP endpoints here.
     pub listen: Option<SocketAddr>,
     pub limits: Limits,
+    pub tls: Option<behalf_http::TlsFiles>,
 }
 
 impl NatsArgs {
@@ -60,6 +61,7 @@ impl NatsArgs {
             data_dir: s.data_dir.clone(),
             listen: s.listen,
             limits: Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight },
+            tls: s.tls.clone(),
         })
     }
 }
@@ -110,12 +112,14 @@ async fn serve_nats(
     Ok(())
 }
 
-/// Serves HTTP too when asked; prints the address like `behalf serve` does.
-async fn serve_http(listen: Option<SocketAddr>, router: Router, shutdown: Shutdown) -> anyhow::Result<()> {
-    let Some(addr) = listen else { return Ok(()) };
+/// Serves HTTP (HTTPS with a certificate) too when asked; prints the address like
+/// `behalf serve` does.
+async fn serve_http(a: &NatsArgs, router: Router, shutdown: Shutdown) -> anyhow::Result<()> {
+    let Some(addr) = a.listen else { return Ok(()) };
+    let tls = crate::serve::https(a.tls.as_ref())?;
     let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     println!("listening on {}", listener.local_addr()?);
-    behalf_http::serve(listener, router, stopped(shutdown)).await.context("the HTTP server failed")
+    crate::serve::serve_http(listener, router, tls, stopped(shutdown)).await
 }
 
 fn shutdown_channel() -> (Shutdown, tokio::task::JoinHandle<()>) {
@@ -170,7 +174,7 @@ pub async fn command(s: &Settings) -> anyhow::Result<()> {
         Requests::Commands,
         shutdown.clone(),
     );
-    let (n, h) = tokio::join!(nats, serve_http(a.listen, router, shutdown));
+    let (n, h) = tokio::join!(nats, serve_http(&a, router, shutdown));
     n.and(h)
 }
 
@@ -188,7 +192,7 @@ pub async fn project(s: &Settings) -> anyhow::Result<()> {
     let subject = format!("{}.>", rpc::QUERY_PREFIX);
     let nats =
         serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), Requests::Queries, shutdown.clone());
-    let (n, h) = tokio::join!(nats, serve_http(a.listen, router, shutdown));
+    let (n, h) = tokio::join!(nats, serve_http(&a, router, shutdown));
     workers.stop(crate::workers::STOP_DEADLINE).await;
     n.and(h)
 }

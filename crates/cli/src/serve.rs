@@ -80,11 +80,11 @@ async fn start_on<L: EventLog>(
             .with_queues(queues),
     );
     let listen = s.listen.unwrap_or_else(|| crate::settings::DEFAULT_LISTEN.parse().expect("a valid address"));
+    let tls = https(s.tls.as_ref())?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let serving = async move {
-        let served =
-            behalf_http::serve(listener, behalf_http::router(app), shutdown).await.context("the HTTP server failed");
+        let served = serve_http(listener, behalf_http::router(app), tls, shutdown).await;
         workers.stop(STOP_DEADLINE).await;
         served?;
         tracing::info!("stopped accepting; in-flight commands finished");
@@ -101,6 +101,40 @@ pub async fn run(s: Settings, shutdown: impl Future<Output = ()> + Send + 'stati
     println!("listening on {}", started.addr);
     tracing::info!(addr = %started.addr, data_dir = %s.data_dir.display(), "serving");
     serving.await
+}
+
+/// The HTTPS certificate, loaded — and loaded again on every SIGHUP
+/// (a certificate that does not load then is logged, and the old one stays) — or
+/// `None` for plain HTTP.
+pub fn https(files: Option<&behalf_http::TlsFiles>) -> anyhow::Result<Option<Arc<behalf_http::Tls>>> {
+    let Some(files) = files else { return Ok(None) };
+    let tls = behalf_http::Tls::load(files.clone()).map_err(anyhow::Error::msg)?;
+    let reloading = Arc::clone(&tls);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP (the certificate's reload)")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reloading.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
+                Err(e) => tracing::warn!(error = %e, "SIGHUP: the TLS certificate did not load; keeping the old one"),
+            }
+        }
+    });
+    Ok(Some(tls))
+}
+
+/// Serves `router` on `listener`: HTTPS only when `tls` is given, else plain HTTP.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: behalf_http::Router,
+    tls: Option<Arc<behalf_http::Tls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let served = match tls {
+        Some(tls) => behalf_http::serve_tls(listener, router, tls, shutdown).await,
+        None => behalf_http::serve(listener, router, shutdown).await,
+    };
+    served.context("the HTTP server failed")
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -150,6 +184,7 @@ impl Temporary {
             nats: None,
             nats_replicas: 1,
             nats_duplicate_window: behalf_nats::DUPLICATE_WINDOW,
+            tls: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (started, serving) = start(&settings, async move {

@@ -43,6 +43,8 @@ pub struct Settings {
     /// JetStream's de-duplication window, set when the stream is created (R26 holds
     /// beyond it; a shorter one keeps less in the server's memory).
     pub nats_duplicate_window: std::time::Duration,
+    /// Serve HTTPS (only) with this certificate chain and key; reloaded on SIGHUP.
+    pub tls: Option<behalf_http::TlsFiles>,
 }
 
 /// A duration as `500ms`, `30s`, `10m`, `2h`, or whole seconds (`600`).
@@ -81,6 +83,8 @@ pub struct Layer {
     pub nats_ca: Option<PathBuf>,
     pub nats_cert: Option<PathBuf>,
     pub nats_key: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Layer {
@@ -102,6 +106,8 @@ impl Layer {
             nats_ca: self.nats_ca.or(base.nats_ca),
             nats_cert: self.nats_cert.or(base.nats_cert),
             nats_key: self.nats_key.or(base.nats_key),
+            tls_cert: self.tls_cert.or(base.tls_cert),
+            tls_key: self.tls_key.or(base.tls_key),
         }
     }
 
@@ -130,6 +136,8 @@ impl Layer {
             nats_ca: var("BEHALF_NATS_CA").map(PathBuf::from),
             nats_cert: var("BEHALF_NATS_CERT").map(PathBuf::from),
             nats_key: var("BEHALF_NATS_KEY").map(PathBuf::from),
+            tls_cert: var("BEHALF_TLS_CERT").map(PathBuf::from),
+            tls_key: var("BEHALF_TLS_KEY").map(PathBuf::from),
         })
     }
 
@@ -276,6 +284,12 @@ pub struct SettingsArgs {
     pub nats_duplicate_window: Option<String>,
     #[command(flatten)]
     pub nats_flags: NatsFlags,
+    /// Serve HTTPS only, with this certificate chain (PEM); reloaded on SIGHUP
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The HTTPS certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl SettingsArgs {
@@ -289,6 +303,8 @@ impl SettingsArgs {
             max_in_flight: self.max_in_flight,
             nats_replicas: self.nats_replicas,
             nats_duplicate_window: self.nats_duplicate_window,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
             ..self.nats_flags.layer(self.nats)
         };
         load(config_path(self.config).as_deref(), Layer::from_env()?, flags)
@@ -362,7 +378,15 @@ pub fn load(config: Option<&Path>, env: Layer, flags: Layer) -> anyhow::Result<S
             bail!("with nats, max_body_bytes {max_body_bytes} must be at most {NATS_MAX_BODY_BYTES} (a commit is one NATS message of at most 1 MiB)");
         }
     }
+    let tls = match (&l.tls_cert, &l.tls_key) {
+        (Some(c), Some(k)) => {
+            Some(behalf_http::TlsFiles { cert: existing("tls_cert", c)?, key: existing("tls_key", k)? })
+        }
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => bail!("tls_cert and tls_key go together (HTTPS)"),
+    };
     Ok(Settings {
+        tls,
         data_dir,
         listen,
         log_format,

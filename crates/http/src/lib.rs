@@ -41,11 +41,13 @@ mod queues;
 mod reads;
 mod respond;
 mod routes;
+mod tls;
 mod tokens;
 
 pub use app::{App, Limits, ReadSide};
 pub use respond::status_of;
 pub use routes::{query_path, QueryRoute};
+pub use tls::{Tls, TlsFiles};
 
 use auth::*;
 use commands::*;
@@ -140,14 +142,33 @@ pub async fn dispatch_query(router: &Router, name: &str, headers: &[(String, Str
     }
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and lets in-flight
-/// requests finish.
+/// Serves plain HTTP until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    serve_on(listener, app, None, shutdown).await
+}
+
+/// As [`serve`], over TLS only: a connection that does not complete the handshake
+/// within [`HEADER_TIMEOUT`] (plain HTTP among them) is closed.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<Tls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_on(listener, app, Some(tls), shutdown).await
+}
+
+async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<Tls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -164,15 +185,23 @@ pub async fn serve(
                 continue;
             }
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut http = hyper::server::conn::http1::Builder::new();
-        // Headers (and an idle keep-alive connection's next request) must arrive within
-        // HEADER_TIMEOUT, or the connection is closed.
-        http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let (app, watcher) = (app.clone(), graceful.watcher());
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(stream, app, watcher));
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                tokio::spawn(async move {
+                    // The handshake falls under the header timeout, like a slow request.
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, app, watcher).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "a TLS handshake failed"),
+                        Err(_) => tracing::debug!("a TLS handshake did not finish in time"),
+                    }
+                });
+            }
+        }
     }
     // Stop accepting; let requests in flight finish, for SHUTDOWN_DEADLINE at most.
     drop(listener);
@@ -180,6 +209,19 @@ pub async fn serve(
         tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "closing the connections still open at the shutdown deadline");
     }
     Ok(())
+}
+
+/// One connection: HTTP/1.1, headers (and an idle keep-alive connection's next request)
+/// within [`HEADER_TIMEOUT`], watched for graceful shutdown.
+async fn serve_connection<S>(stream: S, app: Router, watcher: hyper_util::server::graceful::Watcher)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    let _ = watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await;
 }
 
 /// How long a client may take to send a request's headers, and how long an idle
