@@ -121,7 +121,7 @@ async fn roles_join_over_tls_with_a_token() {
     let (code, out, _) = {
         let t = Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_behalf"))
-            .args([&["queue", "tail", "vendor.commercial.office365"], &tls[..]].concat())
+            .args([&["queue", "tail", "commercial.office365"], &tls[..]].concat())
             .env("BEHALF_NATS_TOKEN", TOKEN)
             .output()
             .unwrap();

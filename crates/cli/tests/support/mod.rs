@@ -57,8 +57,14 @@ impl Drop for Server {
 /// Starts `behalf <args>` and waits (up to a minute) for a stdout line starting with
 /// `ready`; answers the process and the rest of that line. Stdout is drained after.
 pub fn spawn_until(args: &[&str], ready: &str) -> (Child, String) {
+    spawn_until_with(args, &[], ready)
+}
+
+/// As [`spawn_until`], with more environment variables for the process.
+pub fn spawn_until_with(args: &[&str], env: &[(&str, &str)], ready: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_behalf"))
         .args(args)
+        .envs(env.iter().copied())
         .env("BEHALF_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
