@@ -135,3 +135,23 @@ async fn roles_join_over_tls_with_a_token() {
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(!out.contains("nope-3c1b") && !out.contains(TOKEN), "no secret in the output: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_join_with_a_creds_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = support::jwt::decentralized();
+    let creds = dir.path().join("role.creds");
+    std::fs::write(&creds, &auth.creds).unwrap();
+    let nats = Cluster::single_with(&auth.server_config).expect("nats-server starts in operator mode");
+    let url = nats.urls();
+    let role_dir = tempfile::tempdir().unwrap();
+    let with_creds = ["--nats", url.as_str(), "--nats-creds", creds.to_str().unwrap()];
+    let data = ["--data-dir", role_dir.path().to_str().unwrap()];
+    let _command = Role(spawn_until(&[&["command"], &with_creds[..], &data[..]].concat(), "serving ").0);
+    let (code, out, _) = run(&[&["audit", "verify"], &with_creds[..]].concat());
+    assert_eq!(code, Some(0), "audit verify with a .creds file: {out}");
+    // Without the creds file the same server refuses.
+    let (code, out, took) = run(&[&["audit", "verify", "--nats", url.as_str()][..]].concat());
+    assert_ne!(code, Some(0), "{out}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

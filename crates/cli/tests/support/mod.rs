@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 pub use behalf_test_support::world;
 
 pub mod certs;
+pub mod jwt;
 
 /// A running `behalf serve`.
 pub struct Server {
