@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use behalf_client::{Client, Refusal, Retry};
+use behalf_domain::Command;
 use serde_json::{json, Value};
 
 const CONTOSO: &str = "c0a1b2c3-0000-4000-8000-000000000001"; // direct bill
@@ -38,19 +40,30 @@ impl Demo {
         })
     }
 
-    async fn send(&self, token: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let r = self.http.post(format!("{}/v1/commands", self.base)).bearer_auth(token).json(body).send().await?;
-        let status = r.status().as_u16();
-        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    /// Sends through the producers' client (one send: the story shows refusals as
+    /// they come). Accepted answers come back as JSON for the narration.
+    async fn send(&self, token: &str, body: &Value) -> anyhow::Result<Result<Value, Refusal>> {
+        let command: Command = serde_json::from_value(body.clone()).context("the demo sends only API.md commands")?;
+        let client = Client::with_http(self.http.clone(), &self.base, token).with_retry(Retry::NONE);
+        match client.send(&command).await {
+            Ok(a) => Ok(Ok(json!({
+                "position": a.position, "ticket_id": a.ticket_id,
+                "events": a.events.iter().map(|e| e.type_name()).collect::<Vec<_>>(),
+            }))),
+            Err(behalf_client::Error::Refused { refusal, .. }) => Ok(Err(refusal)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Sends quietly (the cast and the grants); any refusal is a failure.
     async fn setup(&mut self, token: &str, body: Value) -> anyhow::Result<Value> {
-        let (status, answer) = self.send(token, &body).await?;
-        if answer["outcome"] != "accepted" {
-            self.failures.push(format!("set-up {} was answered {status} {answer}", body["type"]));
+        match self.send(token, &body).await? {
+            Ok(answer) => Ok(answer),
+            Err(r) => {
+                self.failures.push(format!("set-up {} was refused: {} {}", body["type"], r.code, r.message));
+                Ok(Value::Null)
+            }
         }
-        Ok(answer)
     }
 
     /// Sends and narrates one step of the story.
@@ -65,35 +78,34 @@ impl Demo {
     ) -> anyhow::Result<Value> {
         println!("\n── {n}. {title}");
         println!("   {who} sends {}", body);
-        let (status, answer) = self.send(token, &body).await?;
-        let ok = match (&expect, answer["outcome"].as_str()) {
-            (Expect::Accepted, Some("accepted")) => {
+        let answer = self.send(token, &body).await?;
+        let ok = match (&expect, &answer) {
+            (Expect::Accepted, Ok(a)) => {
                 let types: Vec<&str> =
-                    answer["events"].as_array().into_iter().flatten().filter_map(|e| e["type"].as_str()).collect();
-                println!("   ← {status} accepted at position {}: {}", answer["position"], types.join(", "));
+                    a["events"].as_array().into_iter().flatten().filter_map(|e| e.as_str()).collect();
+                println!("   ← accepted at position {}: {}", a["position"], types.join(", "));
                 true
             }
-            (Expect::Refused(code), Some("rejected")) => {
-                println!(
-                    "   ← {status} rejected {} ({}): {}",
-                    answer["code"].as_str().unwrap_or("?"),
-                    answer["rule"].as_str().unwrap_or("-"),
-                    answer["message"].as_str().unwrap_or("")
-                );
-                if let Some(d) = answer.get("details") {
-                    println!("     details {d}");
+            (Expect::Refused(code), Err(r)) => {
+                println!("   ← rejected {} ({}): {}", r.code, r.rule.as_deref().unwrap_or("-"), r.message);
+                if !r.details.is_empty() {
+                    println!("     details {}", Value::Object(r.details.clone()));
                 }
-                answer["code"] == *code
+                r.code == *code
             }
-            _ => {
-                println!("   ← {status} {answer}");
+            (_, Ok(a)) => {
+                println!("   ← accepted {a}");
+                false
+            }
+            (_, Err(r)) => {
+                println!("   ← rejected {} {}", r.code, r.message);
                 false
             }
         };
         if !ok {
             self.failures.push(format!("step {n} ({title}) was not answered as the rules say"));
         }
-        Ok(answer)
+        Ok(answer.unwrap_or(Value::Null))
     }
 
     async fn token(&self, admin: &str, spec: Value) -> anyhow::Result<String> {
