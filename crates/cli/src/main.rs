@@ -3,6 +3,7 @@
 mod audit;
 mod bench;
 mod demo;
+mod import;
 mod project;
 mod queue;
 mod roles;
@@ -57,6 +58,10 @@ enum Cmd {
     /// ticket's story, time travel, export. Exit code 1 when something does not hold.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Import GDAP facts from Microsoft Graph response pages through the HTTP API, as a
+    /// partner's directory sync (idempotent: the same pages again append nothing).
+    #[command(subcommand)]
+    Import(import::ImportCmd),
     /// Load generators: ticket.open over HTTP, in-process or through `behalf command` on
     /// NATS, beside raw sled or raw JetStream from the same run; view catch-up.
     #[command(subcommand)]
@@ -131,6 +136,10 @@ fn main() -> anyhow::Result<()> {
             let s = p.settings.clone().load()?;
             init_tracing(s.log_format);
             rt.block_on(project::run(p, &s))
+        }
+        Cmd::Import(i) => {
+            init_tracing(settings::LogFormat::Human);
+            rt.block_on(import::run(i))
         }
         Cmd::Bench(b) => {
             init_tracing(settings::LogFormat::Human);

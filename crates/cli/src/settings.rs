@@ -324,6 +324,11 @@ fn existing(setting: &str, path: &Path) -> anyhow::Result<PathBuf> {
 /// NATS message of the server's default 1 MiB `max_payload`.
 pub const NATS_MAX_BODY_BYTES: usize = 512 * 1024;
 
+/// A producer's bearer token from `BEHALF_TOKEN` (kept out of command lines).
+pub fn token_from_env() -> Option<String> {
+    std::env::var("BEHALF_TOKEN").ok().filter(|v| !v.is_empty())
+}
+
 /// The config file named by the flag, else by `BEHALF_CONFIG`.
 pub fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
     flag.or_else(|| std::env::var("BEHALF_CONFIG").ok().filter(|v| !v.is_empty()).map(PathBuf::from))
