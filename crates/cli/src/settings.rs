@@ -451,6 +451,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_settings_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/behalf.toml");
+        let s = load(Some(&path), Layer::default(), Layer::default()).unwrap();
+        assert_eq!((s.log_format, s.max_in_flight), (LogFormat::Json, 4096));
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/behalf"));
+    }
+
+    #[test]
     fn nats_credentials_layer_and_are_checked() {
         let url = || Some("tls://a:4222".to_owned());
         let env = Layer { nats_password: Some("from-env".into()), ..Layer::default() };
