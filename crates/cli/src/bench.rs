@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use behalf_domain::Principal;
 use behalf_service::clock::{Clock, SystemClock};
+use behalf_client::{Client, Retry};
+use behalf_domain::Command;
 use behalf_service::commands::CommandService;
 use behalf_service::request;
 use clap::Subcommand;
@@ -346,12 +348,14 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let (server, token) = start_server().await?;
             let base = server.base();
             let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+            // The producers' client, sending once: refusals and latency as they are.
+            let client = Arc::new(Client::with_http(http, &base, &token).with_retry(Retry::NONE));
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
             let interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
             let start = Instant::now();
             let mut tasks = Vec::new();
             for w in 0..concurrency {
-                let (http, base, token) = (http.clone(), base.clone(), token.clone());
+                let client = Arc::clone(&client);
                 tasks.push(tokio::spawn(async move {
                     let mut s = Stats::default();
                     let mut next = Instant::now();
@@ -362,17 +366,13 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                             next += i;
                         }
                         n += 1;
-                        let t0 = Instant::now();
-                        let r = http
-                            .post(format!("{base}/v1/commands"))
-                            .bearer_auth(&token)
-                            .json(&ticket_body(w as u64 * 1_000_000_000 + n))
-                            .send()
-                            .await;
-                        let ok = match r {
-                            Ok(r) => r.status().as_u16() == 201 && r.bytes().await.is_ok(),
-                            Err(_) => false,
+                        let command: Command = match serde_json::from_value(ticket_body(w as u64 * 1_000_000_000 + n)) {
+                            Ok(c) => c,
+                            Err(_) => break,
                         };
+                        let id = format!("bench-{w}-{n}");
+                        let t0 = Instant::now();
+                        let ok = client.send_as(&command, &id, None).await.is_ok_and(|a| !a.duplicate);
                         s.record(t0, ok);
                     }
                     s
