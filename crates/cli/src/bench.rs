@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use behalf_domain::Principal;
-use behalf_service::clock::{Clock, SystemClock};
 use behalf_client::{Client, Retry};
 use behalf_domain::Command;
+use behalf_domain::Principal;
+use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
 use behalf_service::request;
 use clap::Subcommand;

@@ -8,34 +8,21 @@
 
 mod support;
 
-use std::collections::HashMap;
-
 use behalf_domain::Principal;
 use serde_json::{json, Value};
 use support::world::*;
-use support::{now, on_nats, send_world, Client, Server};
+use support::{now, on_nats, send_world, Client, Server, Tokens};
 
 use behalf_test_support::cases::Then::{self, *};
 
 struct Run {
-    c: Client,
-    tokens: HashMap<String, String>,
-    admin: String,
+    tokens: Tokens,
 }
 
 impl Run {
-    async fn token(&mut self, who: &Principal) -> String {
-        let key = serde_json::to_string(who).unwrap();
-        if !self.tokens.contains_key(&key) {
-            let t = self.c.token(&self.admin, who).await;
-            self.tokens.insert(key.clone(), t);
-        }
-        self.tokens[&key].clone()
-    }
-
     async fn check(&mut self, label: &str, who: &Principal, body: Value, then: Then) -> Value {
-        let token = self.token(who).await;
-        let (status, answer) = self.c.post(&token, &body).await;
+        let token = self.tokens.of(who).await;
+        let (status, answer) = self.tokens.c.post(&token, &body).await;
         match then {
             Accepts(types) => {
                 assert_eq!(answer["outcome"], "accepted", "{label}: answered {status} {answer}");
@@ -84,7 +71,7 @@ async fn every_command_and_rejection_over_http_on_nats() {
 async fn every_command_and_rejection(server: Server) {
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
-    let mut r = Run { c, tokens: HashMap::new(), admin: server.admin.clone() };
+    let mut r = Run { tokens: Tokens::new(c, &server.admin) };
     let v = Principal::Vendor;
     let a = agent();
     let activated = now().plus_millis(-30 * 86_400_000).to_string();

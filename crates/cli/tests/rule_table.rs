@@ -9,37 +9,10 @@
 
 mod support;
 
-use std::collections::HashMap;
-
-use behalf_domain::{Code, Principal};
+use behalf_domain::Code;
 use behalf_test_support::cases::{cases, resolve, Given, Then};
 use behalf_test_support::world::{agent, open_o365};
-use serde_json::Value;
-use support::{send_world, Client, Server};
-
-struct Tokens<'a> {
-    c: &'a Client,
-    admin: String,
-    known: HashMap<String, String>,
-}
-
-impl Tokens<'_> {
-    async fn of(&mut self, who: &Principal) -> String {
-        let key = serde_json::to_string(who).unwrap();
-        if !self.known.contains_key(&key) {
-            let t = self.c.token(&self.admin, who).await;
-            self.known.insert(key.clone(), t);
-        }
-        self.known[&key].clone()
-    }
-
-    async fn must(&mut self, who: &Principal, cmd: &Value) -> Value {
-        let token = self.of(who).await;
-        let (status, answer) = self.c.post(&token, cmd).await;
-        assert_eq!(answer["outcome"], "accepted", "set-up {cmd} answered {status} {answer}");
-        answer
-    }
-}
+use support::{send_world, Client, Server, Tokens};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_rule_table_over_http() {
@@ -47,7 +20,7 @@ async fn the_rule_table_over_http() {
     let server = Server::start(dir.path());
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
-    let mut tokens = Tokens { c: &c, admin: server.admin.clone(), known: HashMap::new() };
+    let mut tokens = Tokens::new(c.clone(), &server.admin);
     let (mut sent, mut failures) = (0, Vec::new());
     for case in cases() {
         let ticket = match &case.given {

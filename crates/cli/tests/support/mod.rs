@@ -211,14 +211,39 @@ pub fn standard_world() -> Vec<(Principal, Value)> {
 
 /// Sends the standard world through the API; panics on any refusal.
 pub async fn send_world(c: &Client, admin: &str) {
-    let mut tokens = std::collections::HashMap::new();
+    let mut tokens = Tokens::new(c.clone(), admin);
     for (who, cmd) in standard_world() {
-        let key = serde_json::to_string(&who).unwrap();
-        if !tokens.contains_key(&key) {
-            tokens.insert(key.clone(), c.token(admin, &who).await);
+        tokens.must(&who, &cmd).await;
+    }
+}
+
+/// Tokens of a server, one per principal, issued with the admin token on first use.
+pub struct Tokens {
+    pub c: Client,
+    admin: String,
+    known: std::collections::HashMap<String, String>,
+}
+
+impl Tokens {
+    pub fn new(c: Client, admin: &str) -> Tokens {
+        Tokens { c, admin: admin.to_owned(), known: Default::default() }
+    }
+
+    pub async fn of(&mut self, who: &Principal) -> String {
+        let key = serde_json::to_string(who).unwrap();
+        if !self.known.contains_key(&key) {
+            let t = self.c.token(&self.admin, who).await;
+            self.known.insert(key.clone(), t);
         }
-        let (status, answer) = c.post(&tokens[&key], &cmd).await;
+        self.known[&key].clone()
+    }
+
+    /// Sends `cmd` as `who`; anything but an accepted answer fails the test.
+    pub async fn must(&mut self, who: &Principal, cmd: &Value) -> Value {
+        let token = self.of(who).await;
+        let (status, answer) = self.c.post(&token, cmd).await;
         assert_eq!(answer["outcome"], "accepted", "{cmd} answered {status} {answer}");
+        answer
     }
 }
 
