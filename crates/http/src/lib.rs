@@ -37,6 +37,7 @@ mod app;
 mod auth;
 mod commands;
 mod health;
+pub mod openapi;
 mod queues;
 mod reads;
 mod respond;
@@ -46,7 +47,7 @@ mod tokens;
 
 pub use app::{App, Limits, ReadSide};
 pub use respond::status_of;
-pub use routes::{query_path, QueryRoute};
+pub use routes::{query_path, Part, QueryRoute, Route};
 pub use tls::{Tls, TlsFiles};
 
 use auth::*;
@@ -57,26 +58,25 @@ use reads::*;
 use respond::*;
 use tokens::*;
 
-/// The router.
+/// The router: the routes of [`Route::all`] whose part this app serves (routes on one
+/// path, different methods, are merged).
 pub fn router<L: EventLog>(app: Arc<App<L>>) -> Router {
-    let mut r = Router::new()
-        .route("/v1/tokens", post(issue_token::<L>).get(list_tokens::<L>))
-        .route("/v1/tokens/{token_id}", delete(revoke_token::<L>))
-        .route("/healthz", get(|| async { json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}), false) }))
-        .route("/readyz", get(readyz::<L>))
-        .route("/metrics", get(metrics::<L>));
-    if app.commands.is_some() {
-        r = r.route("/v1/commands", post(post_command::<L>));
-    }
-    if app.read.is_some() {
-        for q in QueryRoute::ALL {
-            r = r.route(q.path(), q.handler::<L>());
+    let serves = |part: Part| match part {
+        Part::Always => true,
+        Part::Commands => app.commands.is_some(),
+        Part::Queries => app.read.is_some(),
+        Part::Queues => app.queues.is_some(),
+    };
+    let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<Arc<App<L>>>)> = Vec::new();
+    for route in Route::all().into_iter().filter(|r| serves(r.part())) {
+        match by_path.iter_mut().find(|(p, _)| *p == route.path()) {
+            Some((_, methods)) => *methods = std::mem::take(methods).merge(route.handler::<L>()),
+            None => by_path.push((route.path(), route.handler::<L>())),
         }
     }
-    if app.queues.is_some() {
-        r = r
-            .route("/v1/queues/{queue}/messages", get(lease::<L>))
-            .route("/v1/queues/{queue}/messages/{id}/ack", post(ack::<L>));
+    let mut r = Router::new();
+    for (path, methods) in by_path {
+        r = r.route(path, methods);
     }
     r.fallback(|| async {
         rejected(&Rejection::without_rule(Code::RequestMalformed, "no such endpoint here; see docs/API.md"), false)

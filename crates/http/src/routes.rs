@@ -1,6 +1,7 @@
-//! The query routes as one table: the router mounts them from it, and a named query
-//! (`behalf.query.<name>` on NATS, with a JSON object of parameters) is turned into
-//! the same `GET` from it, so both transports answer alike.
+//! Every route as one table ([`Route`]): the router mounts them from it, the OpenAPI
+//! document lists them from it, and a named query (`behalf.query.<name>` on NATS, with
+//! a JSON object of parameters) is turned into the same `GET` from it, so both
+//! transports answer alike.
 
 use super::*;
 
@@ -83,6 +84,114 @@ impl QueryRoute {
         let open = path.find('{')?;
         let close = path[open..].find('}')? + open;
         Some(&path[open + 1..close])
+    }
+}
+
+/// Which part of the API a route belongs to: a role serves only its parts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Tokens, health, metrics, the OpenAPI document: every role.
+    Always,
+    Commands,
+    Queries,
+    Queues,
+}
+
+/// Every route of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    IssueToken,
+    ListTokens,
+    RevokeToken,
+    Health,
+    Ready,
+    Metrics,
+    OpenApi,
+    Command,
+    Query(QueryRoute),
+    Lease,
+    Ack,
+}
+
+impl Route {
+    /// All of them, in the order the document lists them.
+    pub fn all() -> Vec<Route> {
+        let mut all = vec![Route::Command];
+        all.extend(QueryRoute::ALL.into_iter().map(Route::Query));
+        all.extend([
+            Route::Lease,
+            Route::Ack,
+            Route::IssueToken,
+            Route::ListTokens,
+            Route::RevokeToken,
+            Route::Health,
+            Route::Ready,
+            Route::Metrics,
+            Route::OpenApi,
+        ]);
+        all
+    }
+
+    pub fn method(self) -> &'static str {
+        match self {
+            Route::IssueToken | Route::Command | Route::Ack => "POST",
+            Route::RevokeToken => "DELETE",
+            Route::ListTokens
+            | Route::Health
+            | Route::Ready
+            | Route::Metrics
+            | Route::OpenApi
+            | Route::Query(_)
+            | Route::Lease => "GET",
+        }
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::IssueToken | Route::ListTokens => "/v1/tokens",
+            Route::RevokeToken => "/v1/tokens/{token_id}",
+            Route::Health => "/healthz",
+            Route::Ready => "/readyz",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/v1/openapi.json",
+            Route::Command => "/v1/commands",
+            Route::Query(q) => q.path(),
+            Route::Lease => "/v1/queues/{queue}/messages",
+            Route::Ack => "/v1/queues/{queue}/messages/{id}/ack",
+        }
+    }
+
+    pub fn part(self) -> Part {
+        match self {
+            Route::Command => Part::Commands,
+            Route::Query(_) => Part::Queries,
+            Route::Lease | Route::Ack => Part::Queues,
+            Route::IssueToken
+            | Route::ListTokens
+            | Route::RevokeToken
+            | Route::Health
+            | Route::Ready
+            | Route::Metrics
+            | Route::OpenApi => Part::Always,
+        }
+    }
+
+    pub(crate) fn handler<L: EventLog>(self) -> MethodRouter<Arc<App<L>>> {
+        match self {
+            Route::IssueToken => post(issue_token::<L>),
+            Route::ListTokens => get(list_tokens::<L>),
+            Route::RevokeToken => delete(revoke_token::<L>),
+            Route::Health => {
+                get(|| async { json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}), false) })
+            }
+            Route::Ready => get(readyz::<L>),
+            Route::Metrics => get(metrics::<L>),
+            Route::OpenApi => get(|| async { json_response(StatusCode::OK, &crate::openapi::document(), false) }),
+            Route::Command => post(post_command::<L>),
+            Route::Query(q) => q.handler::<L>(),
+            Route::Lease => get(lease::<L>),
+            Route::Ack => post(ack::<L>),
+        }
     }
 }
 
