@@ -86,11 +86,13 @@ fn query_params(route: Route) -> Vec<Value> {
             &["status", "workload", "severity", "customer_id", "limit", "after", "min_position", "wait_ms"]
         }
         Route::Query(QueryRoute::Access) => &["user_id", "customer_id", "min_position", "wait_ms"],
-        Route::Query(QueryRoute::Rejections) => &["after", "limit", "min_position", "wait_ms"],
-        Route::Query(QueryRoute::Events) => &["after", "limit"],
-        Route::Query(QueryRoute::Ticket | QueryRoute::History | QueryRoute::ServiceHealth) => {
-            &["min_position", "wait_ms"]
+        Route::Query(QueryRoute::Rejections | QueryRoute::PartnerRejections) => {
+            &["after", "limit", "min_position", "wait_ms"]
         }
+        Route::Query(QueryRoute::Events) => &["after", "limit"],
+        Route::Query(
+            QueryRoute::Ticket | QueryRoute::History | QueryRoute::ServiceHealth | QueryRoute::PartnerCustomers,
+        ) => &["min_position", "wait_ms"],
         Route::Lease => &["limit", "lease_ms"],
         Route::IssueToken
         | Route::ListTokens
@@ -99,6 +101,9 @@ fn query_params(route: Route) -> Vec<Value> {
         | Route::Ready
         | Route::Metrics
         | Route::OpenApi
+        | Route::WhoAmI
+        | Route::AuditVerify
+        | Route::QueueDepth
         | Route::Command
         | Route::Ack => &[],
     };
@@ -121,6 +126,17 @@ fn operation(route: Route) -> Value {
         Route::Ready => ("Readiness: the GDAP projection has caught up", json!({"description": "ready"})),
         Route::Metrics => ("Prometheus metrics", json!({"description": "text/plain; version=0.0.4"})),
         Route::OpenApi => ("This document", json!({"description": "OpenAPI 3.1"})),
+        Route::WhoAmI => {
+            ("The token's principal: kind, partner, user, customer", json!({"description": "the principal"}))
+        }
+        Route::AuditVerify => (
+            "Walk the log's hash chain now (auditor, vendor)",
+            json!({"description": "verified, ok, first_bad_position"}),
+        ),
+        Route::QueueDepth => (
+            "A queue's depth and oldest message, without leasing",
+            json!({"description": "depth, leased, oldest_position, oldest_at"}),
+        ),
     };
     let parameters = [path_params(route.path()), query_params(route)].concat();
     let mut op = json!({

@@ -56,3 +56,34 @@ pub(crate) async fn ack<L: EventLog>(
         Err(e) => unavailable(&ServiceError::Log(e)),
     }
 }
+
+/// Depth and the oldest message of a queue, without leasing anything (a console must not
+/// take work from the workers). Counts up to 10,000 messages.
+pub(crate) async fn queue_depth<L: EventLog>(
+    State(app): State<Arc<App<L>>>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+) -> Response {
+    const COUNTED: usize = 10_000;
+    early!(consumer(&app, &headers, &queue));
+    let queues = early!(queue_side(&app));
+    let messages = match queues.peek(&queue, COUNTED + 1) {
+        Ok(m) => m,
+        Err(e) => return unavailable(&ServiceError::Log(e)),
+    };
+    let now = app.clock.now().millis();
+    let oldest = messages.iter().map(|m| m.position).min();
+    let oldest_at = match oldest {
+        Some(p) => app.log.read_all(p.saturating_sub(1), 1).await.ok().and_then(|c| c.first().map(|c| c.at)),
+        None => None,
+    };
+    let depth = behalf_service::answers::QueueDepth {
+        queue,
+        depth: messages.len().min(COUNTED),
+        more: messages.len() > COUNTED,
+        leased: messages.iter().filter(|m| m.leased_until > now).count(),
+        oldest_position: oldest,
+        oldest_at,
+    };
+    json_response(StatusCode::OK, &depth, false)
+}

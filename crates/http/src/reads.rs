@@ -183,3 +183,25 @@ pub(crate) async fn events<L: EventLog>(State(app): State<Arc<App<L>>>, headers:
     let limit = early!(limit_param(&p, 100, 1000));
     answer(queries::events(&app.log, &who, after, limit).await)
 }
+
+pub(crate) async fn partner_customers<L: EventLog>(r: Reader<L>, Path(partner): Path<String>) -> Response {
+    answer(r.queries().partner_customers(&r.who, &PartnerId::new(partner)))
+}
+
+pub(crate) async fn partner_rejections<L: EventLog>(r: Reader<L>, Path(partner): Path<String>) -> Response {
+    let after = early!(param::<u64>(&r.p, "after")).unwrap_or(0);
+    let limit = early!(limit_param(&r.p, 100, 1000));
+    answer(r.queries().partner_rejections(&r.who, &PartnerId::new(partner), after, limit))
+}
+
+/// Who the token is: its principal (kind, and partner, user or customer).
+pub(crate) async fn whoami<L: EventLog>(State(app): State<Arc<App<L>>>, headers: HeaderMap) -> Response {
+    let who = early!(authenticate(&app, &headers));
+    json_response(StatusCode::OK, &who, false)
+}
+
+/// The chain's status, walked now (auditors, the vendor side).
+pub(crate) async fn audit_verify<L: EventLog>(State(app): State<Arc<App<L>>>, headers: HeaderMap) -> Response {
+    let who = early!(authenticate(&app, &headers));
+    answer(queries::verify(&app.log, &who).await)
+}

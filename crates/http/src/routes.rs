@@ -19,10 +19,12 @@ pub enum QueryRoute {
     Access,
     Rejections,
     Events,
+    PartnerCustomers,
+    PartnerRejections,
 }
 
 impl QueryRoute {
-    pub const ALL: [QueryRoute; 8] = [
+    pub const ALL: [QueryRoute; 10] = [
         QueryRoute::CustomerTickets,
         QueryRoute::ServiceHealth,
         QueryRoute::Ticket,
@@ -31,6 +33,8 @@ impl QueryRoute {
         QueryRoute::Access,
         QueryRoute::Rejections,
         QueryRoute::Events,
+        QueryRoute::PartnerCustomers,
+        QueryRoute::PartnerRejections,
     ];
 
     /// The name in `behalf.query.<name>`.
@@ -44,6 +48,8 @@ impl QueryRoute {
             QueryRoute::Access => "access",
             QueryRoute::Rejections => "rejections",
             QueryRoute::Events => "events",
+            QueryRoute::PartnerCustomers => "partner_customers",
+            QueryRoute::PartnerRejections => "partner_rejections",
         }
     }
 
@@ -58,6 +64,8 @@ impl QueryRoute {
             QueryRoute::Access => "/v1/partners/{partner_id}/access",
             QueryRoute::Rejections => "/v1/audit/rejections",
             QueryRoute::Events => "/v1/events",
+            QueryRoute::PartnerCustomers => "/v1/partners/{partner_id}/customers",
+            QueryRoute::PartnerRejections => "/v1/partners/{partner_id}/rejections",
         }
     }
 
@@ -71,6 +79,8 @@ impl QueryRoute {
             QueryRoute::Access => get(access::<L>),
             QueryRoute::Rejections => get(rejections::<L>),
             QueryRoute::Events => get(events::<L>),
+            QueryRoute::PartnerCustomers => get(partner_customers::<L>),
+            QueryRoute::PartnerRejections => get(partner_rejections::<L>),
         }
     }
 
@@ -107,8 +117,11 @@ pub enum Route {
     Ready,
     Metrics,
     OpenApi,
+    WhoAmI,
     Command,
     Query(QueryRoute),
+    AuditVerify,
+    QueueDepth,
     Lease,
     Ack,
 }
@@ -119,6 +132,8 @@ impl Route {
         let mut all = vec![Route::Command];
         all.extend(QueryRoute::ALL.into_iter().map(Route::Query));
         all.extend([
+            Route::AuditVerify,
+            Route::QueueDepth,
             Route::Lease,
             Route::Ack,
             Route::IssueToken,
@@ -128,6 +143,7 @@ impl Route {
             Route::Ready,
             Route::Metrics,
             Route::OpenApi,
+            Route::WhoAmI,
         ]);
         all
     }
@@ -142,6 +158,9 @@ impl Route {
             | Route::Metrics
             | Route::OpenApi
             | Route::Query(_)
+            | Route::WhoAmI
+            | Route::AuditVerify
+            | Route::QueueDepth
             | Route::Lease => "GET",
         }
     }
@@ -156,6 +175,9 @@ impl Route {
             Route::OpenApi => "/v1/openapi.json",
             Route::Command => "/v1/commands",
             Route::Query(q) => q.path(),
+            Route::WhoAmI => "/v1/whoami",
+            Route::AuditVerify => "/v1/audit/verify",
+            Route::QueueDepth => "/v1/queues/{queue}",
             Route::Lease => "/v1/queues/{queue}/messages",
             Route::Ack => "/v1/queues/{queue}/messages/{id}/ack",
         }
@@ -164,15 +186,16 @@ impl Route {
     pub fn part(self) -> Part {
         match self {
             Route::Command => Part::Commands,
-            Route::Query(_) => Part::Queries,
-            Route::Lease | Route::Ack => Part::Queues,
+            Route::Query(_) | Route::AuditVerify => Part::Queries,
+            Route::Lease | Route::Ack | Route::QueueDepth => Part::Queues,
             Route::IssueToken
             | Route::ListTokens
             | Route::RevokeToken
             | Route::Health
             | Route::Ready
             | Route::Metrics
-            | Route::OpenApi => Part::Always,
+            | Route::OpenApi
+            | Route::WhoAmI => Part::Always,
         }
     }
 
@@ -189,6 +212,9 @@ impl Route {
             Route::OpenApi => get(|| async { json_response(StatusCode::OK, &crate::openapi::document(), false) }),
             Route::Command => post(post_command::<L>),
             Route::Query(q) => q.handler::<L>(),
+            Route::WhoAmI => get(whoami::<L>),
+            Route::AuditVerify => get(audit_verify::<L>),
+            Route::QueueDepth => get(queue_depth::<L>),
             Route::Lease => get(lease::<L>),
             Route::Ack => post(ack::<L>),
         }

@@ -195,3 +195,53 @@ pub struct EventPage {
     pub events: Vec<EnvelopeView>,
     pub next: Option<u64>,
 }
+
+/// `/v1/partners/{partner}/customers`: the customers a partner has GDAP relationships
+/// with, and whether each relationship is live now (R4, R5).
+#[derive(Clone, Debug, Serialize)]
+pub struct PartnerCustomers {
+    pub partner_id: PartnerId,
+    pub customers: Vec<PartnerCustomer>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PartnerCustomer {
+    pub customer_id: CustomerId,
+    /// The customer's name, where the vendor registered it.
+    pub name: Option<String>,
+    pub relationships: Vec<RelationshipState>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RelationshipState {
+    pub relationship_id: RelationshipId,
+    pub status: RelationshipStatus,
+    /// Live now: active and not past its end (R5).
+    pub live: bool,
+    pub ends_at: Option<Timestamp>,
+}
+
+/// `/v1/queues/{queue}`: what is waiting, without leasing anything.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueDepth {
+    pub queue: String,
+    /// Messages waiting (leased or not), up to the count given; `more` when there are more.
+    pub depth: usize,
+    pub more: bool,
+    /// Of those, leased to a worker right now.
+    pub leased: usize,
+    /// The oldest message's log position and the time of that commit.
+    pub oldest_position: Option<u64>,
+    pub oldest_at: Option<Timestamp>,
+}
+
+/// `/v1/audit/verify`: the whole log's hash chain, walked now.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainStatus {
+    pub verified: u64,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bad_position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub what: Option<String>,
+}

@@ -234,6 +234,84 @@ impl<L: EventLog> Queries<'_, L> {
     }
 }
 
+impl<L: EventLog> Queries<'_, L> {
+    /// `/v1/partners/{partner}/customers`: from the GDAP projection.
+    pub fn partner_customers(&self, who: &Principal, partner: &PartnerId) -> Answer<PartnerCustomers> {
+        own_partner_or_reader(who, partner, "a partner reads its own customers only")?;
+        let view = self.gdap.view();
+        let dir = &view.directory;
+        let customers = dir
+            .relationships_by_pair
+            .iter()
+            .filter(|((p, _), _)| p == partner)
+            .map(|((_, customer), ids)| PartnerCustomer {
+                customer_id: customer.clone(),
+                name: dir.customers.get(customer).map(|c| c.name.clone()),
+                relationships: ids
+                    .iter()
+                    .filter_map(|id| dir.relationships.get(id))
+                    .map(|r| RelationshipState {
+                        relationship_id: r.relationship_id.clone(),
+                        status: r.status,
+                        live: behalf_domain::policy::r5_is_live(r, self.now).is_ok(),
+                        ends_at: r.end_at(self.now),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(PartnerCustomers { partner_id: partner.clone(), customers })
+    }
+
+    /// `/v1/partners/{partner}/rejections?after=&limit=`: the partner's own refusals
+    /// (R30), for its agents; the vendor side and auditors too.
+    pub fn partner_rejections(
+        &self,
+        who: &Principal,
+        partner: &PartnerId,
+        after: u64,
+        limit: usize,
+    ) -> Answer<Rejections> {
+        own_partner_or_reader(who, partner, "a partner reads its own refusals only")?;
+        let mut from = REJECTIONS_PREFIX.to_vec();
+        from.extend_from_slice(&after.to_be_bytes());
+        let mut rejections = Vec::new();
+        let mut cursor = Some(from);
+        'pages: loop {
+            let page = self.views.scan(REJECTIONS_PREFIX, cursor.as_deref(), 512)?;
+            let Some((last, _)) = page.last() else { break };
+            cursor = Some(last.clone());
+            for (_, v) in &page {
+                let entry: RejectionEntry = decode(v)?;
+                if entry.principal.tenant() == behalf_domain::Tenant::Partner(partner.clone()) {
+                    rejections.push(entry);
+                    if rejections.len() == limit {
+                        break 'pages;
+                    }
+                }
+            }
+        }
+        Ok(Rejections { rejections })
+    }
+}
+
+/// `/v1/audit/verify` (auditor, vendor): walks the whole chain now.
+pub async fn verify<L: EventLog>(log: &L, who: &Principal) -> Answer<ChainStatus> {
+    match who {
+        Principal::Vendor | Principal::Auditor => {}
+        Principal::PartnerAgent { .. }
+        | Principal::PartnerSync { .. }
+        | Principal::Customer { .. }
+        | Principal::Admin => return Err(forbidden("the chain's status is for auditors and the vendor side")),
+    }
+    let report = log.verify().await?;
+    Ok(ChainStatus {
+        verified: report.verified,
+        ok: report.first_bad.is_none(),
+        first_bad_position: report.first_bad.as_ref().map(|(p, _)| *p),
+        what: report.first_bad.map(|(_, w)| w),
+    })
+}
+
 /// `/v1/events?after=&limit=`: the raw feed in log order (auditor, vendor).
 pub async fn events<L: EventLog>(log: &L, who: &Principal, after: u64, limit: usize) -> Answer<EventPage> {
     match who {
