@@ -189,8 +189,21 @@ pub async fn cast(d: &mut Demo, admin: &str) -> anyhow::Result<Cast> {
     Ok(Cast { contoso_sync, ayu, rina })
 }
 
-pub async fn run() -> anyhow::Result<()> {
-    let server = crate::serve::Temporary::start(1024).await?;
+/// `behalf demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// After the story, keep the server up (until Ctrl-C) and print a console link for
+    /// each role: partner agent, vendor, auditor
+    #[arg(long)]
+    serve: bool,
+    /// With --serve: where to listen
+    #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+    listen: std::net::SocketAddr,
+}
+
+pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
+    let listen = if a.serve { a.listen } else { "127.0.0.1:0".parse()? };
+    let server = crate::serve::Temporary::start_on(1024, listen).await?;
     let admin = server.admin.clone();
     println!("Behalf demo — a fresh store in {}, HTTP on {}", server.dir.path().display(), server.addr);
     println!("The admin token was written to {}.", server.admin_token_path.display());
@@ -293,6 +306,17 @@ pub async fn run() -> anyhow::Result<()> {
     )
     .await?;
 
+    if a.serve {
+        // The demo's own throw-away tokens: printed once, here, never to a log.
+        let vendor = d.token(&admin, json!({"kind": "vendor", "label": "demo console"})).await?;
+        let auditor = d.token(&admin, json!({"kind": "auditor", "label": "demo console"})).await?;
+        println!("\nThe console (the demo's own tokens, valid until this store goes):");
+        for (who, token) in [("Ayu, Contoso's agent", &ayu), ("the vendor", &vendor), ("an auditor", &auditor)] {
+            println!("  {who}: {}/console/#token={token}", server.base());
+        }
+        println!("Serving on {} until Ctrl-C.", server.addr);
+        crate::serve::shutdown_signal().await;
+    }
     server.stop().await?;
     println!();
     if d.failures.is_empty() {

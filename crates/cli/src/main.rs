@@ -37,8 +37,9 @@ enum Cmd {
     /// The command service on NATS JetStream: answer `behalf.cmd` (and, with --listen,
     /// POST /v1/commands) in a queue group with every other `behalf command`.
     Command(CommandArgs),
-    /// Narrate the seed's story on a fresh temporary store, through the real HTTP API.
-    Demo,
+    /// Narrate the seed's story on a fresh temporary store, through the real HTTP API
+    /// (with --serve, then keep it up and print console links)
+    Demo(demo::DemoArgs),
     /// Issue, revoke or list tokens in a data directory (while no server runs on it;
     /// on a running server use POST /v1/tokens with the admin token).
     #[command(subcommand)]
@@ -110,9 +111,9 @@ fn main() -> anyhow::Result<()> {
             init_tracing(s.log_format);
             rt.block_on(roles::command(&s))
         }
-        Cmd::Demo => {
+        Cmd::Demo(a) => {
             init_tracing(settings::LogFormat::Human);
-            rt.block_on(demo::run())
+            rt.block_on(demo::run(a))
         }
         Cmd::Token(t) => token::run(t),
         Cmd::Queue(q) => queue::run(q),

@@ -173,10 +173,15 @@ pub struct Temporary {
 
 impl Temporary {
     pub async fn start(max_in_flight: usize) -> anyhow::Result<Temporary> {
+        Temporary::start_on(max_in_flight, "127.0.0.1:0".parse()?).await
+    }
+
+    /// As [`Temporary::start`], listening on `listen`.
+    pub async fn start_on(max_in_flight: usize, listen: SocketAddr) -> anyhow::Result<Temporary> {
         let dir = tempfile::tempdir()?;
         let settings = Settings {
             data_dir: dir.path().to_path_buf(),
-            listen: Some("127.0.0.1:0".parse()?),
+            listen: Some(listen),
             log_format: crate::settings::LogFormat::Human,
             max_body_bytes: 256 * 1024,
             max_in_flight,

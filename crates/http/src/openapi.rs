@@ -102,6 +102,7 @@ fn query_params(route: Route) -> Vec<Value> {
         | Route::Metrics
         | Route::OpenApi
         | Route::WhoAmI
+        | Route::Console
         | Route::AuditVerify
         | Route::QueueDepth
         | Route::Command
@@ -126,6 +127,7 @@ fn operation(route: Route) -> Value {
         Route::Ready => ("Readiness: the GDAP projection has caught up", json!({"description": "ready"})),
         Route::Metrics => ("Prometheus metrics", json!({"description": "text/plain; version=0.0.4"})),
         Route::OpenApi => ("This document", json!({"description": "OpenAPI 3.1"})),
+        Route::Console => ("The operator console (HTML; sign in with a token)", json!({"description": "text/html"})),
         Route::WhoAmI => {
             ("The token's principal: kind, partner, user, customer", json!({"description": "the principal"}))
         }
@@ -148,7 +150,7 @@ fn operation(route: Route) -> Value {
             "default": {"description": "refused, with a stable code", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Rejected"}}}}
         }
     });
-    if !matches!(route, Route::Health | Route::Ready | Route::Metrics | Route::OpenApi) {
+    if !matches!(route, Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::Console) {
         op["security"] = json!([{"bearer": []}]);
     }
     if route == Route::Command {

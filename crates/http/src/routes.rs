@@ -118,6 +118,7 @@ pub enum Route {
     Metrics,
     OpenApi,
     WhoAmI,
+    Console,
     Command,
     Query(QueryRoute),
     AuditVerify,
@@ -144,6 +145,7 @@ impl Route {
             Route::Metrics,
             Route::OpenApi,
             Route::WhoAmI,
+            Route::Console,
         ]);
         all
     }
@@ -159,6 +161,7 @@ impl Route {
             | Route::OpenApi
             | Route::Query(_)
             | Route::WhoAmI
+            | Route::Console
             | Route::AuditVerify
             | Route::QueueDepth
             | Route::Lease => "GET",
@@ -176,6 +179,7 @@ impl Route {
             Route::Command => "/v1/commands",
             Route::Query(q) => q.path(),
             Route::WhoAmI => "/v1/whoami",
+            Route::Console => "/console/",
             Route::AuditVerify => "/v1/audit/verify",
             Route::QueueDepth => "/v1/queues/{queue}",
             Route::Lease => "/v1/queues/{queue}/messages",
@@ -186,7 +190,7 @@ impl Route {
     pub fn part(self) -> Part {
         match self {
             Route::Command => Part::Commands,
-            Route::Query(_) | Route::AuditVerify => Part::Queries,
+            Route::Query(_) | Route::AuditVerify | Route::Console => Part::Queries,
             Route::Lease | Route::Ack | Route::QueueDepth => Part::Queues,
             Route::IssueToken
             | Route::ListTokens
@@ -213,12 +217,28 @@ impl Route {
             Route::Command => post(post_command::<L>),
             Route::Query(q) => q.handler::<L>(),
             Route::WhoAmI => get(whoami::<L>),
+            Route::Console => get(|| async { console() }),
             Route::AuditVerify => get(audit_verify::<L>),
             Route::QueueDepth => get(queue_depth::<L>),
             Route::Lease => get(lease::<L>),
             Route::Ack => post(ack::<L>),
         }
     }
+}
+
+/// The operator console: one self-contained page (no CDN, no other request than the
+/// API's), embedded in the binary. It shows what the viewer's token may read.
+fn console() -> Response {
+    let mut r = Response::new(Body::from(include_str!("../console/index.html")));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    // The page talks to this server only; tokens stay out of URLs sent anywhere.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:"),
+    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
 }
 
 /// Everything but RFC 3986's unreserved characters is percent-encoded.

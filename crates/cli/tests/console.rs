@@ -1,0 +1,106 @@
+//! The operator console in a real headless Chromium (Debian's `chromium`, which
+//! `./dev setup` installs): each role's token sees its view, and one partner never sees
+//! another's tickets — the API's scoping, not the page's. Screenshots of each view go
+//! to `target/tmp/console-*.png` for people to look at.
+
+mod support;
+
+use std::process::Command;
+
+use behalf_domain::Principal;
+use serde_json::json;
+use support::world::*;
+use support::{send_world, Client, Server};
+
+fn chromium() -> &'static str {
+    for c in ["chromium", "chromium-browser", "google-chrome"] {
+        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+            return c;
+        }
+    }
+    panic!("no headless Chromium: run ./dev setup (it installs Debian's chromium)");
+}
+
+const FLAGS: [&str; 5] =
+    ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=8000"];
+
+/// The page as the browser built it, after its requests.
+fn dom(url: &str) -> String {
+    let out = Command::new(chromium()).args(FLAGS).arg("--dump-dom").arg(url).output().unwrap();
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn screenshot(url: &str, name: &str) {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("console-{name}.png"));
+    let out = Command::new(chromium())
+        .args(FLAGS)
+        .arg(format!("--screenshot={}", path.display()))
+        .arg("--window-size=1400,900")
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && path.exists(), "screenshot {name}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_role_sees_its_view_and_nothing_of_another_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let alpha = c.token(&server.admin, &agent()).await;
+    let bravo = c.token(&server.admin, &agent_of(PROVIDER, PROVIDER_AGENT)).await;
+    let vendor = c.token(&server.admin, &Principal::Vendor).await;
+    let auditor = c.token(&server.admin, &Principal::Auditor).await;
+    let (status, a) = c.post(&alpha, &merge(open_o365(), json!({"title": "Alpha-only mail outage"}))).await;
+    assert_eq!(status, 201, "{a}");
+    let bravo_contact =
+        json!({"first_name":"B","last_name":"R","email":"bravo@provider.example","preferred_contact":"email"});
+    let (status, b) = c
+        .post(&bravo, &merge(open_o365(), json!({"title": "Bravo-only sign-in trouble", "contact": bravo_contact})))
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let escalate = json!({"type":"ticket.escalate","ticket_id":a["ticket_id"],"reason":"down for everyone"});
+    assert_eq!(c.post(&alpha, &escalate).await.0, 200);
+
+    let page = |token: &str| format!("{}/console/#token={token}", server.base);
+    let seen_a = dom(&page(&alpha));
+    assert!(seen_a.contains("Alpha-only mail outage"), "partner A sees its ticket: {seen_a}");
+    assert!(!seen_a.contains("Bravo-only"), "partner A sees nothing of partner B");
+    assert!(seen_a.contains("Open") && seen_a.contains("to target"), "a board with the SLA clock");
+    let seen_b = dom(&page(&bravo));
+    assert!(seen_b.contains("Bravo-only sign-in trouble"), "partner B sees its ticket: {seen_b}");
+    assert!(!seen_b.contains("Alpha-only"), "partner B sees nothing of partner A");
+    let seen_v = dom(&page(&vendor));
+    assert!(seen_v.contains("Queues") && seen_v.contains("commercial.office365"), "{seen_v}");
+    let seen_au = dom(&page(&auditor));
+    assert!(seen_au.contains("The hash chain verifies"), "{seen_au}");
+    // A ticket's story: every event, its actor, and the grant that allowed it (R29).
+    let story = dom(&format!("{}/console/#token={alpha}&ticket={}", server.base, a["ticket_id"].as_str().unwrap()));
+    assert!(story.contains("Story") && story.contains("TicketOpened") && story.contains("TicketEscalated"), "{story}");
+    assert!(
+        story.contains("relationship rel-1") && story.contains("SLA timeline"),
+        "the grant and the timeline: {story}"
+    );
+    assert!(!story.contains(&alpha), "the token is not in the page");
+    let other_story =
+        dom(&format!("{}/console/#token={bravo}&ticket={}", server.base, a["ticket_id"].as_str().unwrap()));
+    assert!(other_story.contains("ticket.not_found") && !other_story.contains("Alpha-only"), "{other_story}");
+    // No token: the sign-in box; a bad one: refused, and the box again.
+    assert!(dom(&format!("{}/console/", server.base)).contains("Sign in"));
+    assert!(dom(&page("bh_bad_token")).contains("That token was not accepted"));
+
+    for (name, token) in [("partner", &alpha), ("vendor", &vendor), ("auditor", &auditor)] {
+        screenshot(&page(token), name);
+    }
+}
+
+#[test]
+fn demo_serve_keeps_the_story_up_with_a_console_link_per_role() {
+    let (child, vendor_link) = support::spawn_until(&["demo", "--serve", "--listen", "127.0.0.1:0"], "  the vendor: ");
+    let _demo = support::Role(child);
+    assert!(vendor_link.contains("/console/#token=bh_"), "{vendor_link}");
+    let seen = dom(&vendor_link);
+    assert!(seen.contains("Queues") && seen.contains("commercial.office365"), "{seen}");
+}
