@@ -108,6 +108,12 @@ impl Demo {
         Ok(answer.unwrap_or(Value::Null))
     }
 
+    /// A read with a token, its JSON answer.
+    async fn get(&self, token: &str, path: &str) -> anyhow::Result<Value> {
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await?;
+        Ok(r.json().await?)
+    }
+
     async fn token(&self, admin: &str, spec: Value) -> anyhow::Result<String> {
         let r = self.http.post(format!("{}/v1/tokens", self.base)).bearer_auth(admin).json(&spec).send().await?;
         let v: Value = r.json().await?;
@@ -233,6 +239,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     azure["subscription_id"] = json!("fab-azure-1");
     azure["support_plan"] = json!("cloud_solution_provider");
     azure["title"] = json!("VM will not start after resize");
+    azure["description"] = json!("The VM stopped after a resize to D4s_v5 and does not start again.");
+    azure["support_topic"] = json!("Virtual Machines / Cannot start");
     d.step(
         2,
         "The subscription's provider files an Azure ticket: GDAP and RBAC (R8–R10)",
@@ -306,12 +314,66 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
     )
     .await?;
 
+    let mut resold = ticket(FABRIKAM, "office365", "rina@tailspin.example");
+    resold["title"] = json!("Shared mailbox lost its permissions");
+    resold["description"] = json!("Since the migration, nobody can open the finance@ shared mailbox.");
+    resold["support_topic"] = json!("Exchange Online / Mailbox permissions");
+    resold["contact"]["first_name"] = json!("Rina");
+    resold["contact"]["last_name"] = json!("Wijaya");
+    let resold = d
+        .step(
+            10,
+            "Tailspin's agent files an Office 365 ticket: only Azure is the provider's alone (R9)",
+            "Rina (Tailspin)",
+            &rina,
+            resold,
+            Expect::Accepted,
+        )
+        .await?;
+    d.step(
+        11,
+        "…and escalates it: the notifier puts it in the vendor's Office 365 queue (R19, R21)",
+        "Rina (Tailspin)",
+        &rina,
+        json!({"type":"ticket.escalate","ticket_id":resold["ticket_id"],"reason":"the finance team is blocked"}),
+        Expect::Accepted,
+    )
+    .await?;
+
+    // The three users of the design, each through its own read.
+    let vendor = d.token(&admin, json!({"kind": "vendor", "label": "demo reader"})).await?;
+    let auditor = d.token(&admin, json!({"kind": "auditor", "label": "demo reader"})).await?;
+    println!("\n── 12. The readers: a partner's view, the vendor's queue, the auditor's chain");
+    let tickets =
+        d.get(&rina, &format!("/v1/customers/{FABRIKAM}/tickets?min_position={}", resold["position"])).await?;
+    let titles: Vec<&str> =
+        tickets["tickets"].as_array().into_iter().flatten().filter_map(|t| t["title"].as_str()).collect();
+    println!(
+        "   Rina reads Fabrikam's tickets from the read model: {} — only what Tailspin may see (R24)",
+        titles.join("; ")
+    );
+    let mut queued = Value::Null;
+    for _ in 0..50 {
+        queued = d.get(&vendor, "/v1/queues/commercial.office365").await?;
+        if queued["depth"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "   the vendor's commercial.office365 queue holds {} message(s), without anyone leasing them",
+        queued["depth"]
+    );
+    let chain = d.get(&auditor, "/v1/audit/verify").await?;
+    println!("   the auditor walks the hash chain: {} commits, intact: {}", chain["verified"], chain["ok"]);
+    if titles.is_empty() || queued["depth"].as_u64().unwrap_or(0) == 0 || chain["ok"] != true {
+        d.failures.push("a reader did not see what the story wrote".into());
+    }
+
     if a.serve {
         // The demo's own throw-away tokens: printed once, here, never to a log.
-        let vendor = d.token(&admin, json!({"kind": "vendor", "label": "demo console"})).await?;
-        let auditor = d.token(&admin, json!({"kind": "auditor", "label": "demo console"})).await?;
         println!("\nThe console (the demo's own tokens, valid until this store goes):");
-        for (who, token) in [("Ayu, Contoso's agent", &ayu), ("the vendor", &vendor), ("an auditor", &auditor)] {
+        for (who, token) in [("Rina, Tailspin's agent", &rina), ("the vendor", &vendor), ("an auditor", &auditor)] {
             println!("  {who}: {}/console/#token={token}", server.base());
         }
         println!("Serving on {} until Ctrl-C.", server.addr);

@@ -63,6 +63,14 @@ async fn each_role_sees_its_view_and_nothing_of_another_partner() {
     assert_eq!(status, 201, "{b}");
     let escalate = json!({"type":"ticket.escalate","ticket_id":a["ticket_id"],"reason":"down for everyone"});
     assert_eq!(c.post(&alpha, &escalate).await.0, 200);
+    let reopen = json!({"type":"ticket.reopen","ticket_id":a["ticket_id"],"reason":"not closed"});
+    assert_eq!(c.post(&alpha, &reopen).await.0, 409, "a refusal on the ticket");
+    // Wait for the notifier, so the vendor's page has the escalation to show.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while c.get(&vendor, "/v1/queues/commercial.office365").await.1["depth"].as_u64() < Some(1) {
+        support::before(deadline, "the escalation reaches the queue");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     let page = |token: &str| format!("{}/console/#token={token}", server.base);
     let seen_a = dom(&page(&alpha));
@@ -74,6 +82,7 @@ async fn each_role_sees_its_view_and_nothing_of_another_partner() {
     assert!(!seen_b.contains("Alpha-only"), "partner B sees nothing of partner A");
     let seen_v = dom(&page(&vendor));
     assert!(seen_v.contains("Queues") && seen_v.contains("commercial.office365"), "{seen_v}");
+    assert!(seen_v.contains("Escalations waiting") && seen_v.contains("down for everyone"), "the escalation: {seen_v}");
     let seen_au = dom(&page(&auditor));
     assert!(seen_au.contains("The hash chain verifies"), "{seen_au}");
     // A ticket's story: every event, its actor, and the grant that allowed it (R29).
@@ -98,9 +107,11 @@ async fn each_role_sees_its_view_and_nothing_of_another_partner() {
 
 #[test]
 fn demo_serve_keeps_the_story_up_with_a_console_link_per_role() {
-    let (child, vendor_link) = support::spawn_until(&["demo", "--serve", "--listen", "127.0.0.1:0"], "  the vendor: ");
+    let args = ["demo", "--serve", "--listen", "127.0.0.1:0"];
+    let (child, partner_link) = support::spawn_until(&args, "  Rina, Tailspin's agent: ");
     let _demo = support::Role(child);
-    assert!(vendor_link.contains("/console/#token=bh_"), "{vendor_link}");
-    let seen = dom(&vendor_link);
-    assert!(seen.contains("Queues") && seen.contains("commercial.office365"), "{seen}");
+    assert!(partner_link.contains("/console/#token=bh_"), "{partner_link}");
+    // The demo's tickets, in the console of an agent whose grant is live.
+    let seen = dom(&partner_link);
+    assert!(seen.contains("Shared mailbox lost its permissions") && seen.contains("Fabrikam"), "{seen}");
 }

@@ -77,13 +77,16 @@ pub(crate) async fn queue_depth<L: EventLog>(
         Some(p) => app.log.read_all(p.saturating_sub(1), 1).await.ok().and_then(|c| c.first().map(|c| c.at)),
         None => None,
     };
+    let (depth, more) = (messages.len().min(COUNTED), messages.len() > COUNTED);
+    let leased = messages.iter().filter(|m| m.leased_until > now).count();
     let depth = behalf_service::answers::QueueDepth {
         queue,
-        depth: messages.len().min(COUNTED),
-        more: messages.len() > COUNTED,
-        leased: messages.iter().filter(|m| m.leased_until > now).count(),
+        depth,
+        more,
+        leased,
         oldest_position: oldest,
         oldest_at,
+        first: messages.into_iter().take(20).collect(),
     };
     json_response(StatusCode::OK, &depth, false)
 }

@@ -233,6 +233,8 @@ pub struct QueueDepth {
     /// The oldest message's log position and the time of that commit.
     pub oldest_position: Option<u64>,
     pub oldest_at: Option<Timestamp>,
+    /// The first messages in the queue's order (up to 20), as they are: not leased.
+    pub first: Vec<behalf_log::queues::QueueMessage>,
 }
 
 /// `/v1/audit/verify`: the whole log's hash chain, walked now.
