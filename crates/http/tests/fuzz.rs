@@ -3,45 +3,21 @@
 //! stores, in process. Any input is answered below 500, an error with a stable code.
 //! `PROPTEST_CASES=1000000 cargo test -p behalf-http --test fuzz` is the long form.
 
-use std::sync::Arc;
+mod common;
 
-use behalf_domain::{Code, Principal, Timestamp};
-use behalf_http::{dispatch, router, App, Limits, ReadSide};
-use behalf_service::clock::{Clock, ManualClock};
-use behalf_service::commands::CommandService;
-use behalf_service::tokens::Tokens;
-use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
+use behalf_domain::Code;
+use behalf_http::dispatch;
 use proptest::prelude::*;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
-    router: axum::Router,
-    admin: String,
-    vendor: String,
+    server: common::Server,
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(Timestamp::from_millis(1_780_000_000_000)));
-    let (router, admin, vendor) = rt.block_on(async {
-        let (log, _) = SledLog::open(dir.path().join("log"), OpenOptions::default()).unwrap();
-        let tokens = Tokens::new(SledTokens::open(dir.path().join("tokens")).unwrap());
-        let admin = tokens.issue(Principal::Admin, "fuzz", clock.as_ref()).unwrap().token;
-        let vendor = tokens.issue(Principal::Vendor, "fuzz", clock.as_ref()).unwrap().token;
-        let gdap = behalf_service::gdap::GdapProjection::spawn(&log);
-        let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
-        let views = Arc::new(SledViews::open(dir.path().join("views")).unwrap());
-        let queues = Arc::new(SledQueues::open(dir.path().join("queues")).unwrap());
-        let (_tx, position) = tokio::sync::watch::channel(0);
-        let app = App::new(log, gdap, Arc::new(tokens), clock, Limits::default())
-            .with_commands(service)
-            .with_read(ReadSide { views, position })
-            .with_queues(queues);
-        (router(Arc::new(app)), admin, vendor)
-    });
-    Fixture { _dir: dir, rt, router, admin, vendor }
+    let server = rt.block_on(async { common::server() });
+    Fixture { rt, server }
 }
 
 fn answered(status: u16, body: &[u8]) -> Result<(), TestCaseError> {
@@ -102,8 +78,8 @@ proptest! {
         let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", encoded(v))).collect();
         let path = format!("{}?{}", ROUTES[route], query.join("&"));
         let behalf_http::Reply { status, body, .. } = F.with(|f| {
-            let headers = vec![("Authorization".to_owned(), format!("Bearer {}", f.vendor))];
-            f.rt.block_on(dispatch(&f.router, "GET", &path, &headers, Default::default()))
+            let headers = vec![("Authorization".to_owned(), format!("Bearer {}", f.server.vendor))];
+            f.rt.block_on(dispatch(&f.server.router, "GET", &path, &headers, Default::default()))
         });
         answered(status, &body)?;
     }
@@ -127,10 +103,10 @@ proptest! {
         };
         let behalf_http::Reply { status, body: answer, .. } = F.with(|f| {
             let headers = vec![
-                ("Authorization".to_owned(), format!("Bearer {}", f.admin)),
+                ("Authorization".to_owned(), format!("Bearer {}", f.server.admin)),
                 ("Content-Type".to_owned(), "application/json".to_owned()),
             ];
-            f.rt.block_on(dispatch(&f.router, "POST", "/v1/tokens", &headers, body.into()))
+            f.rt.block_on(dispatch(&f.server.router, "POST", "/v1/tokens", &headers, body.into()))
         });
         answered(status, &answer)?;
     }

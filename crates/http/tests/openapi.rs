@@ -2,15 +2,12 @@
 //! answered by the router, not its fallback), and its command table matches the
 //! bodies the rule table and the standard world send.
 
-use std::sync::Arc;
+mod common;
 
-use behalf_domain::{Command, Timestamp};
-use behalf_http::openapi::{document, COMMANDS};
-use behalf_http::{dispatch, router, App, Limits, ReadSide, Route};
-use behalf_service::clock::{Clock, ManualClock};
-use behalf_service::commands::CommandService;
-use behalf_service::tokens::Tokens;
-use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
+use behalf_domain::Command;
+use behalf_http::openapi::document;
+use behalf_http::openapi::COMMANDS;
+use behalf_http::{dispatch, Route};
 use behalf_test_support::cases::cases;
 use behalf_test_support::world::{standard_world, FIXED_TIMES};
 
@@ -53,22 +50,10 @@ fn the_command_table_matches_what_is_sent() {
 
 #[test]
 fn every_documented_route_is_the_routers() {
-    let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(Timestamp::from_millis(1_780_000_000_000)));
-        let (log, _) = SledLog::open(dir.path().join("log"), OpenOptions::default()).unwrap();
-        let tokens = Tokens::new(SledTokens::open(dir.path().join("tokens")).unwrap());
-        let gdap = behalf_service::gdap::GdapProjection::spawn(&log);
-        let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
-        let views = Arc::new(SledViews::open(dir.path().join("views")).unwrap());
-        let queues = Arc::new(SledQueues::open(dir.path().join("queues")).unwrap());
-        let (_tx, position) = tokio::sync::watch::channel(0);
-        let app = App::new(log, gdap, Arc::new(tokens), clock, Limits::default())
-            .with_commands(service)
-            .with_read(ReadSide { views, position })
-            .with_queues(queues);
-        let r = router(Arc::new(app));
+        let server = common::server();
+        let r = server.router;
         let doc = document();
         for route in Route::all() {
             let path = route.path().replace("{queue}", "commercial.office365").replace('{', "x").replace('}', "");
