@@ -63,6 +63,9 @@ async fn each_role_sees_its_view_and_nothing_of_another_partner() {
     assert_eq!(status, 201, "{b}");
     let escalate = json!({"type":"ticket.escalate","ticket_id":a["ticket_id"],"reason":"down for everyone"});
     assert_eq!(c.post(&alpha, &escalate).await.0, 200);
+    let attention =
+        json!({"type":"ticket.request_attention","ticket_id":b["ticket_id"],"text":"please send the sign-in logs"});
+    assert_eq!(c.post(&vendor, &attention).await.0, 200);
     let reopen = json!({"type":"ticket.reopen","ticket_id":a["ticket_id"],"reason":"not closed"});
     assert_eq!(c.post(&alpha, &reopen).await.0, 409, "a refusal on the ticket");
     // Wait for the notifier, so the vendor's page has the escalation to show.
@@ -83,6 +86,7 @@ async fn each_role_sees_its_view_and_nothing_of_another_partner() {
     let seen_v = dom(&page(&vendor));
     assert!(seen_v.contains("Queues") && seen_v.contains("commercial.office365"), "{seen_v}");
     assert!(seen_v.contains("Escalations waiting") && seen_v.contains("down for everyone"), "the escalation: {seen_v}");
+    assert!(seen_v.contains("Waiting for the partner") && seen_v.contains("Bravo-only sign-in trouble"), "{seen_v}");
     let seen_au = dom(&page(&auditor));
     assert!(seen_au.contains("The hash chain verifies"), "{seen_au}");
     // A ticket's story: every event, its actor, and the grant that allowed it (R29).

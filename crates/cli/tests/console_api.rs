@@ -69,6 +69,17 @@ async fn the_console_reads_are_answered_and_scoped() {
     assert!(!leased["messages"].as_array().unwrap().is_empty(), "the work is still there for a worker");
     assert_eq!(c.get(&agent_token, "/v1/queues/commercial.office365").await.0, 403, "workload queues are the vendor's");
 
+    // Tickets across partners, for the vendor side: those waiting for a partner.
+    let attention = json!({"type":"ticket.request_attention","ticket_id":opened["ticket_id"],"text":"logs please"});
+    assert_eq!(c.post(&vendor, &attention).await.0, 200);
+    let (status, waiting) = c.get(&vendor, "/v1/tickets?status=attention_needed&min_position=1").await;
+    assert_eq!(status, 200, "{waiting}");
+    let ids: Vec<&str> =
+        waiting["tickets"].as_array().unwrap().iter().filter_map(|t| t["ticket_id"].as_str()).collect();
+    assert!(ids.contains(&opened["ticket_id"].as_str().unwrap()), "{waiting}");
+    assert!(waiting["tickets"].as_array().unwrap().iter().all(|t| t["status"] == "attention_needed"));
+    assert_eq!(c.get(&agent_token, "/v1/tickets").await.0, 403, "partners read their own lists");
+
     // The chain, for auditors.
     let (status, chain) = c.get(&auditor, "/v1/audit/verify").await;
     assert_eq!((status, chain["ok"].as_bool()), (200, Some(true)), "{chain}");

@@ -82,7 +82,7 @@ fn path_params(path: &str) -> Vec<Value> {
 
 fn query_params(route: Route) -> Vec<Value> {
     let names: &[&str] = match route {
-        Route::Query(QueryRoute::CustomerTickets) | Route::Query(QueryRoute::PartnerTickets) => {
+        Route::Query(QueryRoute::CustomerTickets | QueryRoute::PartnerTickets | QueryRoute::Tickets) => {
             &["status", "workload", "severity", "customer_id", "limit", "after", "min_position", "wait_ms"]
         }
         Route::Query(QueryRoute::Access) => &["user_id", "customer_id", "min_position", "wait_ms"],

@@ -205,3 +205,8 @@ pub(crate) async fn audit_verify<L: EventLog>(State(app): State<Arc<App<L>>>, he
     let who = early!(authenticate(&app, &headers));
     answer(queries::verify(&app.log, &who).await)
 }
+
+pub(crate) async fn tickets<L: EventLog>(r: Reader<L>) -> Response {
+    let (f, limit) = early!(filter(&r.p));
+    answer(r.queries().tickets(&r.who, &f, limit))
+}

@@ -21,10 +21,11 @@ pub enum QueryRoute {
     Events,
     PartnerCustomers,
     PartnerRejections,
+    Tickets,
 }
 
 impl QueryRoute {
-    pub const ALL: [QueryRoute; 10] = [
+    pub const ALL: [QueryRoute; 11] = [
         QueryRoute::CustomerTickets,
         QueryRoute::ServiceHealth,
         QueryRoute::Ticket,
@@ -35,6 +36,7 @@ impl QueryRoute {
         QueryRoute::Events,
         QueryRoute::PartnerCustomers,
         QueryRoute::PartnerRejections,
+        QueryRoute::Tickets,
     ];
 
     /// The name in `behalf.query.<name>`.
@@ -50,6 +52,7 @@ impl QueryRoute {
             QueryRoute::Events => "events",
             QueryRoute::PartnerCustomers => "partner_customers",
             QueryRoute::PartnerRejections => "partner_rejections",
+            QueryRoute::Tickets => "tickets",
         }
     }
 
@@ -66,6 +69,7 @@ impl QueryRoute {
             QueryRoute::Events => "/v1/events",
             QueryRoute::PartnerCustomers => "/v1/partners/{partner_id}/customers",
             QueryRoute::PartnerRejections => "/v1/partners/{partner_id}/rejections",
+            QueryRoute::Tickets => "/v1/tickets",
         }
     }
 
@@ -81,6 +85,7 @@ impl QueryRoute {
             QueryRoute::Events => get(events::<L>),
             QueryRoute::PartnerCustomers => get(partner_customers::<L>),
             QueryRoute::PartnerRejections => get(partner_rejections::<L>),
+            QueryRoute::Tickets => get(tickets::<L>),
         }
     }
 

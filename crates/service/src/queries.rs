@@ -235,6 +235,40 @@ impl<L: EventLog> Queries<'_, L> {
 }
 
 impl<L: EventLog> Queries<'_, L> {
+    /// `/v1/tickets?status=&workload=&severity=&customer_id=&limit=` (the vendor side,
+    /// auditors): tickets across partners, newest first — e.g. those waiting for a
+    /// partner (`status=attention_needed`).
+    pub fn tickets(&self, who: &Principal, f: &ListFilter, limit: usize) -> Answer<TicketPage> {
+        match who {
+            Principal::Vendor | Principal::Auditor => {}
+            Principal::PartnerAgent { .. }
+            | Principal::PartnerSync { .. }
+            | Principal::Customer { .. }
+            | Principal::Admin => {
+                return Err(forbidden(
+                    "tickets across partners are the vendor side's and auditors'; partners read their own lists",
+                ))
+            }
+        }
+        let mut tickets = Vec::new();
+        let mut cursor: Option<Vec<u8>> = None;
+        'pages: loop {
+            let page = self.views.scan_rev(TICKETS_PREFIX, cursor.as_deref(), 512)?;
+            let Some((last, _)) = page.last() else { break };
+            cursor = Some(last.clone());
+            for (_, v) in &page {
+                let s = decode::<TicketView>(v)?.summary();
+                if f.keeps(&s) {
+                    tickets.push(s);
+                    if tickets.len() == limit {
+                        break 'pages;
+                    }
+                }
+            }
+        }
+        Ok(TicketPage { tickets, next: None })
+    }
+
     /// `/v1/partners/{partner}/customers`: from the GDAP projection.
     pub fn partner_customers(&self, who: &Principal, partner: &PartnerId) -> Answer<PartnerCustomers> {
         own_partner_or_reader(who, partner, "a partner reads its own customers only")?;

@@ -86,7 +86,7 @@ pub struct RejectionEntry {
 }
 
 impl TicketView {
-    fn summary(&self) -> TicketSummary {
+    pub(crate) fn summary(&self) -> TicketSummary {
         let t = &self.ticket;
         TicketSummary {
             ticket_id: t.ticket_id.clone(),
@@ -105,6 +105,9 @@ impl TicketView {
         self.ticket.sla_at(now)
     }
 }
+
+/// The prefix of every ticket's record.
+pub const TICKETS_PREFIX: &[u8] = b"t/";
 
 pub fn ticket_key(id: &TicketId) -> Vec<u8> {
     format!("t/{id}").into_bytes()
