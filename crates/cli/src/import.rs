@@ -110,11 +110,28 @@ impl Pages {
         Ok(())
     }
 
-    fn relationship(&mut self, name: &str, item: &Value, partner_id: &str) -> anyhow::Result<()> {
-        let id = text(item, "id").with_context(|| format!("{name}: a relationship without an id"))?;
+    /// A Graph object's id and status; a status Behalf does not know is recorded as
+    /// skipped (`None`), not guessed.
+    fn id_and_status<'a, S>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        item: &'a Value,
+        parse: fn(&str) -> Option<S>,
+    ) -> anyhow::Result<Option<(&'a str, S)>> {
+        let id = text(item, "id").with_context(|| format!("{name}: a {kind} without an id"))?;
         let graph_status = text(item, "status").unwrap_or_default();
-        let Some(status) = RelationshipStatus::parse(graph_status) else {
-            self.skipped.push(format!("relationship {id}: status {graph_status:?} is not one Behalf knows"));
+        match parse(graph_status) {
+            Some(status) => Ok(Some((id, status))),
+            None => {
+                self.skipped.push(format!("{kind} {id}: status {graph_status:?} is not one Behalf knows"));
+                Ok(None)
+            }
+        }
+    }
+
+    fn relationship(&mut self, name: &str, item: &Value, partner_id: &str) -> anyhow::Result<()> {
+        let Some((id, status)) = self.id_and_status(name, "relationship", item, RelationshipStatus::parse)? else {
             return Ok(());
         };
         let customer = item
@@ -139,10 +156,7 @@ impl Pages {
     }
 
     fn assignment(&mut self, name: &str, item: &Value, relationship: &str) -> anyhow::Result<()> {
-        let id = text(item, "id").with_context(|| format!("{name}: an access assignment without an id"))?;
-        let graph_status = text(item, "status").unwrap_or_default();
-        let Some(status) = AssignmentStatus::parse(graph_status) else {
-            self.skipped.push(format!("assignment {id}: status {graph_status:?} is not one Behalf knows"));
+        let Some((id, status)) = self.id_and_status(name, "assignment", item, AssignmentStatus::parse)? else {
             return Ok(());
         };
         let group = item

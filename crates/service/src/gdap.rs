@@ -20,8 +20,8 @@ pub struct GdapProjection {
     position: AtomicU64,
     notify: watch::Sender<u64>,
     failed: AtomicBool,
-    /// The follower worker and its stop signal ([`GdapProjection::stop`]).
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The follower worker's stop signal ([`GdapProjection::stop`]); the worker itself
+    /// is detached (it may hold the last reference, so nothing here awaits it).
     stop: std::sync::Mutex<Option<watch::Sender<bool>>>,
 }
 
@@ -40,7 +40,6 @@ impl GdapProjection {
             position: AtomicU64::new(0),
             notify,
             failed: AtomicBool::new(false),
-            task: std::sync::Mutex::new(None),
             stop: std::sync::Mutex::new(None),
         });
         // Only directory streams are decoded; the rest just move the position. The
@@ -49,7 +48,7 @@ impl GdapProjection {
         let log = log.clone();
         let weak = Arc::downgrade(&p);
         let (stop, signal) = Stop::new();
-        let task = spawn_worker("gdap projection", signal, Backoff::FOLLOWER, move || {
+        spawn_worker("gdap projection", signal, Backoff::FOLLOWER, move || {
             let (log, weak) = (log.clone(), weak.clone());
             async move {
                 let Some(at) = weak.upgrade().map(|me| me.position()) else { return Ok(()) };
@@ -77,7 +76,6 @@ impl GdapProjection {
             }
         });
         *p.stop.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
-        *p.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
         p
     }
 
@@ -95,9 +93,7 @@ impl GdapProjection {
         if let Some(s) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = s.send(true);
         }
-        // The worker ends at its next await; its handle is not awaited here (this may
-        // run inside it, when the worker held the last reference).
-        drop(self.task.lock().unwrap_or_else(|e| e.into_inner()).take());
+        // The worker ends at its next await.
     }
 
     fn apply(&self, commit: &behalf_log::Commit) {

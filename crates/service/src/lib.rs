@@ -56,14 +56,3 @@ impl From<behalf_log::LogError> for Refused {
         Refused::Failed(ServiceError::Log(e))
     }
 }
-
-impl Refused {
-    /// The rejection, if this is one (tests and producers that only care whether a
-    /// rule refused).
-    pub fn rejection(&self) -> Option<&behalf_domain::Rejection> {
-        match self {
-            Refused::Rejected(r) => Some(r),
-            Refused::Failed(_) => None,
-        }
-    }
-}
