@@ -41,18 +41,64 @@ pub async fn start(
             let queues = behalf_nats::NatsQueues::open(to, s.nats_replicas)
                 .await
                 .with_context(|| format!("cannot open the queues on NATS at {}", to.url))?;
-            start_on(log, tokens, Arc::new(queues), s, shutdown).await
+            start_on(log, tokens, Arc::new(queues), s, shutdown, None).await
         }
         None => {
             let (log, tokens) = open_stores_with(&s.data_dir, s.stop_at_last_good)?;
             let queues = Arc::new(open_queues(&s.data_dir.join("queues"))?);
-            start_on(log, tokens, queues, s, shutdown).await
+            let log_for_walk = log.clone();
+            let walk: ChainWalk = Box::new(move |gdap| Box::pin(walk_after_ready(log_for_walk, gdap)));
+            start_on(log, tokens, queues, s, shutdown, Some(walk)).await
         }
     }
 }
 
 /// What runs until the server has shut down.
 pub type Serving = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// The full walk of the hash chain a server runs once it is ready; it completes only
+/// if it finds a break (the server then stops, and the log refuses to open until it is
+/// cut back).
+type ChainWalk =
+    Box<dyn FnOnce(Arc<GdapProjection>) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Error> + Send>> + Send>;
+
+/// Waits until the GDAP projection has caught up (the server is ready), then walks the
+/// whole chain of the embedded log with progress in the log every 10 s. Opening walked
+/// only what followed the last verified checkpoint; this covers the rest.
+async fn walk_after_ready(log: behalf_sled_store::SledLog, gdap: Arc<GdapProjection>) -> anyhow::Error {
+    while !gdap.ready(&log).await {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let started = std::time::Instant::now();
+    let mut said = std::time::Instant::now();
+    tracing::info!("walking the whole hash chain in the background");
+    let walked = log
+        .verify_with(move |position, head| {
+            if said.elapsed() >= std::time::Duration::from_secs(10) {
+                said = std::time::Instant::now();
+                tracing::info!(position, head, "walking the hash chain: {position} of {head}");
+            }
+        })
+        .await;
+    match walked {
+        Ok(report) => match report.first_bad {
+            None => {
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(
+                    verified = report.verified,
+                    "hash chain verified through {} in {secs:.1} s",
+                    report.verified
+                );
+                std::future::pending().await
+            }
+            Some((position, what)) => broken(log.path().parent().unwrap_or(log.path()), position, &what),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "the background walk of the hash chain could not finish");
+            std::future::pending().await
+        }
+    }
+}
 
 /// Serves over an opened log, token store and queues: the projection and the notifier
 /// in this process, the views in the data directory.
@@ -62,6 +108,7 @@ async fn start_on<L: EventLog>(
     queues: Arc<dyn QueueStore>,
     s: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    walk: Option<ChainWalk>,
 ) -> anyhow::Result<(Started, Serving)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
@@ -69,6 +116,7 @@ async fn start_on<L: EventLog>(
     let mut workers = Workers::default();
     let position = spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let gdap = GdapProjection::spawn(&log);
+    let gdap_for_walk = Arc::clone(&gdap);
     let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
     let (v, sv, c, q) = (Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
     spawn_sla_sweep(&mut workers, v, sv, c, q);
@@ -83,9 +131,29 @@ async fn start_on<L: EventLog>(
     let tls = https(s.tls.as_ref())?;
     let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
+    // A break found by the chain walk stops the server as a signal would, and then
+    // fails it.
+    let broken = Arc::new(std::sync::Mutex::new(None));
+    let walk = walk.map(|w| w(Arc::clone(&gdap_for_walk)));
+    let found = Arc::clone(&broken);
+    let shutdown = async move {
+        match walk {
+            Some(walk) => tokio::select! {
+                () = shutdown => {}
+                e = walk => {
+                    tracing::error!("{e:#}");
+                    *found.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
+            },
+            None => shutdown.await,
+        }
+    };
     let serving = async move {
         let served = serve_http(listener, behalf_http::router(app), tls, shutdown).await;
         workers.stop(STOP_DEADLINE).await;
+        if let Some(e) = broken.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
         served?;
         tracing::info!("stopped accepting; in-flight commands finished");
         Ok(())

@@ -20,12 +20,7 @@ pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Res
     let in_use = || in_use(data_dir);
     let (log, report) = match SledLog::open(data_dir.join("log"), OpenOptions { stop_at_last_good }) {
         Ok(opened) => opened,
-        Err(behalf_log::LogError::Corrupt { position, what }) => anyhow::bail!(
-            "the event log in {} is broken at position {position}: {what}. `behalf audit verify` shows the same; \
-             `behalf serve --stop-at-last-good` starts from commit {} and keeps the rest in quarantine",
-            data_dir.display(),
-            position.saturating_sub(1)
-        ),
+        Err(behalf_log::LogError::Corrupt { position, what }) => return Err(broken(data_dir, position, &what)),
         Err(e) => {
             return Err(e).with_context(|| format!("cannot open the event log in {}; {}", data_dir.display(), in_use()))
         }
@@ -36,6 +31,16 @@ pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Res
     }
     tracing::info!(head = report.head, "event log open");
     Ok((log, open_tokens(data_dir)?))
+}
+
+/// What a broken chain (found on open, or by the walk after start) is told as.
+pub fn broken(data_dir: &Path, position: u64, what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the event log in {} is broken at position {position}: {what}. `behalf audit verify` shows the same; \
+         `behalf serve --stop-at-last-good` starts from commit {} and keeps the rest in quarantine",
+        data_dir.display(),
+        position.saturating_sub(1)
+    )
 }
 
 /// Creates the data directory if it is not there.

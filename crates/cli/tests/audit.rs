@@ -273,6 +273,45 @@ async fn a_broken_log_refuses_to_start_unless_told_to_stop_at_the_last_good_comm
     assert_eq!(code, 0, "the views follow the cut-back log: {out}");
 }
 
+/// Opening walks only what follows the last verified checkpoint; the server walks the
+/// whole chain once it is ready. Damage behind the checkpoint is found there: the
+/// server stops with the same words as a refusal to start, and from then on it refuses.
+#[tokio::test(flavor = "multi_thread")]
+async fn damage_behind_the_checkpoint_stops_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path()).await;
+    // A server that walked the whole chain moved the checkpoint to the head.
+    let server = Server::start_with(dir.path(), &[]);
+    let c = Client::of(&server);
+    let head = c.metric("behalf_log_head").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.metric("behalf_log_chain_verified_position").await < head {
+        assert!(std::time::Instant::now() < deadline, "the background walk did not finish");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop(server);
+    tamper_log(dir.path(), |db| {
+        db.remove(key(7)).unwrap();
+    });
+    let run = |flags: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(flags)
+            .output()
+            .unwrap()
+    };
+    let found = run(&[]);
+    let why = String::from_utf8_lossy(&found.stderr);
+    assert!(!found.status.success(), "{why}");
+    assert!(String::from_utf8_lossy(&found.stdout).contains("listening on"), "it started, then found the break");
+    assert!(why.contains("broken at position 7") && why.contains("--stop-at-last-good"), "{why}");
+    let refused = run(&[]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && why.contains("broken at position 7"), "{why}");
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("listening on"), "refused before listening");
+}
+
 /// The same audits on a log kept on NATS JetStream (`--nats`), `replay` against the
 /// server's views in its data directory; a NATS server without the log is refused.
 #[tokio::test(flavor = "multi_thread")]

@@ -33,6 +33,10 @@ const OLD_COMMAND: u8 = b'C';
 /// The command index: `K<tenant>/<command id>` → position and request digest (R26).
 const COMMAND: u8 = b'K';
 const HEAD: &[u8] = b"H";
+/// The chain checkpoint: the last position a walk verified, and its hash.
+const VERIFIED: &[u8] = b"V";
+/// A break a walk found: its position and what was wrong.
+const BROKEN: &[u8] = b"B";
 
 /// How to open a store.
 #[derive(Clone, Debug, Default)]
@@ -162,15 +166,24 @@ fn stream_version_in(tree: &sled::Tree, stream: &StreamId) -> Result<u64, LogErr
 }
 
 impl SledLog {
-    /// Opens (or creates) the log in `path`, walking the hash chain first.
+    /// Opens (or creates) the log in `path`, walking the hash chain from its last
+    /// verified checkpoint first (the whole chain with `stop_at_last_good`). A log on
+    /// which a walk found a break refuses to open until it is cut back.
     pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<(SledLog, OpenReport), LogError> {
         let path = path.as_ref().to_path_buf();
         let db = open_db(&path)?;
         let tree: sled::Tree = (*db).clone();
-        let walk = walk_chain(&tree)?;
+        let walk = if options.stop_at_last_good {
+            walk_chain(&tree)?
+        } else {
+            if let Some((position, what)) = recorded_break(&tree)? {
+                return Err(LogError::Corrupt { position, what });
+            }
+            walk_chain_from(&tree, checkpoint(&tree)?, None, &mut |_, _| {})?
+        };
         let (mut head, mut head_hash) = (walk.good, walk.good_hash);
         let mut report = OpenReport { head, truncated: None };
-        if let Some((position, what)) = walk.bad {
+        if let Some((position, what)) = walk.bad.clone() {
             if !options.stop_at_last_good {
                 return Err(LogError::Corrupt { position, what });
             }
@@ -180,6 +193,9 @@ impl SledLog {
             report = OpenReport { head, truncated: Some((position, what)) };
         }
         reindex_commands(&db, &tree)?;
+        if report.truncated.is_none() {
+            record_walk(&db, &tree, &walk)?;
+        }
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel();
         let writer = Writer { tree: tree.clone(), db: db.clone(), head, head_hash, versions: HashMap::new(), head_tx };
@@ -189,6 +205,35 @@ impl SledLog {
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
         let inner = Inner { db, tx: Some(tx), head: head_rx, writer: Some(handle), path };
         Ok((SledLog { inner: Arc::new(inner) }, report))
+    }
+
+    /// Walks the whole chain of this (running) log up to the head it has when the walk
+    /// begins, calling `progress(position, head)` as it goes. A good walk moves the
+    /// chain checkpoint forward (the next open starts there); a break is recorded, and
+    /// the log will not open again until it is cut back (`stop_at_last_good`).
+    pub async fn verify_with(
+        &self,
+        mut progress: impl FnMut(u64, u64) + Send + 'static,
+    ) -> Result<VerifyReport, LogError> {
+        let (db, tree, at) = (self.inner.db.clone(), self.tree().clone(), self.durable_head());
+        let walk = tokio::task::spawn_blocking(move || {
+            // The durable head (not the head entry, which may name a group still being
+            // flushed), with the hash that vouches for its record: the head entry's, or
+            // the one its successor recorded.
+            let (entry, entry_hash) = read_head(&tree)?;
+            let hash = match at {
+                0 => GENESIS,
+                _ if entry == at => entry_hash,
+                _ => recorded_prev(&tree, at + 1)?.unwrap_or(GENESIS),
+            };
+            let head = (at, hash);
+            let walk = walk_chain_from(&tree, (0, GENESIS), Some(head), &mut progress)?;
+            record_walk(&db, &tree, &walk)?;
+            Ok::<_, LogError>(walk)
+        })
+        .await
+        .map_err(|e| LogError::Storage(format!("verify task: {e}")))??;
+        Ok(VerifyReport { verified: walk.good, first_bad: walk.bad })
     }
 
     /// The directory this log lives in.
@@ -320,11 +365,16 @@ impl EventLog for SledLog {
     }
 
     async fn verify(&self) -> Result<VerifyReport, LogError> {
-        let tree = self.tree().clone();
-        let walk = tokio::task::spawn_blocking(move || walk_chain(&tree))
-            .await
-            .map_err(|e| LogError::Storage(format!("verify task: {e}")))??;
-        Ok(VerifyReport { verified: walk.good, first_bad: walk.bad })
+        self.verify_with(|_, _| {}).await
+    }
+
+    fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let verified = checkpoint(self.tree()).map_or(0, |(at, _)| at);
+        vec![(
+            "behalf_log_chain_verified_position",
+            "The last log position a walk of the hash chain verified (from position 1).",
+            verified,
+        )]
     }
 }
 

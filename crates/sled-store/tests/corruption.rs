@@ -1,6 +1,7 @@
 //! Bad bytes on disk: a corrupt, missing, reordered or truncated record is reported
 //! with its position and never skipped; the engine refuses to start on a broken chain
-//! unless told to stop at the last good commit, and then it says so.
+//! (walked from its last verified checkpoint, or found by an earlier full walk) unless
+//! told to stop at the last good commit, and then it says so.
 
 use std::path::Path;
 
@@ -140,8 +141,12 @@ async fn stop_at_last_good_truncates_says_so_and_goes_on() {
     assert_eq!(db.open_tree("quarantine").unwrap().len(), 4);
 }
 
+/// A walk that ended well is a checkpoint: the next open walks only what came after
+/// it. Damage behind the checkpoint is found by the next full walk (`verify`, which
+/// `behalf serve` runs after it is ready), which records the break: from then on the
+/// log refuses to open until it is cut back.
 #[tokio::test]
-async fn verify_names_the_first_bad_position_of_a_running_log() {
+async fn damage_behind_the_checkpoint_is_found_by_the_full_walk_and_kept_on_record() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 5).await;
     let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
@@ -150,8 +155,40 @@ async fn verify_names_the_first_bad_position_of_a_running_log() {
     tamper(dir.path(), |db| {
         db.remove(key(2)).unwrap();
     });
-    let (pos, _) = refused_at(dir.path());
-    assert_eq!(pos, 2);
+    let (log, report) = SledLog::open(dir.path(), OpenOptions::default()).expect("opens from its checkpoint");
+    assert_eq!(report.head, 5);
+    let walked = log.verify().await.unwrap();
+    assert_eq!(walked.first_bad.as_ref().map(|b| b.0), Some(2), "{walked:?}");
+    drop(log);
+    let (pos, what) = refused_at(dir.path());
+    assert_eq!(pos, 2, "{what}");
+    assert!(what.contains("missing"), "{what}");
+    // Cut back, it opens and walks clean again.
+    let (log, report) = SledLog::open(dir.path(), OpenOptions { stop_at_last_good: true }).unwrap();
+    assert_eq!(report.head, 1);
+    assert_eq!(log.verify().await.unwrap().first_bad, None);
+}
+
+/// The checkpoint is checked when read: one that no longer matches its record is not
+/// trusted, and the open walks the whole chain.
+#[tokio::test]
+async fn a_checkpoint_that_does_not_match_its_record_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 6).await;
+    let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
+    assert_eq!(log.verify().await.unwrap().first_bad, None);
+    drop(log);
+    tamper(dir.path(), |db| {
+        // Commit 3 changed, and the checkpoint moved back onto it.
+        let mut v = db.get(key(3)).unwrap().unwrap().to_vec();
+        let i = v.len() - 3;
+        v[i] ^= 0x01;
+        db.insert(key(3), v).unwrap();
+        let mut cp = 3u64.to_be_bytes().to_vec();
+        cp.extend_from_slice(&[7u8; 32]);
+        db.insert(b"V", cp).unwrap();
+    });
+    assert_eq!(refused_at(dir.path()).0, 3);
 }
 
 /// A store written before command ids were per tenant keeps its meaning: its index

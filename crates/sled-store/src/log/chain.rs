@@ -1,6 +1,7 @@
-//! The hash chain on open: walked and checked commit by commit, cut back to the last
-//! good commit when asked, the command index rebuilt from an old layout, and
-//! `verify_dir` for `behalf audit verify`.
+//! The hash chain: walked and checked commit by commit — on open from the last
+//! verified checkpoint, in full by `verify` (a running log) and `verify_dir`
+//! (`behalf audit verify`) — cut back to the last good commit when asked, and the
+//! command index rebuilt from an old layout.
 
 use super::*;
 
@@ -22,16 +23,32 @@ pub(super) fn recorded_prev(tree: &sled::Tree, pos: u64) -> Result<Option<Hash>,
 /// N and N+1 is blamed on N when N+1 itself is vouched for by its successor (N's bytes
 /// changed), and on N+1 otherwise.
 pub(super) fn walk_chain(tree: &sled::Tree) -> Result<ChainWalk, LogError> {
-    walk_chain_with(tree, &mut |_, _| {})
+    walk_chain_from(tree, (0, GENESIS), None, &mut |_, _| {})
 }
 
-pub(super) fn walk_chain_with(tree: &sled::Tree, progress: &mut dyn FnMut(u64, u64)) -> Result<ChainWalk, LogError> {
-    let (head, head_hash) = read_head(tree)?;
+/// Walks the chain after `start` (a position and its hash, taken as verified).
+/// `live`: the head entry read when the walk began, on a log that is being appended
+/// to — the walk stops there; without it the log is at rest and nothing may follow
+/// the head entry.
+pub(super) fn walk_chain_from(
+    tree: &sled::Tree,
+    start: (u64, Hash),
+    live: Option<(u64, Hash)>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<ChainWalk, LogError> {
+    let (head, head_hash) = match live {
+        Some(h) => h,
+        None => read_head(tree)?,
+    };
+    let last_key = if live.is_some() { log_key(head) } else { log_key(u64::MAX) };
     // Good commits so far, and the hash and the hash before the last one.
-    let (mut good, mut prev, mut before_prev) = (0u64, GENESIS, GENESIS);
+    let (mut good, mut prev, mut before_prev) = (start.0, start.1, GENESIS);
     let stop =
         |good: u64, hash: Hash, pos: u64, what: String| Ok(ChainWalk { good, good_hash: hash, bad: Some((pos, what)) });
-    for kv in tree.range(log_key(1)..=log_key(u64::MAX)) {
+    if start.0 + 1 > head && live.is_some() {
+        return Ok(ChainWalk { good, good_hash: prev, bad: None });
+    }
+    for kv in tree.range(log_key(start.0 + 1)..=last_key) {
         let (k, v) = kv.map_err(storage)?;
         let pos = u64_at(&k, 1);
         let expected = good + 1;
@@ -47,7 +64,7 @@ pub(super) fn walk_chain_with(tree: &sled::Tree, progress: &mut dyn FnMut(u64, u
         }
         if commit.prev_hash != prev {
             let successor = if pos == head { Some(head_hash) } else { recorded_prev(tree, pos + 1)? };
-            if good > 0 && successor == Some(sha256(&v)) {
+            if good > start.0 && successor == Some(sha256(&v)) {
                 let what = format!("commit {good}'s contents do not match the hash commit {pos} recorded");
                 return stop(good - 1, before_prev, good, what);
             }
@@ -77,6 +94,55 @@ pub(super) fn walk_chain_with(tree: &sled::Tree, progress: &mut dyn FnMut(u64, u
     Ok(ChainWalk { good, good_hash: prev, bad: None })
 }
 
+/// The checkpoint of the chain: the last position a walk verified, with its hash,
+/// written after every walk that ended well (`V`: position, hash). It is checked when
+/// read — the record there must still hash to it — and a checkpoint that does not
+/// check is ignored (the next walk starts from position 1).
+pub(super) fn checkpoint(tree: &sled::Tree) -> Result<(u64, Hash), LogError> {
+    let Some(v) = tree.get(VERIFIED).map_err(storage)? else { return Ok((0, GENESIS)) };
+    if v.len() != 40 {
+        return Ok((0, GENESIS));
+    }
+    let (pos, mut hash) = (u64_at(&v, 0), GENESIS);
+    hash.copy_from_slice(&v[8..]);
+    match tree.get(log_key(pos)).map_err(storage)? {
+        Some(record) if sha256(&record) == hash => Ok((pos, hash)),
+        _ => {
+            tracing::warn!(position = pos, "the chain checkpoint does not match its record; walking from the start");
+            Ok((0, GENESIS))
+        }
+    }
+}
+
+/// Records what a walk found: a good walk moves the checkpoint forward; a bad one
+/// leaves the break on record (`B`), so the log refuses to open until it is cut back.
+pub(super) fn record_walk(db: &sled::Db, tree: &sled::Tree, walk: &ChainWalk) -> Result<(), LogError> {
+    match &walk.bad {
+        None => {
+            let (at, _) = checkpoint(tree)?;
+            if walk.good > at {
+                tree.insert(VERIFIED, head_value(walk.good, &walk.good_hash)).map_err(storage)?;
+            }
+        }
+        Some((pos, what)) => {
+            let mut v = pos.to_be_bytes().to_vec();
+            v.extend_from_slice(what.as_bytes());
+            tree.insert(BROKEN, v).map_err(storage)?;
+        }
+    }
+    db.flush().map_err(storage)?;
+    Ok(())
+}
+
+/// A break an earlier walk found and recorded.
+pub(super) fn recorded_break(tree: &sled::Tree) -> Result<Option<(u64, String)>, LogError> {
+    Ok(tree
+        .get(BROKEN)
+        .map_err(storage)?
+        .filter(|v| v.len() >= 8)
+        .map(|v| (u64_at(&v, 0), String::from_utf8_lossy(&v[8..]).into_owned())))
+}
+
 /// Moves every commit after `good` to quarantine and rebuilds the indexes.
 pub(super) fn truncate_after(db: &sled::Db, tree: &sled::Tree, good: u64) -> Result<Hash, LogError> {
     let quarantine = db.open_tree("quarantine").map_err(storage)?;
@@ -100,6 +166,8 @@ pub(super) fn truncate_after(db: &sled::Db, tree: &sled::Tree, good: u64) -> Res
         last_hash = sha256(&v);
     }
     batch.insert(HEAD, head_value(good, &last_hash));
+    batch.insert(VERIFIED, head_value(good, &last_hash));
+    batch.remove(BROKEN);
     quarantine.apply_batch(q).map_err(storage)?;
     tree.apply_batch(batch).map_err(storage)?;
     db.flush().map_err(storage)?;
@@ -153,6 +221,7 @@ pub(super) fn reindex_commands(db: &sled::Db, tree: &sled::Tree) -> Result<(), L
 /// `progress(position, head)` as it goes.
 pub fn verify_dir(path: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, LogError> {
     let db = open_db(path.as_ref())?;
-    let walk = walk_chain_with(&db, &mut progress)?;
+    let walk = walk_chain_from(&db, (0, GENESIS), None, &mut progress)?;
+    record_walk(&db, &db, &walk)?;
     Ok(VerifyReport { verified: walk.good, first_bad: walk.bad })
 }
