@@ -27,7 +27,6 @@ use behalf_nats::Endpoint;
 use behalf_nats::{NatsLog, NatsQueues};
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
-use behalf_service::gdap::GdapProjection;
 use behalf_service::runner::Workers;
 use behalf_service::tokens::Tokens;
 use tokio::net::TcpListener;
@@ -155,7 +154,7 @@ async fn app_on(a: &NatsArgs, index: bool) -> anyhow::Result<App<NatsLog>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let log = crate::stores::open_nats(&a.nats, a.nats_replicas, a.nats_duplicate_window, index).await?;
     let tokens = open_tokens(a, clock.as_ref()).await?;
-    let gdap = GdapProjection::spawn(&log);
+    let gdap = crate::stores::gdap_projection(&log, &a.data_dir);
     Ok(App::new(log, gdap, Arc::new(tokens), clock, a.limits).with_queues(open_queues(a).await?))
 }
 
@@ -163,6 +162,7 @@ async fn app_on(a: &NatsArgs, index: bool) -> anyhow::Result<App<NatsLog>> {
 pub async fn command(s: &Settings) -> anyhow::Result<()> {
     let a = NatsArgs::of(s, "command")?;
     let app = app_on(&a, false).await?;
+    let (log, gdap) = (app.log.clone(), Arc::clone(&app.gdap));
     let service = CommandService::with_gdap(app.log.clone(), Arc::clone(&app.gdap), Arc::clone(&app.clock));
     let router = behalf_http::router(Arc::new(app.with_commands(Arc::new(service))));
     let (shutdown, _signal) = shutdown_channel();
@@ -175,6 +175,7 @@ pub async fn command(s: &Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     let (n, h) = tokio::join!(nats, serve_http(&a, router, shutdown));
+    gdap.save(&log).await;
     n.and(h)
 }
 
@@ -183,6 +184,7 @@ pub async fn project(s: &Settings) -> anyhow::Result<()> {
     let a = NatsArgs::of(s, "project")?;
     // This role decides no commands: the projection alone scopes its answers.
     let app = app_on(&a, false).await?;
+    let (log, gdap) = (app.log.clone(), Arc::clone(&app.gdap));
     let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
     let mut workers = Workers::default();
     let position =
@@ -194,6 +196,7 @@ pub async fn project(s: &Settings) -> anyhow::Result<()> {
         serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), Requests::Queries, shutdown.clone());
     let (n, h) = tokio::join!(nats, serve_http(&a, router, shutdown));
     workers.stop(crate::workers::STOP_DEADLINE).await;
+    gdap.save(&log).await;
     n.and(h)
 }
 

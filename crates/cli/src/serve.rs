@@ -115,8 +115,8 @@ async fn start_on<L: EventLog>(
     let views: Arc<dyn behalf_log::views::ViewStore> = Arc::new(open_views(&s.data_dir.join("views"))?);
     let mut workers = Workers::default();
     let position = spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
-    let gdap = GdapProjection::spawn(&log);
-    let gdap_for_walk = Arc::clone(&gdap);
+    let gdap = gdap_projection(&log, &s.data_dir);
+    let (gdap_for_walk, gdap_to_save, log_to_save) = (Arc::clone(&gdap), Arc::clone(&gdap), log.clone());
     let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
     let (v, sv, c, q) = (Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
     spawn_sla_sweep(&mut workers, v, sv, c, q);
@@ -151,6 +151,7 @@ async fn start_on<L: EventLog>(
     let serving = async move {
         let served = serve_http(listener, behalf_http::router(app), tls, shutdown).await;
         workers.stop(STOP_DEADLINE).await;
+        gdap_to_save.save(&log_to_save).await;
         if let Some(e) = broken.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }

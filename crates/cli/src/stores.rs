@@ -110,6 +110,15 @@ pub async fn open_nats(
     Ok(log)
 }
 
+/// The GDAP projection of a role, starting from (and saving) the snapshot in its data
+/// directory, `gdap.snapshot`.
+pub fn gdap_projection<L: behalf_log::EventLog>(
+    log: &L,
+    data_dir: &Path,
+) -> std::sync::Arc<behalf_service::gdap::GdapProjection> {
+    behalf_service::gdap::GdapProjection::spawn_with_snapshot(log, data_dir.join("gdap.snapshot"))
+}
+
 /// Opens the views store of a data directory.
 pub fn open_views(path: &Path) -> anyhow::Result<SledViews> {
     SledViews::open(path).with_context(|| format!("cannot open the views in {}", path.display()))

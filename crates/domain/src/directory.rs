@@ -162,15 +162,16 @@ pub struct HealthIssue {
 }
 
 /// The members of one security group.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
     pub partner_id: Option<PartnerId>,
     pub members: BTreeSet<UserId>,
 }
 
 /// The GDAP projection: every directory fact, folded from the log, with the indexes
-/// the policy needs to judge a command without scanning.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// the policy needs to judge a command without scanning. It serializes whole, for the
+/// projection's snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directory {
     pub partners: BTreeMap<PartnerId, Partner>,
     pub users: BTreeMap<UserId, PartnerUser>,
