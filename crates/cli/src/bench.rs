@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 use crate::demo::{cast, Demo};
 
+mod startup;
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Drive `ticket.open` over HTTP against an embedded server in this process.
@@ -54,6 +56,21 @@ pub enum BenchCmd {
         /// Seconds to run each
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+    },
+    /// Time a cold `behalf serve` until `/readyz` answers ready, over a data directory
+    /// holding about N events (filled, or reused from an earlier run); also prints the
+    /// resident memory when ready and the bytes on disk per commit.
+    Startup {
+        /// Events in the log
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// The data directory to fill or reuse (default: behalf-bench-startup-N in the
+        /// system's temporary directory, kept for the next run)
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// Cold starts to time (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Drive `ticket.open` straight into the command service (no HTTP).
     Inprocess {
@@ -343,6 +360,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     }
     match cmd {
         BenchCmd::Views { events, queries } => views_bench(events, queries).await?,
+        BenchCmd::Startup { events, data_dir, runs } => startup::run(events, data_dir, runs).await?,
         BenchCmd::Nats { nodes, in_flight, seconds } => nats_bench(nodes as usize, in_flight, seconds).await?,
         BenchCmd::Http { concurrency, seconds, rate } => {
             let (server, token) = start_server().await?;

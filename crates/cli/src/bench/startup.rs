@@ -1,0 +1,186 @@
+//! `behalf bench startup --events N`: fills (or reuses) a data directory whose log
+//! holds about N events, lets a `behalf serve` run on it until the views, the notifier
+//! and the background chain walk have caught up (as a server that has been running
+//! would have), stops it, then times cold starts of `behalf serve` until `/readyz`
+//! answers ready. Prints the resident memory once ready and the bytes on disk per
+//! commit beside the bytes the log stores for a commit.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use behalf_log::EventLog as _;
+
+use crate::demo::{cast, Demo};
+
+/// A `behalf serve` child process on a data directory.
+struct Server {
+    child: Child,
+    base: String,
+    /// From spawning to "listening on".
+    listening: Duration,
+}
+
+impl Server {
+    fn start(dir: &Path) -> anyhow::Result<Server> {
+        let t0 = Instant::now();
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("BEHALF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
+            .ok_or_else(|| anyhow::anyhow!("behalf serve did not start on {}", dir.display()))?;
+        let listening = t0.elapsed();
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Server { child, base: format!("http://{addr}"), listening })
+    }
+
+    /// Polls `/readyz` until it answers 200.
+    async fn ready(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "not ready after 10 minutes");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn metric(&self, http: &reqwest::Client, name: &str) -> anyhow::Result<f64> {
+        let page = http.get(format!("{}/metrics", self.base)).send().await?.text().await?;
+        super::counter(&page, name).ok_or_else(|| anyhow::anyhow!("no metric {name}"))
+    }
+
+    /// Resident memory in MiB, from /proc.
+    fn rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: f64 =
+            status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kb / 1024.0)
+    }
+
+    /// SIGTERM, then waits for the graceful stop.
+    fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "behalf serve stopped with {status}");
+        Ok(())
+    }
+}
+
+/// The directory used when none is given: kept between runs, so a second run reuses it.
+pub fn default_dir(events: u64) -> PathBuf {
+    std::env::temp_dir().join(format!("behalf-bench-startup-{events}"))
+}
+
+const FILLED: &str = "bench-filled";
+
+/// Fills `dir` with the demo's cast (through the API) and about `events` events (into
+/// the log directly: tickets opened, notes, escalations, refusals), then runs a server
+/// until everything has caught up with the log.
+async fn prepare(dir: &Path, events: u64, http: &reqwest::Client) -> anyhow::Result<u64> {
+    if let Ok(text) = std::fs::read_to_string(dir.join(FILLED)) {
+        if let Some(filled) = text.trim().strip_prefix(&format!("{events} ")).and_then(|f| f.parse().ok()) {
+            println!("reusing {} ({filled} events)", dir.display());
+            return Ok(filled);
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    let server = Server::start(dir)?;
+    let admin = std::fs::read_to_string(dir.join("admin.token"))?.trim().to_owned();
+    let mut d = Demo::new(server.base.clone())?;
+    cast(&mut d, &admin).await?;
+    anyhow::ensure!(d.failures.is_empty(), "setting up: {}", d.failures.join("; "));
+    server.stop()?;
+    let t0 = Instant::now();
+    let (log, _) = behalf_sled_store::SledLog::open(dir.join("log"), Default::default())?;
+    let filled = super::fill(&log, events).await?;
+    let head = log.head().await?;
+    drop(log);
+    println!("filled {filled} events in {head} commits in {:.1} s", t0.elapsed().as_secs_f64());
+    // A server that has been running: views, queues and the chain walk caught up.
+    let t1 = Instant::now();
+    let server = Server::start(dir)?;
+    server.ready(http).await?;
+    for name in ["behalf_views_position", "behalf_notifier_position", "behalf_log_chain_verified_position"] {
+        while server.metric(http, name).await? < head as f64 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    server.stop()?;
+    println!("caught up (views, notifier, chain walk) in {:.1} s", t1.elapsed().as_secs_f64());
+    std::fs::write(dir.join(FILLED), format!("{events} {filled}\n"))?;
+    Ok(filled)
+}
+
+fn du(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    if meta.is_dir() {
+        std::fs::read_dir(path).map_or(0, |rd| rd.filter_map(Result::ok).map(|e| du(&e.path())).sum())
+    } else {
+        use std::os::unix::fs::MetadataExt as _;
+        meta.blocks() * 512
+    }
+}
+
+pub async fn run(events: u64, dir: Option<PathBuf>, runs: usize) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(|| default_dir(events));
+    let http = reqwest::Client::new();
+    let filled = prepare(&dir, events, &http).await?;
+    let mut ready = Vec::new();
+    let mut rss = 0.0;
+    for i in 0..runs.max(1) {
+        let t0 = Instant::now();
+        let server = Server::start(&dir)?;
+        server.ready(&http).await?;
+        let secs = t0.elapsed().as_secs_f64();
+        rss = server.rss_mib().unwrap_or(0.0);
+        println!(
+            "run {}: listening after {:.2} s, ready after {secs:.2} s, {rss:.0} MiB resident when ready",
+            i + 1,
+            server.listening.as_secs_f64()
+        );
+        ready.push(secs);
+        server.stop()?;
+    }
+    // The bytes the log stores per commit, and what all the stores take on disk.
+    let (log, _) = behalf_sled_store::SledLog::open(dir.join("log"), Default::default())?;
+    let head = log.head().await?;
+    let mut record_bytes = 0u64;
+    let mut after = 0;
+    loop {
+        let page = log.read_raw(after, 8192)?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        record_bytes += page.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+    }
+    drop(log);
+    let per = |b: u64| b as f64 / head.max(1) as f64;
+    let parts = ["log", "views", "queues", "tokens"].map(|p| (p, du(&dir.join(p))));
+    let total: u64 = parts.iter().map(|(_, b)| b).sum();
+    println!(
+        "disk over {head} commits: {} — {:.0} B/commit in all, {:.2} × the {:.0} B the log stores per commit record",
+        parts.iter().map(|(p, b)| format!("{p} {:.0} B/commit", per(*b))).collect::<Vec<_>>().join(", "),
+        per(total),
+        per(total) / per(record_bytes),
+        per(record_bytes)
+    );
+    println!("resident memory when ready: {rss:.0} MiB");
+    ready.sort_by(f64::total_cmp);
+    let median = ready[ready.len() / 2];
+    println!("start-up: {median:.2} s to ready over {filled} events");
+    Ok(())
+}
