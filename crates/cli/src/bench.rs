@@ -96,10 +96,16 @@ fn ticket_body(n: u64) -> Value {
 struct Stats {
     accepted: u64,
     other: u64,
+    /// Of `other`: answered with a refusal (a rule's rejection), not a failure.
+    refused: u64,
     latencies_us: Vec<u32>,
 }
 
 impl Stats {
+    fn record_refused(&mut self, refused: bool) {
+        self.refused += u64::from(refused);
+    }
+
     /// One request that started at `t0`, accepted or not.
     fn record(&mut self, t0: Instant, accepted: bool) {
         self.latencies_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
@@ -121,19 +127,41 @@ fn percentiles(lat: &mut [u32]) -> (f64, f64) {
 fn report(what: &str, s: &mut Stats, elapsed: f64) {
     let (p50, p99) = percentiles(&mut s.latencies_us);
     println!(
-        "{what}: {:.0} accepted/s ({} accepted, {} not accepted in {elapsed:.1}s); latency p50 {:.2} ms, p99 {:.2} ms",
+        "{what}: {:.0} accepted/s ({} accepted, {} refused, {} failed in {elapsed:.1}s); latency p50 {:.2} ms, p99 {:.2} ms",
         s.accepted as f64 / elapsed,
         s.accepted,
-        s.other,
+        s.refused,
+        s.other - s.refused,
         p50,
         p99
     );
 }
 
-fn raw_baseline(batch: usize) -> anyhow::Result<f64> {
-    let dir = tempfile::tempdir()?;
-    let value = vec![0x5au8; 700]; // about one ticket.open commit
-    Ok(behalf_sled_store::baseline::insert_flush_per_sec(dir.path(), batch, &value, 3.0)?)
+/// The raw sled baselines at batches of `batch`, each for `seconds`, printed first
+/// (before anything of Behalf runs): one key per commit (the target's baseline), then
+/// the three keys a Behalf commit writes. Returns the one-key figure.
+fn raw_baselines(batch: usize, seconds: f64) -> anyhow::Result<f64> {
+    use behalf_sled_store::baseline::{insert_flush_per_sec, insert_flush_three_keys_per_sec};
+    let value = vec![0x5au8; 1100]; // about one ticket.open commit record
+    let one = insert_flush_per_sec(tempfile::tempdir()?.path(), batch, &value, seconds)?;
+    println!("raw sled insert+flush, batches of {batch}: {one:.0}/s");
+    let three = insert_flush_three_keys_per_sec(tempfile::tempdir()?.path(), batch, &value, seconds)?;
+    println!("raw sled insert+flush, three keys per commit (record, stream index, command index), batches of {batch}: {three:.0}/s");
+    Ok(one)
+}
+
+/// Behalf's figure beside the one-key baseline, and the group size the log formed.
+fn against_raw(ours: f64, raw: f64, groups: Option<(f64, f64)>) {
+    println!("behalf: {:.2} × raw sled insert+flush (one key per commit)", ours / raw);
+    if let Some((groups, commits)) = groups {
+        println!("group commit: {:.1} commits per group on average ({groups:.0} groups)", commits / groups.max(1.0));
+    }
+}
+
+/// The log's group counters: (groups, commits in them).
+fn group_counters<L: behalf_log::EventLog>(log: &L) -> (f64, f64) {
+    let get = |name| log.counters().into_iter().find(|(n, _, _)| *n == name).map_or(0.0, |(_, _, v)| v as f64);
+    (get("behalf_log_batches_total"), get("behalf_log_batched_commits_total"))
 }
 
 /// A temporary server with the demo's cast registered; returns it and Ayu's token.
@@ -152,6 +180,7 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Stats>>) -> anyhow::Result<S
         let s = t.await?;
         all.accepted += s.accepted;
         all.other += s.other;
+        all.refused += s.refused;
         all.latencies_us.extend(s.latencies_us);
     }
     Ok(all)
@@ -201,6 +230,7 @@ async fn fill(log: &behalf_sled_store::SledLog, events: u64) -> anyhow::Result<u
                     correlation_id: None,
                     causation_id: None,
                     events: evs,
+                    directory_at: None,
                 };
                 let _ = log.append(req).await;
             }
@@ -325,6 +355,7 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
                 let body = ticket_body(w as u64 * 1_000_000_000 + n).to_string();
                 let t0 = Instant::now();
                 let r = rpc.call(COMMAND_SUBJECT, &[("Authorization", &bearer)], body.into()).await;
+                s.record_refused(matches!(&r, Ok(r) if (400..500).contains(&r.status)));
                 s.record(t0, matches!(r, Ok(r) if r.status == 201));
             }
             s
@@ -363,6 +394,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Startup { events, data_dir, runs } => startup::run(events, data_dir, runs).await?,
         BenchCmd::Nats { nodes, in_flight, seconds } => nats_bench(nodes as usize, in_flight, seconds).await?,
         BenchCmd::Http { concurrency, seconds, rate } => {
+            let raw = raw_baselines(concurrency, seconds)?;
             let (server, token) = start_server().await?;
             let base = server.base();
             let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
@@ -389,9 +421,15 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                             Err(_) => break,
                         };
                         let id = format!("bench-{w}-{n}");
-                        let t0 = Instant::now();
-                        let ok = client.send_as(&command, &id, None).await.is_ok_and(|a| !a.duplicate);
-                        s.record(t0, ok);
+                        // Open loop: latency counts from the scheduled send, so a slow
+                        // answer delays no measurement (no coordinated omission).
+                        let t0 = match interval {
+                            Some(i) => next - i,
+                            None => Instant::now(),
+                        };
+                        let sent = client.send_as(&command, &id, None).await;
+                        s.record_refused(matches!(sent, Err(behalf_client::Error::Refused { .. })));
+                        s.record(t0, sent.is_ok_and(|a| !a.duplicate));
                     }
                     s
                 }));
@@ -404,15 +442,16 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 None => format!("HTTP, {concurrency} connections"),
             };
             report(&label, &mut all, elapsed);
-            println!("raw sled insert+flush, batches of {concurrency}: {:.0}/s", raw_baseline(concurrency)?);
+            against_raw(all.accepted as f64 / elapsed, raw, None);
         }
         BenchCmd::Inprocess { producers, seconds } => {
+            let raw = raw_baselines(producers, seconds)?;
             let (server, _) = start_server().await?;
             let dir = server.stop().await?;
             // Reopen the same store in this process, without HTTP.
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let (log, _tokens) = crate::stores::open_stores(dir.path())?;
-            let service = Arc::new(CommandService::new(log, clock));
+            let service = Arc::new(CommandService::new(log.clone(), clock));
             let ayu = Principal::PartnerAgent {
                 partner_id: "c0a1b2c3-0000-4000-8000-000000000001".into(),
                 user_id: "a0a1b2c3-0000-4000-8000-000000000001".into(),
@@ -430,15 +469,18 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                         let req = request::from_value(ticket_body(w as u64 * 1_000_000_000 + n), None)
                             .expect("a valid request");
                         let t0 = Instant::now();
-                        let ok = service.execute(ayu.clone(), req).await.is_ok();
-                        s.record(t0, ok);
+                        let done = service.execute(ayu.clone(), req).await;
+                        s.record_refused(matches!(done, Err(behalf_service::Refused::Rejected(_))));
+                        s.record(t0, done.is_ok());
                     }
                     s
                 }));
             }
             let mut all = collect(tasks).await?;
-            report(&format!("in-process, {producers} producers"), &mut all, start.elapsed().as_secs_f64());
-            println!("raw sled insert+flush, batches of {producers}: {:.0}/s", raw_baseline(producers)?);
+            let elapsed = start.elapsed().as_secs_f64();
+            let (groups, commits) = group_counters(&log);
+            report(&format!("in-process, {producers} producers"), &mut all, elapsed);
+            against_raw(all.accepted as f64 / elapsed, raw, Some((groups, commits)));
         }
     }
     Ok(())

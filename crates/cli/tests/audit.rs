@@ -155,6 +155,7 @@ async fn rejudge_catches_a_forged_event_with_revoked_evidence() {
             correlation_id: None,
             causation_id: None,
             events: vec![Event::TicketOpened(forged)],
+            directory_at: None,
         };
         log.append(req).await.unwrap().unwrap().position
     };

@@ -65,6 +65,7 @@ pub fn request_with_body(
                 })
             })
             .collect(),
+        directory_at: None,
     }
 }
 

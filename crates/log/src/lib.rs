@@ -62,6 +62,11 @@ pub struct AppendRequest {
     pub causation_id: Option<String>,
     /// At least one event.
     pub events: Vec<Event>,
+    /// The directory position the events were decided against. An engine whose
+    /// [`EventLog::directory_head`] is `Some` refuses the append
+    /// ([`AppendRefused::DirectoryMoved`]) if a directory commit was stored after it;
+    /// the others ignore it (their callers decide against the projection at the head).
+    pub directory_at: Option<u64>,
 }
 
 impl AppendRequest {
@@ -90,6 +95,9 @@ pub enum AppendRefused {
     Conflict { expected: ExpectedVersion, actual: u64 },
     /// R26: the command id was used before with another body.
     KeyReused { position: u64 },
+    /// The directory changed after the position the command was decided against (the
+    /// last directory commit is at `position`): decide again.
+    DirectoryMoved { position: u64 },
 }
 
 /// One event with its full envelope (serialized as the feeds show it: `type` for the
@@ -302,6 +310,14 @@ pub trait EventLog: Clone + Send + Sync + 'static {
 
     /// Walks the whole hash chain and decodes every event.
     fn verify(&self) -> impl Future<Output = Result<VerifyReport, LogError>> + Send;
+
+    /// The position of the last durable directory commit, for an engine that checks
+    /// [`AppendRequest::directory_at`] when it appends; `None` for one that does not.
+    /// A decision needs the GDAP projection caught up to here only (not to the head):
+    /// the append refuses it if the directory moved in between.
+    fn directory_head(&self) -> Option<u64> {
+        None
+    }
 
     /// The engine's own counters for `/metrics`: name, help, value.
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {

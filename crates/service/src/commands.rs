@@ -1,7 +1,9 @@
 //! The command service: for one request, answer its first outcome if it was seen
-//! before (R26); otherwise wait for the GDAP projection to catch up with the log, load
-//! the ticket, `decide`, and append with the ticket's expected version, answering only
-//! once the append is durable. A version conflict is retried against fresh state a
+//! before (R26); otherwise wait for the GDAP projection to hold every durable directory
+//! commit (the engine's directory head, or the log's head where the engine has none),
+//! load the ticket, `decide`, and append with the ticket's expected version and the
+//! directory position decided against (an engine that checks it refuses the append if
+//! the directory moved since: decide again), answering only once the append is durable. A version conflict is retried against fresh state a
 //! bounded number of times. Refusals are recorded in the audit stream (R30).
 
 use std::sync::Arc;
@@ -170,12 +172,20 @@ impl<L: EventLog> CommandService<L> {
             Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => None,
         };
         let mut new_id = None;
+        let mut lost_race = false;
         for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
+            if lost_race {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            let head = self.log.head().await?;
-            self.gdap.wait_for(head, PROJECTION_WAIT).await?;
+            // No decision on a stale grant: the projection must hold every directory
+            // commit durable now. An engine that checks the directory position on append
+            // says where the last one is (the rest of the log need not be read first);
+            // otherwise the projection catches up with the head.
+            let floor = match self.log.directory_head() {
+                Some(directory) => directory,
+                None => self.log.head().await?,
+            };
+            self.gdap.wait_for(floor, PROJECTION_WAIT).await?;
             let now = self.clock.now();
             let (stream, ticket, expected) = match req.command.target() {
                 Target::NewTicket | Target::NewSupportRequest => {
@@ -211,9 +221,11 @@ impl<L: EventLog> CommandService<L> {
             if events.is_empty() {
                 // An upsert of the same state: accepted, nothing appended.
                 let version = self.log.stream_version(&stream).await?;
+                let head = self.log.head().await?;
                 return Ok(Accepted::new(command_id, stream, version, position.max(head), events, false));
             }
-            let append = commit(stream, expected, &command_id, hash, now, &principal, events.clone());
+            let mut append = commit(stream, expected, &command_id, hash, now, &principal, events.clone());
+            append.directory_at = Some(position);
             match self.log.append(append).await? {
                 Ok(a) if a.duplicate => {
                     // Lost a race with the same command: answer what the log holds.
@@ -227,7 +239,10 @@ impl<L: EventLog> CommandService<L> {
                     tracing::debug!(position = a.position, "accepted");
                     return Ok(Accepted::new(command_id, a.stream, a.last_version, a.position, events, false));
                 }
-                Err(AppendRefused::Conflict { .. }) => continue,
+                Err(AppendRefused::Conflict { .. }) => lost_race = true,
+                // The directory moved after the decision: decide again, once the
+                // projection has it.
+                Err(AppendRefused::DirectoryMoved { .. }) => lost_race = false,
                 Err(AppendRefused::KeyReused { position }) => {
                     return Err(key_reused(position).into());
                 }
@@ -289,7 +304,7 @@ impl<L: EventLog> CommandService<L> {
                 Some(c) => self.first_outcome(&c, &hash, command_id),
                 None => Err(rejection.into()),
             },
-            Ok(_) | Err(AppendRefused::Conflict { .. }) => Err(rejection.into()),
+            Ok(_) | Err(AppendRefused::Conflict { .. } | AppendRefused::DirectoryMoved { .. }) => Err(rejection.into()),
             Err(AppendRefused::KeyReused { position }) => Err(key_reused(position).into()),
         }
     }
@@ -315,6 +330,7 @@ fn commit(
         correlation_id: None,
         causation_id: None,
         events,
+        directory_at: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn req(stream: &str, id: &str, events: Vec<Event>) -> AppendRequest {
         correlation_id: None,
         causation_id: None,
         events,
+        directory_at: None,
     }
 }
 

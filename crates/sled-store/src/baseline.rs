@@ -21,6 +21,38 @@ pub fn insert_flush_per_sec(dir: &std::path::Path, batch: usize, value: &[u8], s
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
+/// As [`insert_flush_per_sec`], writing what one Behalf commit writes: the record by
+/// position, a stream index entry (a `ticket-<26 chars>` stream, 16-byte value) and a
+/// command index entry (a `partner:<guid>/<id>` key, 40-byte value) per item. Items/s.
+pub fn insert_flush_three_keys_per_sec(
+    dir: &std::path::Path,
+    batch: usize,
+    value: &[u8],
+    secs: f64,
+) -> Result<f64, sled::Error> {
+    let db = sled::open(dir)?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        let mut b = sled::Batch::default();
+        for _ in 0..batch {
+            n += 1;
+            let mut record = vec![b'L'];
+            record.extend_from_slice(&n.to_be_bytes());
+            b.insert(record, value);
+            // Streams and command ids spread over the key space as ULIDs and GUIDs do.
+            let spread = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let stream = format!("Sticket-{spread:026}\0\0\0\0\0\0\0\0\x01");
+            b.insert(stream.as_bytes(), &[0u8; 16][..]);
+            let command = format!("Kpartner:c0a1b2c3-0000-4000-8000-000000000001/{spread:032x}");
+            b.insert(command.as_bytes(), &[0u8; 40][..]);
+        }
+        db.apply_batch(b)?;
+        db.flush()?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
 /// Events/s of a raw scan of the whole log plus MessagePack decoding of every record
 /// and event, without Behalf's envelope, upcasting or folding. Returns (events, rate).
 pub fn scan_decode_per_sec(log: &crate::SledLog) -> Result<(u64, f64), behalf_log::LogError> {

@@ -64,6 +64,10 @@ struct Job {
 
 struct Inner {
     db: sled::Db,
+    /// Group commits written, and the commits in them (for the group size).
+    groups: Arc<GroupCounters>,
+    /// The last durable directory commit (the head at open: not known before).
+    directory_head: Arc<std::sync::atomic::AtomicU64>,
     tx: Option<mpsc::Sender<Job>>,
     head: watch::Receiver<u64>,
     writer: Option<JoinHandle<()>>,
@@ -78,6 +82,13 @@ impl Drop for Inner {
             let _ = w.join();
         }
     }
+}
+
+/// How the writer's groups turned out.
+#[derive(Default)]
+pub(crate) struct GroupCounters {
+    pub(crate) groups: std::sync::atomic::AtomicU64,
+    pub(crate) commits: std::sync::atomic::AtomicU64,
 }
 
 /// The embedded event log. Cheap to clone.
@@ -198,12 +209,24 @@ impl SledLog {
         }
         let (head_tx, head_rx) = watch::channel(head);
         let (tx, rx) = mpsc::channel();
-        let writer = Writer { tree: tree.clone(), db: db.clone(), head, head_hash, versions: HashMap::new(), head_tx };
+        let groups = Arc::new(GroupCounters::default());
+        let directory_head = Arc::new(std::sync::atomic::AtomicU64::new(head));
+        let writer = Writer {
+            tree: tree.clone(),
+            db: db.clone(),
+            head,
+            head_hash,
+            versions: HashMap::new(),
+            head_tx,
+            groups: Arc::clone(&groups),
+            last_directory: head,
+            directory_head: Arc::clone(&directory_head),
+        };
         let handle = std::thread::Builder::new()
             .name("behalf-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| LogError::Storage(format!("cannot start the writer thread: {e}")))?;
-        let inner = Inner { db, tx: Some(tx), head: head_rx, writer: Some(handle), path };
+        let inner = Inner { db, groups, directory_head, tx: Some(tx), head: head_rx, writer: Some(handle), path };
         Ok((SledLog { inner: Arc::new(inner) }, report))
     }
 
@@ -368,13 +391,30 @@ impl EventLog for SledLog {
         self.verify_with(|_, _| {}).await
     }
 
+    fn directory_head(&self) -> Option<u64> {
+        Some(self.inner.directory_head.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
         let verified = checkpoint(self.tree()).map_or(0, |(at, _)| at);
-        vec![(
-            "behalf_log_chain_verified_position",
-            "The last log position a walk of the hash chain verified (from position 1).",
-            verified,
-        )]
+        vec![
+            (
+                "behalf_log_chain_verified_position",
+                "The last log position a walk of the hash chain verified (from position 1).",
+                verified,
+            ),
+            (
+                "behalf_log_batches_total",
+                "Group commits written (one flush each).",
+                self.inner.groups.groups.load(Relaxed),
+            ),
+            (
+                "behalf_log_batched_commits_total",
+                "Commits written in group commits.",
+                self.inner.groups.commits.load(Relaxed),
+            ),
+        ]
     }
 }
 

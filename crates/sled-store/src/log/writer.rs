@@ -12,6 +12,11 @@ pub(super) struct Writer {
     /// Stream versions the writer has seen; a cache over the `S` index.
     pub(super) versions: HashMap<StreamId, u64>,
     pub(super) head_tx: watch::Sender<u64>,
+    pub(super) groups: Arc<GroupCounters>,
+    /// The last directory commit written (durable or in the group being written).
+    pub(super) last_directory: u64,
+    /// The last durable directory commit, for [`EventLog::directory_head`].
+    pub(super) directory_head: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the writer decided for one job of a group.
@@ -66,9 +71,17 @@ impl Writer {
         };
         match durable {
             Ok(()) => {
+                if wrote {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let commits =
+                        decisions.iter().filter(|d| matches!(d, Decision::Written(a) if !a.duplicate)).count();
+                    self.groups.groups.fetch_add(1, Relaxed);
+                    self.groups.commits.fetch_add(commits as u64, Relaxed);
+                }
                 for (s, v) in touched {
                     self.versions.insert(s, v);
                 }
+                self.directory_head.store(self.last_directory, std::sync::atomic::Ordering::SeqCst);
                 self.head_tx.send_replace(self.head);
             }
             Err(ref e) => {
@@ -79,6 +92,7 @@ impl Writer {
                     Ok((h, hash)) if h >= start_head => (self.head, self.head_hash) = (h, hash),
                     Ok(_) | Err(_) => (self.head, self.head_hash) = (start_head, start_hash),
                 }
+                self.last_directory = self.last_directory.min(self.head);
             }
         }
         for (job, d) in jobs.into_iter().zip(decisions) {
@@ -139,6 +153,12 @@ impl Writer {
                 return Decision::Answer(Ok(Err(AppendRefused::Conflict { expected: req.expected, actual: current })));
             }
         }
+        // The decision's directory must still be the directory now.
+        if let Some(at) = req.directory_at {
+            if self.last_directory > at {
+                return Decision::Answer(Ok(Err(AppendRefused::DirectoryMoved { position: self.last_directory })));
+            }
+        }
         let pos = self.head + 1;
         let first = current + 1;
         let last = current + req.events.len() as u64;
@@ -151,6 +171,9 @@ impl Writer {
         index_commit(batch, &req.stream, first, last, &key, pos, &req.request_hash);
         self.head = pos;
         self.head_hash = hash;
+        if is_directory(req) {
+            self.last_directory = pos;
+        }
         touched.insert(req.stream.clone(), last);
         let appended = Appended {
             position: pos,
@@ -172,4 +195,10 @@ impl Writer {
         let c = Commit::decode(&bytes)?;
         Ok(Ok(c.appended(true)))
     }
+}
+
+/// Whether a commit changes the directory (what the GDAP projection folds).
+fn is_directory(req: &AppendRequest) -> bool {
+    behalf_domain::command::DIRECTORY_CATEGORIES.contains(&req.stream.category())
+        || req.events.iter().any(behalf_domain::Event::is_directory)
 }
