@@ -72,14 +72,26 @@ async fn walk_after_ready(log: behalf_sled_store::SledLog, gdap: Arc<GdapProject
     let started = std::time::Instant::now();
     let mut said = std::time::Instant::now();
     tracing::info!("walking the whole hash chain in the background");
+    // The walk runs on a blocking thread: when this future is dropped (the server
+    // stops) the guard tells it to end where it is (it keeps what it verified).
+    struct EndOnDrop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for EndOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let end = EndOnDrop(Arc::default());
+    let ended = Arc::clone(&end.0);
     let walked = log
         .verify_with(move |position, head| {
             if said.elapsed() >= std::time::Duration::from_secs(10) {
                 said = std::time::Instant::now();
                 tracing::info!(position, head, "walking the hash chain: {position} of {head}");
             }
+            !ended.load(std::sync::atomic::Ordering::SeqCst)
         })
         .await;
+    drop(end);
     match walked {
         Ok(report) => match report.first_bad {
             None => {

@@ -234,11 +234,13 @@ impl Client {
     }
 }
 
-/// A fresh command id: `c-` and 26 hex digits of randomness.
+/// A fresh command id: `c-`, 12 hex digits of the milliseconds since 1970 and 14 of
+/// randomness. Ids that sort by time keep the log's command index growing at its end.
 pub fn new_command_id() -> Result<String, Error> {
-    let mut bytes = [0u8; 13];
+    let mut bytes = [0u8; 7];
     getrandom::fill(&mut bytes).map_err(|e| Error::Setup(format!("no randomness for a command id: {e}")))?;
-    Ok(bytes.iter().fold(String::from("c-"), |mut s, b| {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Ok(bytes.iter().fold(format!("c-{:012x}", ms & 0xFFFF_FFFF_FFFF), |mut s, b| {
         s.push_str(&format!("{b:02x}"));
         s
     }))

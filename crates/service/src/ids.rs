@@ -1,9 +1,12 @@
 //! New ids: ticket and request ids that sort by creation time (a ULID-like 26
-//! characters of Crockford base32: 48 bits of milliseconds, then 80 bits that are
-//! unique within the process and unpredictable across processes), and token secrets
-//! from the operating system's random source.
+//! characters of Crockford base32: 48 bits of milliseconds, then 80 bits that start
+//! at a random value each millisecond and count up within it — monotonic within the
+//! process, as ULID's monotonic mode, so the log's stream and command indexes grow at
+//! their end instead of all over — and unpredictable across processes), and token
+//! secrets from the operating system's random source.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use behalf_domain::Timestamp;
 
@@ -13,6 +16,8 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 pub struct IdGen {
     seed: u64,
     counter: AtomicU64,
+    /// The last id's milliseconds and low 80 bits.
+    last: Mutex<(u128, u128)>,
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -27,7 +32,7 @@ impl Default for IdGen {
         let mut seed = [0u8; 8];
         // Without OS randomness, ids are still unique within the process (the counter).
         let _ = getrandom::fill(&mut seed);
-        IdGen { seed: u64::from_le_bytes(seed), counter: AtomicU64::new(0) }
+        IdGen { seed: u64::from_le_bytes(seed), counter: AtomicU64::new(0), last: Mutex::new((0, 0)) }
     }
 }
 
@@ -35,10 +40,20 @@ impl IdGen {
     /// A new id for `now`.
     pub fn next(&self, now: Timestamp) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let rand_hi = splitmix(self.seed ^ n) & 0xFFFF; // 16 bits
-        let rand_lo = splitmix(self.seed.rotate_left(17) ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D)); // 64 bits
         let ms = (now.millis().max(0) as u128) & ((1 << 48) - 1);
-        let value: u128 = (ms << 80) | ((rand_hi as u128) << 64) | rand_lo as u128;
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let (ms, low) = if ms > last.0 {
+            // A new millisecond: a random start, with room below 2^80 to count up.
+            let rand_hi = splitmix(self.seed ^ n) & 0x7FFF; // 15 bits
+            let rand_lo = splitmix(self.seed.rotate_left(17) ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D)); // 64 bits
+            (ms, ((rand_hi as u128) << 64) | rand_lo as u128)
+        } else {
+            // The same millisecond (or the clock went back): the next value after the last.
+            (last.0, (last.1 + 1) & ((1 << 80) - 1))
+        };
+        *last = (ms, low);
+        drop(last);
+        let value: u128 = (ms << 80) | low;
         (0..26).map(|i| CROCKFORD[((value >> (125 - i * 5)) & 31) as usize] as char).collect()
     }
 }
@@ -68,6 +83,13 @@ mod tests {
         let b = g.next(Timestamp::from_millis(2_000));
         let c = g.next(Timestamp::from_millis(2_000));
         assert_eq!(a.len(), 26);
-        assert!(a < b && b != c);
+        assert!(a < b && b < c, "within a millisecond they count up");
+        // A clock that steps back does not make an id sort before the last one.
+        let d = g.next(Timestamp::from_millis(1_500));
+        assert!(c < d);
+        let ids: Vec<String> = (0..10_000).map(|i| g.next(Timestamp::from_millis(3_000 + i / 100))).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing within the process");
+        // Another process starts each millisecond somewhere else.
+        assert_ne!(IdGen::default().next(Timestamp::from_millis(9_000)), g.next(Timestamp::from_millis(9_000)));
     }
 }

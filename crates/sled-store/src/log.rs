@@ -190,7 +190,7 @@ impl SledLog {
             if let Some((position, what)) = recorded_break(&tree)? {
                 return Err(LogError::Corrupt { position, what });
             }
-            walk_chain_from(&tree, checkpoint(&tree)?, None, &mut |_, _| {})?
+            walk_chain_from(&tree, checkpoint(&tree)?, None, &mut |_, _| true)?
         };
         let (mut head, mut head_hash) = (walk.good, walk.good_hash);
         let mut report = OpenReport { head, truncated: None };
@@ -231,12 +231,13 @@ impl SledLog {
     }
 
     /// Walks the whole chain of this (running) log up to the head it has when the walk
-    /// begins, calling `progress(position, head)` as it goes. A good walk moves the
-    /// chain checkpoint forward (the next open starts there); a break is recorded, and
-    /// the log will not open again until it is cut back (`stop_at_last_good`).
+    /// begins, calling `progress(position, head)` as it goes (answering `false` ends
+    /// the walk there). A good walk, whole or ended early, moves the chain checkpoint
+    /// forward (the next open starts there); a break is recorded, and the log will not
+    /// open again until it is cut back (`stop_at_last_good`).
     pub async fn verify_with(
         &self,
-        mut progress: impl FnMut(u64, u64) + Send + 'static,
+        mut progress: impl FnMut(u64, u64) -> bool + Send + 'static,
     ) -> Result<VerifyReport, LogError> {
         let (db, tree, at) = (self.inner.db.clone(), self.tree().clone(), self.durable_head());
         let walk = tokio::task::spawn_blocking(move || {
@@ -388,7 +389,7 @@ impl EventLog for SledLog {
     }
 
     async fn verify(&self) -> Result<VerifyReport, LogError> {
-        self.verify_with(|_, _| {}).await
+        self.verify_with(|_, _| true).await
     }
 
     fn directory_head(&self) -> Option<u64> {

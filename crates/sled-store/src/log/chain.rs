@@ -23,18 +23,19 @@ pub(super) fn recorded_prev(tree: &sled::Tree, pos: u64) -> Result<Option<Hash>,
 /// N and N+1 is blamed on N when N+1 itself is vouched for by its successor (N's bytes
 /// changed), and on N+1 otherwise.
 pub(super) fn walk_chain(tree: &sled::Tree) -> Result<ChainWalk, LogError> {
-    walk_chain_from(tree, (0, GENESIS), None, &mut |_, _| {})
+    walk_chain_from(tree, (0, GENESIS), None, &mut |_, _| true)
 }
 
 /// Walks the chain after `start` (a position and its hash, taken as verified).
 /// `live`: the head entry read when the walk began, on a log that is being appended
 /// to — the walk stops there; without it the log is at rest and nothing may follow
-/// the head entry.
+/// the head entry. `progress(position, head)` is called now and then; when it answers
+/// `false` the walk ends there, good as far as it went.
 pub(super) fn walk_chain_from(
     tree: &sled::Tree,
     start: (u64, Hash),
     live: Option<(u64, Hash)>,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut dyn FnMut(u64, u64) -> bool,
 ) -> Result<ChainWalk, LogError> {
     let (head, head_hash) = match live {
         Some(h) => h,
@@ -73,8 +74,8 @@ pub(super) fn walk_chain_from(
         before_prev = prev;
         prev = sha256(&v);
         good = pos;
-        if pos.is_multiple_of(4096) {
-            progress(pos, head);
+        if pos.is_multiple_of(4096) && !progress(pos, head) {
+            return Ok(ChainWalk { good, good_hash: prev, bad: None });
         }
     }
     if good < head {
@@ -221,7 +222,10 @@ pub(super) fn reindex_commands(db: &sled::Db, tree: &sled::Tree) -> Result<(), L
 /// `progress(position, head)` as it goes.
 pub fn verify_dir(path: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, LogError> {
     let db = open_db(path.as_ref())?;
-    let walk = walk_chain_from(&db, (0, GENESIS), None, &mut progress)?;
+    let walk = walk_chain_from(&db, (0, GENESIS), None, &mut |at, head| {
+        progress(at, head);
+        true
+    })?;
     record_walk(&db, &db, &walk)?;
     Ok(VerifyReport { verified: walk.good, first_bad: walk.bad })
 }
