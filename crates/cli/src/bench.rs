@@ -72,6 +72,14 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// The GDAP projection's memory with N relationships (each with a customer of its
+    /// own and one access assignment, over N/1000 partners), and its snapshot's size and
+    /// time to save and to load.
+    Gdap {
+        /// Relationships
+        #[arg(long, default_value_t = 1_000_000)]
+        relationships: u64,
+    },
     /// Drive `ticket.open` straight into the command service (no HTTP).
     Inprocess {
         /// Concurrent producers
@@ -392,6 +400,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Views { events, queries } => views_bench(events, queries).await?,
         BenchCmd::Startup { events, data_dir, runs } => startup::run(events, data_dir, runs).await?,
+        BenchCmd::Gdap { relationships } => startup::gdap(relationships)?,
         BenchCmd::Nats { nodes, in_flight, seconds } => nats_bench(nodes as usize, in_flight, seconds).await?,
         BenchCmd::Http { concurrency, seconds, rate } => {
             let raw = raw_baselines(concurrency, seconds)?;

@@ -4,7 +4,7 @@
 //! R28 whether it is a valid GDAP fact) and, once accepted, an event folded into
 //! [`Directory`] — the GDAP projection the policy judges against.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -161,11 +161,73 @@ pub struct HealthIssue {
     pub customer_ids: Vec<CustomerId>,
 }
 
+/// A small ordered set of ids, kept as a sorted vector: most sets of the directory's
+/// indexes hold one or two ids, and a `BTreeSet` node takes ~300 bytes even for one.
+/// It serializes as a sequence, as a `BTreeSet` does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdSet<T>(Vec<T>);
+
+impl<T> Default for IdSet<T> {
+    fn default() -> Self {
+        IdSet(Vec::new())
+    }
+}
+
+impl<T: Ord> IdSet<T> {
+    /// Adds `id`; false if it was there.
+    pub fn insert(&mut self, id: T) -> bool {
+        match self.0.binary_search(&id) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, id);
+                true
+            }
+        }
+    }
+
+    /// Takes `id` out; false if it was not there.
+    pub fn remove(&mut self, id: &T) -> bool {
+        match self.0.binary_search(id) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn contains(&self, id: &T) -> bool {
+        self.0.binary_search(id).is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// In order.
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a IdSet<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// The members of one security group.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Group {
     pub partner_id: Option<PartnerId>,
-    pub members: BTreeSet<UserId>,
+    pub members: IdSet<UserId>,
 }
 
 /// The GDAP projection: every directory fact, folded from the log, with the indexes
@@ -176,15 +238,15 @@ pub struct Directory {
     pub partners: BTreeMap<PartnerId, Partner>,
     pub users: BTreeMap<UserId, PartnerUser>,
     pub groups: BTreeMap<GroupId, Group>,
-    pub user_groups: BTreeMap<UserId, BTreeSet<GroupId>>,
+    pub user_groups: BTreeMap<UserId, IdSet<GroupId>>,
     pub customers: BTreeMap<CustomerId, Customer>,
     pub relationships: BTreeMap<RelationshipId, Relationship>,
-    pub relationships_by_pair: BTreeMap<(PartnerId, CustomerId), BTreeSet<RelationshipId>>,
+    pub relationships_by_pair: BTreeMap<(PartnerId, CustomerId), IdSet<RelationshipId>>,
     pub assignments: BTreeMap<AssignmentId, Assignment>,
-    pub assignments_by_relationship: BTreeMap<RelationshipId, BTreeSet<AssignmentId>>,
+    pub assignments_by_relationship: BTreeMap<RelationshipId, IdSet<AssignmentId>>,
     pub subscriptions: BTreeMap<SubscriptionId, Subscription>,
     pub rbac: BTreeMap<RbacAssignmentId, RbacAssignment>,
-    pub rbac_by_subscription: BTreeMap<SubscriptionId, BTreeSet<RbacAssignmentId>>,
+    pub rbac_by_subscription: BTreeMap<SubscriptionId, IdSet<RbacAssignmentId>>,
     pub products: BTreeMap<ProductId, Product>,
     pub plans: BTreeMap<PlanId, SupportPlan>,
     pub issues: BTreeMap<IssueId, HealthIssue>,

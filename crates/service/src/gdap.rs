@@ -8,7 +8,7 @@
 //! and then as it follows (at most every [`SNAPSHOT_EVERY`], when the directory
 //! changed or the log moved [`SNAPSHOT_AFTER`] commits), and on [`GdapProjection::save`].
 
-mod snapshot;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

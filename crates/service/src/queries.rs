@@ -276,8 +276,8 @@ impl<L: EventLog> Queries<'_, L> {
         let dir = &view.directory;
         let customers = dir
             .relationships_by_pair
-            .iter()
-            .filter(|((p, _), _)| p == partner)
+            .range((partner.clone(), behalf_domain::CustomerId::default())..)
+            .take_while(|((p, _), _)| p == partner)
             .map(|((_, customer), ids)| PartnerCustomer {
                 customer_id: customer.clone(),
                 name: dir.customers.get(customer).map(|c| c.name.clone()),

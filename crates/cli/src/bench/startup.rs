@@ -184,3 +184,74 @@ pub async fn run(events: u64, dir: Option<PathBuf>, runs: usize) -> anyhow::Resu
     println!("start-up: {median:.2} s to ready over {filled} events");
     Ok(())
 }
+
+/// Resident memory of this process in MiB.
+fn own_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:")).map(|v| v.trim().trim_end_matches("kB").trim().to_owned())
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// `behalf bench gdap --relationships N`.
+pub fn gdap(relationships: u64) -> anyhow::Result<()> {
+    use behalf_domain::{Directory, Event};
+    let samples = behalf_log::samples::every_event_type();
+    let find = |name: &str| samples.iter().find(|e| e.type_name() == name).cloned();
+    let (
+        Some(Event::RelationshipUpserted(rel)),
+        Some(Event::AssignmentUpserted(asg)),
+        Some(Event::CustomerRegistered(cus)),
+    ) = (find("RelationshipUpserted"), find("AssignmentUpserted"), find("CustomerRegistered"))
+    else {
+        anyhow::bail!("the samples lack a relationship, an assignment or a customer");
+    };
+    let before = own_rss_mib();
+    let t0 = Instant::now();
+    let mut dir = Directory::default();
+    let partners = (relationships / 1000).max(1);
+    for i in 0..relationships {
+        let customer = format!("{:08x}-0000-4000-8000-{:012x}", i >> 16, i);
+        let partner = format!("{:08x}-1111-4000-8000-000000000000", i % partners);
+        let mut c = cus.clone();
+        c.customer_id = customer.as_str().into();
+        c.name = format!("Customer {i}");
+        c.domains = vec![format!("customer{i}.example")];
+        dir.apply(&Event::CustomerRegistered(c));
+        let mut r = rel.clone();
+        r.relationship_id = format!("rel-{i:012}").as_str().into();
+        r.partner_id = partner.as_str().into();
+        r.customer_id = customer.as_str().into();
+        dir.apply(&Event::RelationshipUpserted(r));
+        let mut a = asg.clone();
+        a.assignment_id = format!("asg-{i:012}").as_str().into();
+        a.relationship_id = format!("rel-{i:012}").as_str().into();
+        a.group_id = format!("{:08x}-2222-4000-8000-000000000000", i % partners).as_str().into();
+        dir.apply(&Event::AssignmentUpserted(a));
+    }
+    let built = t0.elapsed().as_secs_f64();
+    let after = own_rss_mib();
+    let t1 = Instant::now();
+    use behalf_service::gdap::snapshot::{decode, encode, Anchor};
+    let anchor = Anchor { position: 1, prev_hash: [0; 32], key: "vendor/bench".into(), request_hash: [0; 32] };
+    let bytes = encode(&anchor, &dir).map_err(anyhow::Error::msg)?;
+    let encoded = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let (_, back) = decode(&bytes).map_err(anyhow::Error::msg)?;
+    let decoded = t2.elapsed().as_secs_f64();
+    anyhow::ensure!(back.relationships.len() == dir.relationships.len(), "the snapshot does not hold what was built");
+    println!(
+        "GDAP projection of {relationships} relationships ({relationships} customers, {partners} partners, one assignment each): \
+         {:.0} MiB resident ({:.0} MiB before), built in {built:.1} s",
+        after - before,
+        before
+    );
+    println!(
+        "its snapshot: {:.0} MiB, encoded in {encoded:.2} s, decoded in {decoded:.2} s",
+        bytes.len() as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}

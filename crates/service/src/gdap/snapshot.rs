@@ -17,7 +17,7 @@ const MAGIC: &[u8] = b"behalf-gdap-snapshot 1\n";
 
 /// The commit the snapshot stands on: what must still be at its position in the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Anchor {
+pub struct Anchor {
     pub position: u64,
     pub prev_hash: Hash,
     pub key: String,
@@ -45,7 +45,7 @@ impl Anchor {
 }
 
 /// The file's bytes: magic, the checksum of the rest, the anchor, the directory.
-pub(super) fn encode(anchor: &Anchor, directory: &Directory) -> Result<Vec<u8>, String> {
+pub fn encode(anchor: &Anchor, directory: &Directory) -> Result<Vec<u8>, String> {
     let mut body = rmp_serde::to_vec(anchor).map_err(|e| e.to_string())?;
     rmp_serde::encode::write_named(&mut body, directory).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(MAGIC.len() + 32 + body.len());
@@ -55,7 +55,7 @@ pub(super) fn encode(anchor: &Anchor, directory: &Directory) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-pub(super) fn decode(bytes: &[u8]) -> Result<(Anchor, Directory), String> {
+pub fn decode(bytes: &[u8]) -> Result<(Anchor, Directory), String> {
     let rest = bytes.strip_prefix(MAGIC).ok_or("not a GDAP snapshot (or of another version)")?;
     if rest.len() < 32 {
         return Err("the snapshot is cut short".into());
