@@ -21,7 +21,9 @@ mod startup;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
-    /// Drive `ticket.open` over HTTP against an embedded server in this process.
+    /// Drive `ticket.open` over HTTP against an embedded `serve` in this process (the
+    /// projection, the notifier and the SLA sweep running), after the raw loops and the
+    /// in-process figure from the same run.
     Http {
         /// Concurrent keep-alive connections
         #[arg(long, default_value_t = 64)]
@@ -71,6 +73,10 @@ pub enum BenchCmd {
         /// Cold starts to time (the median is reported)
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Instead: the roles on NATS JetStream — a local nats-server filled with N
+        /// events, then cold starts of `behalf command` and `behalf project` until ready
+        #[arg(long)]
+        nats: bool,
     },
     /// The GDAP projection's memory with N relationships (each with a customer of its
     /// own and one access assignment, over N/1000 partners), and its snapshot's size and
@@ -196,10 +202,10 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<Stats>>) -> anyhow::Result<S
 
 /// Fills a log with about `events` events: tickets opened for one customer, then
 /// one to three notes per commit, an escalation now and then, and refusals.
-async fn fill(log: &behalf_sled_store::SledLog, events: u64) -> anyhow::Result<u64> {
+async fn fill<L: behalf_log::EventLog>(log: &L, events: u64) -> anyhow::Result<u64> {
     use behalf_domain::{CommandId, Event, StreamId, Timestamp};
     use behalf_log::samples::{every_event_type, note_added, ticket_opened};
-    use behalf_log::{AppendRequest, EventLog, ExpectedVersion};
+    use behalf_log::{AppendRequest, ExpectedVersion};
     let escalated = every_event_type().into_iter().find(|e| e.type_name() == "TicketEscalated");
     let rejected = every_event_type().into_iter().find(|e| e.type_name() == "CommandRejected");
     let writers = 64u64;
@@ -393,17 +399,63 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
     Ok(())
 }
 
+/// `ticket.open` straight into the command service over a store with the demo's cast,
+/// from `producers` tasks for `seconds`; prints the figures and returns accepted/s.
+async fn inprocess(producers: usize, seconds: f64, raw: f64) -> anyhow::Result<f64> {
+    let (server, _) = start_server().await?;
+    let dir = server.stop().await?;
+    // Reopen the same store in this process, without HTTP.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (log, _tokens) = crate::stores::open_stores(dir.path())?;
+    let service = Arc::new(CommandService::new(log.clone(), clock));
+    let ayu = Principal::PartnerAgent {
+        partner_id: "c0a1b2c3-0000-4000-8000-000000000001".into(),
+        user_id: "a0a1b2c3-0000-4000-8000-000000000001".into(),
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..producers {
+        let (service, ayu) = (Arc::clone(&service), ayu.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = Stats::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let req =
+                    request::from_value(ticket_body(w as u64 * 1_000_000_000 + n), None).expect("a valid request");
+                let t0 = Instant::now();
+                let done = service.execute(ayu.clone(), req).await;
+                s.record_refused(matches!(done, Err(behalf_service::Refused::Rejected(_))));
+                s.record(t0, done.is_ok());
+            }
+            s
+        }));
+    }
+    let mut all = collect(tasks).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let (groups, commits) = group_counters(&log);
+    report(&format!("in-process, {producers} producers"), &mut all, elapsed);
+    let ours = all.accepted as f64 / elapsed;
+    against_raw(ours, raw, Some((groups, commits)));
+    service.gdap().stop();
+    Ok(ours)
+}
+
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; run `cargo run --release -p behalf -- bench …` for real figures");
     }
     match cmd {
         BenchCmd::Views { events, queries } => views_bench(events, queries).await?,
-        BenchCmd::Startup { events, data_dir, runs } => startup::run(events, data_dir, runs).await?,
+        BenchCmd::Startup { events, nats: true, runs, .. } => startup::nats(events, runs).await?,
+        BenchCmd::Startup { events, data_dir, runs, nats: false } => startup::run(events, data_dir, runs).await?,
         BenchCmd::Gdap { relationships } => startup::gdap(relationships)?,
         BenchCmd::Nats { nodes, in_flight, seconds } => nats_bench(nodes as usize, in_flight, seconds).await?,
         BenchCmd::Http { concurrency, seconds, rate } => {
             let raw = raw_baselines(concurrency, seconds)?;
+            // The in-process figure from the same run, for the ratio.
+            let inproc = inprocess(concurrency, seconds, raw).await?;
             let (server, token) = start_server().await?;
             let base = server.base();
             let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
@@ -451,45 +503,13 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
                 None => format!("HTTP, {concurrency} connections"),
             };
             report(&label, &mut all, elapsed);
-            against_raw(all.accepted as f64 / elapsed, raw, None);
+            let ours = all.accepted as f64 / elapsed;
+            against_raw(ours, raw, None);
+            println!("HTTP ÷ in-process from this run: {:.2}", ours / inproc);
         }
         BenchCmd::Inprocess { producers, seconds } => {
             let raw = raw_baselines(producers, seconds)?;
-            let (server, _) = start_server().await?;
-            let dir = server.stop().await?;
-            // Reopen the same store in this process, without HTTP.
-            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let (log, _tokens) = crate::stores::open_stores(dir.path())?;
-            let service = Arc::new(CommandService::new(log.clone(), clock));
-            let ayu = Principal::PartnerAgent {
-                partner_id: "c0a1b2c3-0000-4000-8000-000000000001".into(),
-                user_id: "a0a1b2c3-0000-4000-8000-000000000001".into(),
-            };
-            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-            let start = Instant::now();
-            let mut tasks = Vec::new();
-            for w in 0..producers {
-                let (service, ayu) = (Arc::clone(&service), ayu.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut s = Stats::default();
-                    let mut n = 0u64;
-                    while Instant::now() < deadline {
-                        n += 1;
-                        let req = request::from_value(ticket_body(w as u64 * 1_000_000_000 + n), None)
-                            .expect("a valid request");
-                        let t0 = Instant::now();
-                        let done = service.execute(ayu.clone(), req).await;
-                        s.record_refused(matches!(done, Err(behalf_service::Refused::Rejected(_))));
-                        s.record(t0, done.is_ok());
-                    }
-                    s
-                }));
-            }
-            let mut all = collect(tasks).await?;
-            let elapsed = start.elapsed().as_secs_f64();
-            let (groups, commits) = group_counters(&log);
-            report(&format!("in-process, {producers} producers"), &mut all, elapsed);
-            against_raw(all.accepted as f64 / elapsed, raw, Some((groups, commits)));
+            inprocess(producers, seconds, raw).await?;
         }
     }
     Ok(())

@@ -24,9 +24,15 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> anyhow::Result<Server> {
+        Server::start_role(&["serve"], dir)
+    }
+
+    /// `behalf <role…> --listen 127.0.0.1:0 --data-dir <dir>`.
+    fn start_role(role: &[&str], dir: &Path) -> anyhow::Result<Server> {
         let t0 = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(role)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("BEHALF_LOG", "warn")
             .stdout(Stdio::piped())
@@ -182,6 +188,42 @@ pub async fn run(events: u64, dir: Option<PathBuf>, runs: usize) -> anyhow::Resu
     ready.sort_by(f64::total_cmp);
     let median = ready[ready.len() / 2];
     println!("start-up: {median:.2} s to ready over {filled} events");
+    Ok(())
+}
+
+/// `behalf bench startup --nats`: a local one-node nats-server filled with about
+/// `events` events, then cold starts of `behalf command` and `behalf project` (each
+/// once before, so its GDAP snapshot is saved) until `/readyz` answers.
+pub async fn nats(events: u64, runs: usize) -> anyhow::Result<()> {
+    let cluster = behalf_nats::server::Cluster::start(1)?;
+    let urls = cluster.urls();
+    let t0 = Instant::now();
+    let log = behalf_nats::NatsLog::open(behalf_nats::NatsOptions::new(urls.as_str())).await?;
+    let filled = super::fill(&log, events).await?;
+    let head = log.head().await?;
+    drop(log);
+    println!("filled {filled} events in {head} commits on NATS in {:.1} s", t0.elapsed().as_secs_f64());
+    let http = reqwest::Client::new();
+    for role in ["command", "project"] {
+        let dir = tempfile::tempdir()?;
+        let args = [role, "--nats", urls.as_str()];
+        let mut ready = Vec::new();
+        for i in 0..=runs.max(1) {
+            let t = Instant::now();
+            let server = Server::start_role(&args, dir.path())?;
+            server.ready(&http).await?;
+            let secs = t.elapsed().as_secs_f64();
+            let rss = server.rss_mib().unwrap_or(0.0);
+            let what = if i == 0 { "first start (no snapshot yet)".to_owned() } else { format!("run {i}") };
+            println!("behalf {role} --nats, {what}: ready after {secs:.2} s, {rss:.0} MiB resident when ready");
+            if i > 0 {
+                ready.push(secs);
+            }
+            server.stop()?;
+        }
+        ready.sort_by(f64::total_cmp);
+        println!("start-up on NATS, behalf {role}: {:.2} s to ready over {filled} events", ready[ready.len() / 2]);
+    }
     Ok(())
 }
 
