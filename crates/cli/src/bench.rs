@@ -298,39 +298,13 @@ async fn views_bench(events: u64, queries: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `behalf command --nats` as a child process of this binary, with HTTP for the setup.
-struct CommandRole {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-    base: String,
-}
-
-impl Drop for CommandRole {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_command_role(urls: &str, replicas: usize) -> anyhow::Result<CommandRole> {
-    use std::io::BufRead as _;
+/// `behalf command --nats` as a child process of this binary, with HTTP for the setup,
+/// and its data directory.
+fn start_command_role(urls: &str, replicas: usize) -> anyhow::Result<(startup::Server, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["command", "--nats", urls, "--nats-replicas", &replicas.to_string(), "--listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("BEHALF_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
-        .ok_or_else(|| anyhow::anyhow!("behalf command did not start"))?;
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok(CommandRole { child, dir, base: format!("http://{addr}") })
+    let replicas = replicas.to_string();
+    let role = startup::Server::start_role(&["command", "--nats", urls, "--nats-replicas", &replicas], dir.path())?;
+    Ok((role, dir))
 }
 
 /// A counter from a Prometheus text page.
@@ -343,8 +317,8 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
     use behalf_nats::rpc::{RpcClient, COMMAND_SUBJECT};
     let cluster = behalf_nats::server::Cluster::start(nodes)?;
     let (urls, replicas) = (cluster.urls(), cluster.replicas());
-    let role = start_command_role(&urls, replicas)?;
-    let admin = std::fs::read_to_string(role.dir.path().join("admin.token"))?.trim().to_owned();
+    let (role, dir) = start_command_role(&urls, replicas)?;
+    let admin = std::fs::read_to_string(dir.path().join("admin.token"))?.trim().to_owned();
     let mut d = Demo::new(role.base.clone())?;
     let c = cast(&mut d, &admin).await?;
     anyhow::ensure!(d.failures.is_empty(), "setting up: {}", d.failures.join("; "));

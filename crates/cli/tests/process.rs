@@ -235,3 +235,33 @@ async fn concurrent_writers(server: Server) {
     let loser = if x.0 == 409 { x.1 } else { y.1 };
     assert_eq!((loser["code"].as_str(), loser["details"]["actual"].as_u64()), (Some("concurrency.conflict"), Some(34)));
 }
+
+/// `behalf bench startup` end to end on a small log: it fills a data directory, lets a
+/// server catch up, times cold starts and prints the figure in its fixed form; a second
+/// run reuses the directory.
+#[test]
+fn bench_startup_fills_then_reuses_and_prints_its_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
+            .args(["bench", "startup", "--events", "3000", "--runs", "1", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let first = run();
+    assert!(first.contains("filled ") && first.contains("disk over "), "{first}");
+    let figure = first.lines().last().unwrap_or_default();
+    let rest = figure.strip_prefix("start-up: ").unwrap_or_else(|| panic!("{first}"));
+    let (secs, events) = rest.split_once(" s to ready over ").unwrap_or_else(|| panic!("{figure}"));
+    assert!(secs.parse::<f64>().is_ok_and(|s| s > 0.0 && s < 60.0), "{figure}");
+    let events: u64 = events.strip_suffix(" events").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{figure}"));
+    assert!((2_000..5_000).contains(&events), "{figure}");
+    let second = run();
+    assert!(second.contains("reusing") && !second.contains("filled "), "{second}");
+    assert!(second.contains(&format!("to ready over {events} events")), "{second}");
+}

@@ -3,9 +3,14 @@
 
 use std::time::Instant;
 
-/// Inserts/s of raw sled: batches of `batch` inserts of `value`, one `apply_batch` and
-/// one `flush` per batch, for about `secs` seconds, in a fresh directory under `dir`.
-pub fn insert_flush_per_sec(dir: &std::path::Path, batch: usize, value: &[u8], secs: f64) -> Result<f64, sled::Error> {
+/// Items/s of raw sled: batches of `batch` items, each added by `item(batch, n)`, one
+/// `apply_batch` and one `flush` per batch, for about `secs` seconds, in `dir`.
+fn insert_flush_loop(
+    dir: &std::path::Path,
+    batch: usize,
+    secs: f64,
+    mut item: impl FnMut(&mut sled::Batch, u64),
+) -> Result<f64, sled::Error> {
     let db = sled::open(dir)?;
     let start = Instant::now();
     let mut n = 0u64;
@@ -13,12 +18,18 @@ pub fn insert_flush_per_sec(dir: &std::path::Path, batch: usize, value: &[u8], s
         let mut b = sled::Batch::default();
         for _ in 0..batch {
             n += 1;
-            b.insert(&n.to_be_bytes(), value);
+            item(&mut b, n);
         }
         db.apply_batch(b)?;
         db.flush()?;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Inserts/s of raw sled: batches of `batch` inserts of `value`, one `apply_batch` and
+/// one `flush` per batch, for about `secs` seconds, in a fresh directory under `dir`.
+pub fn insert_flush_per_sec(dir: &std::path::Path, batch: usize, value: &[u8], secs: f64) -> Result<f64, sled::Error> {
+    insert_flush_loop(dir, batch, secs, |b, n| b.insert(&n.to_be_bytes(), value))
 }
 
 /// As [`insert_flush_per_sec`], writing what one Behalf commit writes: the record by
@@ -30,27 +41,17 @@ pub fn insert_flush_three_keys_per_sec(
     value: &[u8],
     secs: f64,
 ) -> Result<f64, sled::Error> {
-    let db = sled::open(dir)?;
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed().as_secs_f64() < secs {
-        let mut b = sled::Batch::default();
-        for _ in 0..batch {
-            n += 1;
-            let mut record = vec![b'L'];
-            record.extend_from_slice(&n.to_be_bytes());
-            b.insert(record, value);
-            // Streams and command ids spread over the key space as ULIDs and GUIDs do.
-            let spread = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let stream = format!("Sticket-{spread:026}\0\0\0\0\0\0\0\0\x01");
-            b.insert(stream.as_bytes(), &[0u8; 16][..]);
-            let command = format!("Kpartner:c0a1b2c3-0000-4000-8000-000000000001/{spread:032x}");
-            b.insert(command.as_bytes(), &[0u8; 40][..]);
-        }
-        db.apply_batch(b)?;
-        db.flush()?;
-    }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    insert_flush_loop(dir, batch, secs, |b, n| {
+        let mut record = vec![b'L'];
+        record.extend_from_slice(&n.to_be_bytes());
+        b.insert(record, value);
+        // Streams and command ids spread over the key space as ULIDs and GUIDs do.
+        let spread = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let stream = format!("Sticket-{spread:026}\0\0\0\0\0\0\0\0\x01");
+        b.insert(stream.as_bytes(), &[0u8; 16][..]);
+        let command = format!("Kpartner:c0a1b2c3-0000-4000-8000-000000000001/{spread:032x}");
+        b.insert(command.as_bytes(), &[0u8; 40][..]);
+    })
 }
 
 /// Events/s of a raw scan of the whole log plus MessagePack decoding of every record

@@ -14,10 +14,11 @@ use behalf_log::EventLog as _;
 
 use crate::demo::{cast, Demo};
 
-/// A `behalf serve` child process on a data directory.
-struct Server {
+/// A `behalf` role as a child process on a data directory (killed if dropped before
+/// it was stopped).
+pub(super) struct Server {
     child: Child,
-    base: String,
+    pub(super) base: String,
     /// From spawning to "listening on".
     listening: Duration,
 }
@@ -28,7 +29,7 @@ impl Server {
     }
 
     /// `behalf <role…> --listen 127.0.0.1:0 --data-dir <dir>`.
-    fn start_role(role: &[&str], dir: &Path) -> anyhow::Result<Server> {
+    pub(super) fn start_role(role: &[&str], dir: &Path) -> anyhow::Result<Server> {
         let t0 = Instant::now();
         let mut child = Command::new(std::env::current_exe()?)
             .args(role)
@@ -43,7 +44,7 @@ impl Server {
             .by_ref()
             .map_while(Result::ok)
             .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
-            .ok_or_else(|| anyhow::anyhow!("behalf serve did not start on {}", dir.display()))?;
+            .ok_or_else(|| anyhow::anyhow!("behalf {} did not start on {}", role.join(" "), dir.display()))?;
         let listening = t0.elapsed();
         std::thread::spawn(move || lines.for_each(drop));
         Ok(Server { child, base: format!("http://{addr}"), listening })
@@ -82,6 +83,15 @@ impl Server {
         let status = self.child.wait()?;
         anyhow::ensure!(status.success(), "behalf serve stopped with {status}");
         Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
