@@ -177,7 +177,12 @@ async fn serve_on(
             () = &mut shutdown => break,
         };
         let stream = match accepted {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                // Answers go out as soon as they are written (no waiting for an ACK
+                // to coalesce small segments).
+                let _ = stream.set_nodelay(true);
+                stream
+            }
             Err(e) => {
                 // Out of file descriptors, a connection reset before accept: keep serving.
                 tracing::warn!(error = %e, "cannot accept a connection");
