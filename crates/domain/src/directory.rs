@@ -180,6 +180,10 @@ impl<T: Ord> IdSet<T> {
         match self.0.binary_search(&id) {
             Ok(_) => false,
             Err(at) => {
+                // Small sets hold exactly what they need; larger ones grow as vectors do.
+                if self.0.len() < 4 {
+                    self.0.reserve_exact(1);
+                }
                 self.0.insert(at, id);
                 true
             }

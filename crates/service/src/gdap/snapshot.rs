@@ -72,8 +72,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Anchor, Directory), String> {
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old file or the new one whole.
+/// The temporary file is this process's own, so two processes sharing a data directory
+/// do not write into each other's.
 pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     {
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(bytes)?;
