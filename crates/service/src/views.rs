@@ -21,7 +21,7 @@ use behalf_domain::event::*;
 use behalf_domain::sla::SlaState;
 use behalf_domain::*;
 use behalf_log::views::{ViewStore, Write};
-use behalf_log::{Commit, EventEnvelope, EventLog, LogError};
+use behalf_log::{Commit, EventLog, LogError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,21 +161,22 @@ impl<'s, S: ViewStore + ?Sized> Overlay<'s, S> {
                 ck.extend_from_slice(id.as_str().as_bytes());
                 let mut pk = partner_prefix(&view.ticket.partner_id);
                 pk.extend_from_slice(id.as_str().as_bytes());
-                self.put(ck, &summary)?;
-                self.put(pk, &summary)?;
+                let bytes = encode(&summary)?;
+                self.pending.insert(ck, Some(bytes.clone()));
+                self.pending.insert(pk, Some(bytes));
             }
         }
         Ok(self.pending.into_iter().collect())
     }
 }
 
-/// Applies one event (with its envelope) to the views.
-pub fn apply<S: ViewStore + ?Sized>(o: &mut Overlay<'_, S>, env: &EventEnvelope) -> Result<(), LogError> {
-    let e = &env.event;
+/// Applies one event of `commit` to the views (by reference: the envelope the feeds
+/// show is not built here, it would copy every event).
+pub fn apply<S: ViewStore + ?Sized>(o: &mut Overlay<'_, S>, commit: &Commit, e: &Event) -> Result<(), LogError> {
     if let Event::CommandRejected(r) = e {
         let entry = RejectionEntry {
-            position: env.position,
-            command_id: env.command_id.clone(),
+            position: commit.position,
+            command_id: commit.command_id.clone(),
             command_type: r.command_type.clone(),
             principal: r.principal.clone(),
             code: r.code,
@@ -185,23 +186,23 @@ pub fn apply<S: ViewStore + ?Sized>(o: &mut Overlay<'_, S>, env: &EventEnvelope)
             at: r.at,
         };
         let mut key = REJECTIONS_PREFIX.to_vec();
-        key.extend_from_slice(&env.position.to_be_bytes());
+        key.extend_from_slice(&commit.position.to_be_bytes());
         return o.put(key, &entry);
     }
     let Some(id) = e.ticket_id() else { return Ok(()) };
     if let Some((_, view)) = o.tickets.get_mut(id) {
-        evolve_in_place(view, env);
+        evolve_in_place(view, commit, e);
         return Ok(());
     }
     let before = o.stored_ticket(id)?;
     let before_summary = before.as_ref().map(TicketView::summary);
-    let view = match (before, &env.event) {
-        (None, Event::TicketOpened(opened)) => match opened_view(opened, env) {
+    let view = match (before, e) {
+        (None, Event::TicketOpened(opened)) => match opened_view(opened, e) {
             Some(v) => v,
             None => return Ok(()),
         },
         (Some(mut v), _) => {
-            evolve_in_place(&mut v, env);
+            evolve_in_place(&mut v, commit, e);
             v
         }
         (None, _) => return Ok(()),
@@ -210,9 +211,9 @@ pub fn apply<S: ViewStore + ?Sized>(o: &mut Overlay<'_, S>, env: &EventEnvelope)
     Ok(())
 }
 
-fn opened_view(e: &TicketOpened, env: &EventEnvelope) -> Option<TicketView> {
+fn opened_view(e: &TicketOpened, event: &Event) -> Option<TicketView> {
     Some(TicketView {
-        ticket: Ticket::evolve(None, &env.event)?,
+        ticket: Ticket::evolve(None, event)?,
         title: e.title.clone(),
         description: e.description.clone(),
         support_topic: e.support_topic.clone(),
@@ -221,9 +222,9 @@ fn opened_view(e: &TicketOpened, env: &EventEnvelope) -> Option<TicketView> {
     })
 }
 
-fn evolve_in_place(v: &mut TicketView, env: &EventEnvelope) {
-    v.ticket.apply(&env.event);
-    v.updated_at = env.at;
+fn evolve_in_place(v: &mut TicketView, commit: &Commit, e: &Event) {
+    v.ticket.apply(e);
+    v.updated_at = commit.at;
 }
 
 /// Applies a batch of commits and commits the writes with the last position.
@@ -231,8 +232,8 @@ pub fn apply_batch<S: ViewStore + ?Sized>(store: &S, commits: &[Commit]) -> Resu
     let Some(last) = commits.last() else { return store.checkpoint() };
     let mut o = Overlay::new(store);
     for c in commits {
-        for env in c.envelopes() {
-            apply(&mut o, &env)?;
+        for e in &c.events {
+            apply(&mut o, c, e)?;
         }
     }
     store.commit(o.into_writes()?, last.position)?;
