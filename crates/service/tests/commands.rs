@@ -121,3 +121,71 @@ async fn a_refusal_changes_no_ticket_and_is_recorded_once() {
     assert_eq!((r.command_type.as_str(), r.code.as_str()), ("ticket.reopen", "ticket.invalid_transition"));
     assert_eq!(records[0].actor, agent(), "who");
 }
+
+/// R29 under a moving directory: two services (two GDAP projections, as two processes
+/// would have) open tickets while the grant behind them is deleted and restored again
+/// and again. A decision waits only for the last directory commit, and the log refuses
+/// an append decided against an older directory; so for every accepted ticket, no
+/// directory commit lies between the position its evidence was judged at and the
+/// commit itself — the evidence describes the directory the ticket was opened under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_ticket_is_opened_on_a_directory_that_moved_after_its_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::at(at("2026-06-01T00:00:00Z"));
+    let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
+    let one = Arc::new(CommandService::new(log.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
+    let two = Arc::new(CommandService::new(log.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
+    for (who, cmd) in standard_world(&FIXED_TIMES) {
+        accepted(run(&one, &who, cmd).await);
+    }
+    let toggler = {
+        let one = Arc::clone(&one);
+        tokio::spawn(async move {
+            for i in 0..40 {
+                let status = if i % 2 == 0 { "deleted" } else { "active" };
+                let upsert = json!({"type":"gdap.assignment.upsert","assignment_id":"asg-1","relationship_id":"rel-1","group_id":GROUP,"roles":[HELPDESK],"status":status});
+                accepted(run(&one, &sync(PARTNER), upsert).await);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut openers = Vec::new();
+    for w in 0..16 {
+        let s = if w % 2 == 0 { Arc::clone(&one) } else { Arc::clone(&two) };
+        openers.push(tokio::spawn(async move {
+            let mut opened = 0;
+            for _ in 0..20 {
+                opened += usize::from(run(&s, &agent(), open_o365()).await.is_ok());
+            }
+            opened
+        }));
+    }
+    toggler.await.unwrap();
+    let mut opened = 0;
+    for o in openers {
+        opened += o.await.unwrap();
+    }
+    let commits = log.read_all(0, usize::MAX).await.unwrap();
+    let directory: Vec<u64> = commits
+        .iter()
+        .filter(|c| behalf_domain::command::DIRECTORY_CATEGORIES.contains(&c.stream.category()))
+        .map(|c| c.position)
+        .collect();
+    let mut checked = 0;
+    for c in &commits {
+        for e in &c.events {
+            if let Event::TicketOpened(t) = e {
+                let judged = t.evidence.directory_position;
+                let between: Vec<_> = directory.iter().filter(|&&d| d > judged && d < c.position).collect();
+                assert!(
+                    between.is_empty(),
+                    "ticket at {} judged at {judged}; directory moved at {between:?}",
+                    c.position
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, opened, "every accepted open is in the log");
+    assert!(opened > 0, "some opens got through between the toggles");
+}
