@@ -175,7 +175,7 @@ fn against_raw(ours: f64, raw: f64, groups: Option<(f64, f64)>) {
 /// The log's group counters: (groups, commits in them).
 fn group_counters<L: behalf_log::EventLog>(log: &L) -> (f64, f64) {
     let get = |name| log.counters().into_iter().find(|(n, _, _)| *n == name).map_or(0.0, |(_, _, v)| v as f64);
-    (get("behalf_log_batches_total"), get("behalf_log_batched_commits_total"))
+    (get(behalf_log::GROUPS_METRIC), get(behalf_log::GROUPED_COMMITS_METRIC))
 }
 
 /// A temporary server with the demo's cast registered; returns it and Ayu's token.
@@ -327,7 +327,7 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
     let metrics = || async {
         let page = reqwest::get(format!("{}/metrics", role.base)).await?.text().await?;
         let get = |name| counter(&page, name).unwrap_or(0.0);
-        anyhow::Ok((get("behalf_log_batches_total"), get("behalf_log_batched_commits_total")))
+        anyhow::Ok((get(behalf_log::GROUPS_METRIC), get(behalf_log::GROUPED_COMMITS_METRIC)))
     };
     let (batches_before, commits_before) = metrics().await?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);

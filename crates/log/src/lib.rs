@@ -76,6 +76,12 @@ impl AppendRequest {
     }
 }
 
+/// The group commit's counters in [`EventLog::counters`], named alike on every engine
+/// (the benchmarks read the group size from them): groups written, and the commits in
+/// them.
+pub const GROUPS_METRIC: &str = "behalf_log_batches_total";
+pub const GROUPED_COMMITS_METRIC: &str = "behalf_log_batched_commits_total";
+
 /// A commit that is in the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {

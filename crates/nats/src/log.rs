@@ -384,12 +384,12 @@ impl EventLog for NatsLog {
         use std::sync::atomic::Ordering::Relaxed;
         vec![
             (
-                "behalf_log_batches_total",
+                behalf_log::GROUPS_METRIC,
                 "Atomic batches the group commit published.",
                 self.inner.stats.batches.load(Relaxed),
             ),
             (
-                "behalf_log_batched_commits_total",
+                behalf_log::GROUPED_COMMITS_METRIC,
                 "Commits the group commit published in those batches.",
                 self.inner.stats.commits.load(Relaxed),
             ),

@@ -48,9 +48,18 @@ struct Snapshots {
     changed: AtomicBool,
     /// The position and time of the last save (or of the start).
     saved: Mutex<(u64, Instant)>,
+    /// The position of `saved`, readable without its lock.
+    saved_at: AtomicU64,
     saving: AtomicBool,
     /// The position of the snapshot this projection started from (0: none).
     started_from: AtomicU64,
+}
+
+impl Snapshots {
+    fn record_save(&self, position: u64) {
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = (position, Instant::now());
+        self.saved_at.store(position, Ordering::Relaxed);
+    }
 }
 
 /// A consistent view: the directory and the position it was folded up to.
@@ -77,6 +86,7 @@ impl GdapProjection {
             path,
             changed: AtomicBool::new(false),
             saved: Mutex::new((0, Instant::now())),
+            saved_at: AtomicU64::new(0),
             saving: AtomicBool::new(false),
             started_from: AtomicU64::new(0),
         });
@@ -210,12 +220,16 @@ impl GdapProjection {
 
     fn snapshot_due(&self) -> bool {
         let Some(s) = &self.snapshot else { return false };
-        if s.saving.load(Ordering::Relaxed) {
+        let changed = s.changed.load(Ordering::Relaxed);
+        // Called for every commit the projection applies: answer the common case (no
+        // directory change, few commits since the last save) without the lock.
+        if s.saving.load(Ordering::Relaxed)
+            || (!changed && self.position() < s.saved_at.load(Ordering::Relaxed) + SNAPSHOT_AFTER)
+        {
             return false;
         }
         let (at, when) = *s.saved.lock().unwrap_or_else(|p| p.into_inner());
-        when.elapsed() >= SNAPSHOT_EVERY
-            && (s.changed.load(Ordering::Relaxed) || self.position() >= at + SNAPSHOT_AFTER)
+        when.elapsed() >= SNAPSHOT_EVERY && (changed || self.position() >= at + SNAPSHOT_AFTER)
     }
 
     /// Saves a snapshot of what is applied now (when this projection has a snapshot
@@ -279,7 +293,7 @@ impl GdapProjection {
             }
             Err(e) => return Err(restore(e)),
         };
-        *s.saved.lock().unwrap_or_else(|p| p.into_inner()) = (at, Instant::now());
+        s.record_save(at);
         tracing::debug!(position = at, bytes, ms = started.elapsed().as_millis() as u64, "saved the GDAP snapshot");
         Ok(Some(at))
     }
@@ -316,7 +330,7 @@ impl GdapProjection {
                 *self.directory.write().unwrap_or_else(|p| p.into_inner()) = directory;
                 self.position.store(position, Ordering::SeqCst);
                 self.notify.send_replace(position);
-                *s.saved.lock().unwrap_or_else(|p| p.into_inner()) = (position, Instant::now());
+                s.record_save(position);
                 s.started_from.store(position, Ordering::SeqCst);
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(position, ms, "the GDAP projection starts from its snapshot");

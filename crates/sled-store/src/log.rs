@@ -406,12 +406,12 @@ impl EventLog for SledLog {
                 verified,
             ),
             (
-                "behalf_log_batches_total",
+                behalf_log::GROUPS_METRIC,
                 "Group commits written (one flush each).",
                 self.inner.groups.groups.load(Relaxed),
             ),
             (
-                "behalf_log_batched_commits_total",
+                behalf_log::GROUPED_COMMITS_METRIC,
                 "Commits written in group commits.",
                 self.inner.groups.commits.load(Relaxed),
             ),
