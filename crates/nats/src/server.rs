@@ -76,6 +76,8 @@ impl Node {
         let conf = self.dir.join("nats.conf");
         std::fs::write(&conf, self.config())?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log"))?;
+        // What this start writes to the log (it is appended to across restarts).
+        let from = log.metadata()?.len() as usize;
         let child = Command::new(binary())
             .arg("-c")
             .arg(&conf)
@@ -91,7 +93,15 @@ impl Node {
             })?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() {
+        // Ready when *this* process says so: a port picked free may have been taken by
+        // another test's server in the meantime, which would answer a connect while
+        // this one exits with "address already in use".
+        let ready = |dir: &std::path::Path| {
+            std::fs::read(dir.join("server.log")).is_ok_and(|log| {
+                String::from_utf8_lossy(log.get(from..).unwrap_or_default()).contains("Server is ready")
+            })
+        };
+        while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() || !ready(&self.dir) {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
                 let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
@@ -157,7 +167,23 @@ impl Cluster {
     }
 
     /// `n` nodes, each with more configuration.
+    /// Ports are picked free and released before the servers bind them, so another
+    /// process may take one in between: then the whole set starts again on new ports
+    /// (a few times).
     pub fn start_with(n: usize, extra: &str) -> std::io::Result<Cluster> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Cluster::try_start(n, extra) {
+                Err(e) if attempt < 5 && e.to_string().contains("address already in use") => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn try_start(n: usize, extra: &str) -> std::io::Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("behalf-nats-").tempdir()?;
         let ports: Vec<(u16, u16)> =
             (0..n).map(|_| Ok((free_port()?, free_port()?))).collect::<std::io::Result<_>>()?;
