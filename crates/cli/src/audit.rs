@@ -3,14 +3,14 @@
 //! the verdict (0: all holds, 1: something does not, 2: the audit could not run).
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use behalf_domain::{CustomerId, PartnerId, TicketId, Timestamp, UserId};
 use behalf_log::views::ViewStore as _;
 use behalf_log::EventLog;
 use behalf_service::audit;
-use behalf_sled_store::{OpenOptions, SledLog};
+use behalf_sled_store::DataDir;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -87,20 +87,6 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     b
 }
 
-fn open_log(data_dir: &Path) -> anyhow::Result<SledLog> {
-    if !data_dir.join("log").exists() {
-        bail!("no event log in {}", data_dir.display());
-    }
-    Ok(SledLog::open(data_dir.join("log"), OpenOptions::default())
-        .with_context(|| {
-            format!(
-                "cannot open the log in {} (is a server running on it? a broken chain? try `behalf audit verify`)",
-                data_dir.display()
-            )
-        })?
-        .0)
-}
-
 impl AuditCmd {
     fn source(&self) -> &Source {
         match self {
@@ -140,7 +126,7 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
         }
         (Some(to), _) => run_on(cmd, open_nats_log(&to).await?).await,
         (None, AuditCmd::Verify { source }) => {
-            let path = source.data_dir.join("log");
+            let path = DataDir::new(&source.data_dir).log();
             if !path.exists() {
                 bail!("no event log in {}", source.data_dir.display());
             }
@@ -153,7 +139,7 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             verdict(&report)
         }
         (None, _) => {
-            let log = open_log(&cmd.source().data_dir)?;
+            let log = crate::stores::open_existing_log(&DataDir::new(&cmd.source().data_dir))?;
             run_on(cmd, log).await
         }
     }
@@ -177,11 +163,11 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
     match cmd {
         AuditCmd::Verify { .. } => verdict(&log.verify().await?),
         AuditCmd::Replay { source: Source { data_dir, .. } } => {
-            let live = crate::stores::open_views(&data_dir.join("views"))?;
+            let live = crate::stores::open_views(&DataDir::new(data_dir))?;
             // Bring the live views up to the log first: a lagging runner is not a difference.
             let head = behalf_service::views::catch_up(&log, &live, |_, _| {}).await?;
             let scratch_dir = tempfile::tempdir()?;
-            let scratch = crate::stores::open_views(scratch_dir.path())?;
+            let scratch = crate::stores::open_views_at(scratch_dir.path())?;
             let b = bar(head, "replaying");
             let diffs = audit::replay_and_compare(&log, &live, &scratch, |p, _| b.set_position(p)).await?;
             b.finish_and_clear();

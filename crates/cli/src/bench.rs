@@ -12,6 +12,7 @@ use behalf_domain::Principal;
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
 use behalf_service::request;
+use behalf_sled_store::DataDir;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
@@ -262,14 +263,15 @@ async fn views_bench(events: u64, queries: usize) -> anyhow::Result<()> {
     use behalf_log::views::ViewStore as _;
     use behalf_service::queries::{ListFilter, Queries};
     let dir = tempfile::tempdir()?;
-    let (log, _) = behalf_sled_store::SledLog::open(dir.path().join("log"), Default::default())?;
+    let data = DataDir::new(dir.path());
+    let (log, _) = data.open_log(Default::default())?;
     let t0 = Instant::now();
     let filled = fill(&log, events).await?;
     println!("filled {filled} events in {:.1}s", t0.elapsed().as_secs_f64());
     let raw_log = log.clone();
     let (n, raw) =
         tokio::task::spawn_blocking(move || behalf_sled_store::baseline::scan_decode_per_sec(&raw_log)).await??;
-    let views = crate::stores::open_views(&dir.path().join("views"))?;
+    let views = crate::stores::open_views(&data)?;
     let t1 = Instant::now();
     behalf_service::views::rebuild(&log, &views, |_, _| {}).await?;
     let ours = n as f64 / t1.elapsed().as_secs_f64();
@@ -318,7 +320,7 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
     let cluster = behalf_nats::server::Cluster::start(nodes)?;
     let (urls, replicas) = (cluster.urls(), cluster.replicas());
     let (role, dir) = start_command_role(&urls, replicas)?;
-    let admin = std::fs::read_to_string(dir.path().join("admin.token"))?.trim().to_owned();
+    let admin = std::fs::read_to_string(DataDir::new(dir.path()).admin_token())?.trim().to_owned();
     let mut d = Demo::new(role.base.clone())?;
     let c = cast(&mut d, &admin).await?;
     anyhow::ensure!(d.failures.is_empty(), "setting up: {}", d.failures.join("; "));
@@ -380,7 +382,7 @@ async fn inprocess(producers: usize, seconds: f64, raw: f64) -> anyhow::Result<f
     let dir = server.stop().await?;
     // Reopen the same store in this process, without HTTP.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (log, _tokens) = crate::stores::open_stores(dir.path())?;
+    let (log, _tokens) = crate::stores::open_stores(&DataDir::new(dir.path()), false)?;
     let service = Arc::new(CommandService::new(log.clone(), clock));
     let ayu = Principal::PartnerAgent {
         partner_id: "c0a1b2c3-0000-4000-8000-000000000001".into(),

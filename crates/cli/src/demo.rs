@@ -377,7 +377,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
             println!("  {who}: {}/console/#token={token}", server.base());
         }
         println!("Serving on {} until Ctrl-C.", server.addr);
-        crate::serve::shutdown_signal().await;
+        crate::listen::shutdown_signal().await;
     }
     server.stop().await?;
     println!();

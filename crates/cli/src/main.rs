@@ -4,6 +4,7 @@ mod audit;
 mod bench;
 mod demo;
 mod import;
+mod listen;
 mod project;
 mod queue;
 mod roles;
@@ -104,7 +105,7 @@ fn main() -> anyhow::Result<()> {
             let mut s = a.settings.load()?;
             s.stop_at_last_good = a.stop_at_last_good;
             init_tracing(s.log_format);
-            rt.block_on(serve::run(s, serve::shutdown_signal()))
+            rt.block_on(serve::run(s, listen::shutdown_signal()))
         }
         Cmd::Command(a) => {
             let s = a.settings.load()?;

@@ -5,11 +5,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context as _;
-
 use crate::settings::Settings;
 use behalf_log::EventLog;
-use behalf_sled_store::{OpenOptions, SledLog};
+use behalf_sled_store::DataDir;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
@@ -31,11 +29,10 @@ pub async fn run(a: ProjectArgs, s: &Settings) -> anyhow::Result<()> {
     if s.nats.is_some() {
         return crate::roles::project(s).await;
     }
-    let data_dir = &s.data_dir;
-    let (log, _) = SledLog::open(data_dir.join("log"), OpenOptions::default())
-        .with_context(|| format!("cannot open the log in {} (is a server running on it?)", data_dir.display()))?;
-    let target = a.into.clone().unwrap_or_else(|| data_dir.join("views"));
-    let views = crate::stores::open_views(&target)?;
+    let dir = DataDir::new(&s.data_dir);
+    let log = crate::stores::open_existing_log(&dir)?;
+    let target = a.into.clone().unwrap_or_else(|| dir.views());
+    let views = crate::stores::open_views_at(&target)?;
     let head = log.head().await?;
     let bar = ProgressBar::new(head);
     bar.set_style(

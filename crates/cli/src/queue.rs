@@ -10,6 +10,7 @@ use behalf_log::queues::{QueueSink as _, QueueStore};
 use behalf_log::EventLog;
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
+use behalf_sled_store::DataDir;
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -54,7 +55,7 @@ fn on_queues<T>(at: &QueueSource, f: impl FnOnce(&dyn QueueStore) -> anyhow::Res
             let q = rt.block_on(behalf_nats::NatsQueues::open(&to, 1))?;
             rt.block_on(async { tokio::task::block_in_place(|| f(&q)) })
         }
-        None => f(&crate::stores::open_queues(&at.data_dir.join("queues"))?),
+        None => f(&crate::stores::open_queues(&DataDir::new(&at.data_dir))?),
     }
 }
 
@@ -93,9 +94,10 @@ pub async fn notify(a: NotifyArgs, s: &crate::settings::Settings) -> anyhow::Res
         return crate::roles::notify(s).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (log, _tokens) = crate::stores::open_stores(&s.data_dir)?;
-    let queues = Arc::new(crate::stores::open_queues(&s.data_dir.join("queues"))?);
-    let views = Arc::new(crate::stores::open_views(&s.data_dir.join("views"))?);
+    let dir = DataDir::new(&s.data_dir);
+    let (log, _tokens) = crate::stores::open_stores(&dir, false)?;
+    let queues = Arc::new(crate::stores::open_queues(&dir)?);
+    let views = Arc::new(crate::stores::open_views(&dir)?);
     if a.once {
         let head = log.head().await?;
         let at = behalf_service::runner::catch_up(&log, queues.checkpoint()?, head, |page| {
@@ -112,7 +114,7 @@ pub async fn notify(a: NotifyArgs, s: &crate::settings::Settings) -> anyhow::Res
     let mut workers = behalf_service::runner::Workers::default();
     crate::workers::spawn_forwarding(&mut workers, log, Arc::clone(&queues));
     crate::workers::spawn_sla_sweep(&mut workers, views, service, clock, queues);
-    crate::serve::shutdown_signal().await;
+    crate::listen::shutdown_signal().await;
     workers.stop(crate::workers::STOP_DEADLINE).await;
     Ok(())
 }

@@ -15,7 +15,6 @@
 //! request is answered exactly as the same HTTP request would be.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -27,10 +26,11 @@ use behalf_nats::Endpoint;
 use behalf_nats::{NatsLog, NatsQueues};
 use behalf_service::clock::{Clock, SystemClock};
 use behalf_service::commands::CommandService;
-use behalf_service::runner::Workers;
+use behalf_service::runner::{Stop, Workers};
 use behalf_service::tokens::Tokens;
-use tokio::net::TcpListener;
+use behalf_sled_store::DataDir;
 
+use crate::listen::{shutdown_signal, Http};
 use crate::settings::Settings;
 
 /// What a role on NATS runs with, from its [`Settings`].
@@ -40,7 +40,7 @@ pub struct NatsArgs {
     pub nats_replicas: usize,
     pub nats_duplicate_window: std::time::Duration,
     /// Where this process keeps what is its own (views, the admin token it made).
-    pub data_dir: PathBuf,
+    pub data_dir: DataDir,
     /// Also serve this role's HTTP endpoints here.
     pub listen: Option<SocketAddr>,
     pub limits: Limits,
@@ -57,18 +57,12 @@ impl NatsArgs {
             nats,
             nats_replicas: s.nats_replicas,
             nats_duplicate_window: s.nats_duplicate_window,
-            data_dir: s.data_dir.clone(),
+            data_dir: DataDir::new(&s.data_dir),
             listen: s.listen,
             limits: Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight },
             tls: s.tls.clone(),
         })
     }
-}
-
-type Shutdown = tokio::sync::watch::Receiver<bool>;
-
-async fn stopped(mut rx: Shutdown) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// How a role's NATS requests reach the router.
@@ -88,7 +82,7 @@ async fn serve_nats(
     group: &str,
     router: Router,
     requests: Requests,
-    shutdown: Shutdown,
+    stop: Stop,
 ) -> anyhow::Result<()> {
     let listener = rpc::listen(&to, subject, group).await?;
     println!("serving {subject} (queue group {group})");
@@ -107,32 +101,22 @@ async fn serve_nats(
             RpcReply { status: reply.status, content_type: reply.content_type, body: reply.body }
         }
     };
-    listener.run(handler, stopped(shutdown)).await?;
+    listener.run(handler, stop.into_stopped()).await?;
     Ok(())
 }
 
 /// Serves HTTP (HTTPS with a certificate) too when asked; prints the address like
 /// `behalf serve` does.
-async fn serve_http(a: &NatsArgs, router: Router, shutdown: Shutdown) -> anyhow::Result<()> {
+async fn serve_http(a: &NatsArgs, router: Router, stop: Stop) -> anyhow::Result<()> {
     let Some(addr) = a.listen else { return Ok(()) };
-    let tls = crate::serve::https(a.tls.as_ref())?;
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    println!("listening on {}", listener.local_addr()?);
-    crate::serve::serve_http(listener, router, tls, stopped(shutdown)).await
-}
-
-fn shutdown_channel() -> (Shutdown, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let signal = tokio::spawn(async move {
-        crate::serve::shutdown_signal().await;
-        let _ = tx.send(true);
-    });
-    (rx, signal)
+    let http = Http::bind(addr, a.tls.as_ref()).await?;
+    println!("listening on {}", http.addr);
+    http.serve(router, stop.into_stopped()).await
 }
 
 async fn open_tokens(a: &NatsArgs, clock: &dyn Clock) -> anyhow::Result<Tokens> {
     let tokens = crate::stores::open_nats_tokens(&a.nats, a.nats_replicas, &a.data_dir).await?;
-    if let Some(path) = tokens.bootstrap_admin(&a.data_dir, clock)? {
+    if let Some(path) = tokens.bootstrap_admin(&a.data_dir.admin_token(), clock)? {
         println!("admin token written to {} (readable by its owner only)", path.display());
     }
     Ok(tokens)
@@ -165,16 +149,16 @@ pub async fn command(s: &Settings) -> anyhow::Result<()> {
     let (log, gdap) = (app.log.clone(), Arc::clone(&app.gdap));
     let service = CommandService::with_gdap(app.log.clone(), Arc::clone(&app.gdap), Arc::clone(&app.clock));
     let router = behalf_http::router(Arc::new(app.with_commands(Arc::new(service))));
-    let (shutdown, _signal) = shutdown_channel();
+    let stop = Stop::when(shutdown_signal());
     let nats = serve_nats(
         a.nats.clone(),
         rpc::COMMAND_SUBJECT,
         "behalf-command",
         router.clone(),
         Requests::Commands,
-        shutdown.clone(),
+        stop.clone(),
     );
-    let (n, h) = tokio::join!(nats, serve_http(&a, router, shutdown));
+    let (n, h) = tokio::join!(nats, serve_http(&a, router, stop));
     gdap.save(&log).await;
     n.and(h)
 }
@@ -185,16 +169,15 @@ pub async fn project(s: &Settings) -> anyhow::Result<()> {
     // This role decides no commands: the projection alone scopes its answers.
     let app = app_on(&a, false).await?;
     let (log, gdap) = (app.log.clone(), Arc::clone(&app.gdap));
-    let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
+    let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir)?);
     let mut workers = Workers::default();
     let position =
         crate::workers::spawn_followers::<_, dyn QueueStore>(&mut workers, app.log.clone(), Arc::clone(&views), None)?;
     let router = behalf_http::router(Arc::new(app.with_read(ReadSide { views, position })));
-    let (shutdown, _signal) = shutdown_channel();
+    let stop = Stop::when(shutdown_signal());
     let subject = format!("{}.>", rpc::QUERY_PREFIX);
-    let nats =
-        serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), Requests::Queries, shutdown.clone());
-    let (n, h) = tokio::join!(nats, serve_http(&a, router, shutdown));
+    let nats = serve_nats(a.nats.clone(), &subject, "behalf-project", router.clone(), Requests::Queries, stop.clone());
+    let (n, h) = tokio::join!(nats, serve_http(&a, router, stop));
     workers.stop(crate::workers::STOP_DEADLINE).await;
     gdap.save(&log).await;
     n.and(h)
@@ -207,15 +190,15 @@ pub async fn notify(s: &Settings) -> anyhow::Result<()> {
     // The notifier also keeps the command index complete (R26 beyond the window).
     let log = crate::stores::open_nats(&a.nats, a.nats_replicas, a.nats_duplicate_window, true).await?;
     let queues = open_queues(&a).await?;
-    crate::stores::ensure_dir(&a.data_dir)?;
-    let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir.join("views"))?);
+    crate::stores::ensure_dir(a.data_dir.root())?;
+    let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir)?);
     let mut workers = Workers::default();
     crate::workers::spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
     crate::workers::spawn_sla_sweep(&mut workers, views, service, clock, Arc::clone(&queues));
     println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE)");
-    let (shutdown, _signal) = shutdown_channel();
-    stopped(shutdown).await;
+    let stop = Stop::when(shutdown_signal());
+    stop.into_stopped().await;
     workers.stop(crate::workers::STOP_DEADLINE).await;
     Ok(())
 }

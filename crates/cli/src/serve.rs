@@ -1,6 +1,9 @@
-//! `behalf serve`: the embedded engine, the command service and the HTTP API in one
-//! process, until SIGTERM or Ctrl-C; then stop accepting, finish what is in flight,
-//! and exit 0. Every acknowledged command was durable before it was acknowledged.
+//! `behalf serve`: every role in one process — the HTTP API, the command service, the
+//! GDAP projection, the views and the notifier — over the embedded engine (the data
+//! directory), or with `--nats` over NATS JetStream (log, tokens and queues in the
+//! cluster; views and the GDAP snapshot in the data directory). It runs until SIGTERM
+//! or Ctrl-C; then it stops accepting, finishes what is in flight, and exits 0. Every
+//! acknowledged command was durable before it was acknowledged.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,11 +19,12 @@ use behalf_service::commands::CommandService;
 use behalf_service::gdap::GdapProjection;
 use behalf_service::runner::Workers;
 use behalf_service::tokens::Tokens;
-use tokio::net::TcpListener;
+use behalf_sled_store::DataDir;
 
+use crate::listen::Http;
 use crate::settings::Settings;
-use crate::stores::*;
-use crate::workers::*;
+use crate::stores::{broken, gdap_projection, open_nats, open_nats_tokens, open_queues, open_stores, open_views};
+use crate::workers::{spawn_followers, spawn_sla_sweep, STOP_DEADLINE};
 
 /// A server that is up: its address and where the admin token went, if it was made.
 pub struct Started {
@@ -33,10 +37,11 @@ pub async fn start(
     s: &Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Started, Serving)> {
+    let dir = DataDir::new(&s.data_dir);
     match &s.nats {
         Some(to) => {
             let log = open_nats(to, s.nats_replicas, s.nats_duplicate_window, true).await?;
-            let tokens = open_nats_tokens(to, s.nats_replicas, &s.data_dir).await?;
+            let tokens = open_nats_tokens(to, s.nats_replicas, &dir).await?;
             // One set of queues per cluster, whichever server forwards or leases.
             let queues = behalf_nats::NatsQueues::open(to, s.nats_replicas)
                 .await
@@ -44,8 +49,8 @@ pub async fn start(
             start_on(log, tokens, Arc::new(queues), s, shutdown, None).await
         }
         None => {
-            let (log, tokens) = open_stores_with(&s.data_dir, s.stop_at_last_good)?;
-            let queues = Arc::new(open_queues(&s.data_dir.join("queues"))?);
+            let (log, tokens) = open_stores(&dir, s.stop_at_last_good)?;
+            let queues = Arc::new(open_queues(&dir)?);
             let log_for_walk = log.clone();
             let walk: ChainWalk = Box::new(move |gdap| Box::pin(walk_after_ready(log_for_walk, gdap)));
             start_on(log, tokens, queues, s, shutdown, Some(walk)).await
@@ -123,11 +128,12 @@ async fn start_on<L: EventLog>(
     walk: Option<ChainWalk>,
 ) -> anyhow::Result<(Started, Serving)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let admin_token = tokens.bootstrap_admin(&s.data_dir, clock.as_ref())?;
-    let views: Arc<dyn behalf_log::views::ViewStore> = Arc::new(open_views(&s.data_dir.join("views"))?);
+    let dir = DataDir::new(&s.data_dir);
+    let admin_token = tokens.bootstrap_admin(&dir.admin_token(), clock.as_ref())?;
+    let views: Arc<dyn behalf_log::views::ViewStore> = Arc::new(open_views(&dir)?);
     let mut workers = Workers::default();
     let position = spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
-    let gdap = gdap_projection(&log, &s.data_dir);
+    let gdap = gdap_projection(&log, &dir);
     let (gdap_for_walk, gdap_to_save, log_to_save) = (Arc::clone(&gdap), Arc::clone(&gdap), log.clone());
     let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
     let (v, sv, c, q) = (Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
@@ -140,9 +146,8 @@ async fn start_on<L: EventLog>(
             .with_queues(queues),
     );
     let listen = s.listen.unwrap_or_else(|| crate::settings::DEFAULT_LISTEN.parse().expect("a valid address"));
-    let tls = https(s.tls.as_ref())?;
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
+    let http = Http::bind(listen, s.tls.as_ref()).await?;
+    let addr = http.addr;
     // A break found by the chain walk stops the server as a signal would, and then
     // fails it.
     let broken = Arc::new(std::sync::Mutex::new(None));
@@ -161,7 +166,7 @@ async fn start_on<L: EventLog>(
         }
     };
     let serving = async move {
-        let served = serve_http(listener, behalf_http::router(app), tls, shutdown).await;
+        let served = http.serve(behalf_http::router(app), shutdown).await;
         workers.stop(STOP_DEADLINE).await;
         gdap_to_save.save(&log_to_save).await;
         if let Some(e) = broken.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -182,63 +187,6 @@ pub async fn run(s: Settings, shutdown: impl Future<Output = ()> + Send + 'stati
     println!("listening on {}", started.addr);
     tracing::info!(addr = %started.addr, data_dir = %s.data_dir.display(), "serving");
     serving.await
-}
-
-/// The HTTPS certificate, loaded — and loaded again on every SIGHUP
-/// (a certificate that does not load then is logged, and the old one stays) — or
-/// `None` for plain HTTP.
-pub fn https(files: Option<&behalf_http::TlsFiles>) -> anyhow::Result<Option<Arc<behalf_http::Tls>>> {
-    let Some(files) = files else { return Ok(None) };
-    let tls = behalf_http::Tls::load(files.clone()).map_err(anyhow::Error::msg)?;
-    let reloading = Arc::clone(&tls);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot listen for SIGHUP (the certificate's reload)")?;
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            match reloading.reload() {
-                Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate"),
-                Err(e) => tracing::warn!(error = %e, "SIGHUP: the TLS certificate did not load; keeping the old one"),
-            }
-        }
-    });
-    Ok(Some(tls))
-}
-
-/// Serves `router` on `listener`: HTTPS only when `tls` is given, else plain HTTP.
-pub async fn serve_http(
-    listener: TcpListener,
-    router: behalf_http::Router,
-    tls: Option<Arc<behalf_http::Tls>>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let served = match tls {
-        Some(tls) => behalf_http::serve_tls(listener, router, tls, shutdown).await,
-        None => behalf_http::serve(listener, router, shutdown).await,
-    };
-    served.context("the HTTP server failed")
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down");
 }
 
 /// A server on a fresh temporary store in this process: the demo's and the

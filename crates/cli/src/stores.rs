@@ -1,28 +1,26 @@
 //! Opening the stores, for every role and both engines: the embedded engine's data
-//! directory (log, tokens, views, queues) and the JetStream engine's log and buckets.
+//! directory (its layout is [`DataDir`]'s) and the JetStream engine's log and buckets.
+//! Every role opens what it keeps through here, so each store has one error message.
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use behalf_nats::{Endpoint, NatsLog, NatsOptions, NatsTokens};
 use behalf_service::tokens::Tokens;
-use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
+use behalf_sled_store::{DataDir, OpenOptions, SledLog, SledQueues, SledViews};
 
-/// Opens the stores of a data directory.
-pub fn open_stores(data_dir: &Path) -> anyhow::Result<(SledLog, Tokens)> {
-    open_stores_with(data_dir, false)
-}
-
-/// As [`open_stores`]; with `stop_at_last_good`, a broken log is cut back to its last
-/// good commit (the rest is kept in a quarantine tree) instead of refusing to start.
-pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Result<(SledLog, Tokens)> {
-    ensure_dir(data_dir)?;
-    let in_use = || in_use(data_dir);
-    let (log, report) = match SledLog::open(data_dir.join("log"), OpenOptions { stop_at_last_good }) {
+/// Opens the log and the token store of a data directory. With `stop_at_last_good`,
+/// a broken log is cut back to its last good commit (the rest is kept in a quarantine
+/// tree) instead of refusing to start.
+pub fn open_stores(dir: &DataDir, stop_at_last_good: bool) -> anyhow::Result<(SledLog, Tokens)> {
+    ensure_dir(dir.root())?;
+    let (log, report) = match dir.open_log(OpenOptions { stop_at_last_good }) {
         Ok(opened) => opened,
-        Err(behalf_log::LogError::Corrupt { position, what }) => return Err(broken(data_dir, position, &what)),
+        Err(behalf_log::LogError::Corrupt { position, what }) => return Err(broken(dir.root(), position, &what)),
         Err(e) => {
-            return Err(e).with_context(|| format!("cannot open the event log in {}; {}", data_dir.display(), in_use()))
+            return Err(e).with_context(|| {
+                format!("cannot open the event log in {}; {}", dir.root().display(), in_use(dir.root()))
+            })
         }
     };
     if let Some((position, what)) = &report.truncated {
@@ -30,7 +28,25 @@ pub fn open_stores_with(data_dir: &Path, stop_at_last_good: bool) -> anyhow::Res
         tracing::warn!(position, %what, head = report.head, "stopped at the last good commit");
     }
     tracing::info!(head = report.head, "event log open");
-    Ok((log, open_tokens(data_dir)?))
+    Ok((log, open_tokens(dir)?))
+}
+
+/// Opens an existing log of a data directory for a one-shot command (an audit, a
+/// rebuild of the views) while no server holds it.
+pub fn open_existing_log(dir: &DataDir) -> anyhow::Result<SledLog> {
+    if !dir.log().exists() {
+        anyhow::bail!("no event log in {}", dir.root().display());
+    }
+    Ok(dir
+        .open_log(OpenOptions::default())
+        .with_context(|| {
+            format!(
+                "cannot open the log in {} ({} a broken chain? try `behalf audit verify`)",
+                dir.root().display(),
+                in_use(dir.root())
+            )
+        })?
+        .0)
 }
 
 /// What a broken chain (found on open, or by the walk after start) is told as.
@@ -43,9 +59,9 @@ pub fn broken(data_dir: &Path, position: u64, what: &str) -> anyhow::Error {
     )
 }
 
-/// Creates the data directory if it is not there.
-/// Makes the data directory owner-only (0700) — it holds tickets, contacts and token
-/// hashes. A directory found open to others is closed, with a warning.
+/// Creates the data directory if it is not there, and makes it owner-only (0700) — it
+/// holds tickets, contacts and token hashes. A directory found open to others is
+/// closed, with a warning.
 pub fn ensure_dir(data_dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     if !data_dir.exists() {
@@ -73,8 +89,8 @@ pub fn ensure_dir(data_dir: &Path) -> anyhow::Result<()> {
 
 /// The token store shared through the NATS cluster (the data directory receives the
 /// admin token file when this process makes it).
-pub async fn open_nats_tokens(to: &Endpoint, replicas: usize, data_dir: &Path) -> anyhow::Result<Tokens> {
-    ensure_dir(data_dir)?;
+pub async fn open_nats_tokens(to: &Endpoint, replicas: usize, dir: &DataDir) -> anyhow::Result<Tokens> {
+    ensure_dir(dir.root())?;
     let store = NatsTokens::open(to, replicas)
         .await
         .with_context(|| format!("cannot open the token store on NATS at {}", to.url))?;
@@ -86,10 +102,9 @@ fn in_use(data_dir: &Path) -> String {
 }
 
 /// Opens the token store of a data directory.
-pub fn open_tokens(data_dir: &Path) -> anyhow::Result<Tokens> {
-    ensure_dir(data_dir)?;
-    let tokens = SledTokens::open(data_dir.join("tokens"))
-        .with_context(|| format!("cannot open the token store; {}", in_use(data_dir)))?;
+pub fn open_tokens(dir: &DataDir) -> anyhow::Result<Tokens> {
+    ensure_dir(dir.root())?;
+    let tokens = dir.open_tokens().with_context(|| format!("cannot open the token store; {}", in_use(dir.root())))?;
     Ok(Tokens::new(tokens))
 }
 
@@ -111,20 +126,25 @@ pub async fn open_nats(
 }
 
 /// The GDAP projection of a role, starting from (and saving) the snapshot in its data
-/// directory, `gdap.snapshot`.
+/// directory.
 pub fn gdap_projection<L: behalf_log::EventLog>(
     log: &L,
-    data_dir: &Path,
+    dir: &DataDir,
 ) -> std::sync::Arc<behalf_service::gdap::GdapProjection> {
-    behalf_service::gdap::GdapProjection::spawn_with_snapshot(log, data_dir.join("gdap.snapshot"))
+    behalf_service::gdap::GdapProjection::spawn_with_snapshot(log, dir.gdap_snapshot())
 }
 
-/// Opens the views store of a data directory.
-pub fn open_views(path: &Path) -> anyhow::Result<SledViews> {
+/// Opens the views of a data directory.
+pub fn open_views(dir: &DataDir) -> anyhow::Result<SledViews> {
+    open_views_at(&dir.views())
+}
+
+/// Opens views kept elsewhere (a rebuild `--into` a directory, an audit's scratch).
+pub fn open_views_at(path: &Path) -> anyhow::Result<SledViews> {
     SledViews::open(path).with_context(|| format!("cannot open the views in {}", path.display()))
 }
 
 /// Opens the queues of a data directory.
-pub fn open_queues(path: &Path) -> anyhow::Result<SledQueues> {
-    SledQueues::open(path).with_context(|| format!("cannot open the queues in {}", path.display()))
+pub fn open_queues(dir: &DataDir) -> anyhow::Result<SledQueues> {
+    dir.open_queues().with_context(|| format!("cannot open the queues in {}", dir.queues().display()))
 }

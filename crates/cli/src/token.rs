@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use behalf_service::clock::SystemClock;
 use behalf_service::tokens::{TokenSpec, Tokens};
-use behalf_sled_store::SledTokens;
+use behalf_sled_store::DataDir;
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
@@ -43,7 +43,7 @@ fn open(data_dir: &std::path::Path) -> anyhow::Result<Tokens> {
     if !data_dir.exists() {
         bail!("no data directory at {} (run `behalf serve` once to create it)", data_dir.display());
     }
-    let store = SledTokens::open(data_dir.join("tokens")).with_context(|| {
+    let store = DataDir::new(data_dir).open_tokens().with_context(|| {
         format!(
             "cannot open the token store in {}: if `behalf serve` is running on it, issue tokens over HTTP with the admin token (POST /v1/tokens)",
             data_dir.display()

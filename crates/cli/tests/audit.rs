@@ -13,6 +13,7 @@ use std::process::Output;
 use behalf_domain::Event;
 use behalf_log::views::ViewStore;
 use behalf_log::{AppendRequest, EventLog, ExpectedVersion};
+use behalf_sled_store::DataDir;
 use serde_json::{json, Value};
 use support::world::*;
 use support::{send_world, Client, Server};
@@ -102,7 +103,7 @@ async fn audits_of_a_sound_log_hold() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["workloads"][0]["allowed"], true, "{out}");
     let head = {
-        let (log, _) = behalf_sled_store::SledLog::open(dir.path().join("log"), Default::default()).unwrap();
+        let (log, _) = DataDir::new(dir.path()).open_log(Default::default()).unwrap();
         log.head().await.unwrap()
     };
     let (_, out) =
@@ -132,7 +133,7 @@ async fn rejudge_catches_a_forged_event_with_revoked_evidence() {
     let (_, _) = store(dir.path()).await;
     // Forge a ticket opened under asg-1 after it was deleted, written straight into the log.
     let forged_at = {
-        let (log, _) = behalf_sled_store::SledLog::open(dir.path().join("log"), Default::default()).unwrap();
+        let (log, _) = DataDir::new(dir.path()).open_log(Default::default()).unwrap();
         let head = log.head().await.unwrap();
         let first = log
             .read_all(0, 10_000)
@@ -173,7 +174,7 @@ async fn replay_finds_a_view_row_changed_behind_the_projector() {
     let dir = tempfile::tempdir().unwrap();
     let (t, _) = store(dir.path()).await;
     {
-        let views = behalf_sled_store::SledViews::open(dir.path().join("views")).unwrap();
+        let views = DataDir::new(dir.path()).open_views().unwrap();
         let key = format!("t/{t}").into_bytes();
         let mut v: Value = rmp_serde::from_slice(&views.get(&key).unwrap().unwrap()).unwrap();
         v["status"] = json!("closed");
@@ -191,7 +192,7 @@ async fn replay_finds_a_view_row_changed_behind_the_projector() {
 fn tamper_log(dir: &Path, f: impl FnOnce(&sled::Db)) {
     let db = (0..200)
         .find_map(|_| {
-            sled::open(dir.join("log")).ok().or_else(|| {
+            sled::open(DataDir::new(dir).log()).ok().or_else(|| {
                 std::thread::sleep(std::time::Duration::from_millis(10));
                 None
             })

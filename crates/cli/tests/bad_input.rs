@@ -130,5 +130,8 @@ async fn bad_input(server: Server, dir: &std::path::Path) {
     assert!(!tok.to_string().contains(&agent_token), "listing never shows a secret");
     // The data directory's admin token file is the owner's only.
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(dir.join("admin.token")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(behalf_sled_store::DataDir::new(dir).admin_token()).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }

@@ -247,7 +247,10 @@ async fn nemesis_keeps_exactly_once() {
         dirs[3].path().to_str().unwrap(),
     ];
     let _notify = Role(spawn_until(&notify_args, "forwarding").0);
-    let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap().trim().to_owned();
+    let admin = std::fs::read_to_string(behalf_sled_store::DataDir::new(dirs[0].path()).admin_token())
+        .unwrap()
+        .trim()
+        .to_owned();
     let c1 = Client::at(&services[0].1);
     send_world(&c1, &admin).await;
     let token = c1.token(&admin, &agent()).await;

@@ -287,7 +287,7 @@ async fn the_data_directory_is_owner_only() {
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
     drop(Server::start(&open));
     assert_eq!(mode(&open), 0o700, "a directory open to others is closed");
-    assert_eq!(mode(&open.join("admin.token")) & 0o077, 0, "the admin token is the owner's");
+    assert_eq!(mode(&behalf_sled_store::DataDir::new(open).admin_token()) & 0o077, 0, "the admin token is the owner's");
 }
 
 /// What was lenient is refused with a stable code: MessagePack with bytes after the

@@ -76,7 +76,10 @@ async fn every_role_works_with_exactly_its_grant() {
 
     // The standard world over the command service's HTTP; then a ticket that escalates
     // (a queue message the notifier forwards).
-    let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap().trim().to_owned();
+    let admin = std::fs::read_to_string(behalf_sled_store::DataDir::new(dirs[0].path()).admin_token())
+        .unwrap()
+        .trim()
+        .to_owned();
     let c = Client { http: reqwest::Client::new(), base: format!("http://{addr}") };
     send_world(&c, &admin).await;
     let agent_token = c.token(&admin, &agent()).await;

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use behalf_domain::Principal;
 use behalf_log::queues::QueueStore;
+use behalf_sled_store::DataDir;
 use serde_json::{json, Value};
 use support::world::*;
 use support::{now, send_world, Client, Server};
@@ -108,7 +109,7 @@ async fn every_escalation_reaches_its_queue_once_through_sigkills() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let (log, _) = behalf_sled_store::SledLog::open(dir.path().join("log"), Default::default()).unwrap();
+    let (log, _) = DataDir::new(dir.path()).open_log(Default::default()).unwrap();
     let mut escalations: HashMap<String, String> = HashMap::new(); // event id -> queue
     let mut after = 0;
     loop {
@@ -122,7 +123,7 @@ async fn every_escalation_reaches_its_queue_once_through_sigkills() {
         }
     }
     assert!(escalations.len() > 1000, "thousands of escalations ({})", escalations.len());
-    let queues = behalf_sled_store::SledQueues::open(dir.path().join("queues")).unwrap();
+    let queues = DataDir::new(dir.path()).open_queues().unwrap();
     let mut seen: HashMap<String, u32> = HashMap::new();
     for queue in ["commercial.office365", "usgov.office365"] {
         let messages = queues.peek(queue, usize::MAX).unwrap();

@@ -58,7 +58,7 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_command() {
 
     // Every acknowledged command is in the log exactly once.
     {
-        let (log, report) = behalf_sled_store::SledLog::open(dir.path().join("log"), Default::default()).unwrap();
+        let (log, report) = behalf_sled_store::DataDir::new(dir.path()).open_log(Default::default()).unwrap();
         assert_eq!(report.truncated, None);
         let mut seen: HashMap<String, u64> = HashMap::new();
         let mut after = 0;

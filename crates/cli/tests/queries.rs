@@ -232,7 +232,7 @@ async fn killed_projector_views_equal_a_rebuild_from_zero() {
         .unwrap();
     assert!(rebuilt.status.success(), "{}", String::from_utf8_lossy(&rebuilt.stderr));
     use behalf_log::views::ViewStore;
-    let live = behalf_sled_store::SledViews::open(dir.path().join("views")).unwrap().dump().unwrap();
+    let live = behalf_sled_store::DataDir::new(dir.path()).open_views().unwrap().dump().unwrap();
     let fresh = behalf_sled_store::SledViews::open(other.path()).unwrap().dump().unwrap();
     assert!(live.len() > 100, "views were built ({} keys)", live.len());
     assert_eq!(live.len(), fresh.len());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use behalf_nats::rpc::{RpcClient, COMMAND_SUBJECT};
 use behalf_nats::server::Cluster;
 use behalf_nats::NatsQueues;
+use behalf_sled_store::DataDir;
 use serde_json::{json, Value};
 use support::world::*;
 use support::*;
@@ -54,7 +55,7 @@ async fn roles_answer_over_nats_as_over_http() {
     let (_p1, _) = role(&["project", "--nats", &url, "--data-dir", &path(2)], "serving behalf.query");
     let (_p2, _) = role(&["project", "--nats", &url, "--data-dir", &path(3)], "serving behalf.query");
     let (_n, _) = role(&["notify", "--nats", &url, "--data-dir", &path(4)], "forwarding");
-    let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap().trim().to_owned();
+    let admin = std::fs::read_to_string(DataDir::new(dirs[0].path()).admin_token()).unwrap().trim().to_owned();
     let http = Client::at(&format!("http://{addr}"));
     send_world(&http, &admin).await;
     let agent_token = http.token(&admin, &agent()).await;
@@ -128,7 +129,7 @@ async fn hostile_requests_over_nats_are_answered_and_change_nothing() {
     let (_c, addr) =
         role(&["command", "--nats", &url, "--data-dir", &path(0), "--listen", "127.0.0.1:0"], "listening on ");
     let (_p, _) = role(&["project", "--nats", &url, "--data-dir", &path(1)], "serving behalf.query");
-    let admin = std::fs::read_to_string(dirs[0].path().join("admin.token")).unwrap().trim().to_owned();
+    let admin = std::fs::read_to_string(DataDir::new(dirs[0].path()).admin_token()).unwrap().trim().to_owned();
     let http = Client::at(&format!("http://{addr}"));
     send_world(&http, &admin).await;
     let token = http.token(&admin, &agent()).await;

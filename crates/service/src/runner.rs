@@ -144,6 +144,21 @@ impl Stop {
     pub async fn stopped(&mut self) {
         let _ = self.0.wait_for(|s| *s).await;
     }
+
+    /// A signal given when `event` completes (SIGTERM or Ctrl-C, a test's trigger).
+    pub fn when(event: impl Future<Output = ()> + Send + 'static) -> Stop {
+        let (tx, stop) = Stop::new();
+        tokio::spawn(async move {
+            event.await;
+            let _ = tx.send(true);
+        });
+        stop
+    }
+
+    /// [`Stop::stopped`] as a future of its own (a server's shutdown).
+    pub async fn into_stopped(mut self) {
+        self.stopped().await;
+    }
 }
 
 /// The wait before a failed worker runs again: doubling from `first` up to `max`, and

@@ -153,17 +153,16 @@ impl Tokens {
             .collect())
     }
 
-    /// On a store without tokens, issues one admin token into `<dir>/admin.token`
-    /// (readable by its owner only) and returns the file's path.
-    pub fn bootstrap_admin(&self, dir: &Path, clock: &dyn Clock) -> Result<Option<PathBuf>, ServiceError> {
+    /// On a store without tokens, issues one admin token into the file `path` (readable
+    /// by its owner only; the data directory's `admin.token`) and returns the path.
+    pub fn bootstrap_admin(&self, path: &Path, clock: &dyn Clock) -> Result<Option<PathBuf>, ServiceError> {
         if !self.store.list()?.is_empty() {
             return Ok(None);
         }
         let issued = self.issue(Principal::Admin, "bootstrap admin", clock)?;
-        let path = dir.join("admin.token");
-        write_owner_only(&path, &issued.token)
+        write_owner_only(path, &issued.token)
             .map_err(|e| ServiceError::Unavailable(format!("cannot write {}: {e}", path.display())))?;
-        Ok(Some(path))
+        Ok(Some(path.to_path_buf()))
     }
 }
 

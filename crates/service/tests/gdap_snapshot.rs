@@ -11,7 +11,7 @@ use behalf_service::clock::{Clock, ManualClock};
 use behalf_service::commands::CommandService;
 use behalf_service::gdap::GdapProjection;
 use behalf_service::request;
-use behalf_sled_store::{OpenOptions, SledLog};
+use behalf_sled_store::{DataDir, OpenOptions, SledLog};
 use behalf_test_support::world::*;
 
 /// A log holding the standard world and a ticket, in `dir`.
@@ -37,8 +37,8 @@ fn folded(p: &GdapProjection) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_start_from_the_snapshot_holds_what_the_full_fold_holds() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("gdap.snapshot");
-    let log = world_log(&dir.path().join("log")).await;
+    let file = DataDir::new(dir.path()).gdap_snapshot();
+    let log = world_log(&DataDir::new(dir.path()).log()).await;
     let head = log.head().await.unwrap();
     let first = GdapProjection::spawn_with_snapshot(&log, file.clone());
     caught_up(&first, &log).await;
@@ -64,8 +64,8 @@ async fn a_start_from_the_snapshot_holds_what_the_full_fold_holds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_snapshot_that_does_not_check_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("gdap.snapshot");
-    let log = world_log(&dir.path().join("log")).await;
+    let file = DataDir::new(dir.path()).gdap_snapshot();
+    let log = world_log(&DataDir::new(dir.path()).log()).await;
     let p = GdapProjection::spawn_with_snapshot(&log, file.clone());
     caught_up(&p, &log).await;
     assert!(p.save(&log).await.is_some());

@@ -10,7 +10,7 @@ use behalf_log::EventLog;
 use behalf_service::clock::{Clock, ManualClock};
 use behalf_service::commands::CommandService;
 use behalf_service::{notifier, request, views};
-use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledViews};
+use behalf_sled_store::{DataDir, SledLog, SledQueues, SledViews};
 use behalf_test_support::world::*;
 use serde_json::{json, Value};
 
@@ -22,13 +22,13 @@ struct Stores {
 }
 
 fn open(dir: &std::path::Path, clock: &ManualClock) -> Stores {
-    let (log, _) = SledLog::open(dir.join("log"), OpenOptions::default()).unwrap();
+    let (log, _) = DataDir::new(dir).open_log(Default::default()).unwrap();
     let service = Arc::new(CommandService::new(log.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
     Stores {
         log,
         service,
-        views: SledViews::open(dir.join("views")).unwrap(),
-        queues: SledQueues::open(dir.join("queues")).unwrap(),
+        views: DataDir::new(dir).open_views().unwrap(),
+        queues: DataDir::new(dir).open_queues().unwrap(),
     }
 }
 

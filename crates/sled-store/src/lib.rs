@@ -13,7 +13,10 @@
 //! version; `C`+command id → position, request hash; `H` → head position and hash.
 
 pub mod baseline;
+mod data_dir;
 mod log;
+
+pub use data_dir::DataDir;
 
 pub use log::{verify_dir, OpenOptions, OpenReport, SledLog, SledSubscription, MAX_BATCH};
 

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use behalf_log::EventLog as _;
+use behalf_sled_store::DataDir;
 
 use crate::demo::{cast, Demo};
 
@@ -116,13 +117,13 @@ async fn prepare(dir: &Path, events: u64, http: &reqwest::Client) -> anyhow::Res
         std::fs::remove_dir_all(dir)?;
     }
     let server = Server::start(dir)?;
-    let admin = std::fs::read_to_string(dir.join("admin.token"))?.trim().to_owned();
+    let admin = std::fs::read_to_string(DataDir::new(dir).admin_token())?.trim().to_owned();
     let mut d = Demo::new(server.base.clone())?;
     cast(&mut d, &admin).await?;
     anyhow::ensure!(d.failures.is_empty(), "setting up: {}", d.failures.join("; "));
     server.stop()?;
     let t0 = Instant::now();
-    let (log, _) = behalf_sled_store::SledLog::open(dir.join("log"), Default::default())?;
+    let (log, _) = DataDir::new(dir).open_log(Default::default())?;
     let filled = super::fill(&log, events).await?;
     let head = log.head().await?;
     drop(log);
@@ -173,7 +174,7 @@ pub async fn run(events: u64, dir: Option<PathBuf>, runs: usize) -> anyhow::Resu
         server.stop()?;
     }
     // The bytes the log stores per commit, and what all the stores take on disk.
-    let (log, _) = behalf_sled_store::SledLog::open(dir.join("log"), Default::default())?;
+    let (log, _) = DataDir::new(&dir).open_log(Default::default())?;
     let head = log.head().await?;
     let mut record_bytes = 0u64;
     let mut after = 0;

@@ -38,8 +38,9 @@ impl Server {
         let (child, addr) = spawn_until(&args, "listening on ");
         // A server that joins a cluster whose shared token store already has tokens
         // makes no admin token of its own: use the first server's.
-        let admin =
-            std::fs::read_to_string(data_dir.join("admin.token")).map(|t| t.trim().to_owned()).unwrap_or_default();
+        let admin = std::fs::read_to_string(behalf_sled_store::DataDir::new(data_dir).admin_token())
+            .map(|t| t.trim().to_owned())
+            .unwrap_or_default();
         Server { child, base: format!("http://{addr}"), data_dir: data_dir.to_path_buf(), admin }
     }
 

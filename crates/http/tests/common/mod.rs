@@ -11,7 +11,7 @@ use behalf_http::{router, App, Limits, ReadSide};
 use behalf_service::clock::{Clock, ManualClock};
 use behalf_service::commands::CommandService;
 use behalf_service::tokens::Tokens;
-use behalf_sled_store::{OpenOptions, SledLog, SledQueues, SledTokens, SledViews};
+use behalf_sled_store::DataDir;
 
 pub struct Server {
     pub _dir: tempfile::TempDir,
@@ -24,14 +24,14 @@ pub struct Server {
 pub fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(Timestamp::from_millis(1_780_000_000_000)));
-    let (log, _) = SledLog::open(dir.path().join("log"), OpenOptions::default()).unwrap();
-    let tokens = Tokens::new(SledTokens::open(dir.path().join("tokens")).unwrap());
+    let (log, _) = DataDir::new(dir.path()).open_log(Default::default()).unwrap();
+    let tokens = Tokens::new(DataDir::new(dir.path()).open_tokens().unwrap());
     let admin = tokens.issue(Principal::Admin, "test", clock.as_ref()).unwrap().token;
     let vendor = tokens.issue(Principal::Vendor, "test", clock.as_ref()).unwrap().token;
     let gdap = behalf_service::gdap::GdapProjection::spawn(&log);
     let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
-    let views = Arc::new(SledViews::open(dir.path().join("views")).unwrap());
-    let queues = Arc::new(SledQueues::open(dir.path().join("queues")).unwrap());
+    let views = Arc::new(DataDir::new(dir.path()).open_views().unwrap());
+    let queues = Arc::new(DataDir::new(dir.path()).open_queues().unwrap());
     let (_tx, position) = tokio::sync::watch::channel(0);
     let app = App::new(log, gdap, Arc::new(tokens), clock, Limits::default())
         .with_commands(service)
