@@ -25,7 +25,7 @@ pub struct Source {
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
     #[command(flatten)]
-    nats_flags: crate::settings::NatsFlags,
+    nats_access: crate::settings::NatsAccess,
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,7 +111,7 @@ async fn open_nats_log(to: &behalf_nats::Endpoint) -> anyhow::Result<behalf_nats
 /// Runs an audit; `Ok(false)` when the verdict is that something does not hold.
 pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
     let source = cmd.source();
-    let nats = source.nats.clone().map(|url| source.nats_flags.clone().endpoint(url)).transpose()?;
+    let nats = source.nats.clone().map(|url| source.nats_access.endpoint(url)).transpose()?;
     match (nats, &cmd) {
         (Some(to), AuditCmd::Verify { .. }) => {
             let log = open_nats_log(&to).await?;

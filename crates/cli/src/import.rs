@@ -30,8 +30,8 @@ pub struct GraphArgs {
     /// Behalf's HTTP or HTTPS base URL (e.g. http://127.0.0.1:8080)
     #[arg(long, value_name = "URL")]
     server: String,
-    /// A partner_sync token of the partner [default: $BEHALF_TOKEN, which `ps` does not show]
-    #[arg(long)]
+    /// A partner_sync token of the partner (BEHALF_TOKEN keeps it out of `ps`)
+    #[arg(long, env = "BEHALF_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The partner whose relationships these are (its tenant id)
     #[arg(long, value_name = "ID")]
@@ -193,7 +193,7 @@ pub async fn run(cmd: ImportCmd) -> anyhow::Result<()> {
             reqwest::Certificate::from_pem(&pem).context("--server-ca is not a PEM certificate")?,
         );
     }
-    let Some(token) = a.token.or_else(crate::settings::token_from_env) else {
+    let Some(token) = a.token else {
         bail!("give the partner_sync token with --token or BEHALF_TOKEN");
     };
     let client = Client::with_http(http.build()?, &a.server, &token).with_retry(Retry::default());

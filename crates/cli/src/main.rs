@@ -97,19 +97,28 @@ fn init_tracing(format: settings::LogFormat) {
     }
 }
 
+/// A long-running role's settings, layered (the subcommand's matches say which values
+/// the command line and the environment gave), with tracing set up as they say.
+fn settings_of(args: &settings::SettingsArgs, matches: &clap::ArgMatches) -> anyhow::Result<settings::Settings> {
+    let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(matches);
+    let s = args.load(sub)?;
+    init_tracing(s.log.format);
+    Ok(s)
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    settings::unset_empty_variables();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Cmd::Serve(a) => {
-            let mut s = a.settings.load()?;
-            s.stop_at_last_good = a.stop_at_last_good;
-            init_tracing(s.log_format);
-            rt.block_on(serve::run(s, listen::shutdown_signal()))
+            let s = settings_of(&a.settings, &matches)?;
+            rt.block_on(serve::run(s, a.stop_at_last_good, listen::shutdown_signal()))
         }
         Cmd::Command(a) => {
-            let s = a.settings.load()?;
-            init_tracing(s.log_format);
+            let s = settings_of(&a.settings, &matches)?;
             rt.block_on(roles::command(&s))
         }
         Cmd::Demo(a) => {
@@ -130,13 +139,11 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Notify(n) => {
-            let s = n.settings.clone().load()?;
-            init_tracing(s.log_format);
+            let s = settings_of(&n.settings, &matches)?;
             rt.block_on(queue::notify(n, &s))
         }
         Cmd::Project(p) => {
-            let s = p.settings.clone().load()?;
-            init_tracing(s.log_format);
+            let s = settings_of(&p.settings, &matches)?;
             rt.block_on(project::run(p, &s))
         }
         Cmd::Import(i) => {

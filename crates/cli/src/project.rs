@@ -18,7 +18,7 @@ pub struct ProjectArgs {
     #[command(flatten)]
     pub settings: crate::settings::SettingsArgs,
     /// Drop the views and replay the log from position 1
-    #[arg(long, conflicts_with = "nats")]
+    #[arg(long, conflicts_with = "nats.url")]
     rebuild: bool,
     /// Build the views here instead of `<data-dir>/views` (with --rebuild)
     #[arg(long, requires = "rebuild")]
@@ -26,7 +26,7 @@ pub struct ProjectArgs {
 }
 
 pub async fn run(a: ProjectArgs, s: &Settings) -> anyhow::Result<()> {
-    if s.nats.is_some() {
+    if s.nats.url.is_some() {
         return crate::roles::project(s).await;
     }
     let dir = DataDir::new(&s.data_dir);

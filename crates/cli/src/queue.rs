@@ -43,13 +43,13 @@ pub struct QueueSource {
     #[arg(long, value_name = "URL")]
     nats: Option<String>,
     #[command(flatten)]
-    nats_flags: crate::settings::NatsFlags,
+    nats_access: crate::settings::NatsAccess,
 }
 
 fn on_queues<T>(at: &QueueSource, f: impl FnOnce(&dyn QueueStore) -> anyhow::Result<T>) -> anyhow::Result<T> {
     match &at.nats {
         Some(url) => {
-            let to = at.nats_flags.clone().endpoint(url.clone())?;
+            let to = at.nats_access.endpoint(url.clone())?;
             // The NATS store runs its requests on a multi-threaded runtime.
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let q = rt.block_on(behalf_nats::NatsQueues::open(&to, 1))?;
@@ -84,13 +84,13 @@ pub struct NotifyArgs {
     #[command(flatten)]
     pub settings: crate::settings::SettingsArgs,
     /// Forward what the log holds, sweep the SLA targets once, and exit
-    #[arg(long, conflicts_with = "nats")]
+    #[arg(long, conflicts_with = "nats.url")]
     once: bool,
 }
 
 /// The notifier as its own process.
 pub async fn notify(a: NotifyArgs, s: &crate::settings::Settings) -> anyhow::Result<()> {
-    if s.nats.is_some() {
+    if s.nats.url.is_some() {
         return crate::roles::notify(s).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -50,17 +50,17 @@ pub struct NatsArgs {
 impl NatsArgs {
     /// The role's part of `s`; a role on NATS needs the servers' URLs.
     pub fn of(s: &Settings, role: &str) -> anyhow::Result<NatsArgs> {
-        let Some(nats) = s.nats.clone() else {
+        let Some(nats) = s.nats_endpoint()? else {
             anyhow::bail!("behalf {role} runs on NATS: give --nats URL (or nats in the settings, or BEHALF_NATS)")
         };
         Ok(NatsArgs {
             nats,
-            nats_replicas: s.nats_replicas,
-            nats_duplicate_window: s.nats_duplicate_window,
+            nats_replicas: s.nats.replicas,
+            nats_duplicate_window: s.nats.duplicate_window,
             data_dir: DataDir::new(&s.data_dir),
-            listen: s.listen,
-            limits: Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight },
-            tls: s.tls.clone(),
+            listen: s.http.listen,
+            limits: s.limits(),
+            tls: s.tls_files()?,
         })
     }
 }

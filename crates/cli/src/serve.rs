@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use behalf_http::{App, Limits, ReadSide};
+use behalf_http::{App, ReadSide};
 use behalf_log::queues::QueueStore;
 use behalf_log::EventLog;
 use behalf_service::clock::{Clock, SystemClock};
@@ -22,7 +22,7 @@ use behalf_service::tokens::Tokens;
 use behalf_sled_store::DataDir;
 
 use crate::listen::Http;
-use crate::settings::Settings;
+use crate::settings::{Settings, DEFAULT_LISTEN};
 use crate::stores::{broken, gdap_projection, open_nats, open_nats_tokens, open_queues, open_stores, open_views};
 use crate::workers::{spawn_followers, spawn_sla_sweep, STOP_DEADLINE};
 
@@ -32,24 +32,28 @@ pub struct Started {
     pub admin_token: Option<PathBuf>,
 }
 
-/// Binds and starts serving; `serving` completes when the server has shut down.
+/// Binds and starts serving; `serving` completes when the server has shut down. With
+/// `stop_at_last_good` (a deliberate recovery, a flag only), a broken embedded log is
+/// cut back to its last good commit instead of refusing to start.
 pub async fn start(
     s: &Settings,
+    stop_at_last_good: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Started, Serving)> {
     let dir = DataDir::new(&s.data_dir);
-    match &s.nats {
+    let replicas = s.nats.replicas;
+    match &s.nats_endpoint()? {
         Some(to) => {
-            let log = open_nats(to, s.nats_replicas, s.nats_duplicate_window, true).await?;
-            let tokens = open_nats_tokens(to, s.nats_replicas, &dir).await?;
+            let log = open_nats(to, replicas, s.nats.duplicate_window, true).await?;
+            let tokens = open_nats_tokens(to, replicas, &dir).await?;
             // One set of queues per cluster, whichever server forwards or leases.
-            let queues = behalf_nats::NatsQueues::open(to, s.nats_replicas)
+            let queues = behalf_nats::NatsQueues::open(to, replicas)
                 .await
                 .with_context(|| format!("cannot open the queues on NATS at {}", to.url))?;
             start_on(log, tokens, Arc::new(queues), s, shutdown, None).await
         }
         None => {
-            let (log, tokens) = open_stores(&dir, s.stop_at_last_good)?;
+            let (log, tokens) = open_stores(&dir, stop_at_last_good)?;
             let queues = Arc::new(open_queues(&dir)?);
             let log_for_walk = log.clone();
             let walk: ChainWalk = Box::new(move |gdap| Box::pin(walk_after_ready(log_for_walk, gdap)));
@@ -138,15 +142,14 @@ async fn start_on<L: EventLog>(
     let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
     let (v, sv, c, q) = (Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
     spawn_sla_sweep(&mut workers, v, sv, c, q);
-    let limits = Limits { max_body_bytes: s.max_body_bytes, max_in_flight: s.max_in_flight };
     let app = Arc::new(
-        App::new(log, gdap, Arc::new(tokens), clock, limits)
+        App::new(log, gdap, Arc::new(tokens), clock, s.limits())
             .with_commands(service)
             .with_read(ReadSide { views, position })
             .with_queues(queues),
     );
-    let listen = s.listen.unwrap_or_else(|| crate::settings::DEFAULT_LISTEN.parse().expect("a valid address"));
-    let http = Http::bind(listen, s.tls.as_ref()).await?;
+    let listen = s.http.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address"));
+    let http = Http::bind(listen, s.tls_files()?.as_ref()).await?;
     let addr = http.addr;
     // A break found by the chain walk stops the server as a signal would, and then
     // fails it.
@@ -179,8 +182,13 @@ async fn start_on<L: EventLog>(
     Ok((Started { addr, admin_token }, Box::pin(serving)))
 }
 
-pub async fn run(s: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let (started, serving) = start(&s, shutdown).await?;
+/// `behalf serve` until `shutdown`; `stop_at_last_good` as [`start`]'s.
+pub async fn run(
+    s: Settings,
+    stop_at_last_good: bool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (started, serving) = start(&s, stop_at_last_good, shutdown).await?;
     if let Some(path) = &started.admin_token {
         println!("admin token written to {} (readable by its owner only)", path.display());
     }
@@ -208,20 +216,11 @@ impl Temporary {
     /// As [`Temporary::start`], listening on `listen`.
     pub async fn start_on(max_in_flight: usize, listen: SocketAddr) -> anyhow::Result<Temporary> {
         let dir = tempfile::tempdir()?;
-        let settings = Settings {
-            data_dir: dir.path().to_path_buf(),
-            listen: Some(listen),
-            log_format: crate::settings::LogFormat::Human,
-            max_body_bytes: 256 * 1024,
-            max_in_flight,
-            stop_at_last_good: false,
-            nats: None,
-            nats_replicas: 1,
-            nats_duplicate_window: behalf_nats::DUPLICATE_WINDOW,
-            tls: None,
-        };
+        let mut settings = Settings { data_dir: dir.path().to_path_buf(), ..Settings::default() };
+        settings.http.listen = Some(listen);
+        settings.http.max_in_flight = max_in_flight;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (started, serving) = start(&settings, async move {
+        let (started, serving) = start(&settings, false, async move {
             let _ = stopped.await;
         })
         .await?;

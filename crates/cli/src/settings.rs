@@ -1,55 +1,228 @@
-//! Typed settings, layered: defaults → TOML file → `BEHALF_*` environment → flags,
-//! validated before anything starts. The environment is read here and nowhere else.
+//! The settings of the long-running roles (`serve`, `command`, `project`, `notify`),
+//! said once: each field of [`Settings`] carries its help line (its doc comment), its
+//! flag, its `BEHALF_*` variable and its default (clap's attributes), and its key in
+//! the settings file (serde's: the section, then the field). They are layered
+//! defaults → TOML file → `BEHALF_*` → flags, and checked before anything starts.
+//!
+//! **Adding a setting** is one edit: a field, with its doc line and its `#[arg]`, in
+//! the section it belongs to (a new section is a struct beside these, flattened into
+//! [`Settings`], with a `Default` from [`clap_defaults`]). Flag, variable, file key,
+//! `--help` and the layering follow from it.
+//!
+//! The file takes the nested form (`[http]` with `listen = …`) or the flags' names
+//! with underscores at the top (`listen = …`, `nats_replicas = …`), the form earlier
+//! versions documented (`deploy/behalf.toml`).
+//!
+//! Clap reads the `BEHALF_*` variables of these settings. Three more are read where
+//! they are used: `BEHALF_LOG` (the log filter, `main.rs`), `BEHALF_TOKEN` (a
+//! producer's token, `behalf import`'s flag) and `BEHALF_NATS_SERVER` (the
+//! nats-server binary that tests and benches start, `behalf_nats::server`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use behalf_nats::{Credential, Endpoint};
-use serde::Deserialize;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
+use serde::{Deserialize, Serialize};
 
 /// Where a process keeps its data when told nothing else (every command's default).
 pub const DEFAULT_DATA_DIR: &str = "./behalf-data";
 
+/// Where `behalf serve` listens when told nothing else (the roles on NATS serve HTTP
+/// only when given an address).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The largest body `serve --nats` takes: its commit (with the envelope) must fit one
+/// NATS message of the server's default 1 MiB `max_payload`.
+pub const NATS_MAX_BODY_BYTES: usize = 512 * 1024;
+
+/// Every setting of a long-running role. `Debug` shows no secret.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where this process keeps its data
+    #[arg(id = "data_dir", long = "data-dir", env = "BEHALF_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub http: HttpSettings,
+    #[command(flatten)]
+    pub log: LogSettings,
+    #[command(flatten)]
+    pub nats: NatsSettings,
+}
+
+/// `[http]`: the API's listener and its limits.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// HOST:PORT to serve HTTP on; port 0 picks a free port [serve's default:
+    /// 127.0.0.1:8080; the roles on NATS serve HTTP only when given]
+    #[arg(id = "http.listen", long = "listen", env = "BEHALF_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Largest accepted request body in bytes, 1 KiB to 64 MiB (512 KiB at most with --nats)
+    #[arg(id = "http.max_body_bytes", long = "max-body-bytes", env = "BEHALF_MAX_BODY_BYTES", value_name = "BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+    /// Commands decided at once before answering 429
+    #[arg(
+        id = "http.max_in_flight",
+        long = "max-in-flight",
+        env = "BEHALF_MAX_IN_FLIGHT",
+        value_name = "N",
+        default_value_t = 4096
+    )]
+    pub max_in_flight: usize,
+    /// Serve HTTPS only, with this certificate chain (PEM); reloaded on SIGHUP
+    #[arg(id = "http.tls_cert", long = "tls-cert", env = "BEHALF_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The HTTPS certificate's private key (PEM)
+    #[arg(id = "http.tls_key", long = "tls-key", env = "BEHALF_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// `[log]`: how log lines look (what they say is `BEHALF_LOG`'s filter).
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// Log lines as human or json
+    #[arg(id = "log.format", long = "log-format", env = "BEHALF_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub format: LogFormat,
+}
+
 /// How log lines look.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Human,
     Json,
 }
 
-/// Where `behalf serve` listens when told nothing else.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// `[nats]`: the event log, tokens and queues on NATS JetStream instead of the
+/// embedded engine (views and the GDAP snapshot stay in the data directory).
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// NATS server URLs, comma-separated (nats://HOST:PORT, or tls://HOST:PORT to
+    /// require TLS): the event log, tokens and queues on JetStream instead of the
+    /// embedded engine
+    #[arg(id = "nats.url", long = "nats", env = "BEHALF_NATS", value_name = "URL")]
+    pub url: Option<String>,
+    /// Copies of the streams and buckets when first created, 1 to 5: 1 on one node, 3 on a cluster
+    #[arg(
+        id = "nats.replicas",
+        long = "nats-replicas",
+        env = "BEHALF_NATS_REPLICAS",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub replicas: usize,
+    /// JetStream's de-duplication window when the event stream is first created, e.g.
+    /// 10m or 1s; idempotency (R26) holds beyond it through the command index
+    #[arg(id = "nats.duplicate_window", long = "nats-duplicate-window", env = "BEHALF_NATS_DUPLICATE_WINDOW", value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    #[serde(with = "duration_text")]
+    pub duplicate_window: Duration,
+    #[command(flatten)]
+    pub access: NatsAccess,
+}
 
-/// The settings every long-running role reads (`serve`, `command`, `project`,
-/// `notify`). `Debug` shows no secret (the NATS credential hides its password or token).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub data_dir: PathBuf,
-    /// Where to serve HTTP: `serve` always (at [`DEFAULT_LISTEN`] unless told), the
-    /// roles on NATS only when given.
-    pub listen: Option<SocketAddr>,
-    pub log_format: LogFormat,
-    pub max_body_bytes: usize,
-    pub max_in_flight: usize,
-    /// Start from the last good commit of a broken log (a deliberate recovery; a flag only).
-    pub stop_at_last_good: bool,
-    /// The event log on NATS JetStream (these servers, with their credential and TLS)
-    /// instead of the embedded engine; tokens and queues are the cluster's, views stay
-    /// in the data directory.
-    pub nats: Option<Endpoint>,
-    /// Copies of the JetStream stream when it is created (3 on a cluster).
-    pub nats_replicas: usize,
-    /// JetStream's de-duplication window, set when the stream is created (R26 holds
-    /// beyond it; a shorter one keeps less in the server's memory).
-    pub nats_duplicate_window: std::time::Duration,
-    /// Serve HTTPS (only) with this certificate chain and key; reloaded on SIGHUP.
-    pub tls: Option<behalf_http::TlsFiles>,
+/// `[nats.access]`: how to reach NATS beyond its URL, the credential and TLS files.
+/// Every command that takes `--nats` takes these too (the password and token are
+/// better in `BEHALF_NATS_*` or the settings file than on a command line, which `ps`
+/// shows).
+#[derive(Args, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsAccess {
+    /// NATS user name (with --nats-password)
+    #[arg(id = "nats.access.user", long = "nats-user", env = "BEHALF_NATS_USER", value_name = "NAME")]
+    pub user: Option<String>,
+    /// NATS password (prefer BEHALF_NATS_PASSWORD or the settings file)
+    #[arg(
+        id = "nats.access.password",
+        long = "nats-password",
+        env = "BEHALF_NATS_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub password: Option<Secret>,
+    /// NATS token (prefer BEHALF_NATS_TOKEN or the settings file)
+    #[arg(
+        id = "nats.access.token",
+        long = "nats-token",
+        env = "BEHALF_NATS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<Secret>,
+    /// A file holding the NKey seed to sign NATS's challenge with
+    #[arg(id = "nats.access.nkey", long = "nats-nkey", env = "BEHALF_NATS_NKEY", value_name = "FILE")]
+    pub nkey: Option<PathBuf>,
+    /// A NATS .creds file (user JWT and seed)
+    #[arg(id = "nats.access.creds", long = "nats-creds", env = "BEHALF_NATS_CREDS", value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// CA certificate (PEM) to check the NATS servers against; requires TLS
+    #[arg(id = "nats.access.ca", long = "nats-ca", env = "BEHALF_NATS_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients (with --nats-key)
+    #[arg(id = "nats.access.cert", long = "nats-cert", env = "BEHALF_NATS_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM)
+    #[arg(id = "nats.access.key", long = "nats-key", env = "BEHALF_NATS_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+/// A secret setting: never shown by `Debug` (so never in a log line or an error).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// A section's defaults: what clap makes of an empty command line with no
+/// environment, so each default is written once, in its `#[arg]`.
+pub fn clap_defaults<T: Args + FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults")).mut_args(|a| a.env(None::<&str>));
+    T::from_arg_matches(&cmd.get_matches_from(["defaults"])).expect("every setting has a default or is optional")
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        clap_defaults()
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> HttpSettings {
+        clap_defaults()
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        clap_defaults()
+    }
+}
+
+impl Default for NatsSettings {
+    fn default() -> NatsSettings {
+        clap_defaults()
+    }
 }
 
 /// A duration as `500ms`, `30s`, `10m`, `2h`, or whole seconds (`600`).
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    use std::time::Duration;
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
@@ -63,251 +236,218 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     })
 }
 
-/// One layer: what a file, the environment or the flags say (each may say nothing).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Layer {
-    pub data_dir: Option<PathBuf>,
-    pub listen: Option<String>,
-    pub log_format: Option<String>,
-    pub max_body_bytes: Option<usize>,
-    pub max_in_flight: Option<usize>,
-    pub nats: Option<String>,
-    pub nats_replicas: Option<usize>,
-    pub nats_duplicate_window: Option<String>,
-    pub nats_user: Option<String>,
-    pub nats_password: Option<String>,
-    pub nats_token: Option<String>,
-    pub nats_nkey: Option<PathBuf>,
-    pub nats_creds: Option<PathBuf>,
-    pub nats_ca: Option<PathBuf>,
-    pub nats_cert: Option<PathBuf>,
-    pub nats_key: Option<PathBuf>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
+/// A duration in the settings file: the text [`parse_duration`] reads.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
-impl Layer {
-    fn over(self, base: Layer) -> Layer {
-        Layer {
-            data_dir: self.data_dir.or(base.data_dir),
-            listen: self.listen.or(base.listen),
-            log_format: self.log_format.or(base.log_format),
-            max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
-            max_in_flight: self.max_in_flight.or(base.max_in_flight),
-            nats: self.nats.or(base.nats),
-            nats_replicas: self.nats_replicas.or(base.nats_replicas),
-            nats_duplicate_window: self.nats_duplicate_window.or(base.nats_duplicate_window),
-            nats_user: self.nats_user.or(base.nats_user),
-            nats_password: self.nats_password.or(base.nats_password),
-            nats_token: self.nats_token.or(base.nats_token),
-            nats_nkey: self.nats_nkey.or(base.nats_nkey),
-            nats_creds: self.nats_creds.or(base.nats_creds),
-            nats_ca: self.nats_ca.or(base.nats_ca),
-            nats_cert: self.nats_cert.or(base.nats_cert),
-            nats_key: self.nats_key.or(base.nats_key),
-            tls_cert: self.tls_cert.or(base.tls_cert),
-            tls_key: self.tls_key.or(base.tls_key),
+/// The flags of every long-running role: the settings, and the file to read first.
+#[derive(Args, Debug, Clone)]
+pub struct SettingsArgs {
+    /// A TOML settings file (sections [http], [log], [nats], or the flags' names with
+    /// underscores at the top)
+    #[arg(long, env = "BEHALF_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl SettingsArgs {
+    /// Layers the defaults, the settings file, `BEHALF_*` and the flags (`matches`:
+    /// the command line these arguments were parsed from, which says where each value
+    /// came from), and checks the result.
+    pub fn load(&self, matches: &ArgMatches) -> anyhow::Result<Settings> {
+        let mut table = match &self.config {
+            Some(path) => {
+                let table = file_table(path)?;
+                from_table(&table).with_context(|| format!("the settings file {} is not valid", path.display()))?;
+                table
+            }
+            None => toml::Table::new(),
+        };
+        let given = toml::Table::try_from(&self.settings).context("cannot read the settings back")?;
+        for (id, _) in setting_ids() {
+            if matches!(matches.value_source(&id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)) {
+                if let Some(value) = get(&given, &id) {
+                    set(&mut table, &id, value.clone());
+                }
+            }
+        }
+        let settings = from_table(&table)?;
+        settings.check()?;
+        Ok(settings)
+    }
+}
+
+/// Every setting's id (its path in the file, e.g. `http.listen`) and its flag's name
+/// with underscores (its flat key, e.g. `listen`).
+fn setting_ids() -> Vec<(String, String)> {
+    Settings::augment_args(clap::Command::new("settings"))
+        .get_arguments()
+        .filter_map(|a| Some((a.get_id().to_string(), a.get_long()?.replace('-', "_"))))
+        .collect()
+}
+
+/// A settings file as a nested table (its flat keys moved to their sections).
+fn file_table(path: &Path) -> anyhow::Result<toml::Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the settings file {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("the settings file {} is not valid", path.display()))?;
+    for (id, flat) in setting_ids() {
+        if id != flat {
+            if let Some(value) = table.remove(&flat) {
+                set(&mut table, &id, value);
+            }
+        }
+    }
+    Ok(table)
+}
+
+/// The settings a table says (toml's error names the key of a bad value).
+fn from_table(table: &toml::Table) -> anyhow::Result<Settings> {
+    Ok(toml::Value::Table(table.clone()).try_into()?)
+}
+
+/// Takes empty `BEHALF_*` variables as not set (as a shell's `BEHALF_NATS=` means);
+/// called before the command line is parsed, while the process has one thread.
+pub fn unset_empty_variables() {
+    for (name, value) in std::env::vars_os() {
+        if value.is_empty() && name.to_string_lossy().starts_with("BEHALF_") {
+            std::env::remove_var(name);
+        }
+    }
+}
+
+fn get<'t>(table: &'t toml::Table, id: &str) -> Option<&'t toml::Value> {
+    let (section, rest) = match id.split_once('.') {
+        Some(split) => split,
+        None => return table.get(id),
+    };
+    get(table.get(section)?.as_table()?, rest)
+}
+
+fn set(table: &mut toml::Table, id: &str, value: toml::Value) {
+    match id.split_once('.') {
+        None => {
+            table.insert(id.to_owned(), value);
+        }
+        Some((section, rest)) => {
+            let entry = table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                set(inner, rest, value);
+            }
+        }
+    }
+}
+
+impl Settings {
+    /// What no single field can say: ranges, pairs, files that must be there.
+    fn check(&self) -> anyhow::Result<()> {
+        let h = &self.http;
+        if !(1024..=64 * 1024 * 1024).contains(&h.max_body_bytes) {
+            bail!("max_body_bytes {} must be between 1 KiB and 64 MiB", h.max_body_bytes);
+        }
+        if h.max_in_flight == 0 {
+            bail!("max_in_flight must be at least 1");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("the data directory must not be empty");
+        }
+        if !(1..=5).contains(&self.nats.replicas) {
+            bail!("nats_replicas {} must be between 1 and 5 (JetStream's limit)", self.nats.replicas);
+        }
+        if self.nats.duplicate_window < Duration::from_millis(100) {
+            bail!("nats_duplicate_window must be at least 100ms");
+        }
+        // A commit is one NATS message; nats-server takes at most 1 MiB by default.
+        if self.nats.url.is_some() && h.max_body_bytes > NATS_MAX_BODY_BYTES {
+            bail!("with nats, max_body_bytes {} must be at most {NATS_MAX_BODY_BYTES} (a commit is one NATS message of at most 1 MiB)", h.max_body_bytes);
+        }
+        self.tls_files()?;
+        match &self.nats.url {
+            Some(url) => {
+                self.nats.access.endpoint(url.clone())?;
+            }
+            None if self.nats.access != NatsAccess::default() => {
+                bail!("NATS credentials or TLS files were given without nats (the servers' URLs)")
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The NATS endpoint (URL, credential, TLS files), when the log is on NATS.
+    pub fn nats_endpoint(&self) -> anyhow::Result<Option<Endpoint>> {
+        self.nats.url.clone().map(|url| self.nats.access.endpoint(url)).transpose()
+    }
+
+    /// The HTTPS certificate and key, when given (both, or neither).
+    pub fn tls_files(&self) -> anyhow::Result<Option<behalf_http::TlsFiles>> {
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(c), Some(k)) => {
+                Ok(Some(behalf_http::TlsFiles { cert: existing("tls_cert", c)?, key: existing("tls_key", k)? }))
+            }
+            (None, None) => Ok(None),
+            (Some(_), None) | (None, Some(_)) => bail!("tls_cert and tls_key go together (HTTPS)"),
         }
     }
 
-    /// The `BEHALF_*` variables.
-    pub fn from_env() -> anyhow::Result<Layer> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let num = |name: &str| -> anyhow::Result<Option<usize>> {
-            var(name)
-                .map(|v| v.parse::<usize>().with_context(|| format!("{name}={v:?} is not a whole number")))
-                .transpose()
-        };
-        Ok(Layer {
-            data_dir: var("BEHALF_DATA_DIR").map(PathBuf::from),
-            listen: var("BEHALF_LISTEN"),
-            log_format: var("BEHALF_LOG_FORMAT"),
-            max_body_bytes: num("BEHALF_MAX_BODY_BYTES")?,
-            max_in_flight: num("BEHALF_MAX_IN_FLIGHT")?,
-            nats: var("BEHALF_NATS"),
-            nats_replicas: num("BEHALF_NATS_REPLICAS")?,
-            nats_duplicate_window: var("BEHALF_NATS_DUPLICATE_WINDOW"),
-            nats_user: var("BEHALF_NATS_USER"),
-            nats_password: var("BEHALF_NATS_PASSWORD"),
-            nats_token: var("BEHALF_NATS_TOKEN"),
-            nats_nkey: var("BEHALF_NATS_NKEY").map(PathBuf::from),
-            nats_creds: var("BEHALF_NATS_CREDS").map(PathBuf::from),
-            nats_ca: var("BEHALF_NATS_CA").map(PathBuf::from),
-            nats_cert: var("BEHALF_NATS_CERT").map(PathBuf::from),
-            nats_key: var("BEHALF_NATS_KEY").map(PathBuf::from),
-            tls_cert: var("BEHALF_TLS_CERT").map(PathBuf::from),
-            tls_key: var("BEHALF_TLS_KEY").map(PathBuf::from),
-        })
+    /// The API's limits.
+    pub fn limits(&self) -> behalf_http::Limits {
+        behalf_http::Limits { max_body_bytes: self.http.max_body_bytes, max_in_flight: self.http.max_in_flight }
     }
+}
 
-    /// The NATS endpoint this layer names (its URL with the credential and TLS files),
-    /// checked: one credential at most, user with password, certificate with key.
-    fn endpoint(&self) -> anyhow::Result<Option<Endpoint>> {
+impl NatsAccess {
+    /// The endpoint at `url` with this credential and these TLS files, checked: one
+    /// credential at most, user with password, certificate with key, files there.
+    pub fn endpoint(&self, url: String) -> anyhow::Result<Endpoint> {
         let given = [
-            self.nats_user.is_some() || self.nats_password.is_some(),
-            self.nats_token.is_some(),
-            self.nats_nkey.is_some(),
-            self.nats_creds.is_some(),
+            self.user.is_some() || self.password.is_some(),
+            self.token.is_some(),
+            self.nkey.is_some(),
+            self.creds.is_some(),
         ];
         if given.iter().filter(|g| **g).count() > 1 {
             bail!("give one NATS credential: a user and password, a token, an NKey seed file or a creds file");
         }
-        let credential = match (&self.nats_user, &self.nats_password) {
-            (Some(user), Some(password)) => Credential::UserPassword { user: user.clone(), password: password.clone() },
+        let credential = match (&self.user, &self.password) {
+            (Some(user), Some(password)) => {
+                Credential::UserPassword { user: user.clone(), password: password.0.clone() }
+            }
             (Some(_), None) => bail!("nats_user needs nats_password (BEHALF_NATS_PASSWORD keeps it out of `ps`)"),
             (None, Some(_)) => bail!("nats_password needs nats_user"),
-            (None, None) => match (&self.nats_token, &self.nats_nkey, &self.nats_creds) {
-                (Some(t), _, _) => Credential::Token(t.clone()),
+            (None, None) => match (&self.token, &self.nkey, &self.creds) {
+                (Some(t), _, _) => Credential::Token(t.0.clone()),
                 (_, Some(f), _) => Credential::NKey(existing("nats_nkey", f)?),
                 (_, _, Some(f)) => Credential::Creds(existing("nats_creds", f)?),
                 (None, None, None) => Credential::None,
             },
         };
-        let client_cert = match (&self.nats_cert, &self.nats_key) {
+        let client_cert = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => Some((existing("nats_cert", c)?, existing("nats_key", k)?)),
             (None, None) => None,
             (Some(_), None) | (None, Some(_)) => bail!("nats_cert and nats_key go together (mutual TLS)"),
         };
-        let ca = self.nats_ca.as_ref().map(|f| existing("nats_ca", f)).transpose()?;
-        let Some(url) = &self.nats else {
-            if credential != Credential::None || ca.is_some() || client_cert.is_some() {
-                bail!("NATS credentials or TLS files were given without nats (the servers' URLs)");
-            }
-            return Ok(None);
-        };
+        let ca = self.ca.as_ref().map(|f| existing("nats_ca", f)).transpose()?;
         if url.split(',').any(|u| u.trim().is_empty()) {
             bail!("the NATS URL {url:?} has an empty part; give nats://HOST:PORT[,nats://HOST:PORT…]");
         }
-        Ok(Some(Endpoint { url: url.clone(), credential, ca, client_cert }))
-    }
-
-    pub fn from_file(path: &Path) -> anyhow::Result<Layer> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the settings file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("the settings file {} is not valid", path.display()))
-    }
-}
-
-/// How to reach NATS beyond its URL: the credential and TLS files. Every command that
-/// takes `--nats` takes these too; each also reads `BEHALF_NATS_*` and the settings
-/// file's `nats_*` keys (the password and token are better there than on a command
-/// line, which `ps` shows).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct NatsFlags {
-    /// NATS user name (with --nats-password)
-    #[arg(long, value_name = "NAME")]
-    pub nats_user: Option<String>,
-    /// NATS password (prefer BEHALF_NATS_PASSWORD or the settings file)
-    #[arg(long, value_name = "PASSWORD")]
-    pub nats_password: Option<String>,
-    /// NATS token (prefer BEHALF_NATS_TOKEN or the settings file)
-    #[arg(long, value_name = "TOKEN")]
-    pub nats_token: Option<String>,
-    /// A file holding the NKey seed to sign NATS's challenge with
-    #[arg(long, value_name = "FILE")]
-    pub nats_nkey: Option<PathBuf>,
-    /// A NATS .creds file (user JWT and seed)
-    #[arg(long, value_name = "FILE")]
-    pub nats_creds: Option<PathBuf>,
-    /// CA certificate (PEM) to check the NATS servers against; requires TLS
-    #[arg(long, value_name = "FILE")]
-    pub nats_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for NATS servers that verify clients (with --nats-key)
-    #[arg(long, value_name = "FILE")]
-    pub nats_cert: Option<PathBuf>,
-    /// The client certificate's key (PEM)
-    #[arg(long, value_name = "FILE")]
-    pub nats_key: Option<PathBuf>,
-}
-
-impl NatsFlags {
-    fn layer(self, nats: Option<String>) -> Layer {
-        Layer {
-            nats,
-            nats_user: self.nats_user,
-            nats_password: self.nats_password,
-            nats_token: self.nats_token,
-            nats_nkey: self.nats_nkey,
-            nats_creds: self.nats_creds,
-            nats_ca: self.nats_ca,
-            nats_cert: self.nats_cert,
-            nats_key: self.nats_key,
-            ..Layer::default()
-        }
-    }
-
-    /// The endpoint for a one-shot command's `--nats URL`, with these flags over the
-    /// `BEHALF_NATS_*` variables.
-    pub fn endpoint(self, url: String) -> anyhow::Result<Endpoint> {
-        let l = self.layer(Some(url)).over(Layer::from_env()?);
-        Ok(l.endpoint()?.expect("a URL was given"))
-    }
-}
-
-/// The flags of every long-running role; with `--config`, the environment and the
-/// defaults they make its [`Settings`].
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct SettingsArgs {
-    /// Where this process keeps its data [default: ./behalf-data]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// HOST:PORT to serve HTTP on; port 0 picks a free port [serve's default:
-    /// 127.0.0.1:8080; the NATS roles serve HTTP only when given]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub listen: Option<String>,
-    /// A TOML settings file (keys as the flags, with underscores) [env: BEHALF_CONFIG]
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Log lines as `human` or `json` [default: human]
-    #[arg(long)]
-    pub log_format: Option<String>,
-    /// Largest accepted request body in bytes [default: 262144]
-    #[arg(long)]
-    pub max_body_bytes: Option<usize>,
-    /// Commands decided at once before answering 429 [default: 4096]
-    #[arg(long)]
-    pub max_in_flight: Option<usize>,
-    /// NATS server URLs, comma-separated (nats://HOST:PORT, or tls://HOST:PORT to
-    /// require TLS): the event log, tokens and queues on JetStream instead of the
-    /// embedded engine
-    #[arg(long, value_name = "URL")]
-    pub nats: Option<String>,
-    /// Copies of the streams and buckets when first created: 1 on one node, 3 on a
-    /// cluster [default: 1]
-    #[arg(long)]
-    pub nats_replicas: Option<usize>,
-    /// JetStream's de-duplication window when the event stream is first created, e.g.
-    /// 10m or 1s; idempotency (R26) holds beyond it through the command index
-    /// [default: 10m]
-    #[arg(long, value_name = "DURATION")]
-    pub nats_duplicate_window: Option<String>,
-    #[command(flatten)]
-    pub nats_flags: NatsFlags,
-    /// Serve HTTPS only, with this certificate chain (PEM); reloaded on SIGHUP
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The HTTPS certificate's private key (PEM)
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-}
-
-impl SettingsArgs {
-    /// Layers the defaults, the settings file, `BEHALF_*` and these flags.
-    pub fn load(self) -> anyhow::Result<Settings> {
-        let flags = Layer {
-            data_dir: self.data_dir,
-            listen: self.listen,
-            log_format: self.log_format,
-            max_body_bytes: self.max_body_bytes,
-            max_in_flight: self.max_in_flight,
-            nats_replicas: self.nats_replicas,
-            nats_duplicate_window: self.nats_duplicate_window,
-            tls_cert: self.tls_cert,
-            tls_key: self.tls_key,
-            ..self.nats_flags.layer(self.nats)
-        };
-        load(config_path(self.config).as_deref(), Layer::from_env()?, flags)
+        Ok(Endpoint { url, credential, ca, client_cert })
     }
 }
 
@@ -320,97 +460,37 @@ fn existing(setting: &str, path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// The largest body `serve --nats` takes: its commit (with the envelope) must fit one
-/// NATS message of the server's default 1 MiB `max_payload`.
-pub const NATS_MAX_BODY_BYTES: usize = 512 * 1024;
-
-/// A producer's bearer token from `BEHALF_TOKEN` (kept out of command lines).
-pub fn token_from_env() -> Option<String> {
-    std::env::var("BEHALF_TOKEN").ok().filter(|v| !v.is_empty())
-}
-
-/// The config file named by the flag, else by `BEHALF_CONFIG`.
-pub fn config_path(flag: Option<PathBuf>) -> Option<PathBuf> {
-    flag.or_else(|| std::env::var("BEHALF_CONFIG").ok().filter(|v| !v.is_empty()).map(PathBuf::from))
-}
-
-/// Layers defaults, the file, the environment and the flags, and validates the result.
-pub fn load(config: Option<&Path>, env: Layer, flags: Layer) -> anyhow::Result<Settings> {
-    let file = match config {
-        Some(p) => Layer::from_file(p)?,
-        None => Layer::default(),
-    };
-    let l = flags.over(env.over(file));
-    let nats = l.endpoint()?;
-    let listen = match &l.listen {
-        Some(text) => Some(
-            text.parse::<SocketAddr>()
-                .with_context(|| format!("listen address {text:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"))?,
-        ),
-        None => None,
-    };
-    let log_format = match l.log_format.as_deref().unwrap_or("human") {
-        "human" => LogFormat::Human,
-        "json" => LogFormat::Json,
-        other => bail!("log format {other:?} is not human or json"),
-    };
-    let max_body_bytes = l.max_body_bytes.unwrap_or(256 * 1024);
-    if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
-        bail!("max_body_bytes {max_body_bytes} must be between 1 KiB and 64 MiB");
-    }
-    let max_in_flight = l.max_in_flight.unwrap_or(4096);
-    if max_in_flight == 0 {
-        bail!("max_in_flight must be at least 1");
-    }
-    let data_dir = l.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    if data_dir.as_os_str().is_empty() {
-        bail!("the data directory must not be empty");
-    }
-    let nats_replicas = l.nats_replicas.unwrap_or(1);
-    if !(1..=5).contains(&nats_replicas) {
-        bail!("nats_replicas {nats_replicas} must be between 1 and 5 (JetStream's limit)");
-    }
-    let nats_duplicate_window = match l.nats_duplicate_window.as_deref() {
-        Some(w) => parse_duration(w).map_err(|e| anyhow::anyhow!("nats_duplicate_window: {e}"))?,
-        None => behalf_nats::DUPLICATE_WINDOW,
-    };
-    if nats_duplicate_window < std::time::Duration::from_millis(100) {
-        bail!("nats_duplicate_window must be at least 100ms");
-    }
-    if nats.is_some() {
-        // A commit is one NATS message; nats-server takes at most 1 MiB by default.
-        if max_body_bytes > NATS_MAX_BODY_BYTES {
-            bail!("with nats, max_body_bytes {max_body_bytes} must be at most {NATS_MAX_BODY_BYTES} (a commit is one NATS message of at most 1 MiB)");
-        }
-    }
-    let tls = match (&l.tls_cert, &l.tls_key) {
-        (Some(c), Some(k)) => {
-            Some(behalf_http::TlsFiles { cert: existing("tls_cert", c)?, key: existing("tls_key", k)? })
-        }
-        (None, None) => None,
-        (Some(_), None) | (None, Some(_)) => bail!("tls_cert and tls_key go together (HTTPS)"),
-    };
-    Ok(Settings {
-        tls,
-        data_dir,
-        listen,
-        log_format,
-        max_body_bytes,
-        max_in_flight,
-        stop_at_last_good: false,
-        nats,
-        nats_replicas,
-        nats_duplicate_window,
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use behalf_nats::Credential;
+    use clap::{CommandFactory as _, FromArgMatches as _};
+
+    use super::{parse_duration, LogFormat, Settings, SettingsArgs};
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        args: SettingsArgs,
+    }
+
+    /// Loads the settings of a command line (the environment as it is).
+    fn load(argv: &[&str]) -> anyhow::Result<Settings> {
+        let matches = Cli::command().try_get_matches_from(std::iter::once("behalf").chain(argv.iter().copied()))?;
+        Cli::from_arg_matches(&matches)?.args.load(&matches)
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("behalf.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path.display().to_string())
+    }
 
     #[test]
     fn durations_read_with_their_units() {
-        use std::time::Duration;
         assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
         assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
@@ -419,69 +499,69 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_said_once() {
+        let s = Settings::default();
+        assert_eq!(s.data_dir, PathBuf::from(super::DEFAULT_DATA_DIR));
+        assert_eq!((s.http.listen, s.http.max_body_bytes, s.http.max_in_flight), (None, 256 * 1024, 4096));
+        assert_eq!((s.log.format, s.nats.url.as_deref(), s.nats.replicas), (LogFormat::Human, None, 1));
+        assert_eq!(s.nats.duplicate_window, behalf_nats::DUPLICATE_WINDOW, "the engine's window is the default");
+    }
+
+    /// The one test that sets a variable (tests share the environment): no other
+    /// test here reads `max_body_bytes`.
+    #[test]
     fn layers_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("behalf.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nmax_in_flight = 10\nlog_format = \"json\"\n").unwrap();
-        let env = Layer { max_in_flight: Some(20), ..Layer::default() };
-        let flags = Layer { listen: Some("127.0.0.1:0".into()), ..Layer::default() };
-        let s = load(Some(&file), env, flags).unwrap();
-        assert_eq!(s.listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:0"), "flags win");
-        assert_eq!(s.max_in_flight, 20, "environment over file");
-        assert_eq!(s.log_format, LogFormat::Json, "file over defaults");
+        let (_dir, path) = file("listen = \"127.0.0.1:9000\"\nmax_body_bytes = 4096\n[log]\nformat = \"json\"\n");
+        std::env::set_var("BEHALF_MAX_BODY_BYTES", "8192");
+        let s = load(&["--config", &path, "--listen", "127.0.0.1:0"]);
+        std::env::remove_var("BEHALF_MAX_BODY_BYTES");
+        let s = s.unwrap();
+        assert_eq!(s.http.listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:0"), "flags win");
+        assert_eq!(s.http.max_body_bytes, 8192, "environment over file");
+        assert_eq!(s.log.format, LogFormat::Json, "file (nested) over defaults");
         assert_eq!(s.data_dir, PathBuf::from("./behalf-data"), "defaults");
     }
 
     #[test]
     fn bad_settings_are_refused_before_start() {
-        let bad = |l: Layer| load(None, Layer::default(), l).unwrap_err().to_string();
-        assert!(bad(Layer { listen: Some("localhost".into()), ..Layer::default() }).contains("HOST:PORT"));
-        assert!(bad(Layer { log_format: Some("xml".into()), ..Layer::default() }).contains("xml"));
-        assert!(bad(Layer { max_body_bytes: Some(1), ..Layer::default() }).contains("max_body_bytes"));
-        let nats =
-            |url: &str, body: Option<usize>| Layer { nats: Some(url.into()), max_body_bytes: body, ..Layer::default() };
-        assert!(bad(nats("nats://a:4222,", None)).contains("empty part"));
-        assert!(bad(nats("nats://a:4222", Some(4 << 20))).contains("at most"));
-        let ok = load(None, Layer::default(), nats("nats://a:4222", None)).unwrap();
-        assert_eq!((ok.nats.as_ref().map(|e| e.url.as_str()), ok.nats_replicas), (Some("nats://a:4222"), 1));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("b.toml");
-        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
-        assert!(load(Some(&file), Layer::default(), Layer::default()).is_err(), "unknown keys are refused");
+        let bad = |argv: &[&str]| load(argv).unwrap_err().to_string();
+        assert!(bad(&["--listen", "localhost"]).contains("HOST:PORT"));
+        assert!(bad(&["--log-format", "xml"]).contains("xml"));
+        assert!(bad(&["--max-body-bytes", "1"]).contains("max_body_bytes"));
+        assert!(bad(&["--nats", "nats://a:4222,"]).contains("empty part"));
+        assert!(bad(&["--nats", "nats://a:4222", "--max-body-bytes", "4194304"]).contains("at most"));
+        let ok = load(&["--nats", "nats://a:4222"]).unwrap();
+        assert_eq!(ok.nats_endpoint().unwrap().map(|e| e.url), Some("nats://a:4222".to_owned()));
+        let (_dir, path) = file("lisen = \"x\"\n");
+        assert!(load(&["--config", &path]).is_err(), "unknown keys are refused");
+        let (_dir, path) = file("[http]\nmax_in_flight = \"many\"\n");
+        let e = format!("{:#}", load(&["--config", &path]).unwrap_err());
+        assert!(e.contains("http.max_in_flight") && e.contains(&path), "names the key and the file: {e}");
     }
 
     #[test]
     fn the_example_settings_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/behalf.toml");
-        let s = load(Some(&path), Layer::default(), Layer::default()).unwrap();
-        assert_eq!((s.log_format, s.max_in_flight), (LogFormat::Json, 4096));
+        let s = load(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!((s.log.format, s.http.max_in_flight), (LogFormat::Json, 4096));
         assert_eq!(s.data_dir, PathBuf::from("/var/lib/behalf"));
     }
 
     #[test]
     fn nats_credentials_layer_and_are_checked() {
-        let url = || Some("tls://a:4222".to_owned());
-        let env = Layer { nats_password: Some("from-env".into()), ..Layer::default() };
-        let flags = Layer { nats: url(), nats_user: Some("ops".into()), ..Layer::default() };
-        let s = load(None, env, flags).unwrap();
-        let e = s.nats.unwrap();
-        assert_eq!(e.credential, Credential::UserPassword { user: "ops".into(), password: "from-env".into() });
+        let (_dir, path) = file("nats_password = \"from-file\"\n");
+        let s = load(&["--config", &path, "--nats", "tls://a:4222", "--nats-user", "ops"]).unwrap();
+        let e = s.nats_endpoint().unwrap().unwrap();
+        assert_eq!(e.credential, Credential::UserPassword { user: "ops".into(), password: "from-file".into() });
         assert!(e.requires_tls());
-        let bad = |l: Layer| load(None, Layer::default(), l).unwrap_err().to_string();
-        let two = Layer { nats: url(), nats_token: Some("t".into()), nats_user: Some("u".into()), ..Layer::default() };
-        assert!(bad(two).contains("one NATS credential"));
-        assert!(bad(Layer { nats: url(), nats_user: Some("u".into()), ..Layer::default() }).contains("nats_password"));
-        assert!(bad(Layer { nats_token: Some("t".into()), ..Layer::default() }).contains("without nats"));
-        assert!(
-            bad(Layer { nats: url(), nats_ca: Some("/nowhere/ca.pem".into()), ..Layer::default() }).contains("no file")
-        );
-        let half = Layer { nats: url(), nats_cert: Some("/etc/hostname".into()), ..Layer::default() };
-        assert!(bad(half).contains("go together"));
-        let shown = format!(
-            "{:?}",
-            load(None, Layer::default(), Layer { nats: url(), nats_token: Some("s3cret".into()), ..Layer::default() })
-                .unwrap()
-        );
+        let bad = |argv: &[&str]| format!("{:#}", load(argv).unwrap_err());
+        let url = ["--nats", "tls://a:4222"];
+        assert!(bad(&[&url[..], &["--nats-token", "t", "--nats-user", "u"]].concat()).contains("one NATS credential"));
+        assert!(bad(&[&url[..], &["--nats-user", "u"]].concat()).contains("nats_password"));
+        assert!(bad(&["--nats-token", "t"]).contains("without nats"));
+        assert!(bad(&[&url[..], &["--nats-ca", "/nowhere/ca.pem"]].concat()).contains("no file"));
+        assert!(bad(&[&url[..], &["--nats-cert", "/etc/hostname"]].concat()).contains("go together"));
+        let shown = format!("{:?}", load(&[&url[..], &["--nats-token", "s3cret"]].concat()).unwrap());
         assert!(!shown.contains("s3cret"), "settings never show a secret: {shown}");
     }
 }
