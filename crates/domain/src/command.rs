@@ -2,12 +2,14 @@
 //! names of `API.md`. Fields a rule checks (severity, workload, the contact) are kept
 //! raw here so that `decide` answers with the rule's own code instead of a parse error.
 
-use serde::{Deserialize, Serialize};
-
-use crate::directory::*;
-use crate::ids::*;
+use crate::facts::{
+    Assignment, Customer, GroupMember, HealthIssue, Partner, PartnerUser, Product, RbacAssignment, Relationship,
+    Subscription, SupportPlan,
+};
 use crate::kinds::CommandKind;
 use crate::vocab::RawValue;
+use crate::{CustomerId, IssueId, ProductId, SubscriptionId, TicketId};
+use serde::{Deserialize, Serialize};
 
 /// A ticket contact as sent (R16); checked and typed by `decide`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,162 +4,23 @@
 //! R28 whether it is a valid GDAP fact) and, once accepted, an event folded into
 //! [`Directory`] — the GDAP projection the policy judges against.
 
-use std::collections::BTreeMap;
-
+use crate::kinds::{DirectoryEvent, EventKind};
+use crate::{
+    AssignmentId, CustomerId, Event, GroupId, IssueId, PartnerId, PlanId, ProductId, RbacAssignmentId, RelationshipId,
+    SubscriptionId, UserId,
+};
 use serde::{Deserialize, Serialize};
-
-use crate::ids::*;
-use crate::kinds::{DirectoryCommand, DirectoryEvent, EventKind};
-use crate::rejection::{Code, Rejection, Rule};
-use crate::roles::GLOBAL_ADMINISTRATOR;
-use crate::time::{parse_iso_duration_days, Timestamp, MS_PER_DAY};
-use crate::vocab::*;
-use crate::{Event, Principal};
+use std::collections::BTreeMap;
 
 mod decide;
 
+pub use crate::facts::{
+    Assignment, Customer, GroupMember, HealthIssue, Partner, PartnerUser, Product, RbacAssignment, Relationship,
+    Subscription, SupportPlan, AUTO_EXTEND_DAYS,
+};
+
 pub(crate) use decide::decide;
 pub use decide::{email_domain, is_domain};
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Partner {
-    pub partner_id: PartnerId,
-    pub name: String,
-    pub program: Program,
-    pub domains: Vec<String>,
-    pub cloud: Cloud,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider_id: Option<PartnerId>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartnerUser {
-    pub partner_id: PartnerId,
-    pub user_id: UserId,
-    pub email: String,
-    pub admin_agent: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupMember {
-    pub partner_id: PartnerId,
-    pub group_id: GroupId,
-    pub user_id: UserId,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Customer {
-    pub customer_id: CustomerId,
-    pub name: String,
-    pub domains: Vec<String>,
-    pub cloud: Cloud,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Relationship {
-    pub relationship_id: RelationshipId,
-    pub partner_id: PartnerId,
-    pub customer_id: CustomerId,
-    pub status: RelationshipStatus,
-    pub roles: Vec<RoleId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub activated_at: Option<Timestamp>,
-    /// ISO-8601, `P1D` … `P2Y` (R28).
-    pub duration: String,
-    /// `PT0S`/`P0D` (off) or `P180D` (R28).
-    pub auto_extend: String,
-}
-
-/// Auto-extension step of R5: 180 days.
-pub const AUTO_EXTEND_DAYS: i64 = 180;
-
-impl Relationship {
-    fn duration_days(&self) -> i64 {
-        parse_iso_duration_days(&self.duration).map_or(0, i64::from)
-    }
-    pub fn auto_extends(&self) -> bool {
-        parse_iso_duration_days(&self.auto_extend).is_some_and(|d| d > 0)
-    }
-    /// R5: the end of the relationship as seen at `now` — activation + duration, rolled
-    /// forward by 180-day steps while auto-extend is on. `None` without an activation.
-    pub fn end_at(&self, now: Timestamp) -> Option<Timestamp> {
-        let start = self.activated_at?;
-        let end = start.plus_millis(self.duration_days() * MS_PER_DAY);
-        if self.auto_extends() && now >= end {
-            let step = AUTO_EXTEND_DAYS * MS_PER_DAY;
-            let steps = now.millis().saturating_sub(end.millis()) / step + 1;
-            return Some(end.plus_millis(steps.saturating_mul(step)));
-        }
-        Some(end)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    pub assignment_id: AssignmentId,
-    pub relationship_id: RelationshipId,
-    pub group_id: GroupId,
-    pub roles: Vec<RoleId>,
-    pub status: AssignmentStatus,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subscription {
-    pub subscription_id: SubscriptionId,
-    pub customer_id: CustomerId,
-    pub workload: Workload,
-    pub provider_id: PartnerId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reseller_id: Option<PartnerId>,
-    pub billing: Billing,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub marketplace_product_id: Option<ProductId>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RbacAssignment {
-    pub assignment_id: RbacAssignmentId,
-    pub subscription_id: SubscriptionId,
-    /// A partner user or security group.
-    pub principal_id: UserId,
-    pub role_id: RoleId,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Product {
-    pub product_id: ProductId,
-    pub isv_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub support_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub support_email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub support_phone: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SupportPlan {
-    pub plan_id: PlanId,
-    pub partner_id: PartnerId,
-    pub kind: SupportPlanKind,
-    pub valid_until: Timestamp,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthIssue {
-    pub issue_id: IssueId,
-    pub workload: Workload,
-    pub title: String,
-    pub classification: Classification,
-    pub status: String,
-    pub is_resolved: bool,
-    pub start: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end: Option<Timestamp>,
-    /// Empty: every customer of the workload.
-    #[serde(default)]
-    pub customer_ids: Vec<CustomerId>,
-}
 
 /// A small ordered set of ids, kept as a sorted vector: most sets of the directory's
 /// indexes hold one or two ids, and a `BTreeSet` node takes ~300 bytes even for one.

@@ -2,17 +2,20 @@
 //! kind. Stored bytes are a protocol: add fields with `#[serde(default)]`, never
 //! rename; a breaking change gets a new schema version and an upcaster in the log crate.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-use crate::directory::*;
-use crate::ids::*;
+use crate::facts::{
+    Assignment, Customer, GroupMember, HealthIssue, Partner, PartnerUser, Product, RbacAssignment, Relationship,
+    Subscription, SupportPlan,
+};
 use crate::kinds::EventKind;
 use crate::rejection::{Code, Rule};
 use crate::time::Timestamp;
-use crate::vocab::*;
-use crate::Principal;
+use crate::{
+    AssignmentId, Cloud, CustomerId, EscalationReason, GroupId, IssueId, PartnerId, Permission, PlanId,
+    PreferredContact, Principal, ProductId, RbacAssignmentId, RelationshipId, RequestId, RoleId, Route, Severity,
+    SubscriptionId, TicketId, UserId, Workload,
+};
+use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// A log stream: `<category>-<id>`, e.g. `ticket-01J…`, `gdap-<relationship id>`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

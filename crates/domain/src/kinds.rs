@@ -6,11 +6,19 @@
 //! once, not every variant it ignores, and a ticket command cannot reach a
 //! directory decision. Each flat enum is matched in full exactly once, here.
 
-use crate::command::*;
-use crate::directory::*;
-use crate::event::*;
+use crate::command::{
+    AttachToTicket, CloseTicket, EscalateTicket, OpenTicket, ReopenTicket, SupportRequest, TicketText, UpdateTicket,
+};
+use crate::event::{
+    AttachmentAdded, AttentionCleared, AttentionRequested, NoteAdded, SlaBreached, SupportRequestRouted, TicketClosed,
+    TicketEscalated, TicketOpened, TicketReopened, TicketUpdated, VendorResponded,
+};
+use crate::facts::{
+    Assignment, Customer, GroupMember, HealthIssue, Partner, PartnerUser, Product, RbacAssignment, Relationship,
+    Subscription, SupportPlan,
+};
 use crate::ids::TicketId;
-use crate::StreamId;
+use crate::{Command, CommandRejected, Event, Evidence, StreamId};
 
 /// A command, by what it acts on.
 #[derive(Clone, Copy, Debug)]

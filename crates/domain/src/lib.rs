@@ -17,6 +17,7 @@
 pub mod command;
 pub mod directory;
 pub mod event;
+pub mod facts;
 pub mod ids;
 pub mod kinds;
 pub mod notify;
@@ -29,17 +30,22 @@ pub mod ticket;
 pub mod time;
 pub mod vocab;
 
-use serde::{Deserialize, Serialize};
-
 pub use command::{Command, Target};
 pub use directory::Directory;
 pub use event::{CommandRejected, Event, Evidence, Grant, StreamId};
-pub use ids::*;
+pub use ids::{
+    is_guid, AssignmentId, CommandId, CustomerId, GroupId, IssueId, PartnerId, PlanId, ProductId, RbacAssignmentId,
+    RelationshipId, RequestId, RoleId, SubscriptionId, TicketId, UserId,
+};
 pub use kinds::{CommandKind, DirectoryCommand, DirectoryEvent, EventKind, TicketCommand, TicketEvent};
 pub use rejection::{Code, Rejection, Rule};
+use serde::{Deserialize, Serialize};
 pub use ticket::Ticket;
 pub use time::Timestamp;
-pub use vocab::*;
+pub use vocab::{
+    AssignmentStatus, Billing, Classification, Cloud, EscalationReason, Permission, PreferredContact, PrincipalKind,
+    Program, RawValue, RelationshipStatus, Route, Severity, SupportPlanKind, TicketStatus, Workload,
+};
 
 /// Who is acting: always taken from the token, never from a request body (R2).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

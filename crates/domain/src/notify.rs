@@ -3,12 +3,10 @@
 //! cloud's), the vendor's request for attention and a customer's request routed to
 //! the partner to that partner's queue.
 
-use serde::{Deserialize, Serialize};
-
 use crate::event::Event;
-use crate::ids::*;
 use crate::kinds::{EventKind, TicketEvent};
-use crate::vocab::*;
+use crate::{Cloud, CustomerId, IssueId, PartnerId, Route, Severity, TicketId, Workload};
+use serde::{Deserialize, Serialize};
 
 /// A queue's name: `<cloud>.<workload>` or `partner.<partner id>`.
 pub fn workload_queue(cloud: Cloud, workload: Workload) -> String {

@@ -6,12 +6,13 @@
 
 use crate::directory::{email_domain, Assignment, Customer, Directory, Partner, Relationship};
 use crate::event::{Evidence, Grant};
-use crate::ids::*;
 use crate::rejection::{Code, Rejection, Rule};
 use crate::roles::{azure_role_may_open_support, entra_role_permits};
 use crate::time::Timestamp;
-use crate::vocab::*;
-use crate::Principal;
+use crate::{
+    AssignmentStatus, CustomerId, GroupId, PartnerId, Permission, PlanId, Principal, Program, RbacAssignmentId,
+    RelationshipStatus, RoleId, SubscriptionId, UserId, Workload,
+};
 
 mod explain;
 

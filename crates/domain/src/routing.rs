@@ -5,10 +5,9 @@
 use crate::command::SupportRequest;
 use crate::directory::{Directory, Subscription};
 use crate::event::{Event, Isv, SupportRequestRouted};
-use crate::ids::*;
 use crate::rejection::{Code, Rejection, Rule};
 use crate::vocab::{Billing, Route};
-use crate::{Context, Principal};
+use crate::{Context, PartnerId, Principal, RequestId};
 
 /// The partner a customer deals with for a subscription: its reseller, else its provider.
 pub fn selling_partner(sub: &Subscription) -> &PartnerId {

@@ -2,19 +2,16 @@
 //! Authorisation is [`crate::policy`]'s; this module says what a ticket is and how it
 //! moves through its lifecycle.
 
-use serde::{Deserialize, Serialize};
-
-use crate::command::*;
-use crate::directory::{email_domain, Directory};
-use crate::event::*;
-use crate::ids::*;
-use crate::kinds::{EventKind, TicketCommand, TicketEvent};
-use crate::policy::{authorize_ticket, r2_partner_agent, TicketScope};
-use crate::rejection::{Code, Rejection, Rule};
+use crate::event::{Contact, TicketEscalated};
+use crate::kinds::{EventKind, TicketEvent};
+use crate::policy::TicketScope;
 use crate::sla::{SlaClock, SlaState};
 use crate::time::Timestamp;
-use crate::vocab::*;
-use crate::{Context, Principal};
+use crate::{
+    Cloud, CustomerId, EscalationReason, Event, Evidence, IssueId, PartnerId, Severity, SubscriptionId, TicketId,
+    TicketStatus, UserId, Workload,
+};
+use serde::{Deserialize, Serialize};
 
 mod decide;
 

@@ -2,9 +2,19 @@
 //! and benchmarks use them as a realistic mix. [`type_index`] is an exhaustive match,
 //! so a new event type fails to build until it has a sample here.
 
-use behalf_domain::directory::*;
-use behalf_domain::event::*;
-use behalf_domain::*;
+use behalf_domain::directory::{
+    Assignment, Customer, GroupMember, HealthIssue, Partner, PartnerUser, Product, RbacAssignment, Relationship,
+    Subscription, SupportPlan,
+};
+use behalf_domain::event::{
+    AttachmentAdded, AttentionCleared, AttentionRequested, CommandRejected, Contact, Event, Evidence, Grant, Isv,
+    NoteAdded, SlaBreached, SupportRequestRouted, TicketClosed, TicketEscalated, TicketOpened, TicketReopened,
+    TicketUpdated, VendorResponded,
+};
+use behalf_domain::{
+    AssignmentStatus, Billing, Classification, Cloud, Code, EscalationReason, Permission, PreferredContact, Principal,
+    Program, RelationshipStatus, Route, Rule, Severity, SupportPlanKind, TicketId, Timestamp, Workload,
+};
 
 const P: &str = "6a3f1b2c-0000-4000-8000-00000000000a";
 const C: &str = "7b4e2d3f-0000-4000-8000-00000000000b";

@@ -4,11 +4,14 @@
 //! a refusal), and the end-to-end suite sends the ones a live server can stage over
 //! HTTP (`crates/cli/tests/e2e.rs`), with the status from the code table.
 
+use crate::cases::Then::{Accepts, Refuses};
+use crate::world::{
+    agent, agent_of, at, customer_user, merge, open_azure, open_o365, sync, World, AGENT, CONTRIBUTOR, CUSTOMER,
+    DIRECTORY_READERS, GLOBAL_ADMIN, GLOBAL_READER, GOV_CUSTOMER, GROUP, HELPDESK, NOT_ADMIN, OTHER_CUSTOMER, PARTNER,
+    PROVIDER, PROVIDER_AGENT, READER, READER_AGENT, RESELLER, RESELLER_AGENT, T0,
+};
 use behalf_domain::Principal;
 use serde_json::{json, Value};
-
-use crate::world::*;
-use Then::*;
 
 /// What a case starts from, beside the standard world.
 pub enum Given {

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use behalf_domain::*;
+use behalf_domain::{
+    decide, Command, Context, Directory, Event, Principal, Rejection, State, Target, Ticket, TicketId, Timestamp,
+};
 use serde_json::{json, Value};
 
 pub const T0: &str = "2026-06-01T00:00:00Z";

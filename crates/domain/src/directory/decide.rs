@@ -1,11 +1,19 @@
 //! The directory's decisions: validation of facts (R25 who writes, R28 valid GDAP
 //! facts, R16 field shapes) and one function per directory command.
 
-use super::*;
-
 // ---------------------------------------------------------------------------------
 // Validation of facts (R25 who writes, R28 valid GDAP facts, R16 field shapes).
 
+use crate::facts::{
+    Assignment, Customer, GroupMember, HealthIssue, Partner, PartnerUser, Product, RbacAssignment, Relationship,
+    Subscription, SupportPlan,
+};
+use crate::roles::GLOBAL_ADMINISTRATOR;
+use crate::time::parse_iso_duration_days;
+use crate::{
+    Code, Directory, DirectoryCommand, Event, PartnerId, Principal, Program, Rejection, RelationshipStatus, RoleId,
+    Rule,
+};
 fn check_id<T>(field: &str, check: Result<(), &'static str>, _: &T) -> Result<(), Rejection> {
     check.map_err(|why| Rejection::invalid(field, why))
 }

@@ -2,8 +2,14 @@
 //! this customer, per workload, with the same functions that decide) and `rejudge`
 //! (does a recorded grant still justify an action: the audit's question).
 
-use super::*;
-
+use crate::policy::{
+    authorize_ticket, r13_own_support_plan, r2_partner_agent, r3_admin_agent, r5_is_live, TicketScope, CSP_SUPPORT_PLAN,
+};
+use crate::roles::{azure_role_may_open_support, entra_role_permits};
+use crate::{
+    AssignmentStatus, CustomerId, Directory, Evidence, Grant, PartnerId, Principal, Rejection, SubscriptionId,
+    Timestamp, UserId, Workload,
+};
 /// One workload's answer in an access explanation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkloadAccess {

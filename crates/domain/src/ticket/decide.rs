@@ -1,7 +1,19 @@
 //! The decisions on tickets: R16 field checks, `ticket.open` (R1–R16 through the
 //! policy), and one function per command on an existing ticket (R17–R21, R27).
 
-use super::*;
+use crate::command::{
+    AttachToTicket, CloseTicket, ContactInput, EscalateTicket, OpenTicket, ReopenTicket, TicketText, UpdateTicket,
+};
+use crate::directory::email_domain;
+use crate::event::{
+    AttachmentAdded, AttentionCleared, AttentionRequested, Contact, NoteAdded, SlaBreached, TicketClosed, TicketOpened,
+    TicketReopened, TicketUpdated, VendorResponded,
+};
+use crate::policy::{authorize_ticket, r2_partner_agent, TicketScope};
+use crate::{
+    Cloud, Code, Context, Directory, EscalationReason, Event, Evidence, IssueId, PreferredContact, Principal, RawValue,
+    Rejection, Rule, Severity, Ticket, TicketCommand, TicketId, TicketStatus, Workload,
+};
 
 // ---------------------------------------------------------------------------------
 // R16 field checks.
