@@ -1,6 +1,9 @@
 //! What a server holds: its stores and service ([`App`]), its limits and its counters.
 
-use super::*;
+use super::{
+    watch, Arc, AtomicU64, BTreeMap, Clock, CommandService, EventLog, GdapProjection, Mutex, QueueStore, Semaphore,
+    Tokens, ViewStore,
+};
 
 /// Request limits (API.md: 256 KiB bodies by default).
 #[derive(Clone, Copy, Debug)]

@@ -1,6 +1,7 @@
 //! Who is asking: the bearer token's principal, and the admin-only gate.
 
-use super::*;
+use super::{header, App, Code, EventLog, HeaderMap, Principal, Rejection};
+use crate::respond::{refused, rejected, Early};
 
 pub(crate) fn authenticate<L: EventLog>(app: &App<L>, headers: &HeaderMap) -> Result<Principal, Early> {
     let token = headers

@@ -1,7 +1,13 @@
 //! `POST /v1/commands`: reading the body (limit, timeout, key) and answering the
 //! command service's outcome.
 
-use super::*;
+use super::{
+    header, App, Arc, Body, Bytes, Code, Encoding, EventLog, HeaderMap, HeaderValue, Ordering, Refused, Rejection,
+    Response, State, StatusCode, BODY_TIMEOUT,
+};
+use crate::authenticate;
+use crate::respond::{is_msgpack, json_response, not_served, refused, rejected, wants_msgpack};
+use behalf_service::request;
 
 /// Reads the body, refusing more than the limit with `413 request.too_large`.
 pub(crate) async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, Response> {

@@ -1,6 +1,7 @@
 //! `/readyz` and `/metrics` (`/healthz` is answered in the router).
 
-use super::*;
+use super::{header, App, Arc, Body, Code, EventLog, HeaderValue, Ordering, Rejection, Response, State, StatusCode};
+use crate::respond::{json_response, rejected};
 
 pub(crate) async fn readyz<L: EventLog>(State(app): State<Arc<App<L>>>) -> Response {
     if app.gdap.ready(&app.log).await {

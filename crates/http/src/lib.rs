@@ -8,11 +8,7 @@
 //! `serve(listener, app, shutdown)` takes the shutdown signal as a value, so tests and
 //! the binary pass their own.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-
+use crate::respond::rejected;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -26,11 +22,15 @@ use behalf_log::EventLog;
 use behalf_service::clock::Clock;
 use behalf_service::commands::CommandService;
 use behalf_service::gdap::GdapProjection;
-use behalf_service::queries::{self, ListFilter, Queries};
-use behalf_service::request::{self, Encoding};
+use behalf_service::queries::{ListFilter, Queries};
+use behalf_service::request::Encoding;
 use behalf_service::tokens::{TokenSpec, Tokens};
 use behalf_service::{Refused, ServiceError};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Semaphore};
 
 mod app;
@@ -46,17 +46,19 @@ mod tls;
 mod tokens;
 
 pub use app::{App, Limits, ReadSide};
+use auth::{admin_only, authenticate};
+use commands::{post_command, read_body};
+use health::{metrics, readyz};
+use queues::{ack, lease, queue_depth};
+use reads::{
+    access, audit_verify, customer_tickets, events, history, limit_param, partner_customers, partner_rejections,
+    partner_tickets, ranged_param, rejections, service_health, ticket, tickets, whoami, Params,
+};
 pub use respond::status_of;
+use respond::MapStatus;
 pub use routes::{query_path, Part, QueryRoute, Route};
 pub use tls::{Tls, TlsFiles};
-
-use auth::*;
-use commands::*;
-use health::*;
-use queues::*;
-use reads::*;
-use respond::*;
-use tokens::*;
+use tokens::{issue_token, list_tokens, revoke_token};
 
 /// The router: the routes of [`Route::all`] whose part this app serves (routes on one
 /// path, different methods, are merged).

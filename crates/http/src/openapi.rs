@@ -4,9 +4,8 @@
 //! (the domain names only serde, so its types carry no schema derives; a test holds
 //! this table to the bodies the rule table and the standard world send).
 
+use super::{status_of, Code, QueryRoute, Route};
 use serde_json::{json, Map, Value};
-
-use super::*;
 
 /// Every command type with its fields; `!` marks a field the body must have to be
 /// read at all (the others are checked by the rules, R16, and refused with a code).

@@ -1,6 +1,11 @@
 //! `/v1/queues`: lease and ack, on either engine's queues.
 
-use super::*;
+use super::{
+    App, Arc, Code, EventLog, HeaderMap, IntoResponse, Path, QueueStore, Rejection, Response, ServiceError, State,
+    StatusCode,
+};
+use crate::respond::{early, json_response, not_served, rejected, unavailable, Early, MapStatus};
+use crate::{authenticate, limit_param, ranged_param, Params};
 
 /// The queues, where this role has them (the queue routes are mounted only then).
 pub(crate) fn queue_side<L: EventLog>(app: &App<L>) -> Result<&Arc<dyn QueueStore>, Early> {

@@ -1,8 +1,13 @@
 //! The query routes: parameters, read-your-writes waits, scoped answers.
 
-use super::*;
-
+use super::{
+    App, Arc, Code, EventLog, HeaderMap, IntoResponse, ListFilter, Path, Principal, Queries, Query, ReadSide,
+    Rejection, Response, State, StatusCode,
+};
+use crate::authenticate;
+use crate::respond::{answer, early, json_response, not_served, rejected, Early};
 use behalf_domain::{CustomerId, PartnerId, RawValue, Severity, TicketId, TicketStatus, UserId, Workload};
+use behalf_service::queries;
 
 // ---------------------------------------------------------------------------------
 // Queries (read models; eventually consistent, with read-your-writes by min_position).

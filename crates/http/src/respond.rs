@@ -1,7 +1,10 @@
 //! Answers: JSON or MessagePack bodies, rejections with their status (`status_of`,
 //! held to API.md's table), the early-return helpers every handler uses.
 
-use super::*;
+use super::{
+    header, BTreeMap, Body, Code, HeaderMap, HeaderValue, Refused, Rejection, Response, Serialize, ServiceError,
+    StatusCode,
+};
 
 pub(crate) trait MapStatus {
     fn map_status(self, status: StatusCode) -> Response;

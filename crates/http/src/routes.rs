@@ -3,8 +3,13 @@
 //! a JSON object of parameters) is turned into the same `GET` from it, so both
 //! transports answer alike.
 
-use super::*;
-
+use super::{delete, get, header, post, App, Arc, Body, Code, EventLog, HeaderValue, Rejection, Response, StatusCode};
+use crate::respond::{json_response, rejected, MapStatus};
+use crate::{
+    access, ack, audit_verify, customer_tickets, events, history, issue_token, lease, list_tokens, metrics,
+    partner_customers, partner_rejections, partner_tickets, post_command, queue_depth, readyz, rejections,
+    revoke_token, service_health, ticket, tickets, whoami,
+};
 use axum::routing::MethodRouter;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 

@@ -4,11 +4,10 @@
 //! SIGHUP): new connections get the new certificate, open ones keep theirs, and files
 //! that do not load leave the old certificate in place.
 
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 /// The certificate chain and key files (PEM).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,10 @@
 //! `/v1/tokens`: issue, list, revoke (admin only).
 
-use super::*;
+use super::{
+    App, Arc, Body, Code, EventLog, HeaderMap, IntoResponse, Path, Rejection, Response, State, StatusCode, TokenSpec,
+};
+use crate::respond::{json_response, rejected, unavailable, MapStatus};
+use crate::{admin_only, read_body};
 
 pub(crate) async fn issue_token<L: EventLog>(
     State(app): State<Arc<App<L>>>,

@@ -230,6 +230,17 @@ impl Commit {
         })
     }
 
+    /// R26's answer to an append under this commit's command key: this commit again
+    /// (the same request), or `KeyReused` (another body under the same id). Every
+    /// engine and the command service answer a known key with it.
+    pub fn first_outcome(&self, request_hash: &Hash) -> Result<Appended, AppendRefused> {
+        if &self.request_hash == request_hash {
+            Ok(self.appended(true))
+        } else {
+            Err(AppendRefused::KeyReused { position: self.position })
+        }
+    }
+
     pub fn appended(&self, duplicate: bool) -> Appended {
         Appended {
             position: self.position,

@@ -31,7 +31,6 @@ use behalf_log::{
     record_for, AppendRefused, AppendRequest, Appended, Commit, EventLog, ExpectedVersion, Hash, LogError,
     Subscription, VerifyReport, GENESIS,
 };
-use futures::StreamExt as _;
 
 use crate::batch::{publish_atomic, BatchMsg};
 use crate::endpoint::{connect, Endpoint};

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use behalf_domain::event::{Contact, Evidence};
 use behalf_domain::policy::WorkloadAccess;
 use behalf_domain::sla::SlaState;
-use behalf_domain::*;
+use behalf_domain::{
+    Cloud, Code, CustomerId, IssueId, PartnerId, RelationshipId, RelationshipStatus, Rule, Severity, SubscriptionId,
+    TicketId, TicketStatus, Timestamp, UserId, Workload,
+};
 use behalf_log::EventEnvelope;
 use serde::Serialize;
 

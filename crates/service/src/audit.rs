@@ -6,7 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use behalf_domain::policy::{explain_access, rejudge, TicketScope, WorkloadAccess};
-use behalf_domain::*;
+use behalf_domain::{
+    CommandId, CustomerId, Directory, Event, Evidence, PartnerId, Principal, StreamId, SubscriptionId, Ticket,
+    TicketId, Timestamp, UserId, Workload,
+};
 use behalf_log::views::{Rows, ViewStore};
 use behalf_log::{Commit, EventEnvelope, EventLog, LogError};
 use serde::Serialize;

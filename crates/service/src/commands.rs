@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use behalf_domain::event::Isv;
-use behalf_domain::*;
+use behalf_domain::{
+    decide, rejection_event, Code, Command, CommandId, CommandKey, Context, Event, PartnerId, Principal, Rejection,
+    Route, Rule, State, StreamId, Target, Ticket, TicketId, Timestamp,
+};
 use behalf_log::{AppendRefused, AppendRequest, Commit, EventLog, ExpectedVersion, Hash};
 use serde::Serialize;
 use tracing::Instrument;
@@ -152,6 +155,10 @@ impl<L: EventLog> CommandService<L> {
         self.execute_as(principal, req, command_id).instrument(span).await
     }
 
+    /// One command's way: its first outcome if it was seen before (R26); else, taking
+    /// its ticket's turn, **load** (the directory up to date, the ticket folded from
+    /// its stream) → **decide** (the domain's pure `decide`) → **commit** (the append,
+    /// durable before it answers), again from load when it lost a race.
     async fn execute_as(&self, principal: Principal, req: Request, command_id: CommandId) -> Result<Accepted, Refused> {
         let hash = digest(&principal, &req);
         // R26: a command seen before answers its first outcome. The key is the id within
@@ -161,77 +168,44 @@ impl<L: EventLog> CommandService<L> {
         let key = CommandKey::of(&principal, &command_id);
         if req.command_id.is_some() {
             if let Some(first) = self.log.find_command(&key).await? {
-                return self.first_outcome(&first, &hash, command_id);
+                return first_outcome(&first, &hash, command_id);
             }
         }
-        let _turn = match req.command.target() {
-            Target::Ticket(id) => {
-                use std::hash::BuildHasher;
-                Some(self.stripes[(self.stripe_hasher.hash_one(&id) as usize) % STRIPES].lock().await)
-            }
-            Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => None,
-        };
+        let _turn = self.ticket_turn(&req.command).await;
         let mut new_id = None;
         let mut lost_race = false;
         for attempt in 0..MAX_ATTEMPTS {
             if lost_race {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            // No decision on a stale grant: the projection must hold every directory
-            // commit durable now. An engine that checks the directory position on append
-            // says where the last one is (the rest of the log need not be read first);
-            // otherwise the projection catches up with the head.
-            let floor = match self.log.directory_head() {
-                Some(directory) => directory,
-                None => self.log.head().await?,
-            };
-            self.gdap.wait_for(floor, PROJECTION_WAIT).await?;
             let now = self.clock.now();
-            let (stream, ticket, expected) = match req.command.target() {
-                Target::NewTicket | Target::NewSupportRequest => {
-                    let id = new_id.get_or_insert_with(|| self.ids.next(now)).clone();
-                    let category = if matches!(req.command.target(), Target::NewTicket) { "ticket" } else { "support" };
-                    (StreamId::of(category, &id), None, ExpectedVersion::Exact(0))
-                }
-                Target::Ticket(id) => {
-                    let stream = StreamId::ticket(&id);
-                    let commits = self.log.read_stream(&stream, 1).await?;
-                    let ticket = commits.into_iter().flat_map(|c| c.events).fold(None, Ticket::evolve_owned);
-                    let version = ticket.as_ref().map_or(0, |t| t.version);
-                    (stream, ticket, ExpectedVersion::Exact(version))
-                }
-                Target::Fact(stream) => (stream, None, ExpectedVersion::Any),
+            let loaded = self.load(&req.command, || self.ids.next(now), &mut new_id).await?;
+            let ctx = Context {
+                now,
+                principal: principal.clone(),
+                new_id: new_id.clone().unwrap_or_default(),
+                directory_position: 0,
+                expected_version: req.expected_version,
             };
-            let (decision, position) = {
-                let view = self.gdap.view();
-                let ctx = Context {
-                    now,
-                    principal: principal.clone(),
-                    new_id: new_id.clone().unwrap_or_default(),
-                    directory_position: view.position,
-                    expected_version: req.expected_version,
-                };
-                let state = State { directory: &view.directory, ticket: ticket.as_ref() };
-                (decide(&state, &req.command, &ctx), view.position)
-            };
+            let (decision, directory_at) = self.decide(&req.command, loaded.ticket.as_ref(), ctx);
             let events = match decision {
                 Ok(events) => events,
                 Err(rejection) => return self.refuse(&principal, &req, command_id, hash, rejection).await,
             };
             if events.is_empty() {
                 // An upsert of the same state: accepted, nothing appended.
-                let version = self.log.stream_version(&stream).await?;
+                let version = self.log.stream_version(&loaded.stream).await?;
                 let head = self.log.head().await?;
-                return Ok(Accepted::new(command_id, stream, version, position.max(head), events, false));
+                return Ok(Accepted::new(command_id, loaded.stream, version, directory_at.max(head), events, false));
             }
-            let mut append = commit(stream, expected, &command_id, hash, now, &principal, events.clone());
-            append.directory_at = Some(position);
+            // **Commit**.
+            let mut append = commit(loaded.stream, loaded.expected, &command_id, hash, now, &principal, events.clone());
+            append.directory_at = Some(directory_at);
             match self.log.append(append).await? {
                 Ok(a) if a.duplicate => {
                     // Lost a race with the same command: answer what the log holds.
-                    let first = self.log.find_command(&key).await?;
-                    return match first {
-                        Some(c) => self.first_outcome(&c, &hash, command_id),
+                    return match self.log.find_command(&key).await? {
+                        Some(c) => first_outcome(&c, &hash, command_id),
                         None => Ok(Accepted::new(command_id, a.stream, a.last_version, a.position, events, true)),
                     };
                 }
@@ -256,21 +230,61 @@ impl<L: EventLog> CommandService<L> {
         self.refuse(&principal, &req, command_id, hash, r).await
     }
 
-    fn first_outcome(&self, first: &Commit, hash: &Hash, command_id: CommandId) -> Result<Accepted, Refused> {
-        if &first.request_hash != hash {
-            return Err(key_reused(first.position).into());
+    /// Commands on one ticket take turns within this process (a stripe of its id).
+    async fn ticket_turn(&self, command: &Command) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match command.target() {
+            Target::Ticket(id) => {
+                use std::hash::BuildHasher;
+                Some(self.stripes[(self.stripe_hasher.hash_one(&id) as usize) % STRIPES].lock().await)
+            }
+            Target::NewTicket | Target::NewSupportRequest | Target::Fact(_) => None,
         }
-        match rejection_answer_of(first) {
-            Some(r) if first.stream == StreamId::rejections() => Err(r.into()),
-            Some(_) | None => Ok(Accepted::new(
-                command_id,
-                first.stream.clone(),
-                first.last_version(),
-                first.position,
-                first.events.clone(),
-                true,
-            )),
-        }
+    }
+
+    /// **Load**: what a decision needs besides the directory — the stream the command
+    /// writes to, the ticket folded from it, the version the append expects — once the
+    /// GDAP projection holds every directory commit durable now (no decision on a
+    /// stale grant). A new ticket's or support request's id is made once (`new_id`) and
+    /// kept across attempts.
+    async fn load(
+        &self,
+        command: &Command,
+        make_id: impl FnOnce() -> String,
+        new_id: &mut Option<String>,
+    ) -> Result<Loaded, Refused> {
+        // An engine that checks the directory position on append says where the last
+        // directory commit is (the rest of the log need not be read first); otherwise
+        // the projection catches up with the head.
+        let floor = match self.log.directory_head() {
+            Some(directory) => directory,
+            None => self.log.head().await?,
+        };
+        self.gdap.wait_for(floor, PROJECTION_WAIT).await?;
+        Ok(match command.target() {
+            target @ (Target::NewTicket | Target::NewSupportRequest) => {
+                let id = new_id.get_or_insert_with(make_id);
+                let category = if matches!(target, Target::NewTicket) { "ticket" } else { "support" };
+                Loaded { stream: StreamId::of(category, id), ticket: None, expected: ExpectedVersion::Exact(0) }
+            }
+            Target::Ticket(id) => {
+                let stream = StreamId::ticket(&id);
+                let commits = self.log.read_stream(&stream, 1).await?;
+                let ticket = commits.into_iter().flat_map(|c| c.events).fold(None, Ticket::evolve_owned);
+                let version = ticket.as_ref().map_or(0, |t| t.version);
+                Loaded { stream, ticket, expected: ExpectedVersion::Exact(version) }
+            }
+            Target::Fact(stream) => Loaded { stream, ticket: None, expected: ExpectedVersion::Any },
+        })
+    }
+
+    /// **Decide**: the domain's decision against the directory as the projection holds
+    /// it now, and the directory position it was made at (the append carries it, so an
+    /// engine refuses it if the directory moved since).
+    fn decide(&self, command: &Command, ticket: Option<&Ticket>, ctx: Context) -> (Result<Vec<Event>, Rejection>, u64) {
+        let view = self.gdap.view();
+        let ctx = Context { directory_position: view.position, ..ctx };
+        let state = State { directory: &view.directory, ticket };
+        (decide(&state, command, &ctx), view.position)
     }
 
     /// R30: records the refusal in the audit stream, keyed by the command id, so a
@@ -301,7 +315,7 @@ impl<L: EventLog> CommandService<L> {
         tracing::debug!(code = %rejection.code, "rejected");
         match self.log.append(append).await? {
             Ok(a) if a.duplicate => match self.log.find_command(&CommandKey::of(principal, &command_id)).await? {
-                Some(c) => self.first_outcome(&c, &hash, command_id),
+                Some(c) => first_outcome(&c, &hash, command_id),
                 None => Err(rejection.into()),
             },
             Ok(_) | Err(AppendRefused::Conflict { .. } | AppendRefused::DirectoryMoved { .. }) => Err(rejection.into()),
@@ -331,6 +345,30 @@ fn commit(
         causation_id: None,
         events,
         directory_at: None,
+    }
+}
+
+/// What a load found for a decision.
+struct Loaded {
+    stream: StreamId,
+    ticket: Option<Ticket>,
+    expected: ExpectedVersion,
+}
+
+/// The answer to a command seen before (R26): its first outcome — the accepted
+/// events, or the refusal recorded for it — or `KeyReused` for another body.
+fn first_outcome(first: &Commit, hash: &Hash, command_id: CommandId) -> Result<Accepted, Refused> {
+    let appended = first.first_outcome(hash).map_err(|_| Refused::from(key_reused(first.position)))?;
+    match rejection_answer_of(first) {
+        Some(r) if first.stream == StreamId::rejections() => Err(r.into()),
+        Some(_) | None => Ok(Accepted::new(
+            command_id,
+            appended.stream,
+            appended.last_version,
+            appended.position,
+            first.events.clone(),
+            true,
+        )),
     }
 }
 

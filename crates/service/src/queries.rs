@@ -3,15 +3,23 @@
 //! with the customer is live; what it may not see answers as not found). Transport
 //! agnostic: answers are the typed views of [`crate::answers`], or [`Refused`].
 
+use crate::answers::{
+    Access, AccessRow, ChainStatus, EnvelopeView, EventPage, History, PartnerCustomer, PartnerCustomers,
+    PartnerTickets, Rejections, RelationshipState, ServiceHealth, TicketDetail, TicketPage,
+};
+use crate::gdap::GdapProjection;
+use crate::views::{
+    customer_prefix, decode, partner_prefix, ticket_key, AttachmentView, EscalationView, NoteView, RejectionEntry,
+    TicketSummary, TicketView, REJECTIONS_PREFIX, TICKETS_PREFIX,
+};
+use crate::Refused;
 use behalf_domain::policy::{authorize_service_health, explain_access, r24_can_see_ticket};
-use behalf_domain::*;
+use behalf_domain::{
+    Code, CustomerId, Directory, Event, PartnerId, Principal, Rejection, Rule, Severity, StreamId, TicketId,
+    TicketStatus, Timestamp, UserId, Workload,
+};
 use behalf_log::views::ViewStore;
 use behalf_log::EventLog;
-
-use crate::answers::*;
-use crate::gdap::GdapProjection;
-use crate::views::*;
-use crate::Refused;
 
 type Answer<T> = Result<T, Refused>;
 

@@ -17,9 +17,12 @@
 
 use std::collections::BTreeMap;
 
-use behalf_domain::event::*;
+use behalf_domain::event::{Event, TicketOpened};
 use behalf_domain::sla::SlaState;
-use behalf_domain::*;
+use behalf_domain::{
+    Code, CommandId, CustomerId, EscalationReason, IssueId, PartnerId, Principal, Rule, Severity, Ticket, TicketId,
+    TicketStatus, Timestamp, Workload,
+};
 use behalf_log::views::{ViewStore, Write};
 use behalf_log::{Commit, EventLog, LogError};
 use serde::{Deserialize, Serialize};

@@ -19,8 +19,11 @@ mod chain;
 mod writer;
 
 pub use chain::verify_dir;
-use chain::*;
-use writer::*;
+use chain::{
+    checkpoint, record_walk, recorded_break, recorded_prev, reindex_commands, truncate_after, walk_chain,
+    walk_chain_from,
+};
+use writer::Writer;
 
 /// The most appends one group commit takes.
 pub const MAX_BATCH: usize = 4096;

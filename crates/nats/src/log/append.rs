@@ -1,7 +1,11 @@
 //! The append path below the batcher: the tail a batch builds on, the command index
 //! lookup, first outcomes of a known key, and one append against a fresh tail.
 
-use super::*;
+use super::{
+    command_key, decode_at, event_subject, is_not_found, sha256, storage, AppendRefused, AppendRequest, Appended, Arc,
+    Batched, CommandKey, Commit, Duration, ExpectedVersion, Job, LogError, NatsLog, Tail, ABSENT_CACHE,
+    APPEND_DEADLINE, GENESIS, MAX_TAIL_RACES,
+};
 
 impl NatsLog {
     pub(super) async fn read_tail(&self) -> Result<Tail, LogError> {

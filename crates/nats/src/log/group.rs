@@ -1,7 +1,10 @@
 //! The group commit: one batcher per process publishes the appends waiting as one
 //! atomic batch on top of the acknowledged tail (see `NatsLog::append_now`).
 
-use super::*;
+use super::{
+    is_race, publish_atomic, record_for, sha256, AppendRequest, Arc, BatchMsg, HeaderMap, LogError, NatsLog, Tail,
+    REQUEST_TIMEOUT,
+};
 
 /// One append waiting for the group commit: the request, its key, where it goes and
 /// what it expects there.

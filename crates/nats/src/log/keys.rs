@@ -1,7 +1,10 @@
 //! The R26 keys a process knows ([`KnownKeys`]): the follower that fills them from
 //! the log, and the indexer that keeps `BEHALF_COMMANDS` complete behind it.
 
-use super::*;
+use super::{
+    command_key, is_not_found, kv, storage, Duration, EventLog, LogError, NatsLog, Subscription, CHECKPOINT_KEY,
+    FOLLOWER_WAIT,
+};
 
 /// The R26 keys this process knows, so that no key is published twice (see
 /// [`NatsLog::append_now`]). Every commit above `floor` up to `seen` has its key in

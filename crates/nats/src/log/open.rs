@@ -1,7 +1,12 @@
 //! Opening the log: connecting, the server's version, and the stream and command
 //! bucket (created when asked, waited for while a cluster elects its leaders).
 
-use super::*;
+use super::{
+    batcher, check_server_version, connect, follow_keys, index_checkpoint, index_forever, kv, storage, stream, Arc,
+    Duration, Inner, KnownKeys, LogError, NatsLog, NatsOptions, COMMANDS_BUCKET, EVENTS_STREAM, READY_WAIT,
+    REQUEST_TIMEOUT,
+};
+use async_nats::jetstream;
 
 impl NatsLog {
     /// Connects, and creates the stream and the bucket if they are not there yet.

@@ -1,7 +1,11 @@
 //! Reading the log: ordered consumers, made again when they fail, stall, or start
 //! from the wrong place ([`NatsSubscription`]).
 
-use super::*;
+use super::{
+    check_position, consumer, storage, stream, Commit, Duration, LogError, NatsLog, Subscription, READY_WAIT,
+    STALL_CHECK,
+};
+use futures::StreamExt as _;
 
 pub(super) type Ordered = consumer::pull::Ordered;
 

@@ -3,7 +3,10 @@
 //! (`behalf audit verify`) — cut back to the last good commit when asked, and the
 //! command index rebuilt from an old layout.
 
-use super::*;
+use super::{
+    command_key, head_value, log_key, open_db, read_head, sha256, storage, stream_prefix, u64_at, CommandKey, Commit,
+    Hash, LogError, Path, StreamId, VerifyReport, BROKEN, COMMAND, GENESIS, HEAD, OLD_COMMAND, STREAM, VERIFIED,
+};
 
 /// The outcome of walking the chain: the last good commit and, if the walk stopped
 /// early, the first bad position and what is wrong with it.

@@ -2,7 +2,12 @@
 //! against the expected version and the command index, writes the group in one
 //! `sled::Batch`, flushes once, and only then answers every append of the group.
 
-use super::*;
+use super::chain::index_commit;
+use super::{
+    command_key, head_value, log_key, mpsc, read_head, record_for, sha256, storage, stream_version_in, u64_at, watch,
+    AppendRefused, AppendRequest, Appended, Arc, CommandKey, Commit, ExpectedVersion, GroupCounters, Hash, HashMap,
+    Job, LogError, StreamId, HEAD, MAX_BATCH,
+};
 
 pub(super) struct Writer {
     pub(super) db: sled::Db,
