@@ -3,6 +3,8 @@
 //! `behalf notify`), or `behalf serve --nats`. The nemesis kills and pauses nodes and
 //! services while producers retry; see [`nemesis_keeps_exactly_once`].
 
+#[allow(dead_code, unused_macros)] // reason: the nemesis uses part of the suites' shared helpers
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;

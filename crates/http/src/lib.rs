@@ -1,8 +1,11 @@
 //! # behalf-http
 //!
-//! The HTTP API of `API.md` over the command service: `POST /v1/commands` (JSON or
-//! MessagePack), `/v1/tokens`, `/healthz`, `/readyz`, `/metrics`. The only crate that
-//! names axum. User errors are answered (a rejection with its code, HTTP status and
+//! The HTTP API of `API.md`: `POST /v1/commands` (JSON or MessagePack) over the command
+//! service, the queries (`/v1/customers/…`, `/v1/tickets/…`, `/v1/events`, …) over the
+//! views, the queues (`/v1/queues/…`), `/v1/tokens`, `/v1/openapi.json`, the operator
+//! console (`/console/`), `/healthz`, `/readyz` and `/metrics` — each role serves the
+//! part it has (see [`App`]). The same router answers the NATS roles' requests
+//! ([`dispatch`]). The only crate that names axum. User errors are answered (a rejection with its code, HTTP status and
 //! rule), never logged as errors; internal errors are logged once, here, at the edge.
 //!
 //! `serve(listener, app, shutdown)` takes the shutdown signal as a value, so tests and

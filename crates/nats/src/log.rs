@@ -1,14 +1,15 @@
 //! [`NatsLog`]: the event log on a JetStream stream.
 //!
 //! - **Append.** Read the stream's last message by subject (its version; skipped for a
-//!   new stream) and check the expected version (R27). Then, one publish at a time per
-//!   process, take the next position on the tail (read from the server, or this
-//!   process's own last acknowledged commit), build the record with the hash of the
-//!   record before, and send it with `Nats-Expected-Last-Sequence` (the predecessor it
-//!   chains to) and `Nats-Expected-Last-Subject-Sequence` (the stream's version). If
-//!   anything moved, JetStream refuses the publish, the tail is read again and the
-//!   append retried; an unanswered publish (a leader lost) is retried the same way for
-//!   up to 30 s. So positions are dense, the chain is unbroken and no update is lost,
+//!   new stream) and check the expected version (R27). Then hand the append to the
+//!   process's **group commit** (`log/group.rs`): one batcher takes every append waiting
+//!   and publishes them as one atomic batch on top of the acknowledged tail, each record
+//!   chained to the one before it; the batch's first message expects the tail's last
+//!   sequence (`Nats-Expected-Last-Sequence`), each message its stream's version
+//!   (`Nats-Expected-Last-Subject-Sequence`). One batch is in flight at a time. If
+//!   anything moved, JetStream refuses the batch, the tail is read again and its appends
+//!   go round again; an unanswered batch (a leader lost) is retried the same way for up
+//!   to 30 s. So positions are dense, the chain is unbroken and no update is lost,
 //!   however many processes write.
 //! - **Idempotency (R26)**, by construction: a (tenant, command id) is published only
 //!   on top of a tail checked not to hold it (see [`NatsLog::append_now`]): below the

@@ -1,8 +1,8 @@
 //! The rules of `RULES.md` as given/when/then cases, one labelled case per rule
 //! outcome: the domain's rule table runs each against `decide`
-//! (`crates/domain/tests/rules.rs`, which also checks that every rule has a pass and
+//! (`crates/domain/tests/it/rules.rs`, which also checks that every rule has a pass and
 //! a refusal), and the end-to-end suite sends the ones a live server can stage over
-//! HTTP (`crates/cli/tests/e2e.rs`), with the status from the code table.
+//! HTTP (`crates/cli/tests/it/e2e.rs`), with the status from the code table.
 
 use crate::cases::Then::{Accepts, Refuses};
 use crate::world::{

@@ -1,8 +1,6 @@
 //! End-to-end support: the real `behalf` binary on a free port with a temporary data
 //! directory, an HTTP client, and the standard world sent through the API.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -95,13 +93,63 @@ pub fn spawn_until_with(args: &[&str], env: &[(&str, &str)], ready: &str) -> (Ch
     (child, rest)
 }
 
-/// `behalf serve --nats` on a fresh one-node nats-server and a fresh data directory
-/// (the same scenarios on the distributed engine, Invariant 6).
-pub fn on_nats() -> (behalf_nats::server::Cluster, tempfile::TempDir, Server) {
-    let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_with(dir.path(), &["--nats", &nats.urls()]);
-    (nats, dir, server)
+/// The engine a scenario runs `behalf serve` on: every scenario of [`on_both_engines!`]
+/// holds on both (Invariant 6), as `behalf_log::conformance_tests!` does for the log.
+#[derive(Clone, Copy, Debug)]
+pub enum Engine {
+    /// The embedded engine, a fresh data directory.
+    Embedded,
+    /// `--nats` on a fresh one-node nats-server (and a fresh data directory).
+    Nats,
+}
+
+/// What a server on an engine needs kept alive while it runs.
+pub struct Kept {
+    _nats: Option<behalf_nats::server::Cluster>,
+    _dir: tempfile::TempDir,
+}
+
+impl Kept {
+    /// The nats-server's URLs (a server on [`Engine::Nats`]).
+    pub fn nats_urls(&self) -> String {
+        self._nats.as_ref().expect("a server on NATS").urls()
+    }
+}
+
+impl Engine {
+    /// `behalf serve` on this engine.
+    pub fn serve(self) -> (Server, Kept) {
+        let dir = tempfile::tempdir().unwrap();
+        let (nats, server) = match self {
+            Engine::Embedded => (None, Server::start(dir.path())),
+            Engine::Nats => {
+                let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
+                let server = Server::start_with(dir.path(), &["--nats", &nats.urls()]);
+                (Some(nats), server)
+            }
+        };
+        (server, Kept { _nats: nats, _dir: dir })
+    }
+}
+
+/// One test per engine (`<scenario>::embedded`, `<scenario>::nats`) of a scenario, an
+/// `async fn <scenario>(server: Server)` in the calling module.
+macro_rules! on_both_engines {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn embedded() {
+                let (server, _kept) = $crate::support::Engine::Embedded.serve();
+                super::$scenario(server).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn nats() {
+                let (server, _kept) = $crate::support::Engine::Nats.serve();
+                super::$scenario(server).await;
+            }
+        }
+    };
 }
 
 /// A role process (`behalf command|project|notify`), killed when dropped.

@@ -4,7 +4,7 @@
 
 #![allow(clippy::wildcard_enum_match_arm)] // reason: tests panic on the unexpected
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::world::*;
@@ -131,17 +131,7 @@ async fn command_ids_belong_to_their_tenant(server: Server) {
     assert_eq!(v["details"]["first_position"], opened["position"]);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn command_ids_belong_to_their_tenant_over_http() {
-    let dir = tempfile::tempdir().unwrap();
-    command_ids_belong_to_their_tenant(Server::start(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn command_ids_belong_to_their_tenant_on_nats() {
-    let (_nats, _dir, server) = support::on_nats();
-    command_ids_belong_to_their_tenant(server).await;
-}
+on_both_engines!(command_ids_belong_to_their_tenant);
 
 /// An `Idempotency-Key` that is not visible ASCII is refused with 400, and nothing is
 /// appended (dropped, the server would make its own id and a retry would open a

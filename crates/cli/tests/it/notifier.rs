@@ -5,7 +5,7 @@
 
 #![allow(clippy::wildcard_enum_match_arm)] // reason: tests panic on the unexpected
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 
@@ -147,21 +147,11 @@ async fn every_escalation_reaches_its_queue_once_through_sigkills() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn queues_over_http() {
-    let dir = tempfile::tempdir().unwrap();
-    queues_over_http_on(&Server::start(dir.path())).await;
-}
+// On the distributed engine the queues are the cluster's.
+on_both_engines!(queues_over_http);
 
-/// The same contract on the distributed engine: the queues are the cluster's.
-#[tokio::test(flavor = "multi_thread")]
-async fn queues_over_http_on_nats() {
-    let (_nats, _dir, server) = support::on_nats();
-    queues_over_http_on(&server).await;
-}
-
-async fn queues_over_http_on(server: &Server) {
-    let c = Client::of(server);
+async fn queues_over_http(server: Server) {
+    let c = Client::of(&server);
     send_world(&c, &server.admin).await;
     let a = c.token(&server.admin, &agent()).await;
     let vendor = c.token(&server.admin, &Principal::Vendor).await;

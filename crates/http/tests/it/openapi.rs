@@ -2,7 +2,7 @@
 //! answered by the router, not its fallback), and its command table matches the
 //! bodies the rule table and the standard world send.
 
-mod common;
+use crate::common;
 
 use behalf_domain::Command;
 use behalf_http::openapi::document;

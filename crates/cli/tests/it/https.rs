@@ -2,7 +2,7 @@
 //! test CA), refuses plain HTTP on that port, closes a connection whose handshake does
 //! not come, and serves a new certificate after SIGHUP without a restart.
 
-mod support;
+use crate::support;
 
 use std::io::Read as _;
 use std::time::{Duration, Instant};

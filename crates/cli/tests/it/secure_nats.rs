@@ -3,7 +3,7 @@
 //! a wrong password, a missing client certificate or an unknown CA fail fast and say
 //! why; secrets never reach the output.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

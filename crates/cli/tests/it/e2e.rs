@@ -6,12 +6,12 @@
 
 #![allow(clippy::wildcard_enum_match_arm)] // reason: tests panic on the unexpected
 
-mod support;
+use crate::support;
 
 use behalf_domain::Principal;
 use serde_json::{json, Value};
 use support::world::*;
-use support::{now, on_nats, send_world, Client, Server, Tokens};
+use support::{now, send_world, Client, Server, Tokens};
 
 use behalf_test_support::cases::Then::{self, *};
 
@@ -55,18 +55,7 @@ fn relationship(status: &str, activated: &str, duration: &str) -> Value {
     json!({"type":"gdap.relationship.upsert","relationship_id":"rel-1","partner_id":PARTNER,"customer_id":CUSTOMER,"status":status,"roles":[HELPDESK, GLOBAL_READER, DIRECTORY_READERS],"activated_at":activated,"duration":duration,"auto_extend":"PT0S"})
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_command_and_rejection_over_http() {
-    let dir = tempfile::tempdir().unwrap();
-    every_command_and_rejection(Server::start(dir.path())).await;
-}
-
-/// Invariant 6: the same scenarios on the distributed engine (a real nats-server).
-#[tokio::test(flavor = "multi_thread")]
-async fn every_command_and_rejection_over_http_on_nats() {
-    let (_nats, _dir, server) = on_nats();
-    every_command_and_rejection(server).await;
-}
+on_both_engines!(every_command_and_rejection);
 
 async fn every_command_and_rejection(server: Server) {
     let c = Client::of(&server);

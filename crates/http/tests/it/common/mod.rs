@@ -2,8 +2,6 @@
 //! stores in a temporary directory, with an admin and a vendor token: the in-process
 //! fixture of the http crate's tests.
 
-#![allow(dead_code)]
-
 use std::sync::Arc;
 
 use behalf_domain::{Principal, Timestamp};

@@ -4,28 +4,18 @@
 
 #![allow(clippy::wildcard_enum_match_arm)] // reason: tests panic on the unexpected
 
-mod support;
+use crate::support;
 
 use behalf_domain::Principal;
 use serde_json::{json, Value};
 use support::world::*;
-use support::{on_nats, send_world, Client, Server};
+use support::{send_world, Client, Server};
 
 async fn get(c: &Client, token: &str, path: &str) -> (u16, Value) {
     c.get(token, path).await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn queries_are_scoped_and_read_your_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    scoped_and_read_your_writes(Server::start(dir.path())).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn queries_are_scoped_and_read_your_writes_on_nats() {
-    let (_nats, _dir, server) = on_nats();
-    scoped_and_read_your_writes(server).await;
-}
+on_both_engines!(scoped_and_read_your_writes);
 
 async fn scoped_and_read_your_writes(server: Server) {
     let c = Client::of(&server);

@@ -4,25 +4,16 @@
 
 #![allow(clippy::wildcard_enum_match_arm)] // reason: tests panic on the unexpected
 
-mod support;
+use crate::support;
 
 use serde_json::{json, Value};
 use support::world::*;
-use support::{on_nats, send_world, Client, Server};
+use support::{send_world, Client, Server};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_answered_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    bad_input(Server::start(dir.path()), dir.path()).await;
-}
+on_both_engines!(bad_input_is_answered_and_changes_nothing);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_is_answered_and_changes_nothing_on_nats() {
-    let (_nats, dir, server) = on_nats();
-    bad_input(server, dir.path()).await;
-}
-
-async fn bad_input(server: Server, dir: &std::path::Path) {
+async fn bad_input_is_answered_and_changes_nothing(server: Server) {
+    let dir = &server.data_dir.clone();
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
     let agent_token = c.token(&server.admin, &agent()).await;

@@ -2,7 +2,7 @@
 //! `behalf project` and one `behalf notify`, reached over NATS request/reply
 //! (`behalf.cmd`, `behalf.query.<name>`, JSON and MessagePack) and HTTP.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! relationship terminated makes tickets under it refused (R5); a file that is not a
 //! Graph page stops the import, names the file, and sends nothing.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

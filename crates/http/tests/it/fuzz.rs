@@ -3,7 +3,7 @@
 //! stores, in process. Any input is answered below 500, an error with a stable code.
 //! `PROPTEST_CASES=1000000 cargo test -p behalf-http --test fuzz` is the long form.
 
-mod common;
+use crate::common;
 
 use behalf_domain::Code;
 use behalf_http::dispatch;

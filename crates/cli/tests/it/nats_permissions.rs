@@ -4,7 +4,7 @@
 //! a producer or a projector publishing on `behalf.ev.>`, deleting the stream, reading
 //! the token bucket — is refused and changes nothing.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

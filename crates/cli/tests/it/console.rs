@@ -3,7 +3,7 @@
 //! another's tickets — the API's scoping, not the page's. Screenshots of each view go
 //! to `target/tmp/console-*.png` for people to look at.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -2,12 +2,12 @@
 //! accepted, sending it again under the same id answers its first outcome (no second
 //! append), and a refusal comes back typed with its code and rule.
 
-mod support;
+use crate::support;
 
 use behalf_client::{Client, Error, Retry};
 use behalf_domain::Command;
 use support::world::*;
-use support::{on_nats, send_world, spawn_until, Role, Server};
+use support::{send_world, spawn_until, Engine, Role, Server};
 
 fn command(v: serde_json::Value) -> Command {
     serde_json::from_value(v).expect("a command of API.md")
@@ -45,16 +45,19 @@ async fn the_client_over_http_and_nats() {
     let http = Client::http(&server.base, &agent_token).unwrap().with_retry(Retry::NONE);
     scenario(&http, "http").await;
 
-    let (nats, nats_dir, server) = on_nats();
+    let (server, kept) = Engine::Nats.serve();
     let c = support::Client::of(&server);
     send_world(&c, &server.admin).await;
     let agent_token = c.token(&server.admin, &agent()).await;
     let role_dir = tempfile::tempdir().unwrap();
     let _command = Role(
-        spawn_until(&["command", "--nats", &nats.urls(), "--data-dir", role_dir.path().to_str().unwrap()], "serving ")
-            .0,
+        spawn_until(
+            &["command", "--nats", &kept.nats_urls(), "--data-dir", role_dir.path().to_str().unwrap()],
+            "serving ",
+        )
+        .0,
     );
-    let over_nats = Client::nats(nats.urls(), &agent_token).await.unwrap();
+    let over_nats = Client::nats(kept.nats_urls(), &agent_token).await.unwrap();
     scenario(&over_nats, "nats").await;
-    drop((server, nats_dir));
+    drop((server, kept));
 }

@@ -66,7 +66,7 @@ fn crash_many_times() {
         // progress rather than by sleeping.
         let kill_after = 1 + rng.next(1500);
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child_entry", "--nocapture", "--test-threads=1"])
+            .args(["--exact", "crash::crash_child_entry", "--nocapture", "--test-threads=1"])
             .env("BEHALF_CRASH_CHILD", dir.path())
             .env("BEHALF_CRASH_RUN", run.to_string())
             .stdout(Stdio::piped())

@@ -5,7 +5,7 @@
 
 #![allow(clippy::wildcard_enum_match_arm)] // reason: tests panic on the unexpected
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Output;

@@ -5,14 +5,14 @@
 
 #![allow(clippy::wildcard_enum_match_arm)] // reason: tests panic on the unexpected
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 
 use behalf_domain::Principal;
 use serde_json::{json, Value};
 use support::world::*;
-use support::{on_nats, send_world, Client, Server};
+use support::{send_world, Client, Server};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_during_a_burst_loses_no_acknowledged_command() {
@@ -192,19 +192,9 @@ fn help_explains_every_command() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("HOST:PORT"), "bad settings are refused before start");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_writers_on_one_ticket_lose_no_update() {
-    let dir = tempfile::tempdir().unwrap();
-    concurrent_writers(Server::start(dir.path())).await;
-}
+on_both_engines!(concurrent_writers_on_one_ticket_lose_no_update);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_writers_on_one_ticket_lose_no_update_on_nats() {
-    let (_nats, _dir, server) = on_nats();
-    concurrent_writers(server).await;
-}
-
-async fn concurrent_writers(server: Server) {
+async fn concurrent_writers_on_one_ticket_lose_no_update(server: Server) {
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
     let a = c.token(&server.admin, &agent()).await;

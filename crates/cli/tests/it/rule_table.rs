@@ -7,7 +7,7 @@
 
 #![allow(clippy::wildcard_enum_match_arm)] // reason: tests panic on the unexpected
 
-mod support;
+use crate::support;
 
 use behalf_domain::Code;
 use behalf_test_support::cases::{cases, resolve, Given, Then};

@@ -3,7 +3,7 @@
 //! queue's depth without leasing, and the chain's status for auditors — each scoped
 //! by the API (R24), not by the page.
 
-mod support;
+use crate::support;
 
 use behalf_domain::Principal;
 use serde_json::{json, Value};

@@ -1,0 +1,4 @@
+//! behalf-log's integration tests, one binary: the golden bytes and the codec's fuzzing.
+
+mod fuzz;
+mod golden;
