@@ -3,7 +3,6 @@
 //! the verdict (0: all holds, 1: something does not, 2: the audit could not run).
 
 use std::io::Write as _;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use behalf_domain::{CustomerId, PartnerId, TicketId, Timestamp, UserId};
@@ -14,19 +13,7 @@ use behalf_sled_store::DataDir;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Where the log is: a data directory, or a JetStream cluster.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Source {
-    /// The data directory (its log; for `replay`, its views — a projector's on NATS)
-    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
-    /// Audit the event log on NATS JetStream at these URLs (comma-separated) instead
-    /// of the data directory's
-    #[arg(long, value_name = "URL")]
-    nats: Option<String>,
-    #[command(flatten)]
-    nats_access: crate::settings::NatsAccess,
-}
+use crate::settings::Source;
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCmd {
@@ -111,7 +98,7 @@ async fn open_nats_log(to: &behalf_nats::Endpoint) -> anyhow::Result<behalf_nats
 /// Runs an audit; `Ok(false)` when the verdict is that something does not hold.
 pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
     let source = cmd.source();
-    let nats = source.nats.clone().map(|url| source.nats_access.endpoint(url)).transpose()?;
+    let nats = source.nats_endpoint()?;
     match (nats, &cmd) {
         (Some(to), AuditCmd::Verify { .. }) => {
             let log = open_nats_log(&to).await?;

@@ -2,7 +2,6 @@
 //! queues with `--nats` (while servers run); and `behalf notify`. (`behalf serve` runs
 //! the notifier inside; consume its queues over HTTP then.)
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::bail;
@@ -13,6 +12,8 @@ use behalf_service::commands::CommandService;
 use behalf_sled_store::DataDir;
 use clap::Subcommand;
 
+use crate::settings::Source;
+
 #[derive(Subcommand, Debug)]
 pub enum QueueCmd {
     /// Show a queue's messages in priority order, without leasing them.
@@ -22,34 +23,20 @@ pub enum QueueCmd {
         #[arg(long, default_value_t = 20)]
         limit: usize,
         #[command(flatten)]
-        at: QueueSource,
+        at: Source,
     },
     /// Acknowledge (remove) a message.
     Ack {
         queue: String,
         id: String,
         #[command(flatten)]
-        at: QueueSource,
+        at: Source,
     },
 }
 
-/// Where the queues are.
-#[derive(clap::Args, Debug)]
-pub struct QueueSource {
-    /// The data directory whose queues (embedded engine) to use
-    #[arg(long, default_value = crate::settings::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
-    /// The cluster's queues on NATS JetStream at these URLs (comma-separated)
-    #[arg(long, value_name = "URL")]
-    nats: Option<String>,
-    #[command(flatten)]
-    nats_access: crate::settings::NatsAccess,
-}
-
-fn on_queues<T>(at: &QueueSource, f: impl FnOnce(&dyn QueueStore) -> anyhow::Result<T>) -> anyhow::Result<T> {
-    match &at.nats {
-        Some(url) => {
-            let to = at.nats_access.endpoint(url.clone())?;
+fn on_queues<T>(at: &Source, f: impl FnOnce(&dyn QueueStore) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match at.nats_endpoint()? {
+        Some(to) => {
             // The NATS store runs its requests on a multi-threaded runtime.
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let q = rt.block_on(behalf_nats::NatsQueues::open(&to, 1))?;

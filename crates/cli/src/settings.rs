@@ -172,6 +172,29 @@ pub struct NatsAccess {
     pub key: Option<PathBuf>,
 }
 
+/// Where a one-shot command (`audit`, `queue`) finds the stores: a data directory, or
+/// a NATS JetStream cluster with its credential and TLS files.
+#[derive(Args, Debug, Clone)]
+pub struct Source {
+    /// The data directory (the embedded engine's log and queues; for `audit replay`,
+    /// the views to compare — a projector's on NATS)
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// The log and queues on NATS JetStream at these URLs (comma-separated) instead of
+    /// the data directory's
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    #[command(flatten)]
+    pub nats_access: NatsAccess,
+}
+
+impl Source {
+    /// The NATS endpoint, when the stores are on NATS.
+    pub fn nats_endpoint(&self) -> anyhow::Result<Option<Endpoint>> {
+        self.nats.clone().map(|url| self.nats_access.endpoint(url)).transpose()
+    }
+}
+
 /// A secret setting: never shown by `Debug` (so never in a log line or an error).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]

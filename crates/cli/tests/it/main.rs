@@ -14,6 +14,7 @@ mod client;
 mod console;
 mod console_api;
 mod deploy;
+mod docs;
 mod e2e;
 mod hostile;
 mod https;

@@ -28,16 +28,25 @@ fn accepted(o: Result<Accepted, Rejection>) -> Accepted {
     o.unwrap_or_else(|r| panic!("{r}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_services_on_one_ticket_lose_no_update() {
-    let dir = tempfile::tempdir().unwrap();
+type Service = Arc<CommandService<SledLog>>;
+
+/// Two command services (as two processes would be) over one log in `dir`, with the
+/// standard world sent through the first.
+async fn two_services_on_the_world(dir: &std::path::Path) -> (SledLog, Service, Service) {
     let clock = ManualClock::at(at("2026-06-01T00:00:00Z"));
-    let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
+    let (log, _) = SledLog::open(dir, OpenOptions::default()).unwrap();
     let one = Arc::new(CommandService::new(log.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
     let two = Arc::new(CommandService::new(log.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
     for (who, cmd) in standard_world(&FIXED_TIMES) {
         accepted(run(&one, &who, cmd).await);
     }
+    (log, one, two)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_services_on_one_ticket_lose_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, one, two) = two_services_on_the_world(dir.path()).await;
     let t = accepted(run(&one, &agent(), open_o365()).await).ticket_id.unwrap();
     let mut tasks = Vec::new();
     for i in 0..24 {
@@ -76,6 +85,7 @@ async fn two_services_on_one_ticket_lose_no_update() {
     let first = accepted(run(&one, &agent(), keyed.clone()).await);
     drop((one, two, log));
     let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
+    let clock = ManualClock::at(at("2026-06-01T00:00:00Z"));
     let again = CommandService::new(log, Arc::new(clock) as Arc<dyn Clock>);
     let second = accepted(run(&again, &agent(), keyed).await);
     assert!(second.duplicate);
@@ -131,13 +141,7 @@ async fn a_refusal_changes_no_ticket_and_is_recorded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_ticket_is_opened_on_a_directory_that_moved_after_its_decision() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at(at("2026-06-01T00:00:00Z"));
-    let (log, _) = SledLog::open(dir.path(), OpenOptions::default()).unwrap();
-    let one = Arc::new(CommandService::new(log.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
-    let two = Arc::new(CommandService::new(log.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
-    for (who, cmd) in standard_world(&FIXED_TIMES) {
-        accepted(run(&one, &who, cmd).await);
-    }
+    let (log, one, two) = two_services_on_the_world(dir.path()).await;
     let toggler = {
         let one = Arc::clone(&one);
         tokio::spawn(async move {
