@@ -3,8 +3,8 @@
 
 use super::{
     command_key, decode_at, event_subject, is_not_found, sha256, storage, AppendRefused, AppendRequest, Appended, Arc,
-    Batched, CommandKey, Commit, Duration, ExpectedVersion, Job, LogError, NatsLog, Tail, ABSENT_CACHE,
-    APPEND_DEADLINE, GENESIS, MAX_TAIL_RACES,
+    Batched, CommandKey, Duration, ExpectedVersion, Job, LogError, NatsLog, Tail, ABSENT_CACHE, APPEND_DEADLINE,
+    GENESIS, MAX_TAIL_RACES,
 };
 
 impl NatsLog {
@@ -25,15 +25,6 @@ impl NatsLog {
         }
     }
 
-    /// The first outcome of a command that is already in the log.
-    pub(super) fn first_outcome(first: &Commit, req: &AppendRequest) -> Result<Appended, AppendRefused> {
-        if first.request_hash == req.request_hash {
-            Ok(first.appended(true))
-        } else {
-            Err(AppendRefused::KeyReused { position: first.position })
-        }
-    }
-
     /// The commit a known key points at: its first outcome for `req`.
     pub(super) async fn outcome_at(
         &self,
@@ -42,7 +33,7 @@ impl NatsLog {
         req: &AppendRequest,
     ) -> Result<Result<Appended, AppendRefused>, LogError> {
         match self.commit_at(position).await? {
-            Some((c, _)) if &c.key() == key => Ok(Self::first_outcome(&c, req)),
+            Some((c, _)) if &c.key() == key => Ok(c.first_outcome(&req.request_hash)),
             Some(_) | None => Err(LogError::Corrupt {
                 position,
                 what: format!("command {key} is known at {position}, which holds another command"),
@@ -135,7 +126,7 @@ impl NatsLog {
             let fresh = attempt == 0 && req.expected == ExpectedVersion::Exact(0);
             let last = if fresh { None } else { self.last_of(&subject).await? };
             let (version, subject_seq) = match last {
-                Some((c, _)) if &c.key() == key => return Ok(Self::first_outcome(&c, req)),
+                Some((c, _)) if &c.key() == key => return Ok(c.first_outcome(&req.request_hash)),
                 Some((c, seq)) => (c.last_version(), seq),
                 None => (0, 0),
             };

@@ -24,8 +24,9 @@ pub(super) struct Writer {
     pub(super) directory_head: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// What the writer decided for one job of a group.
-pub(super) enum Decision {
+/// What the writer's admission check made of one append of a group: written into the
+/// group's batch, or answered at once (not to be confused with the domain's `decide`).
+pub(super) enum Admission {
     Answer(Result<Result<Appended, AppendRefused>, LogError>),
     /// Appended in this group: answered after the flush.
     Written(Appended),
@@ -62,12 +63,12 @@ impl Writer {
         let mut batch = sled::Batch::default();
         let mut in_group: HashMap<CommandKey, (Hash, Appended)> = HashMap::new();
         let mut touched: HashMap<StreamId, u64> = HashMap::new();
-        let mut decisions = Vec::with_capacity(jobs.len());
+        let mut admissions = Vec::with_capacity(jobs.len());
         for job in &jobs {
-            let d = self.decide(&job.req, &mut batch, &mut in_group, &mut touched);
-            decisions.push(d);
+            let d = self.admit(&job.req, &mut batch, &mut in_group, &mut touched);
+            admissions.push(d);
         }
-        let wrote = decisions.iter().any(|d| matches!(d, Decision::Written(_)));
+        let wrote = admissions.iter().any(|d| matches!(d, Admission::Written(_)));
         let durable = if wrote {
             batch.insert(HEAD, head_value(self.head, &self.head_hash));
             self.tree.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ())).map_err(storage)
@@ -79,7 +80,7 @@ impl Writer {
                 if wrote {
                     use std::sync::atomic::Ordering::Relaxed;
                     let commits =
-                        decisions.iter().filter(|d| matches!(d, Decision::Written(a) if !a.duplicate)).count();
+                        admissions.iter().filter(|d| matches!(d, Admission::Written(a) if !a.duplicate)).count();
                     self.groups.groups.fetch_add(1, Relaxed);
                     self.groups.commits.fetch_add(commits as u64, Relaxed);
                 }
@@ -100,68 +101,67 @@ impl Writer {
                 self.last_directory = self.last_directory.min(self.head);
             }
         }
-        for (job, d) in jobs.into_iter().zip(decisions) {
+        for (job, d) in jobs.into_iter().zip(admissions) {
             let answer = match (d, &durable) {
-                (Decision::Answer(a), _) => a,
-                (Decision::Written(a), Ok(())) => Ok(Ok(a)),
-                (Decision::Written(_), Err(e)) => Err(LogError::Storage(e.to_string())),
+                (Admission::Answer(a), _) => a,
+                (Admission::Written(a), Ok(())) => Ok(Ok(a)),
+                (Admission::Written(_), Err(e)) => Err(LogError::Storage(e.to_string())),
             };
             let _ = job.reply.send(answer);
         }
     }
 
-    fn decide(
+    /// Admits one append into the group (R26, then R27, then the directory position),
+    /// or answers it.
+    fn admit(
         &mut self,
         req: &AppendRequest,
         batch: &mut sled::Batch,
         in_group: &mut HashMap<CommandKey, (Hash, Appended)>,
         touched: &mut HashMap<StreamId, u64>,
-    ) -> Decision {
+    ) -> Admission {
         if req.events.is_empty() {
-            return Decision::Answer(Err(LogError::Codec("a commit needs at least one event".into())));
+            return Admission::Answer(Err(LogError::Codec("a commit needs at least one event".into())));
         }
         // R26 first: a retried command answers its first outcome whatever the version now is.
         let key = req.key();
         if let Some((hash, first)) = in_group.get(&key) {
             return if *hash == req.request_hash {
-                Decision::Written(Appended { duplicate: true, ..first.clone() })
+                Admission::Written(Appended { duplicate: true, ..first.clone() })
             } else {
-                Decision::Answer(Ok(Err(AppendRefused::KeyReused { position: first.position })))
+                Admission::Answer(Ok(Err(AppendRefused::KeyReused { position: first.position })))
             };
         }
         match self.tree.get(command_key(&key)) {
             Ok(Some(v)) if v.len() == 40 => {
                 let pos = u64_at(&v, 0);
-                if v[8..] != req.request_hash {
-                    return Decision::Answer(Ok(Err(AppendRefused::KeyReused { position: pos })));
-                }
-                return Decision::Answer(self.first_outcome(pos));
+                return Admission::Answer(self.stored(pos).map(|first| first.first_outcome(&req.request_hash)));
             }
             Ok(Some(_)) => {
-                return Decision::Answer(Err(LogError::Corrupt {
+                return Admission::Answer(Err(LogError::Corrupt {
                     position: 0,
                     what: "malformed command index entry".into(),
                 }))
             }
             Ok(None) => {}
-            Err(e) => return Decision::Answer(Err(storage(e))),
+            Err(e) => return Admission::Answer(Err(storage(e))),
         }
         let current = match touched.get(&req.stream) {
             Some(v) => *v,
             None => match self.stream_version(&req.stream) {
                 Ok(v) => v,
-                Err(e) => return Decision::Answer(Err(e)),
+                Err(e) => return Admission::Answer(Err(e)),
             },
         };
         if let ExpectedVersion::Exact(v) = req.expected {
             if v != current {
-                return Decision::Answer(Ok(Err(AppendRefused::Conflict { expected: req.expected, actual: current })));
+                return Admission::Answer(Ok(Err(AppendRefused::Conflict { expected: req.expected, actual: current })));
             }
         }
         // The decision's directory must still be the directory now.
         if let Some(at) = req.directory_at {
             if self.last_directory > at {
-                return Decision::Answer(Ok(Err(AppendRefused::DirectoryMoved { position: self.last_directory })));
+                return Admission::Answer(Ok(Err(AppendRefused::DirectoryMoved { position: self.last_directory })));
             }
         }
         let pos = self.head + 1;
@@ -169,7 +169,7 @@ impl Writer {
         let last = current + req.events.len() as u64;
         let bytes = match record_for(req, pos, first, &self.head_hash) {
             Ok(b) => b,
-            Err(e) => return Decision::Answer(Err(e)),
+            Err(e) => return Admission::Answer(Err(e)),
         };
         let hash = sha256(&bytes);
         batch.insert(&log_key(pos), bytes);
@@ -188,17 +188,17 @@ impl Writer {
             duplicate: false,
         };
         in_group.insert(key, (req.request_hash, appended.clone()));
-        Decision::Written(appended)
+        Admission::Written(appended)
     }
 
-    fn first_outcome(&self, pos: u64) -> Result<Result<Appended, AppendRefused>, LogError> {
+    /// The commit the command index points at.
+    fn stored(&self, pos: u64) -> Result<Commit, LogError> {
         let bytes = self
             .tree
             .get(log_key(pos))
             .map_err(storage)?
             .ok_or_else(|| LogError::Corrupt { position: pos, what: "indexed commit is missing".into() })?;
-        let c = Commit::decode(&bytes)?;
-        Ok(Ok(c.appended(true)))
+        Commit::decode(&bytes)
     }
 }
 
