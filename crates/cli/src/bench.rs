@@ -35,6 +35,9 @@ pub enum BenchCmd {
         /// Offered load in requests/s across all connections (default: as fast as possible)
         #[arg(long)]
         rate: Option<f64>,
+        /// Record no metrics (to measure what the instrumentation costs)
+        #[arg(long)]
+        no_metrics: bool,
     },
     /// Projection catch-up over a filled log (a realistic mix) beside raw scan +
     /// decode, then the per-customer list query's latency.
@@ -95,7 +98,20 @@ pub enum BenchCmd {
         /// Seconds to run
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Record no metrics (to measure what the instrumentation costs)
+        #[arg(long)]
+        no_metrics: bool,
     },
+}
+
+impl BenchCmd {
+    /// Whether this run records metrics (every process does, unless told not to).
+    pub fn records_metrics(&self) -> bool {
+        match self {
+            BenchCmd::Http { no_metrics, .. } | BenchCmd::Inprocess { no_metrics, .. } => !no_metrics,
+            BenchCmd::Views { .. } | BenchCmd::Nats { .. } | BenchCmd::Startup { .. } | BenchCmd::Gdap { .. } => true,
+        }
+    }
 }
 
 fn ticket_body(n: u64) -> Value {
@@ -428,7 +444,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Startup { events, data_dir, runs, nats: false } => startup::run(events, data_dir, runs).await?,
         BenchCmd::Gdap { relationships } => startup::gdap(relationships)?,
         BenchCmd::Nats { nodes, in_flight, seconds } => nats_bench(nodes as usize, in_flight, seconds).await?,
-        BenchCmd::Http { concurrency, seconds, rate } => {
+        BenchCmd::Http { concurrency, seconds, rate, .. } => {
             let raw = raw_baselines(concurrency, seconds)?;
             // The in-process figure from the same run, for the ratio.
             let inproc = inprocess(concurrency, seconds, raw).await?;
@@ -483,7 +499,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             against_raw(ours, raw, None);
             println!("HTTP ÷ in-process from this run: {:.2}", ours / inproc);
         }
-        BenchCmd::Inprocess { producers, seconds } => {
+        BenchCmd::Inprocess { producers, seconds, .. } => {
             let raw = raw_baselines(producers, seconds)?;
             inprocess(producers, seconds, raw).await?;
         }

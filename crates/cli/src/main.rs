@@ -111,6 +111,11 @@ fn main() -> anyhow::Result<()> {
     settings::unset_empty_variables();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Before the first command: the crates' metrics handles bind to the recorder in
+    // place when they are first used.
+    if !matches!(&cli.command, Cmd::Bench(b) if !b.records_metrics()) {
+        behalf_http::metrics::install();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Cmd::Serve(a) => {

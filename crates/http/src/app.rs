@@ -1,9 +1,6 @@
 //! What a server holds: its stores and service ([`App`]), its limits and its counters.
 
-use super::{
-    watch, Arc, AtomicU64, BTreeMap, Clock, CommandService, EventLog, GdapProjection, Mutex, QueueStore, Semaphore,
-    Tokens, ViewStore,
-};
+use super::{watch, Arc, Clock, CommandService, EventLog, GdapProjection, QueueStore, Semaphore, Tokens, ViewStore};
 
 /// Request limits (API.md: 256 KiB bodies by default).
 #[derive(Clone, Copy, Debug)]
@@ -17,14 +14,6 @@ impl Default for Limits {
     fn default() -> Self {
         Limits { max_body_bytes: 256 * 1024, max_in_flight: 4096 }
     }
-}
-
-/// Counters for `/metrics`.
-#[derive(Default)]
-pub(crate) struct Metrics {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) rejected: Mutex<BTreeMap<&'static str, u64>>,
-    pub(crate) unavailable: AtomicU64,
 }
 
 /// The read side a server answers queries from: the views and how far they are.
@@ -50,12 +39,12 @@ pub struct App<L: EventLog> {
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub(crate) in_flight: Arc<Semaphore>,
-    pub(crate) metrics: Metrics,
 }
 
 impl<L: EventLog> App<L> {
     /// An app over `log` and its GDAP projection that serves tokens and health.
     pub fn new(log: L, gdap: Arc<GdapProjection>, tokens: Arc<Tokens>, clock: Arc<dyn Clock>, limits: Limits) -> Self {
+        crate::metrics::install();
         App {
             log,
             gdap,
@@ -66,7 +55,6 @@ impl<L: EventLog> App<L> {
             clock,
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-            metrics: Metrics::default(),
         }
     }
 

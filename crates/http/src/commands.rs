@@ -2,11 +2,15 @@
 //! command service's outcome.
 
 use super::{
-    header, App, Arc, Body, Bytes, Code, Encoding, EventLog, HeaderMap, HeaderValue, Ordering, Refused, Rejection,
-    Response, State, StatusCode, BODY_TIMEOUT,
+    header, App, Arc, Body, Bytes, Code, Encoding, EventLog, HeaderMap, HeaderValue, Refused, Rejection, Response,
+    State, StatusCode, BODY_TIMEOUT,
 };
+use std::time::Instant;
+
 use crate::authenticate;
+use crate::metrics::count_command;
 use crate::respond::{is_msgpack, json_response, not_served, refused, rejected, wants_msgpack};
+use behalf_log::metrics::Stage;
 use behalf_service::request;
 
 /// Reads the body, refusing more than the limit with `413 request.too_large`.
@@ -43,10 +47,12 @@ pub(crate) async fn post_command<L: EventLog>(
     body: Body,
 ) -> Response {
     let msgpack_out = wants_msgpack(&headers);
+    let start = Instant::now();
     let principal = match authenticate(&app, &headers) {
         Ok(p) => p,
         Err(r) => return *r,
     };
+    let start = Stage::Authenticate.since(start);
     let bytes = match read_body(body, app.limits.max_body_bytes, &headers).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -67,21 +73,22 @@ pub(crate) async fn post_command<L: EventLog>(
         Ok(r) => r,
         Err(r) => return rejected(&r, msgpack_out),
     };
+    Stage::Decode.since(start);
     let Ok(_permit) = Arc::clone(&app.in_flight).try_acquire_owned() else {
         return rejected(&Rejection::without_rule(Code::Overloaded, "too many commands in flight; retry"), msgpack_out);
     };
     let Some(service) = &app.commands else { return *not_served("commands") };
     let answer = service.execute(principal, req).await;
+    let start = Instant::now();
     match &answer {
-        Ok(_) => app.metrics.accepted.fetch_add(1, Ordering::Relaxed),
-        Err(Refused::Rejected(r)) => {
-            *app.metrics.rejected.lock().unwrap_or_else(|p| p.into_inner()).entry(r.code.as_str()).or_default() += 1;
-            0
-        }
-        Err(Refused::Failed(_)) => app.metrics.unavailable.fetch_add(1, Ordering::Relaxed),
+        Ok(_) => count_command("accepted", None),
+        Err(Refused::Rejected(r)) => count_command("rejected", Some(r.code.as_str())),
+        Err(Refused::Failed(_)) => count_command("unavailable", None),
     };
-    match answer {
+    let response = match answer {
         Ok(a) => json_response(if a.created() { StatusCode::CREATED } else { StatusCode::OK }, &a, msgpack_out),
         Err(r) => refused(&r, msgpack_out),
-    }
+    };
+    Stage::Respond.since(start);
+    response
 }

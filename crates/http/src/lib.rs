@@ -32,14 +32,14 @@ use behalf_service::{Refused, ServiceError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
 mod app;
 mod auth;
 mod commands;
 mod health;
+pub mod metrics;
 pub mod openapi;
 mod queues;
 mod reads;
@@ -51,7 +51,8 @@ mod tokens;
 pub use app::{App, Limits, ReadSide};
 use auth::{admin_only, authenticate};
 use commands::{post_command, read_body};
-use health::{metrics, readyz};
+use health::readyz;
+use metrics::metrics;
 use queues::{ack, lease, queue_depth};
 use reads::{
     access, audit_verify, customer_tickets, events, history, limit_param, partner_customers, partner_rejections,
@@ -90,6 +91,7 @@ pub fn router<L: EventLog>(app: Arc<App<L>>) -> Router {
     .method_not_allowed_fallback(|| async {
         rejected(&Rejection::without_rule(Code::MethodNotAllowed, "this endpoint does not take that method"), false)
     })
+    .layer(axum::middleware::from_fn(metrics::track))
     .with_state(app)
 }
 

@@ -7,13 +7,14 @@
 //! bounded number of times. Refusals are recorded in the audit stream (R30).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use behalf_domain::event::Isv;
 use behalf_domain::{
     decide, rejection_event, Code, Command, CommandId, CommandKey, Context, Event, PartnerId, Principal, Rejection,
     Route, Rule, State, StreamId, Target, Ticket, TicketId, Timestamp,
 };
+use behalf_log::metrics::Stage;
 use behalf_log::{AppendRefused, AppendRequest, Commit, EventLog, ExpectedVersion, Hash};
 use serde::Serialize;
 use tracing::Instrument;
@@ -171,7 +172,9 @@ impl<L: EventLog> CommandService<L> {
                 return first_outcome(&first, &hash, command_id);
             }
         }
+        let waited = Instant::now();
         let _turn = self.ticket_turn(&req.command).await;
+        Stage::TicketLock.since(waited);
         let mut new_id = None;
         let mut lost_race = false;
         for attempt in 0..MAX_ATTEMPTS {
@@ -187,7 +190,9 @@ impl<L: EventLog> CommandService<L> {
                 directory_position: 0,
                 expected_version: req.expected_version,
             };
+            let deciding = Instant::now();
             let (decision, directory_at) = self.decide(&req.command, loaded.ticket.as_ref(), ctx);
+            Stage::Decide.since(deciding);
             let events = match decision {
                 Ok(events) => events,
                 Err(rejection) => return self.refuse(&principal, &req, command_id, hash, rejection).await,
@@ -255,12 +260,14 @@ impl<L: EventLog> CommandService<L> {
         // An engine that checks the directory position on append says where the last
         // directory commit is (the rest of the log need not be read first); otherwise
         // the projection catches up with the head.
+        let start = Instant::now();
         let floor = match self.log.directory_head() {
             Some(directory) => directory,
             None => self.log.head().await?,
         };
         self.gdap.wait_for(floor, PROJECTION_WAIT).await?;
-        Ok(match command.target() {
+        let start = Stage::GdapWait.since(start);
+        let loaded = match command.target() {
             target @ (Target::NewTicket | Target::NewSupportRequest) => {
                 let id = new_id.get_or_insert_with(make_id);
                 let category = if matches!(target, Target::NewTicket) { "ticket" } else { "support" };
@@ -274,7 +281,9 @@ impl<L: EventLog> CommandService<L> {
                 Loaded { stream, ticket, expected: ExpectedVersion::Exact(version) }
             }
             Target::Fact(stream) => Loaded { stream, ticket: None, expected: ExpectedVersion::Any },
-        })
+        };
+        Stage::Load.since(start);
+        Ok(loaded)
     }
 
     /// **Decide**: the domain's decision against the directory as the projection holds

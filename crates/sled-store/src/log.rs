@@ -63,6 +63,8 @@ type Reply = oneshot::Sender<Result<Result<Appended, AppendRefused>, LogError>>;
 struct Job {
     req: AppendRequest,
     reply: Reply,
+    /// When the append was handed to the writer (its wait for a group is a stage).
+    queued: std::time::Instant,
 }
 
 struct Inner {
@@ -332,7 +334,7 @@ impl EventLog for SledLog {
     async fn append(&self, req: AppendRequest) -> Result<Result<Appended, AppendRefused>, LogError> {
         let (reply, answer) = oneshot::channel();
         let tx = self.inner.tx.as_ref().ok_or(LogError::Closed)?;
-        tx.send(Job { req, reply }).map_err(|_| LogError::Closed)?;
+        tx.send(Job { req, reply, queued: std::time::Instant::now() }).map_err(|_| LogError::Closed)?;
         answer.await.map_err(|_| LogError::Closed)?
     }
 

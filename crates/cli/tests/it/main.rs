@@ -22,6 +22,7 @@ mod import;
 mod nats_permissions;
 mod notifier;
 mod process;
+mod prometheus;
 mod queries;
 mod roles;
 mod rule_table;

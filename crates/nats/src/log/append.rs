@@ -144,6 +144,7 @@ impl NatsLog {
                 subject_seq,
                 floor,
                 reply,
+                queued: std::time::Instant::now(),
             };
             self.inner.jobs.send(job).map_err(|_| LogError::Closed)?;
             match answer.await.map_err(|_| LogError::Closed)? {

@@ -1,6 +1,8 @@
 //! The group commit: one batcher per process publishes the appends waiting as one
 //! atomic batch on top of the acknowledged tail (see `NatsLog::append_now`).
 
+use behalf_log::metrics::Stage;
+
 use super::{
     is_race, publish_atomic, record_for, sha256, AppendRequest, Arc, BatchMsg, HeaderMap, LogError, NatsLog, Tail,
     REQUEST_TIMEOUT,
@@ -17,6 +19,8 @@ pub(super) struct Job {
     /// The index's floor when the key was looked up there.
     pub(super) floor: u64,
     pub(super) reply: tokio::sync::oneshot::Sender<Batched>,
+    /// When the append was handed to the batcher (its wait for a batch is a stage).
+    pub(super) queued: std::time::Instant,
 }
 
 /// What the group commit did with one append.
@@ -132,6 +136,11 @@ impl NatsLog {
             *tail = Some(t);
             return;
         }
+        let sending = std::time::Instant::now();
+        for (_, job) in &going {
+            Stage::AppendQueue.record(sending.saturating_duration_since(job.queued));
+        }
+        behalf_log::metrics::group_size(going.len());
         self.inner.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.stats.commits.fetch_add(going.len() as u64, std::sync::atomic::Ordering::Relaxed);
         // Sending can wait for room on a connection to a server that stopped reading
@@ -157,7 +166,9 @@ impl NatsLog {
         }
         match outcome {
             Ok(ack) if ack.sequence == head => {
+                let took = sending.elapsed();
                 for (position, job) in going {
+                    Stage::Commit.record(took);
                     if position > k.floor {
                         k.keys.insert(job.key.clone(), position);
                     }

@@ -2,6 +2,8 @@
 //! against the expected version and the command index, writes the group in one
 //! `sled::Batch`, flushes once, and only then answers every append of the group.
 
+use behalf_log::metrics::Stage;
+
 use super::chain::index_commit;
 use super::{
     command_key, head_value, log_key, mpsc, read_head, record_for, sha256, storage, stream_version_in, u64_at, watch,
@@ -59,6 +61,10 @@ impl Writer {
     }
 
     fn commit_group(&mut self, jobs: Vec<Job>) {
+        let started = std::time::Instant::now();
+        for job in &jobs {
+            Stage::AppendQueue.record(started.saturating_duration_since(job.queued));
+        }
         let (start_head, start_hash) = (self.head, self.head_hash);
         let mut batch = sled::Batch::default();
         let mut in_group: HashMap<CommandKey, (Hash, Appended)> = HashMap::new();
@@ -83,6 +89,11 @@ impl Writer {
                         admissions.iter().filter(|d| matches!(d, Admission::Written(a) if !a.duplicate)).count();
                     self.groups.groups.fetch_add(1, Relaxed);
                     self.groups.commits.fetch_add(commits as u64, Relaxed);
+                    behalf_log::metrics::group_size(commits);
+                    let took = started.elapsed();
+                    for _ in 0..commits {
+                        Stage::Commit.record(took);
+                    }
                 }
                 for (s, v) in touched {
                     self.versions.insert(s, v);
