@@ -434,6 +434,156 @@ async fn inprocess(producers: usize, seconds: f64, raw: f64) -> anyhow::Result<f
     Ok(ours)
 }
 
+/// What one send came back as.
+enum Sent {
+    Accepted,
+    Refused,
+    Failed,
+}
+
+/// Sends `send(worker, n)` from `concurrency` tasks for `seconds`, as fast as answers
+/// come or, with `rate`, at that many a second in all (open loop: latency counts from
+/// the scheduled send, so a slow answer delays no measurement). Answers the figures
+/// and the seconds it ran.
+async fn drive<F, Fut>(concurrency: usize, seconds: f64, rate: Option<f64>, send: F) -> anyhow::Result<(Stats, f64)>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Sent> + Send,
+{
+    let send = Arc::new(send);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let send = Arc::clone(&send);
+        tasks.push(tokio::spawn(async move {
+            let mut s = Stats::default();
+            let mut next = Instant::now();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let t0 = match interval {
+                    Some(i) => {
+                        tokio::time::sleep_until(next.into()).await;
+                        next += i;
+                        next - i
+                    }
+                    None => Instant::now(),
+                };
+                n += 1;
+                let sent = send(w, n).await;
+                s.record_refused(matches!(sent, Sent::Refused));
+                s.record(t0, matches!(sent, Sent::Accepted));
+            }
+            s
+        }));
+    }
+    let all = collect(tasks).await?;
+    Ok((all, start.elapsed().as_secs_f64()))
+}
+
+/// The raw HTTP baseline: the same client, connections and serve loop, one sled key
+/// per request through a raw group commit, answered after the flush.
+async fn raw_http(concurrency: usize, seconds: f64) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let commit = Arc::new(behalf_sled_store::baseline::GroupCommit::open(dir.path())?);
+    let router = behalf_http::baseline::raw_router(move |body: Vec<u8>| {
+        let commit = Arc::clone(&commit);
+        async move { commit.write(body).await }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/raw", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(behalf_http::serve(listener, router, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let (all, elapsed) = drive(concurrency, seconds, None, move |w, n| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let body = serde_json::to_vec(&ticket_body(w as u64 * 1_000_000_000 + n)).unwrap_or_default();
+            let sent = http.post(&url).header("content-type", "application/json").body(body).send().await;
+            match sent {
+                Ok(r) if r.status().as_u16() == 201 => Sent::Accepted,
+                Ok(_) | Err(_) => Sent::Failed,
+            }
+        }
+    })
+    .await?;
+    let _ = stop.send(());
+    server.await??;
+    let ours = all.accepted as f64 / elapsed;
+    println!("raw HTTP + sled group commit, {concurrency} connections: {ours:.0}/s");
+    Ok(ours)
+}
+
+/// The command stages' histograms as this process's recorder has them: stage →
+/// (upper bound in seconds, requests at or below it).
+fn stage_histograms() -> std::collections::BTreeMap<String, Vec<(f64, f64)>> {
+    let prefix = format!("{}_bucket{{stage=\"", behalf_log::metrics::STAGE_SECONDS);
+    let mut out: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
+    for line in behalf_http::metrics::install().render().lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else { continue };
+        let Some((stage, rest)) = rest.split_once("\",le=\"") else { continue };
+        let Some((le, count)) = rest.split_once("\"} ") else { continue };
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+        out.entry(stage.to_owned()).or_default().push((le, count.trim().parse().unwrap_or(0.0)));
+    }
+    out
+}
+
+/// The q-quantile of a cumulative histogram, interpolated within its bucket (as
+/// Prometheus's `histogram_quantile`).
+fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut below = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(below.0);
+            }
+            let within = if count > below.1 { (rank - below.1) / (count - below.1) } else { 1.0 };
+            return Some(below.0 + (le - below.0) * within);
+        }
+        below = (le, count);
+    }
+    None
+}
+
+/// Each stage's p50 and p99 over what was recorded between two readings.
+fn report_stages(
+    before: &std::collections::BTreeMap<String, Vec<(f64, f64)>>,
+    after: &std::collections::BTreeMap<String, Vec<(f64, f64)>>,
+) {
+    if after.is_empty() {
+        println!("stages: no metrics recorded (--no-metrics)");
+        return;
+    }
+    for stage in behalf_log::metrics::Stage::ALL {
+        let Some(now) = after.get(stage.name()) else { continue };
+        let earlier = before.get(stage.name());
+        let delta: Vec<(f64, f64)> = now
+            .iter()
+            .enumerate()
+            .map(|(i, &(le, c))| (le, c - earlier.and_then(|e| e.get(i)).map_or(0.0, |e| e.1)))
+            .collect();
+        let n = delta.last().map_or(0.0, |d| d.1);
+        match (quantile(&delta, 0.5), quantile(&delta, 0.99)) {
+            (Some(p50), Some(p99)) => println!(
+                "stage {}: p50 {:.3} ms, p99 {:.3} ms ({n:.0} recorded)",
+                stage.name(),
+                p50 * 1000.0,
+                p99 * 1000.0
+            ),
+            _ => println!("stage {}: nothing recorded", stage.name()),
+        }
+    }
+}
+
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("note: a debug build; run `cargo run --release -p behalf -- bench …` for real figures");
@@ -446,57 +596,41 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Nats { nodes, in_flight, seconds } => nats_bench(nodes as usize, in_flight, seconds).await?,
         BenchCmd::Http { concurrency, seconds, rate, .. } => {
             let raw = raw_baselines(concurrency, seconds)?;
+            let raw_http = raw_http(concurrency, seconds).await?;
             // The in-process figure from the same run, for the ratio.
             let inproc = inprocess(concurrency, seconds, raw).await?;
             let (server, token) = start_server().await?;
-            let base = server.base();
             let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
             // The producers' client, sending once: refusals and latency as they are.
-            let client = Arc::new(Client::with_http(http, &base, &token).with_retry(Retry::NONE));
-            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-            let interval = rate.map(|r| Duration::from_secs_f64(concurrency as f64 / r));
-            let start = Instant::now();
-            let mut tasks = Vec::new();
-            for w in 0..concurrency {
+            let client = Arc::new(Client::with_http(http, &server.base(), &token).with_retry(Retry::NONE));
+            let stages_before = stage_histograms();
+            let (mut all, elapsed) = drive(concurrency, seconds, rate, move |w, n| {
                 let client = Arc::clone(&client);
-                tasks.push(tokio::spawn(async move {
-                    let mut s = Stats::default();
-                    let mut next = Instant::now();
-                    let mut n = 0u64;
-                    while Instant::now() < deadline {
-                        if let Some(i) = interval {
-                            tokio::time::sleep_until(next.into()).await;
-                            next += i;
-                        }
-                        n += 1;
-                        let command: Command = match serde_json::from_value(ticket_body(w as u64 * 1_000_000_000 + n)) {
-                            Ok(c) => c,
-                            Err(_) => break,
-                        };
-                        let id = format!("bench-{w}-{n}");
-                        // Open loop: latency counts from the scheduled send, so a slow
-                        // answer delays no measurement (no coordinated omission).
-                        let t0 = match interval {
-                            Some(i) => next - i,
-                            None => Instant::now(),
-                        };
-                        let sent = client.send_as(&command, &id, None).await;
-                        s.record_refused(matches!(sent, Err(behalf_client::Error::Refused { .. })));
-                        s.record(t0, sent.is_ok_and(|a| !a.duplicate));
+                async move {
+                    let Ok(command) = serde_json::from_value::<Command>(ticket_body(w as u64 * 1_000_000_000 + n))
+                    else {
+                        return Sent::Failed;
+                    };
+                    match client.send_as(&command, &format!("bench-{w}-{n}"), None).await {
+                        Ok(a) if !a.duplicate => Sent::Accepted,
+                        Ok(_) => Sent::Failed,
+                        Err(behalf_client::Error::Refused { .. }) => Sent::Refused,
+                        Err(_) => Sent::Failed,
                     }
-                    s
-                }));
-            }
-            let mut all = collect(tasks).await?;
-            let elapsed = start.elapsed().as_secs_f64();
+                }
+            })
+            .await?;
+            let stages = stage_histograms();
             server.stop().await?;
             let label = match rate {
                 Some(r) => format!("HTTP, {concurrency} connections, offered {r:.0}/s"),
                 None => format!("HTTP, {concurrency} connections"),
             };
             report(&label, &mut all, elapsed);
+            report_stages(&stages_before, &stages);
             let ours = all.accepted as f64 / elapsed;
             against_raw(ours, raw, None);
+            println!("HTTP ÷ raw HTTP + sled group commit from this run: {:.2}", ours / raw_http);
             println!("HTTP ÷ in-process from this run: {:.2}", ours / inproc);
         }
         BenchCmd::Inprocess { producers, seconds, .. } => {

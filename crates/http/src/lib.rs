@@ -37,6 +37,7 @@ use tokio::sync::{watch, Semaphore};
 
 mod app;
 mod auth;
+pub mod baseline;
 mod commands;
 mod health;
 pub mod metrics;

@@ -76,3 +76,46 @@ pub fn scan_decode_per_sec(log: &crate::SledLog) -> Result<(u64, f64), behalf_lo
     }
     Ok((n, n as f64 / start.elapsed().as_secs_f64()))
 }
+
+/// A raw sled group commit, for the raw HTTP baseline: one writer thread takes every
+/// write waiting, inserts each value under its own key in one `apply_batch`, flushes
+/// once, and only then answers each writer — Behalf's group commit without Behalf.
+pub struct GroupCommit {
+    tx: std::sync::mpsc::Sender<(Vec<u8>, tokio::sync::oneshot::Sender<bool>)>,
+}
+
+impl GroupCommit {
+    /// Opens a fresh sled database in `dir` and starts the writer.
+    pub fn open(dir: &std::path::Path) -> Result<GroupCommit, sled::Error> {
+        let db = sled::open(dir)?;
+        let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, tokio::sync::oneshot::Sender<bool>)>();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while let Ok(first) = rx.recv() {
+                let mut group = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    group.push(more);
+                }
+                let mut b = sled::Batch::default();
+                for (value, _) in &group {
+                    n += 1;
+                    b.insert(&n.to_be_bytes(), value.as_slice());
+                }
+                let ok = db.apply_batch(b).and_then(|()| db.flush().map(|_| ())).is_ok();
+                for (_, reply) in group {
+                    let _ = reply.send(ok);
+                }
+            }
+        });
+        Ok(GroupCommit { tx })
+    }
+
+    /// Writes `value` under a key of its own; true once it is flushed.
+    pub async fn write(&self, value: Vec<u8>) -> bool {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        if self.tx.send((value, reply)).is_err() {
+            return false;
+        }
+        done.await.unwrap_or(false)
+    }
+}
