@@ -404,6 +404,7 @@ async fn inprocess(producers: usize, seconds: f64, raw: f64) -> anyhow::Result<f
         partner_id: "c0a1b2c3-0000-4000-8000-000000000001".into(),
         user_id: "a0a1b2c3-0000-4000-8000-000000000001".into(),
     };
+    let stages_before = stage_histograms();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -428,6 +429,7 @@ async fn inprocess(producers: usize, seconds: f64, raw: f64) -> anyhow::Result<f
     let elapsed = start.elapsed().as_secs_f64();
     let (groups, commits) = group_counters(&log);
     report(&format!("in-process, {producers} producers"), &mut all, elapsed);
+    report_stages(&stages_before, &stage_histograms());
     let ours = all.accepted as f64 / elapsed;
     against_raw(ours, raw, Some((groups, commits)));
     service.gdap().stop();
@@ -518,16 +520,32 @@ async fn raw_http(concurrency: usize, seconds: f64) -> anyhow::Result<f64> {
 }
 
 /// The command stages' histograms as this process's recorder has them: stage →
-/// (upper bound in seconds, requests at or below it).
+/// (upper bound in seconds, requests at or below it); and, as the stage `server`, the
+/// router's whole time for `POST /v1/commands` (in → answer out).
 fn stage_histograms() -> std::collections::BTreeMap<String, Vec<(f64, f64)>> {
-    let prefix = format!("{}_bucket{{stage=\"", behalf_log::metrics::STAGE_SECONDS);
+    let stage = format!("{}_bucket{{stage=\"", behalf_log::metrics::STAGE_SECONDS);
+    let server =
+        format!("{}_bucket{{route=\"/v1/commands\",method=\"POST\",status=\"", behalf_log::metrics::HTTP_SECONDS);
     let mut out: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
     for line in behalf_http::metrics::install().render().lines() {
-        let Some(rest) = line.strip_prefix(&prefix) else { continue };
-        let Some((stage, rest)) = rest.split_once("\",le=\"") else { continue };
+        let (name, rest) = if let Some(rest) = line.strip_prefix(&stage) {
+            let Some((name, rest)) = rest.split_once("\",le=\"") else { continue };
+            (name.to_owned(), rest)
+        } else if let Some(rest) = line.strip_prefix(&server) {
+            // Summed over the statuses (the accepted ones are 201).
+            let Some((_, rest)) = rest.split_once("\",le=\"") else { continue };
+            ("server".to_owned(), rest)
+        } else {
+            continue;
+        };
         let Some((le, count)) = rest.split_once("\"} ") else { continue };
         let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-        out.entry(stage.to_owned()).or_default().push((le, count.trim().parse().unwrap_or(0.0)));
+        let count: f64 = count.trim().parse().unwrap_or(0.0);
+        let buckets = out.entry(name).or_default();
+        match buckets.iter_mut().find(|(l, _)| *l == le) {
+            Some(b) => b.1 += count,
+            None => buckets.push((le, count)),
+        }
     }
     out
 }
@@ -563,9 +581,10 @@ fn report_stages(
         println!("stages: no metrics recorded (--no-metrics)");
         return;
     }
-    for stage in behalf_log::metrics::Stage::ALL {
-        let Some(now) = after.get(stage.name()) else { continue };
-        let earlier = before.get(stage.name());
+    let names = behalf_log::metrics::Stage::ALL.map(|s| s.name());
+    for name in names.iter().copied().chain(["server"]) {
+        let Some(now) = after.get(name) else { continue };
+        let earlier = before.get(name);
         let delta: Vec<(f64, f64)> = now
             .iter()
             .enumerate()
@@ -573,13 +592,10 @@ fn report_stages(
             .collect();
         let n = delta.last().map_or(0.0, |d| d.1);
         match (quantile(&delta, 0.5), quantile(&delta, 0.99)) {
-            (Some(p50), Some(p99)) => println!(
-                "stage {}: p50 {:.3} ms, p99 {:.3} ms ({n:.0} recorded)",
-                stage.name(),
-                p50 * 1000.0,
-                p99 * 1000.0
-            ),
-            _ => println!("stage {}: nothing recorded", stage.name()),
+            (Some(p50), Some(p99)) => {
+                println!("stage {name}: p50 {:.3} ms, p99 {:.3} ms ({n:.0} recorded)", p50 * 1000.0, p99 * 1000.0)
+            }
+            _ => println!("stage {name}: nothing recorded"),
         }
     }
 }
