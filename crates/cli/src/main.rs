@@ -11,6 +11,7 @@ mod roles;
 mod serve;
 mod settings;
 mod stores;
+mod telemetry;
 mod token;
 mod workers;
 
@@ -87,23 +88,21 @@ struct CommandArgs {
     settings: settings::SettingsArgs,
 }
 
-fn init_tracing(format: settings::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BEHALF_LOG").unwrap_or_else(|_| "info".into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        settings::LogFormat::Human => builder.init(),
-        settings::LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// A long-running role's settings, layered (the subcommand's matches say which values
 /// the command line and the environment gave), with tracing set up as they say.
-fn settings_of(args: &settings::SettingsArgs, matches: &clap::ArgMatches) -> anyhow::Result<settings::Settings> {
-    let sub = matches.subcommand().map(|(_, m)| m).unwrap_or(matches);
+fn settings_of(
+    args: &settings::SettingsArgs,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<(settings::Settings, telemetry::Telemetry)> {
+    let (role, sub) = matches.subcommand().unwrap_or(("behalf", matches));
     let s = args.load(sub)?;
-    init_tracing(s.log.format);
-    Ok(s)
+    let telemetry = telemetry::init(s.log.format, s.log.otlp_endpoint.as_deref(), role);
+    Ok((s, telemetry))
+}
+
+/// Log lines for a one-shot command (no settings, no traces).
+fn one_shot_tracing() -> telemetry::Telemetry {
+    telemetry::init(settings::LogFormat::Human, None, "cli")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -119,21 +118,21 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Cmd::Serve(a) => {
-            let s = settings_of(&a.settings, &matches)?;
+            let (s, _telemetry) = settings_of(&a.settings, &matches)?;
             rt.block_on(serve::run(s, a.stop_at_last_good, listen::shutdown_signal()))
         }
         Cmd::Command(a) => {
-            let s = settings_of(&a.settings, &matches)?;
+            let (s, _telemetry) = settings_of(&a.settings, &matches)?;
             rt.block_on(roles::command(&s))
         }
         Cmd::Demo(a) => {
-            init_tracing(settings::LogFormat::Human);
+            let _telemetry = one_shot_tracing();
             rt.block_on(demo::run(a))
         }
         Cmd::Token(t) => token::run(t),
         Cmd::Queue(q) => queue::run(q),
         Cmd::Audit(a) => {
-            init_tracing(settings::LogFormat::Human);
+            let _telemetry = one_shot_tracing();
             match rt.block_on(audit::run(a)) {
                 Ok(true) => Ok(()),
                 Ok(false) => std::process::exit(1),
@@ -144,19 +143,19 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Notify(n) => {
-            let s = settings_of(&n.settings, &matches)?;
+            let (s, _telemetry) = settings_of(&n.settings, &matches)?;
             rt.block_on(queue::notify(n, &s))
         }
         Cmd::Project(p) => {
-            let s = settings_of(&p.settings, &matches)?;
+            let (s, _telemetry) = settings_of(&p.settings, &matches)?;
             rt.block_on(project::run(p, &s))
         }
         Cmd::Import(i) => {
-            init_tracing(settings::LogFormat::Human);
+            let _telemetry = one_shot_tracing();
             rt.block_on(import::run(i))
         }
         Cmd::Bench(b) => {
-            init_tracing(settings::LogFormat::Human);
+            let _telemetry = one_shot_tracing();
             rt.block_on(bench::run(b))
         }
     }

@@ -89,6 +89,10 @@ pub struct LogSettings {
     /// Log lines as human or json
     #[arg(id = "log.format", long = "log-format", env = "BEHALF_LOG_FORMAT", value_name = "FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub format: LogFormat,
+    /// Export traces over OTLP/HTTP to this collector (e.g. http://127.0.0.1:4318); off
+    /// when neither this nor OTEL_EXPORTER_OTLP_ENDPOINT is set
+    #[arg(id = "log.otlp_endpoint", long = "otlp-endpoint", env = "BEHALF_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines look.

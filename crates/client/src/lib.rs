@@ -175,6 +175,8 @@ impl Client {
             obj.insert("expected_version".into(), v.into());
         }
         let body = serde_json::to_vec(&body).map_err(|e| Error::Setup(format!("cannot encode: {e}")))?;
+        // One trace per command, its retries included: the server's spans join it.
+        let trace = traceparent()?;
         let mut wait = self.retry.first;
         let mut last = String::new();
         for attempt in 1..=self.retry.attempts.max(1) {
@@ -183,7 +185,7 @@ impl Client {
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(self.retry.max);
             }
-            match self.post(&body).await {
+            match self.post(&body, &trace).await {
                 Sent::Answered(status, answer) if status == 200 || status == 201 => {
                     return serde_json::from_slice(&answer).map_err(|e| Error::Answer { status, why: e.to_string() });
                 }
@@ -201,7 +203,7 @@ impl Client {
         Err(Error::Unavailable { attempts: self.retry.attempts.max(1), last })
     }
 
-    async fn post(&self, body: &[u8]) -> Sent {
+    async fn post(&self, body: &[u8], traceparent: &str) -> Sent {
         let bearer = format!("Bearer {}", self.token);
         match &self.transport {
             Transport::Http { http, base } => {
@@ -209,6 +211,7 @@ impl Client {
                     .post(format!("{base}/v1/commands"))
                     .header("Authorization", &bearer)
                     .header("Content-Type", "application/json")
+                    .header("traceparent", traceparent)
                     .body(body.to_vec())
                     .send()
                     .await;
@@ -224,7 +227,11 @@ impl Client {
                 }
             }
             Transport::Nats(rpc) => {
-                let headers = [("Authorization", bearer.as_str()), ("Content-Type", "application/json")];
+                let headers = [
+                    ("Authorization", bearer.as_str()),
+                    ("Content-Type", "application/json"),
+                    ("traceparent", traceparent),
+                ];
                 match rpc.call(COMMAND_SUBJECT, &headers, body.to_vec().into()).await {
                     Ok(reply) => Sent::Answered(reply.status, reply.body.to_vec()),
                     Err(e) => Sent::Failed(format!("NATS: {e}")),
@@ -232,6 +239,15 @@ impl Client {
             }
         }
     }
+}
+
+/// A W3C `traceparent` for a new trace: version 00, 16 random bytes of trace id, 8 of
+/// span id, sampled.
+fn traceparent() -> Result<String, Error> {
+    let mut ids = [0u8; 24];
+    getrandom::fill(&mut ids).map_err(|e| Error::Setup(format!("no randomness for a trace id: {e}")))?;
+    let hex: String = ids.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("00-{}-{}-01", &hex[..32], &hex[32..]))
 }
 
 /// A fresh command id: `c-`, 12 hex digits of the milliseconds since 1970 and 14 of

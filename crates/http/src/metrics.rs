@@ -1,4 +1,4 @@
-//! `/metrics` on the `metrics` facade, rendered by `metrics-exporter-prometheus` on the
+//! `/metrics` on the `metrics` facade (and every request's span and time, [`track`]), rendered by `metrics-exporter-prometheus` on the
 //! API's own listener (no token, as before; the exporter runs no listener of its own).
 //! [`install`] puts the recorder in place once per process, before the first command;
 //! every crate records through the facade with the names of `behalf_log::metrics`.
@@ -85,16 +85,47 @@ pub(crate) fn count_command(outcome: &'static str, code: Option<&'static str>) {
     }
 }
 
-/// Times every request by its route's template (`unmatched` for no route).
+/// Every request's span and time. The span (`<METHOD> <route>`, a server span) is a
+/// child of the caller's trace when the request carries a W3C `traceparent` (an HTTP
+/// header, or a NATS header handed through [`crate::dispatch`]); the time goes to
+/// [`HTTP_SECONDS`] by the route's template (`unmatched` for no route).
 pub(crate) async fn track(req: Request, next: Next) -> Response {
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let start = Instant::now();
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().as_str().to_owned();
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    histogram!(HTTP_SECONDS, "route" => route, "method" => method, "status" => status)
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if req.headers().contains_key("traceparent") {
+        let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
+        let _ = span.set_parent(parent);
+    }
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    histogram!(HTTP_SECONDS, "route" => route, "method" => method, "status" => status.to_string())
         .record(start.elapsed().as_secs_f64());
     response
+}
+
+/// A request's headers as the propagator reads them.
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
 }
 
 /// `GET /metrics`: what was recorded, and what only a scrape can read.

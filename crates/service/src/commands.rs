@@ -152,7 +152,7 @@ impl<L: EventLog> CommandService<L> {
             Some(id) => id.clone(),
             None => CommandId::new(format!("auto-{}", self.ids.next(self.clock.now()))),
         };
-        let span = tracing::info_span!("command", id = %command_id, kind = req.command.type_name());
+        let span = tracing::info_span!("command", command_id = %command_id, kind = req.command.type_name());
         self.execute_as(principal, req, command_id).instrument(span).await
     }
 
@@ -173,7 +173,7 @@ impl<L: EventLog> CommandService<L> {
             }
         }
         let waited = Instant::now();
-        let _turn = self.ticket_turn(&req.command).await;
+        let _turn = self.ticket_turn(&req.command).instrument(tracing::debug_span!("ticket_lock")).await;
         Stage::TicketLock.since(waited);
         let mut new_id = None;
         let mut lost_race = false;
@@ -182,7 +182,10 @@ impl<L: EventLog> CommandService<L> {
                 tokio::time::sleep(backoff(attempt)).await;
             }
             let now = self.clock.now();
-            let loaded = self.load(&req.command, || self.ids.next(now), &mut new_id).await?;
+            let loaded = self
+                .load(&req.command, || self.ids.next(now), &mut new_id)
+                .instrument(tracing::debug_span!("load"))
+                .await?;
             let ctx = Context {
                 now,
                 principal: principal.clone(),
@@ -191,7 +194,8 @@ impl<L: EventLog> CommandService<L> {
                 expected_version: req.expected_version,
             };
             let deciding = Instant::now();
-            let (decision, directory_at) = self.decide(&req.command, loaded.ticket.as_ref(), ctx);
+            let (decision, directory_at) =
+                tracing::debug_span!("decide").in_scope(|| self.decide(&req.command, loaded.ticket.as_ref(), ctx));
             Stage::Decide.since(deciding);
             let events = match decision {
                 Ok(events) => events,
@@ -206,7 +210,7 @@ impl<L: EventLog> CommandService<L> {
             // **Commit**.
             let mut append = commit(loaded.stream, loaded.expected, &command_id, hash, now, &principal, events.clone());
             append.directory_at = Some(directory_at);
-            match self.log.append(append).await? {
+            match self.log.append(append).instrument(tracing::debug_span!("commit")).await? {
                 Ok(a) if a.duplicate => {
                     // Lost a race with the same command: answer what the log holds.
                     return match self.log.find_command(&key).await? {

@@ -21,6 +21,7 @@ mod https;
 mod import;
 mod nats_permissions;
 mod notifier;
+mod otlp;
 mod process;
 mod prometheus;
 mod queries;

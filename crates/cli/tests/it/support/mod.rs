@@ -29,11 +29,16 @@ impl Server {
 
     /// As [`Server::start`], with more flags for `behalf serve`.
     pub fn start_with(data_dir: &Path, flags: &[&str]) -> Server {
+        Server::start_with_env(data_dir, flags, &[])
+    }
+
+    /// As [`Server::start_with`], with more environment variables.
+    pub fn start_with_env(data_dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
         let dir = data_dir.to_str().expect("a UTF-8 temporary path");
         args.push(dir);
         args.extend_from_slice(flags);
-        let (child, addr) = spawn_until(&args, "listening on ");
+        let (child, addr) = spawn_until_with(&args, env, "listening on ");
         // A server that joins a cluster whose shared token store already has tokens
         // makes no admin token of its own: use the first server's.
         let admin = std::fs::read_to_string(behalf_sled_store::DataDir::new(data_dir).admin_token())
