@@ -241,13 +241,33 @@ impl Client {
     }
 }
 
-/// A W3C `traceparent` for a new trace: version 00, 16 random bytes of trace id, 8 of
-/// span id, sampled.
+/// A W3C `traceparent` for a new trace: version 00, a random trace id and span id,
+/// sampled. The ids come from a per-thread generator seeded once from the operating
+/// system (a trace id needs to be unique, not secret; no system call per command).
 fn traceparent() -> Result<String, Error> {
-    let mut ids = [0u8; 24];
-    getrandom::fill(&mut ids).map_err(|e| Error::Setup(format!("no randomness for a trace id: {e}")))?;
-    let hex: String = ids.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("00-{}-{}-01", &hex[..32], &hex[32..]))
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+    let mut state = match STATE.get() {
+        Some(s) => s,
+        None => {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).map_err(|e| Error::Setup(format!("no randomness for a trace id: {e}")))?;
+            u64::from_le_bytes(b)
+        }
+    };
+    let mut next = || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let (t1, t2, span) = (next(), next(), next());
+    STATE.set(Some(state));
+    Ok(format!("00-{t1:016x}{t2:016x}-{:016x}-01", span.max(1)))
 }
 
 /// A fresh command id: `c-`, 12 hex digits of the milliseconds since 1970 and 14 of
