@@ -591,11 +591,17 @@ fn report_stages(
             .map(|(i, &(le, c))| (le, c - earlier.and_then(|e| e.get(i)).map_or(0.0, |e| e.1)))
             .collect();
         let n = delta.last().map_or(0.0, |d| d.1);
-        match (quantile(&delta, 0.5), quantile(&delta, 0.99)) {
-            (Some(p50), Some(p99)) => {
-                println!("stage {name}: p50 {:.3} ms, p99 {:.3} ms ({n:.0} recorded)", p50 * 1000.0, p99 * 1000.0)
-            }
-            _ => println!("stage {name}: nothing recorded"),
+        // Below the first bucket's bound the histogram cannot say more than that.
+        let first = delta.first().map_or(0.0, |d| d.0);
+        let ms = |q: f64| match quantile(&delta, q) {
+            Some(v) if v <= first => format!("< {:.1} ms", first * 1000.0),
+            Some(v) => format!("{:.3} ms", v * 1000.0),
+            None => "-".to_owned(),
+        };
+        if n > 0.0 {
+            println!("stage {name}: p50 {}, p99 {} ({n:.0} recorded)", ms(0.5), ms(0.99));
+        } else {
+            println!("stage {name}: nothing recorded");
         }
     }
 }
