@@ -255,3 +255,48 @@ fn bench_startup_fills_then_reuses_and_prints_its_figure() {
     assert!(second.contains("reusing") && !second.contains("filled "), "{second}");
     assert!(second.contains(&format!("to ready over {events} events")), "{second}");
 }
+
+/// `behalf bench http` end to end, briefly: the lines its figures are read from, in
+/// their order, with plain numbers — the raw loops first, the raw HTTP baseline, the
+/// in-process and HTTP figures, every stage of a command with its p50/p99 from the
+/// run's histograms, and the ratios.
+#[test]
+fn bench_http_prints_its_figures_and_the_stages_in_order() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_behalf"))
+        .args(["bench", "http", "--seconds", "1", "--concurrency", "8"])
+        .env("BEHALF_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let mut at = 0;
+    for prefix in [
+        "raw sled insert+flush, batches of 8: ",
+        "raw HTTP + sled group commit, 8 connections: ",
+        "in-process, 8 producers: ",
+        "HTTP, 8 connections: ",
+        "stage authenticate: p50 ",
+        "stage decode: p50 ",
+        "stage ticket_lock: p50 ",
+        "stage gdap_wait: p50 ",
+        "stage load: p50 ",
+        "stage decide: p50 ",
+        "stage append_queue: p50 ",
+        "stage commit: p50 ",
+        "stage respond: p50 ",
+        "stage server: p50 ",
+        "HTTP ÷ raw HTTP + sled group commit from this run: ",
+        "HTTP ÷ in-process from this run: ",
+    ] {
+        let found = text.lines().skip(at).position(|l| l.starts_with(prefix));
+        let Some(i) = found else { panic!("no line {prefix:?} after line {at}:\n{text}") };
+        at += i + 1;
+    }
+    let figure = |prefix: &str| -> f64 {
+        let line = text.lines().rev().find(|l| l.starts_with(prefix)).unwrap();
+        let n = line[prefix.len()..].split(|c: char| !c.is_ascii_digit() && c != '.').next().unwrap();
+        n.parse().unwrap_or_else(|_| panic!("{line}"))
+    };
+    assert!(figure("HTTP, 8 connections: ") > 0.0, "{text}");
+    assert!(figure("raw HTTP + sled group commit, 8 connections: ") > 0.0, "{text}");
+}
