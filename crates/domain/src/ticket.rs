@@ -23,6 +23,21 @@ pub(crate) use decide::{decide_existing, decide_open};
 /// (the projectors keep them); keeping them out of here keeps replay fast and lean.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
+    /// What the ticket is about and where it stands (what readers see too).
+    #[serde(flatten)]
+    pub case: TicketCase,
+    /// How many notes, attachments and escalations it has had.
+    pub notes: u32,
+    pub attachments: u32,
+    pub escalations: u32,
+    pub sla: SlaClock,
+}
+
+/// A ticket's facts and state: whose it is, what for, how severe, who to contact,
+/// its status and version — shared by the command side's [`Ticket`] and the readers'
+/// answers (which add its texts and lists).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketCase {
     pub ticket_id: TicketId,
     pub partner_id: PartnerId,
     pub customer_id: CustomerId,
@@ -40,10 +55,6 @@ pub struct Ticket {
     pub opened_by: UserId,
     pub opened_at: Timestamp,
     pub closed_at: Option<Timestamp>,
-    pub notes: u32,
-    pub attachments: u32,
-    pub escalations: u32,
-    pub sla: SlaClock,
 }
 
 impl Ticket {
@@ -64,22 +75,24 @@ impl Ticket {
                 let mut sla = SlaClock::default();
                 sla.open(e.at, e.severity);
                 Ticket {
-                    ticket_id: e.ticket_id,
-                    partner_id: e.partner_id,
-                    customer_id: e.customer_id,
-                    workload: e.workload,
-                    cloud: e.cloud,
-                    subscription_id: e.subscription_id,
-                    severity: e.severity,
-                    support_plan: e.support_plan,
-                    contact: e.contact,
-                    incident_id: e.incident_id,
-                    csp_priority: e.csp_priority,
-                    status: TicketStatus::Open,
-                    version: 0,
-                    opened_by: e.evidence.user_id,
-                    opened_at: e.at,
-                    closed_at: None,
+                    case: TicketCase {
+                        ticket_id: e.ticket_id,
+                        partner_id: e.partner_id,
+                        customer_id: e.customer_id,
+                        workload: e.workload,
+                        cloud: e.cloud,
+                        subscription_id: e.subscription_id,
+                        severity: e.severity,
+                        support_plan: e.support_plan,
+                        contact: e.contact,
+                        incident_id: e.incident_id,
+                        csp_priority: e.csp_priority,
+                        status: TicketStatus::Open,
+                        version: 0,
+                        opened_by: e.evidence.user_id,
+                        opened_at: e.at,
+                        closed_at: None,
+                    },
                     notes: 0,
                     attachments: 0,
                     escalations: 0,
@@ -88,14 +101,14 @@ impl Ticket {
             }
             (None, _) => return None,
         };
-        t.version = 1;
+        t.case.version = 1;
         Some(t)
     }
 
     /// Folds one later event of the ticket's stream into its state.
     pub fn apply(&mut self, event: &Event) {
         let t = self;
-        t.version += 1;
+        t.case.version += 1;
         t.sla.apply(event);
         let EventKind::Ticket(e) = event.kind() else { return };
         match e {
@@ -103,23 +116,23 @@ impl Ticket {
             TicketEvent::NoteAdded(_) => t.notes += 1,
             TicketEvent::Updated(e) => {
                 if let Some(s) = e.severity {
-                    t.severity = s;
+                    t.case.severity = s;
                 }
                 if let Some(c) = &e.contact {
-                    t.contact = c.clone();
+                    t.case.contact = c.clone();
                 }
             }
             TicketEvent::AttachmentAdded(_) => t.attachments += 1,
             TicketEvent::Escalated(_) => t.escalations += 1,
-            TicketEvent::AttentionRequested(_) => t.status = TicketStatus::AttentionNeeded,
-            TicketEvent::AttentionCleared(_) => t.status = TicketStatus::Open,
+            TicketEvent::AttentionRequested(_) => t.case.status = TicketStatus::AttentionNeeded,
+            TicketEvent::AttentionCleared(_) => t.case.status = TicketStatus::Open,
             TicketEvent::Closed(e) => {
-                t.status = TicketStatus::Closed;
-                t.closed_at = Some(e.at);
+                t.case.status = TicketStatus::Closed;
+                t.case.closed_at = Some(e.at);
             }
             TicketEvent::Reopened(_) => {
-                t.status = TicketStatus::Open;
-                t.closed_at = None;
+                t.case.status = TicketStatus::Open;
+                t.case.closed_at = None;
             }
         }
     }
@@ -136,10 +149,10 @@ impl Ticket {
 
     fn scope<'a>(&'a self, contact_email: &'a str) -> TicketScope<'a> {
         TicketScope {
-            customer_id: &self.customer_id,
-            workload: self.workload,
-            subscription_id: self.subscription_id.as_ref(),
-            support_plan: self.support_plan.as_deref(),
+            customer_id: &self.case.customer_id,
+            workload: self.case.workload,
+            subscription_id: self.case.subscription_id.as_ref(),
+            support_plan: self.case.support_plan.as_deref(),
             contact_email,
         }
     }
@@ -153,16 +166,16 @@ impl Ticket {
         evidence: Option<Evidence>,
     ) -> Event {
         Event::TicketEscalated(TicketEscalated {
-            ticket_id: self.ticket_id.clone(),
+            ticket_id: self.case.ticket_id.clone(),
             reason,
             note,
             incident_id,
-            partner_id: self.partner_id.clone(),
-            customer_id: self.customer_id.clone(),
-            workload: self.workload,
-            cloud: self.cloud,
-            severity: self.severity,
-            csp_priority: self.csp_priority,
+            partner_id: self.case.partner_id.clone(),
+            customer_id: self.case.customer_id.clone(),
+            workload: self.case.workload,
+            cloud: self.case.cloud,
+            severity: self.case.severity,
+            csp_priority: self.case.csp_priority,
             at,
             evidence,
         })

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use behalf_domain::event::{Contact, Evidence};
+use behalf_domain::event::Evidence;
 use behalf_domain::policy::WorkloadAccess;
 use behalf_domain::sla::SlaState;
+use behalf_domain::ticket::TicketCase;
 use behalf_domain::{
-    Cloud, Code, CustomerId, IssueId, PartnerId, RelationshipId, RelationshipStatus, Rule, Severity, SubscriptionId,
-    TicketId, TicketStatus, Timestamp, UserId, Workload,
+    Code, CustomerId, PartnerId, RelationshipId, RelationshipStatus, Rule, SubscriptionId, TicketId, Timestamp, UserId,
+    Workload,
 };
 use behalf_log::EventEnvelope;
 use serde::Serialize;
@@ -89,22 +90,9 @@ pub struct Access {
 /// place of the command side's counts and SLA clock).
 #[derive(Clone, Debug, Serialize)]
 pub struct TicketDetail {
-    pub ticket_id: TicketId,
-    pub partner_id: PartnerId,
-    pub customer_id: CustomerId,
-    pub workload: Workload,
-    pub cloud: Cloud,
-    pub subscription_id: Option<SubscriptionId>,
-    pub severity: Severity,
-    pub support_plan: Option<String>,
-    pub contact: Contact,
-    pub incident_id: Option<IssueId>,
-    pub csp_priority: bool,
-    pub status: TicketStatus,
-    pub version: u64,
-    pub opened_by: UserId,
-    pub opened_at: Timestamp,
-    pub closed_at: Option<Timestamp>,
+    /// The ticket's facts and state, as the command side folds them.
+    #[serde(flatten)]
+    pub ticket: TicketCase,
     pub title: String,
     pub description: String,
     pub support_topic: String,
@@ -116,7 +104,6 @@ pub struct TicketDetail {
     pub escalations: Vec<EscalationView>,
 }
 
-/// `/v1/tickets/{id}/history`.
 impl TicketDetail {
     /// The view's ticket at `now`, with the lists read from its stream.
     pub fn new(
@@ -127,24 +114,8 @@ impl TicketDetail {
         escalations: Vec<EscalationView>,
     ) -> Self {
         let sla = v.sla_at(now);
-        let t = v.ticket;
         TicketDetail {
-            ticket_id: t.ticket_id,
-            partner_id: t.partner_id,
-            customer_id: t.customer_id,
-            workload: t.workload,
-            cloud: t.cloud,
-            subscription_id: t.subscription_id,
-            severity: t.severity,
-            support_plan: t.support_plan,
-            contact: t.contact,
-            incident_id: t.incident_id,
-            csp_priority: t.csp_priority,
-            status: t.status,
-            version: t.version,
-            opened_by: t.opened_by,
-            opened_at: t.opened_at,
-            closed_at: t.closed_at,
+            ticket: v.ticket.case,
             title: v.title,
             description: v.description,
             support_topic: v.support_topic,

@@ -281,7 +281,7 @@ impl<L: EventLog> CommandService<L> {
                 let stream = StreamId::ticket(&id);
                 let commits = self.log.read_stream(&stream, 1).await?;
                 let ticket = commits.into_iter().flat_map(|c| c.events).fold(None, Ticket::evolve_owned);
-                let version = ticket.as_ref().map_or(0, |t| t.version);
+                let version = ticket.as_ref().map_or(0, |t| t.case.version);
                 Loaded { stream, ticket, expected: ExpectedVersion::Exact(version) }
             }
             Target::Fact(stream) => Loaded { stream, ticket: None, expected: ExpectedVersion::Any },

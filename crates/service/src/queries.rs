@@ -125,8 +125,13 @@ impl<L: EventLog> Queries<'_, L> {
             Some(b) => decode(&b)?,
             None => return Err(not_found(id.as_str())),
         };
-        if !r24_can_see_ticket(&self.gdap.view().directory, who, &v.ticket.partner_id, &v.ticket.customer_id, self.now)
-        {
+        if !r24_can_see_ticket(
+            &self.gdap.view().directory,
+            who,
+            &v.ticket.case.partner_id,
+            &v.ticket.case.customer_id,
+            self.now,
+        ) {
             return Err(not_found(id.as_str()));
         }
         Ok(v)

@@ -34,7 +34,7 @@ pub async fn sla_sweep<L: EventLog, S: ViewStore + ?Sized>(
             let view: TicketView = decode(v)?;
             let sla = view.sla_at(now);
             let t = &view.ticket;
-            if t.status == behalf_domain::TicketStatus::Closed
+            if t.case.status == behalf_domain::TicketStatus::Closed
                 || !sla.breached
                 || sla.breach_recorded
                 || sla.responded_at.is_some()
@@ -42,10 +42,13 @@ pub async fn sla_sweep<L: EventLog, S: ViewStore + ?Sized>(
                 continue;
             }
             let cmd = behalf_domain::Command::TicketSlaCheck(behalf_domain::command::TicketRef {
-                ticket_id: t.ticket_id.clone(),
+                ticket_id: t.case.ticket_id.clone(),
             });
             let req = Request {
-                command_id: Some(behalf_domain::CommandId::new(format!("sla:{}:v{}", t.ticket_id, t.version))),
+                command_id: Some(behalf_domain::CommandId::new(format!(
+                    "sla:{}:v{}",
+                    t.case.ticket_id, t.case.version
+                ))),
                 expected_version: None,
                 command: cmd,
             };

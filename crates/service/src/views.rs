@@ -92,14 +92,14 @@ impl TicketView {
     pub(crate) fn summary(&self) -> TicketSummary {
         let t = &self.ticket;
         TicketSummary {
-            ticket_id: t.ticket_id.clone(),
-            partner_id: t.partner_id.clone(),
-            customer_id: t.customer_id.clone(),
-            workload: t.workload,
-            severity: t.severity,
-            status: t.status,
+            ticket_id: t.case.ticket_id.clone(),
+            partner_id: t.case.partner_id.clone(),
+            customer_id: t.case.customer_id.clone(),
+            workload: t.case.workload,
+            severity: t.case.severity,
+            status: t.case.status,
             title: self.title.clone(),
-            opened_at: t.opened_at,
+            opened_at: t.case.opened_at,
         }
     }
 
@@ -160,9 +160,9 @@ impl<'s, S: ViewStore + ?Sized> Overlay<'s, S> {
             self.put(ticket_key(&id), &view)?;
             let summary = view.summary();
             if before.as_ref() != Some(&summary) {
-                let mut ck = customer_prefix(&view.ticket.customer_id);
+                let mut ck = customer_prefix(&view.ticket.case.customer_id);
                 ck.extend_from_slice(id.as_str().as_bytes());
-                let mut pk = partner_prefix(&view.ticket.partner_id);
+                let mut pk = partner_prefix(&view.ticket.case.partner_id);
                 pk.extend_from_slice(id.as_str().as_bytes());
                 let bytes = encode(&summary)?;
                 self.pending.insert(ck, Some(bytes.clone()));

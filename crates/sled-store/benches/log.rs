@@ -91,7 +91,7 @@ async fn replay(log: &SledLog, fold: bool) -> (f64, usize) {
                     Some(t) => t.apply(&e),
                     None => {
                         if let Some(t) = Ticket::evolve_owned(None, e) {
-                            tickets.insert(t.ticket_id.clone(), t);
+                            tickets.insert(t.case.ticket_id.clone(), t);
                         }
                     }
                 }

@@ -213,9 +213,9 @@ fn actor(
 ) -> Result<Actor, Rejection> {
     match &ctx.principal {
         Principal::PartnerAgent { partner_id, .. } => {
-            if partner_id != &t.partner_id {
+            if partner_id != &t.case.partner_id {
                 // R24: another partner's ticket is not there for this caller.
-                return Err(not_found(&t.ticket_id));
+                return Err(not_found(&t.case.ticket_id));
             }
             authorize_ticket(dir, &ctx.principal, &t.scope(contact_email), ctx.now, ctx.directory_position)
                 .map(Actor::Partner)
@@ -243,11 +243,11 @@ fn not_found(id: &TicketId) -> Rejection {
 }
 
 fn not_closed(t: &Ticket) -> Result<(), Rejection> {
-    if t.status == TicketStatus::Closed {
+    if t.case.status == TicketStatus::Closed {
         Err(Rejection::new(
             Code::TicketClosed,
             Rule::R17,
-            format!("ticket {} is closed; it takes only reopen", t.ticket_id),
+            format!("ticket {} is closed; it takes only reopen", t.case.ticket_id),
         ))
     } else {
         Ok(())
@@ -256,8 +256,8 @@ fn not_closed(t: &Ticket) -> Result<(), Rejection> {
 
 /// A partner's note or update returns an `attention_needed` ticket to `open` (R17).
 fn clear_attention(t: &Ticket, ctx: &Context, events: &mut Vec<Event>) {
-    if t.status == TicketStatus::AttentionNeeded {
-        events.push(Event::AttentionCleared(AttentionCleared { ticket_id: t.ticket_id.clone(), at: ctx.now }));
+    if t.case.status == TicketStatus::AttentionNeeded {
+        events.push(Event::AttentionCleared(AttentionCleared { ticket_id: t.case.ticket_id.clone(), at: ctx.now }));
     }
 }
 
@@ -271,24 +271,24 @@ pub(crate) fn decide_existing(
     ctx: &Context,
 ) -> Result<Vec<Event>, Rejection> {
     let t = match ticket {
-        Some(t) if &t.ticket_id == id => t,
+        Some(t) if &t.case.ticket_id == id => t,
         Some(_) | None => return Err(not_found(id)),
     };
     // R24 before anything else: callers who may not see the ticket learn nothing.
     if let Principal::PartnerAgent { partner_id, .. } = &ctx.principal {
-        if partner_id != &t.partner_id {
+        if partner_id != &t.case.partner_id {
             return Err(not_found(id));
         }
     }
     if let Some(expected) = ctx.expected_version {
-        if expected != t.version {
+        if expected != t.case.version {
             return Err(Rejection::new(
                 Code::ConcurrencyConflict,
                 Rule::R27,
-                format!("ticket {id} is at version {}, not {expected}", t.version),
+                format!("ticket {id} is at version {}, not {expected}", t.case.version),
             )
             .with("expected", expected)
-            .with("actual", t.version));
+            .with("actual", t.case.version));
         }
     }
     let on = On { dir, t, ctx };
@@ -315,7 +315,7 @@ struct On<'a> {
 impl On<'_> {
     /// The contact the ticket holds (R10 checks the caller against it).
     fn email(&self) -> &str {
-        self.t.contact.email.as_str()
+        self.t.case.contact.email.as_str()
     }
 
     /// The vendor side, or a partner agent authorised now (with its evidence).
@@ -339,7 +339,7 @@ impl On<'_> {
         let evidence = self.partner_or_vendor()?;
         not_closed(self.t)?;
         let by_partner = evidence.is_some();
-        let (ticket_id, author, at) = (self.t.ticket_id.clone(), self.ctx.principal.clone(), self.ctx.now);
+        let (ticket_id, author, at) = (self.t.case.ticket_id.clone(), self.ctx.principal.clone(), self.ctx.now);
         let mut events = vec![Event::NoteAdded(NoteAdded { ticket_id, author, text, at, evidence })];
         if by_partner {
             clear_attention(self.t, self.ctx, &mut events);
@@ -356,7 +356,7 @@ impl On<'_> {
         let email = contact.as_ref().map_or(self.email(), |c| c.email.as_str());
         let evidence = partner_only(self.ctx, self.t, self.dir, email)?;
         not_closed(self.t)?;
-        let (ticket_id, at) = (self.t.ticket_id.clone(), self.ctx.now);
+        let (ticket_id, at) = (self.t.case.ticket_id.clone(), self.ctx.now);
         let mut events = vec![Event::TicketUpdated(TicketUpdated { ticket_id, severity, contact, at, evidence })];
         clear_attention(self.t, self.ctx, &mut events);
         Ok(events)
@@ -371,7 +371,7 @@ impl On<'_> {
         }
         let evidence = partner_only(self.ctx, self.t, self.dir, self.email())?;
         not_closed(self.t)?;
-        let (ticket_id, at) = (self.t.ticket_id.clone(), self.ctx.now);
+        let (ticket_id, at) = (self.t.case.ticket_id.clone(), self.ctx.now);
         Ok(vec![Event::AttachmentAdded(AttachmentAdded { ticket_id, name, uri, at, evidence })])
     }
 
@@ -389,7 +389,7 @@ impl On<'_> {
         self.vendor_only("only the vendor side responds or asks for attention")?;
         not_closed(self.t)?;
         Ok(vec![Event::VendorResponded(VendorResponded {
-            ticket_id: self.t.ticket_id.clone(),
+            ticket_id: self.t.case.ticket_id.clone(),
             text,
             at: self.ctx.now,
         })])
@@ -400,17 +400,17 @@ impl On<'_> {
         self.vendor_only("only the vendor side responds or asks for attention")?;
         not_closed(self.t)?;
         let t = self.t;
-        if t.status == TicketStatus::AttentionNeeded {
+        if t.case.status == TicketStatus::AttentionNeeded {
             return Err(Rejection::new(
                 Code::InvalidTransition,
                 Rule::R17,
-                format!("ticket {} already needs the partner's attention", t.ticket_id),
+                format!("ticket {} already needs the partner's attention", t.case.ticket_id),
             ));
         }
         Ok(vec![Event::AttentionRequested(AttentionRequested {
-            ticket_id: t.ticket_id.clone(),
-            partner_id: t.partner_id.clone(),
-            customer_id: t.customer_id.clone(),
+            ticket_id: t.case.ticket_id.clone(),
+            partner_id: t.case.partner_id.clone(),
+            customer_id: t.case.customer_id.clone(),
             text,
             at: self.ctx.now,
         })])
@@ -421,7 +421,7 @@ impl On<'_> {
         let evidence = self.partner_or_vendor()?;
         not_closed(self.t)?;
         Ok(vec![Event::TicketClosed(TicketClosed {
-            ticket_id: self.t.ticket_id.clone(),
+            ticket_id: self.t.case.ticket_id.clone(),
             by: self.ctx.principal.clone(),
             resolution,
             at: self.ctx.now,
@@ -433,15 +433,15 @@ impl On<'_> {
         let reason = bounded("reason", &c.reason, 1_000)?;
         let evidence = partner_only(self.ctx, self.t, self.dir, self.email())?;
         let t = self.t;
-        if t.status != TicketStatus::Closed {
+        if t.case.status != TicketStatus::Closed {
             return Err(Rejection::new(
                 Code::InvalidTransition,
                 Rule::R17,
-                format!("ticket {} is {}; only a closed ticket reopens", t.ticket_id, t.status),
+                format!("ticket {} is {}; only a closed ticket reopens", t.case.ticket_id, t.case.status),
             ));
         }
         Ok(vec![Event::TicketReopened(TicketReopened {
-            ticket_id: t.ticket_id.clone(),
+            ticket_id: t.case.ticket_id.clone(),
             reason,
             at: self.ctx.now,
             evidence,
@@ -456,7 +456,7 @@ impl On<'_> {
         let sla = t.sla_at(at);
         if sla.breached && !sla.breach_recorded && sla.responded_at.is_none() {
             Ok(vec![
-                Event::SlaBreached(SlaBreached { ticket_id: t.ticket_id.clone(), due_at: sla.due_at, at }),
+                Event::SlaBreached(SlaBreached { ticket_id: t.case.ticket_id.clone(), due_at: sla.due_at, at }),
                 t.escalation(EscalationReason::SlaBreach, None, None, at, None),
             ])
         } else {

@@ -84,7 +84,7 @@ proptest! {
                     match w.run(&who, cmd) {
                         Ok(events) => {
                             // A closed ticket takes only reopen.
-                            if before.status == TicketStatus::Closed {
+                            if before.case.status == TicketStatus::Closed {
                                 prop_assert_eq!(&kind, "ticket.reopen");
                             }
                             for e in &events {
@@ -92,7 +92,7 @@ proptest! {
                                 state = Ticket::evolve(Some(state), e).unwrap();
                             }
                             // Versions only grow, one per event.
-                            prop_assert_eq!(state.version, before.version + events.len() as u64);
+                            prop_assert_eq!(state.case.version, before.case.version + events.len() as u64);
                         }
                         Err(r) => {
                             // A refusal changes nothing and names a rule unless it is a bare request error.
@@ -101,7 +101,7 @@ proptest! {
                     }
                     // Folding every event of the stream reproduces the state.
                     prop_assert_eq!(&w.ticket(&id), &state);
-                    prop_assert_eq!(state.version as usize, w.tickets[&TicketId::new(id.as_str())].len());
+                    prop_assert_eq!(state.case.version as usize, w.tickets[&TicketId::new(id.as_str())].len());
                 }
             }
         }
@@ -163,5 +163,5 @@ fn closed_ticket_refuses_everything_but_reopen() {
         assert_eq!(r.code, Code::TicketClosed, "{cmd}");
     }
     assert_eq!(w.must(&agent(), json!({"type":"ticket.reopen","ticket_id":id,"reason":"x"})).len(), 1);
-    assert_eq!(w.ticket(&id).status, TicketStatus::Open);
+    assert_eq!(w.ticket(&id).case.status, TicketStatus::Open);
 }
