@@ -202,14 +202,9 @@ impl Route {
             Route::Command => Part::Commands,
             Route::Query(_) | Route::AuditVerify | Route::Console => Part::Queries,
             Route::Lease | Route::Ack | Route::QueueDepth => Part::Queues,
-            Route::IssueToken
-            | Route::ListTokens
-            | Route::RevokeToken
-            | Route::Health
-            | Route::Ready
-            | Route::Metrics
-            | Route::OpenApi
-            | Route::WhoAmI => Part::Always,
+            // Tokens, and what every role says of itself.
+            Route::IssueToken | Route::ListTokens | Route::RevokeToken => Part::Always,
+            Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::WhoAmI => Part::Always,
         }
     }
 

@@ -94,14 +94,8 @@ async fn prometheus_reads_the_latency_histograms() {
     assert!(http_p99 > 0.0 && http_p99 < 10.0, "the HTTP p99 is a latency in seconds: {http_p99}");
     assert!(commit_p99 > 0.0 && commit_p99 < 10.0, "the commit p99 is a latency in seconds: {commit_p99}");
     // The route is the template, never the raw path.
-    let routes = http
-        .get(format!("{}/api/v1/label/route/values", prometheus.base))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let routes = http.get(format!("{}/api/v1/label/route/values", prometheus.base)).send().await.unwrap();
+    let routes: Value = routes.json().await.unwrap();
     let routes: Vec<&str> = routes["data"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(routes.contains(&"/v1/commands"), "{routes:?}");
     assert!(routes.iter().all(|r| !r.contains(CUSTOMER)), "no raw path as a label: {routes:?}");
