@@ -344,8 +344,11 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
     let bearer = format!("Bearer {}", c.ayu);
     let metrics = || async {
         let page = reqwest::get(format!("{}/metrics", role.base)).await?.text().await?;
-        let get = |name| counter(&page, name).unwrap_or(0.0);
-        anyhow::Ok((get(behalf_log::GROUPS_METRIC), get(behalf_log::GROUPED_COMMITS_METRIC)))
+        // No batch size is assumed: a /metrics without the group counters is an error.
+        let get = |name: &str| {
+            counter(&page, name).ok_or_else(|| anyhow::anyhow!("the command role's /metrics has no {name}"))
+        };
+        anyhow::Ok((get(behalf_log::GROUPS_METRIC)?, get(behalf_log::GROUPED_COMMITS_METRIC)?))
     };
     let (batches_before, commits_before) = metrics().await?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
