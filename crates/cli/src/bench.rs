@@ -331,6 +331,9 @@ fn counter(page: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 
+/// The raw atomic loop's batch size.
+const RAW_ATOMIC_BATCH: usize = 64;
+
 async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Result<()> {
     use behalf_nats::rpc::{RpcClient, COMMAND_SUBJECT};
     let cluster = behalf_nats::server::Cluster::start(nodes)?;
@@ -342,15 +345,17 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
     anyhow::ensure!(d.failures.is_empty(), "setting up: {}", d.failures.join("; "));
     let rpc = RpcClient::connect(&urls).await?;
     let bearer = format!("Bearer {}", c.ayu);
+    // The role's group counters and stage histograms, from its /metrics.
     let metrics = || async {
         let page = reqwest::get(format!("{}/metrics", role.base)).await?.text().await?;
         // No batch size is assumed: a /metrics without the group counters is an error.
         let get = |name: &str| {
             counter(&page, name).ok_or_else(|| anyhow::anyhow!("the command role's /metrics has no {name}"))
         };
-        anyhow::Ok((get(behalf_log::GROUPS_METRIC)?, get(behalf_log::GROUPED_COMMITS_METRIC)?))
+        let groups = (get(behalf_log::GROUPS_METRIC)?, get(behalf_log::GROUPED_COMMITS_METRIC)?);
+        anyhow::Ok((groups, stage_histograms_in(&page)))
     };
-    let (batches_before, commits_before) = metrics().await?;
+    let ((batches_before, commits_before), stages_before) = metrics().await?;
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -372,19 +377,21 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
     }
     let mut all = collect(tasks).await?;
     let elapsed = start.elapsed().as_secs_f64();
-    let (batches, commits) = metrics().await?;
+    let ((batches, commits), stages) = metrics().await?;
     let per_batch = ((commits - commits_before) / (batches - batches_before).max(1.0)).max(1.0);
     drop(role);
     let cluster_kind = if nodes == 1 { "1 node".to_owned() } else { format!("{nodes}-node cluster, R{replicas}") };
     report(&format!("behalf command over NATS, {cluster_kind}, {in_flight} in flight"), &mut all, elapsed);
     let ours = all.accepted as f64 / elapsed;
     println!("  group commit: {per_batch:.1} commits per atomic batch on average");
+    report_stages(&stages_before, &stages);
     let raw = behalf_nats::baseline::publish_per_sec(&urls, replicas, in_flight, 700, seconds).await?;
     println!(
         "raw JetStream publish, {in_flight} in flight, 700 B: {raw:.0} publishes/s (behalf: {:.2} × this)",
         ours / raw
     );
-    let batch = per_batch.round() as usize;
+    // A fixed batch, so the baseline does not move with Behalf's own batching.
+    let batch = RAW_ATOMIC_BATCH;
     let atomic = behalf_nats::baseline::atomic_batch_per_sec(&urls, replicas, in_flight, batch, 700, seconds).await?;
     println!(
         "raw JetStream atomic batches of {batch}, {in_flight} messages in flight, 700 B: {atomic:.0} publishes/s (behalf: {:.2} × this)",
@@ -522,15 +529,15 @@ async fn raw_http(concurrency: usize, seconds: f64) -> anyhow::Result<f64> {
     Ok(ours)
 }
 
-/// The command stages' histograms as this process's recorder has them: stage →
-/// (upper bound in seconds, requests at or below it); and, as the stage `server`, the
-/// router's whole time for `POST /v1/commands` (in → answer out).
-fn stage_histograms() -> std::collections::BTreeMap<String, Vec<(f64, f64)>> {
+/// The command stages' histograms in a Prometheus page (this process's recorder's, or a
+/// role's `/metrics`): stage → (upper bound in seconds, requests at or below it); and,
+/// as the stage `server`, the router's whole time for `POST /v1/commands`.
+fn stage_histograms_in(page: &str) -> std::collections::BTreeMap<String, Vec<(f64, f64)>> {
     let stage = format!("{}_bucket{{stage=\"", behalf_log::metrics::STAGE_SECONDS);
     let server =
         format!("{}_bucket{{route=\"/v1/commands\",method=\"POST\",status=\"", behalf_log::metrics::HTTP_SECONDS);
     let mut out: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
-    for line in behalf_http::metrics::install().render().lines() {
+    for line in page.lines() {
         let (name, rest) = if let Some(rest) = line.strip_prefix(&stage) {
             let Some((name, rest)) = rest.split_once("\",le=\"") else { continue };
             (name.to_owned(), rest)
@@ -551,6 +558,11 @@ fn stage_histograms() -> std::collections::BTreeMap<String, Vec<(f64, f64)>> {
         }
     }
     out
+}
+
+/// [`stage_histograms_in`] this process's recorder.
+fn stage_histograms() -> std::collections::BTreeMap<String, Vec<(f64, f64)>> {
+    stage_histograms_in(&behalf_http::metrics::install().render())
 }
 
 /// The q-quantile of a cumulative histogram, interpolated within its bucket (as
