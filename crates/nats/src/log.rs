@@ -45,7 +45,7 @@ mod open;
 mod reader;
 
 use group::{batcher, Batched, Job, Stats};
-use keys::{follow_keys, index_checkpoint, index_forever, KnownKeys};
+use keys::{follow_keys, index_checkpoint, index_forever, is_directory, last_directory_commit, KnownKeys};
 pub use reader::NatsSubscription;
 
 /// The stream that holds every commit.
@@ -378,6 +378,13 @@ impl EventLog for NatsLog {
 
     fn subscribe(&self, after: u64) -> NatsSubscription {
         NatsSubscription::new(self.clone(), after, None)
+    }
+
+    /// The last directory commit this process knows of (see `Keys::last_directory`):
+    /// a decision waits for the GDAP projection to reach it, not the head, and the
+    /// batcher refuses an append decided against an older directory than its tail's.
+    fn directory_head(&self) -> Option<u64> {
+        Some(self.inner.known.lock().last_directory)
     }
 
     fn counters(&self) -> Vec<(&'static str, &'static str, u64)> {

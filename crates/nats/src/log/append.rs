@@ -165,6 +165,7 @@ impl NatsLog {
                     checked_floor = None;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
+                Batched::DirectoryMoved(position) => return Ok(Err(AppendRefused::DirectoryMoved { position })),
                 // Another process appended first, or a stream moved: read again.
                 Batched::Refused => {}
                 Batched::Failed(LogError::Storage(e)) if tokio::time::Instant::now() < deadline => {

@@ -4,8 +4,8 @@
 use behalf_log::metrics::Stage;
 
 use super::{
-    is_race, publish_atomic, record_for, sha256, AppendRequest, Arc, BatchMsg, HeaderMap, LogError, NatsLog, Tail,
-    REQUEST_TIMEOUT,
+    is_directory, is_race, publish_atomic, record_for, sha256, AppendRequest, Arc, BatchMsg, HeaderMap, LogError,
+    NatsLog, Tail, REQUEST_TIMEOUT,
 };
 
 /// One append waiting for the group commit: the request, its key, where it goes and
@@ -32,6 +32,9 @@ pub(super) enum Batched {
     Again,
     /// JetStream refused the batch: the log or a stream moved.
     Refused,
+    /// A directory commit at this position came after the one the decision was made
+    /// against: decide again.
+    DirectoryMoved(u64),
     Failed(LogError),
 }
 
@@ -104,11 +107,21 @@ impl NatsLog {
                 }
             }
         }
+        // The directory as of the tail (the follower has seen it: `wait_seen` above), and
+        // as this batch moves it.
+        let mut last_directory = known.lock().last_directory;
         // The records, each chaining to the one before, the first to the tail.
         let (mut head, mut hash) = (t.head, t.hash);
         let mut msgs = Vec::with_capacity(chosen.len());
         let mut going = Vec::with_capacity(chosen.len());
         for mut job in chosen {
+            // Decided against an older directory than the tail's: refused, as the
+            // embedded writer refuses it (the service decides again).
+            if job.req.directory_at.is_some_and(|at| at < last_directory) {
+                known.lock().in_flight.remove(&job.key);
+                let _ = job.reply.send(Batched::DirectoryMoved(last_directory));
+                continue;
+            }
             let bytes = match record_for(&job.req, head + 1, job.version + 1, &hash) {
                 Ok(b) => b,
                 Err(e) => {
@@ -128,6 +141,9 @@ impl NatsLog {
                 .insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, job.subject_seq.to_string().as_str());
             head += 1;
             hash = sha256(&bytes);
+            if is_directory(&job.req.stream) {
+                last_directory = head;
+            }
             let subject = std::mem::take(&mut job.subject); // the job no longer needs it
             msgs.push(BatchMsg { subject, headers, payload: bytes.into() });
             going.push((head, job));
@@ -166,6 +182,7 @@ impl NatsLog {
         }
         match outcome {
             Ok(ack) if ack.sequence == head => {
+                k.last_directory = k.last_directory.max(last_directory);
                 let took = sending.elapsed();
                 for (position, job) in going {
                     Stage::Commit.record(took);

@@ -18,6 +18,12 @@ pub(super) struct Keys {
     pub(super) in_flight: std::collections::HashSet<String>,
     /// Keys the index was read for at this floor and does not hold.
     pub(super) absent: std::collections::HashSet<String>,
+    /// The position of the last directory commit known here: read from the stream at
+    /// open (every directory commit then stored is at or below it), then raised by the
+    /// follower for every directory commit it sees and by this process's own batches.
+    /// So once the follower has seen a tail, every directory commit at or below that
+    /// tail is at or below this.
+    pub(super) last_directory: u64,
 }
 
 /// [`Keys`], shared by the appenders and the follower that fills them in.
@@ -27,9 +33,9 @@ pub(super) struct KnownKeys {
 }
 
 impl KnownKeys {
-    pub(super) fn new(floor: u64) -> KnownKeys {
+    pub(super) fn new(floor: u64, last_directory: u64) -> KnownKeys {
         KnownKeys {
-            state: std::sync::Mutex::new(Keys { floor, seen: floor, ..Keys::default() }),
+            state: std::sync::Mutex::new(Keys { floor, seen: floor, last_directory, ..Keys::default() }),
             seen: tokio::sync::watch::channel(floor).0,
         }
     }
@@ -63,6 +69,27 @@ impl KnownKeys {
             ))),
         }
     }
+}
+
+/// Whether a commit to `stream` changes the directory (what the GDAP projection folds:
+/// the directory categories).
+pub(super) fn is_directory(stream: &behalf_domain::StreamId) -> bool {
+    behalf_domain::command::DIRECTORY_CATEGORIES.contains(&stream.category())
+}
+
+/// The position of the last directory commit in the stream (0: none), read from the
+/// stream's leader: the last message on each directory category's subjects.
+pub(super) async fn last_directory_commit(stream: &super::stream::Stream) -> Result<u64, LogError> {
+    let mut last = 0;
+    for category in behalf_domain::command::DIRECTORY_CATEGORIES {
+        let subject = format!("behalf.ev.{}.>", crate::subject::escaped(category));
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => last = last.max(m.sequence),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(storage("cannot read the last directory commit", e)),
+        }
+    }
+    Ok(last)
 }
 
 /// The indexer's checkpoint, read from the bucket's leader (0: none yet).
@@ -100,7 +127,12 @@ pub(super) async fn follow_keys_from(log: &NatsLog, from: u64) -> Result<(), Log
         };
         if let Some(c) = c {
             known.stored(c.key().to_string(), c.position);
-            known.lock().seen = c.position;
+            let mut k = known.lock();
+            k.seen = c.position;
+            if is_directory(&c.stream) {
+                k.last_directory = k.last_directory.max(c.position);
+            }
+            drop(k);
             known.seen.send_replace(c.position);
         }
         if pruned_at.elapsed() >= PRUNE_EVERY {

@@ -2,9 +2,9 @@
 //! bucket (created when asked, waited for while a cluster elects its leaders).
 
 use super::{
-    batcher, check_server_version, connect, follow_keys, index_checkpoint, index_forever, kv, storage, stream, Arc,
-    Duration, Inner, KnownKeys, LogError, NatsLog, NatsOptions, COMMANDS_BUCKET, EVENTS_STREAM, READY_WAIT,
-    REQUEST_TIMEOUT,
+    batcher, check_server_version, connect, follow_keys, index_checkpoint, index_forever, kv, last_directory_commit,
+    storage, stream, Arc, Duration, Inner, KnownKeys, LogError, NatsLog, NatsOptions, COMMANDS_BUCKET, EVENTS_STREAM,
+    READY_WAIT, REQUEST_TIMEOUT,
 };
 use async_nats::jetstream;
 
@@ -37,7 +37,19 @@ impl NatsLog {
                 Err(e) => return Err(e),
             }
         };
-        let known = Arc::new(KnownKeys::new(floor));
+        // Read after the floor: every directory commit at or below the floor is then at or
+        // below this (the follower covers the rest from the floor on).
+        let last_directory = loop {
+            match last_directory_commit(&stream).await {
+                Ok(p) => break p,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(error = %e, "cannot read the last directory commit yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let known = Arc::new(KnownKeys::new(floor, last_directory));
         let mut inner = Inner::new(js, stream, commands, known);
         // A reader that creates nothing appends nothing: no follower, no batcher.
         if options.create {

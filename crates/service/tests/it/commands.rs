@@ -16,7 +16,7 @@ use behalf_test_support::world::*;
 use serde_json::{json, Value};
 
 /// A command's answer; an internal failure fails the test.
-async fn run(s: &CommandService<SledLog>, who: &Principal, cmd: Value) -> Result<Accepted, Rejection> {
+async fn run<L: EventLog>(s: &CommandService<L>, who: &Principal, cmd: Value) -> Result<Accepted, Rejection> {
     match s.execute(who.clone(), request::from_value(cmd, None).unwrap()).await {
         Ok(a) => Ok(a),
         Err(Refused::Rejected(r)) => Err(r),
@@ -142,6 +142,29 @@ async fn a_refusal_changes_no_ticket_and_is_recorded_once() {
 async fn no_ticket_is_opened_on_a_directory_that_moved_after_its_decision() {
     let dir = tempfile::tempdir().unwrap();
     let (log, one, two) = two_services_on_the_world(dir.path()).await;
+    directory_moves_under_openers(log, one, two).await;
+}
+
+/// The same on JetStream, with two processes' worth of log (each its own batcher, known
+/// keys and directory position) and a command service on each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_ticket_is_opened_on_a_directory_that_moved_after_its_decision_on_nats() {
+    use behalf_nats::{NatsLog, NatsOptions};
+    let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
+    let open = || async { NatsLog::open(NatsOptions::new(nats.urls())).await.expect("open the JetStream log") };
+    let (a, b) = (open().await, open().await);
+    let clock = ManualClock::at(at("2026-06-01T00:00:00Z"));
+    let one = Arc::new(CommandService::new(a.clone(), Arc::new(clock.clone()) as Arc<dyn Clock>));
+    let two = Arc::new(CommandService::new(b, Arc::new(clock) as Arc<dyn Clock>));
+    for (who, cmd) in standard_world(&FIXED_TIMES) {
+        accepted(run(&one, &who, cmd).await);
+    }
+    directory_moves_under_openers(a, one, two).await;
+}
+
+/// Opens tickets from two services while the grant behind them is toggled, then checks
+/// every accepted ticket's evidence against the directory commits around it.
+async fn directory_moves_under_openers<L: EventLog>(log: L, one: Arc<CommandService<L>>, two: Arc<CommandService<L>>) {
     let toggler = {
         let one = Arc::clone(&one);
         tokio::spawn(async move {
