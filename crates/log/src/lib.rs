@@ -211,6 +211,11 @@ impl Commit {
         })
     }
 
+    /// The id of the commit's `index`-th event: `<tenant>/<command id>:<index>`.
+    pub fn event_id(&self, index: usize) -> String {
+        event_id(&self.key().to_string(), index)
+    }
+
     /// The events with their full envelopes.
     pub fn envelopes(&self) -> impl Iterator<Item = EventEnvelope> + '_ {
         let key = self.key().to_string();
@@ -219,7 +224,7 @@ impl Commit {
             version: self.first_version + i as u64,
             position: self.position,
             index: i as u32,
-            event_id: format!("{key}:{i}"),
+            event_id: event_id(&key, i),
             event_type: e.type_name(),
             schema_version: *schema,
             at: self.at,
@@ -251,6 +256,11 @@ impl Commit {
             duplicate,
         }
     }
+}
+
+/// An event's id from its commit's key and its index in the commit.
+fn event_id(key: &str, index: usize) -> String {
+    format!("{key}:{index}")
 }
 
 fn to_hash(v: &[u8]) -> Result<Hash, LogError> {

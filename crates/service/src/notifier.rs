@@ -10,18 +10,20 @@ use behalf_log::{Commit, EventLog, LogError};
 /// Forwards a batch of commits and commits the messages with the checkpoint.
 pub fn forward_batch<Q: QueueSink + ?Sized>(queues: &Q, commits: &[Commit]) -> Result<u64, LogError> {
     let Some(last) = commits.last() else { return queues.checkpoint() };
-    let messages: Vec<Enqueue> = commits
-        .iter()
-        .flat_map(|c| c.envelopes())
-        .filter_map(|env| {
-            route(&env.event).map(|body| Enqueue {
-                priority: priority_key(body.severity, body.csp_priority, env.position, env.index),
-                source_event_id: env.event_id,
-                position: env.position,
-                body,
-            })
-        })
-        .collect();
+    // Events by reference: most are forwarded nowhere, and an envelope copies the event.
+    let mut messages = Vec::new();
+    for c in commits {
+        for (index, event) in c.events.iter().enumerate() {
+            if let Some(body) = route(event) {
+                messages.push(Enqueue {
+                    priority: priority_key(body.severity, body.csp_priority, c.position, index as u32),
+                    source_event_id: c.event_id(index),
+                    position: c.position,
+                    body,
+                });
+            }
+        }
+    }
     queues.enqueue(messages, last.position)?;
     Ok(last.position)
 }
