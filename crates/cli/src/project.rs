@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use crate::settings::Settings;
 use behalf_log::EventLog;
-use behalf_sled_store::DataDir;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Debug)]
@@ -29,7 +28,7 @@ pub async fn run(a: ProjectArgs, s: &Settings) -> anyhow::Result<()> {
     if s.nats.url.is_some() {
         return crate::roles::project(s).await;
     }
-    let dir = DataDir::new(&s.data_dir);
+    let dir = s.data();
     let log = crate::stores::open_existing_log(&dir)?;
     let target = a.into.clone().unwrap_or_else(|| dir.views());
     let views = crate::stores::open_views_at(&target)?;

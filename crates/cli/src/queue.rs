@@ -81,7 +81,7 @@ pub async fn notify(a: NotifyArgs, s: &crate::settings::Settings) -> anyhow::Res
         return crate::roles::notify(s).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let dir = DataDir::new(&s.data_dir);
+    let dir = s.data();
     let (log, _tokens) = crate::stores::open_stores(&dir, false)?;
     let queues = Arc::new(crate::stores::open_queues(&dir)?);
     let views = Arc::new(crate::stores::open_views(&dir)?);

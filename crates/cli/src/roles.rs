@@ -57,7 +57,7 @@ impl NatsArgs {
             nats,
             nats_replicas: s.nats.replicas,
             nats_duplicate_window: s.nats.duplicate_window,
-            data_dir: DataDir::new(&s.data_dir),
+            data_dir: s.data(),
             listen: s.http.listen,
             limits: s.limits(),
             tls: s.tls_files()?,

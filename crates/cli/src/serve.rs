@@ -40,7 +40,7 @@ pub async fn start(
     stop_at_last_good: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(Started, Serving)> {
-    let dir = DataDir::new(&s.data_dir);
+    let dir = s.data();
     let replicas = s.nats.replicas;
     match &s.nats_endpoint()? {
         Some(to) => {
@@ -50,14 +50,14 @@ pub async fn start(
             let queues = behalf_nats::NatsQueues::open(to, replicas)
                 .await
                 .with_context(|| format!("cannot open the queues on NATS at {}", to.url))?;
-            start_on(log, tokens, Arc::new(queues), s, shutdown, None).await
+            start_on(log, tokens, Arc::new(queues), s, &dir, shutdown, None).await
         }
         None => {
             let (log, tokens) = open_stores(&dir, stop_at_last_good)?;
             let queues = Arc::new(open_queues(&dir)?);
             let log_for_walk = log.clone();
             let walk: ChainWalk = Box::new(move |gdap| Box::pin(walk_after_ready(log_for_walk, gdap)));
-            start_on(log, tokens, queues, s, shutdown, Some(walk)).await
+            start_on(log, tokens, queues, s, &dir, shutdown, Some(walk)).await
         }
     }
 }
@@ -128,16 +128,16 @@ async fn start_on<L: EventLog>(
     tokens: Tokens,
     queues: Arc<dyn QueueStore>,
     s: &Settings,
+    dir: &DataDir,
     shutdown: impl Future<Output = ()> + Send + 'static,
     walk: Option<ChainWalk>,
 ) -> anyhow::Result<(Started, Serving)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let dir = DataDir::new(&s.data_dir);
     let admin_token = tokens.bootstrap_admin(&dir.admin_token(), clock.as_ref())?;
-    let views: Arc<dyn behalf_log::views::ViewStore> = Arc::new(open_views(&dir)?);
+    let views: Arc<dyn behalf_log::views::ViewStore> = Arc::new(open_views(dir)?);
     let mut workers = Workers::default();
     let position = spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
-    let gdap = gdap_projection(&log, &dir);
+    let gdap = gdap_projection(&log, dir);
     let (gdap_for_walk, gdap_to_save, log_to_save) = (Arc::clone(&gdap), Arc::clone(&gdap), log.clone());
     let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
     let (v, sv, c, q) = (Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));

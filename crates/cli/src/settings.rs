@@ -433,6 +433,11 @@ impl Settings {
         }
     }
 
+    /// The data directory's layout.
+    pub fn data(&self) -> behalf_sled_store::DataDir {
+        behalf_sled_store::DataDir::new(&self.data_dir)
+    }
+
     /// The API's limits.
     pub fn limits(&self) -> behalf_http::Limits {
         behalf_http::Limits { max_body_bytes: self.http.max_body_bytes, max_in_flight: self.http.max_in_flight }
