@@ -15,6 +15,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// and the client moves to another node of the cluster.
 pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a publish's acknowledgement may take before it is tried again. Short, so
+/// that a lost leader costs the election and little more.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a JetStream API request (a read, a consumer made) may take. A stream
+/// without a leader drops them unanswered, so this is how late a process learns that
+/// one was elected: the client's own default (10 s) held a reader's consumer, and with
+/// it every append waiting for the follower, for 10 s after a cluster restart.
+const API_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The wait before the `attempt`-th reconnection: 100 ms more each time, at most 1 s
+/// (the client's default doubles up to 4 s, which after a whole cluster restarted
+/// kept a process away for seconds after the servers were back).
+fn reconnect_delay(attempt: usize) -> Duration {
+    Duration::from_millis(100 * attempt.min(10) as u64)
+}
+
 /// The credential a connection presents.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub enum Credential {
@@ -128,6 +144,8 @@ pub async fn connect(to: &Endpoint) -> Result<async_nats::Client, LogError> {
         .require_tls(to.requires_tls())
         .connection_timeout(CONNECT_TIMEOUT)
         .ping_interval(PING_INTERVAL)
+        .request_timeout(Some(API_TIMEOUT))
+        .reconnect_delay_callback(reconnect_delay)
         .connect(addrs)
         .await
         .map_err(|e| LogError::Storage(refused(url, &e)))

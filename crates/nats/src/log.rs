@@ -34,7 +34,7 @@ use behalf_log::{
 };
 
 use crate::batch::{publish_atomic, BatchMsg};
-use crate::endpoint::{connect, Endpoint};
+use crate::endpoint::{connect, Endpoint, REQUEST_TIMEOUT};
 use crate::storage;
 use crate::subject::{command_key, event_subject};
 
@@ -60,9 +60,6 @@ const CHECKPOINT_KEY: &str = "tenant-checkpoint";
 /// How long JetStream remembers message ids by default (its own de-duplication of
 /// retries; R26 does not depend on it).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// How long a JetStream request (a publish's acknowledgement, a read) may take before
-/// it is tried again. Short, so that a lost leader costs the election and little more.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many index misses [`NatsLog::lookup`] remembers per floor.
 const ABSENT_CACHE: usize = 100_000;
 /// How long an append keeps trying through a lost leader or connection before it
