@@ -170,16 +170,10 @@ impl RawPublisher {
         false
     }
 
-    /// The longest time without an acknowledgement from `from` until the last one.
-    pub fn longest_stall(&self, from: Instant) -> Duration {
+    /// When each acknowledgement at or after `from` came.
+    pub fn acknowledged_since(&self, from: Instant) -> Vec<Instant> {
         let acks = self.acks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut prev = from;
-        let mut worst = Duration::ZERO;
-        for t in acks.iter().filter(|t| **t >= from) {
-            worst = worst.max(*t - prev);
-            prev = *t;
-        }
-        worst
+        acks.iter().copied().filter(|t| *t >= from).collect()
     }
 }
 

@@ -6,6 +6,7 @@ use crate::support;
 
 use std::time::{Duration, Instant};
 
+use behalf_log::EventLog;
 use behalf_nats::rpc::{RpcClient, COMMAND_SUBJECT};
 use behalf_nats::server::Cluster;
 use behalf_nats::NatsQueues;
@@ -174,4 +175,63 @@ async fn hostile_requests_over_nats_are_answered_and_change_nothing() {
     // its refusal recorded, R30).
     let (status, v) = cmd(&rpc, &token, &json!({"type":"ticket.open"})).await;
     stable(status, &v, "a command missing its fields");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+/// Two `serve --nats` on one ticket: no update lost between them.
+async fn two_servers_on_one_ticket_lose_no_update() {
+    let nats = Cluster::single().expect("nats-server starts");
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s1 = Server::start_with(d1.path(), &["--nats", &nats.urls()]);
+    let s2 = Server::start_with(d2.path(), &["--nats", &nats.urls()]);
+    let (c1, c2) = (Client::of(&s1), Client::of(&s2));
+    send_world(&c1, &s1.admin).await;
+    let a = c1.token(&s1.admin, &agent()).await;
+    let t = c1.post(&a, &open_o365()).await.1["ticket_id"].as_str().unwrap().to_owned();
+
+    // 24 notes at once through two command services: each accepted note is in the
+    // stream once at its answered version; a refusal can only be a detected conflict.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let (c, a, t) = (if i % 2 == 0 { c1.clone() } else { c2.clone() }, a.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            (i, c.post(&a, &json!({"type":"ticket.note","ticket_id":t,"text":format!("n{i}")})).await)
+        }));
+    }
+    let mut accepted = Vec::new();
+    for task in tasks {
+        let (i, (status, v)) = task.await.unwrap();
+        match status {
+            200 => accepted.push((v["version"].as_u64().unwrap(), format!("n{i}"))),
+            409 => assert_eq!(v["code"], "concurrency.conflict", "{v}"),
+            other => panic!("note {i} answered {other}: {v}"),
+        }
+    }
+    accepted.sort_unstable();
+    assert!(accepted.len() >= 12, "most notes get through: {}", accepted.len());
+    let log = behalf_nats::NatsLog::open(behalf_nats::NatsOptions {
+        run_indexer: false,
+        ..behalf_nats::NatsOptions::new(nats.urls())
+    })
+    .await
+    .expect("open the log");
+    let stream = behalf_domain::StreamId::ticket(&behalf_domain::TicketId::new(t.as_str()));
+    let mut in_log = Vec::new();
+    for c in log.read_stream(&stream, 1).await.unwrap() {
+        for e in &c.events {
+            if let behalf_domain::Event::NoteAdded(n) = e {
+                in_log.push((c.last_version(), n.text.clone()));
+            }
+        }
+    }
+    assert_eq!(in_log, accepted, "no lost update between the two services");
+
+    // With an expected version, one of two racing writers on two servers wins.
+    let v = log.stream_version(&stream).await.unwrap();
+    let body = |n: &str| json!({"type":"ticket.note","ticket_id":t,"text":n,"expected_version":v});
+    let (bx, by) = (body("x"), body("y"));
+    let (x, y) = tokio::join!(c1.post(&a, &bx), c2.post(&a, &by));
+    let mut statuses = [x.0, y.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{x:?} {y:?}");
 }

@@ -70,7 +70,8 @@ pub fn spawn_until_with(args: &[&str], env: &[(&str, &str)], ready: &str) -> (Ch
     let mut child = Command::new(env!("CARGO_BIN_EXE_behalf"))
         .args(args)
         .envs(env.iter().copied())
-        .env("BEHALF_LOG", "warn")
+        // `BEHALF_TEST_LOG=info` (a `BEHALF_LOG` filter) shows the processes' logs.
+        .env("BEHALF_LOG", std::env::var("BEHALF_TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
