@@ -11,6 +11,8 @@
 //! - [`FOLLOWER_LAG_SECONDS`] `{follower}`: how old the oldest commit a follower has
 //!   not applied is (0 when it is caught up); beside it the lag in positions,
 //!   `behalf_<follower>_lag`.
+//! - [`HISTORY_DIVERGED`]: the first position at which the log no longer holds the
+//!   history this process saw (0 while it does); a process that sets it appends nothing.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ pub const STAGE_SECONDS: &str = "behalf_command_stage_duration_seconds";
 pub const HTTP_SECONDS: &str = "behalf_http_request_duration_seconds";
 pub const GROUP_SIZE: &str = "behalf_group_commit_size";
 pub const FOLLOWER_LAG_SECONDS: &str = "behalf_follower_lag_seconds";
+pub const HISTORY_DIVERGED: &str = "behalf_log_history_diverged";
 
 /// The buckets of every duration histogram, in seconds: 100 µs to 10 s.
 pub const SECONDS_BUCKETS: &[f64] =
@@ -100,4 +103,9 @@ impl Stage {
 pub fn group_size(commits: usize) {
     static HISTOGRAM: OnceLock<Histogram> = OnceLock::new();
     HISTOGRAM.get_or_init(|| metrics::histogram!(GROUP_SIZE)).record(commits as f64);
+}
+
+/// Sets [`HISTORY_DIVERGED`]: the log differs from what this process saw from `position`.
+pub fn history_diverged(position: u64) {
+    metrics::gauge!(HISTORY_DIVERGED).set(position as f64);
 }

@@ -67,6 +67,24 @@ impl Node {
         c
     }
 
+    /// The message block files of a stream on this node's store, in order (a test
+    /// damages them while the node is down).
+    pub fn stream_blocks(&self, stream: &str) -> Vec<PathBuf> {
+        let msgs = self.dir.join("store/jetstream/$G/streams").join(stream).join("msgs");
+        let mut blocks: Vec<(u64, PathBuf)> = std::fs::read_dir(msgs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                let n = p.file_name()?.to_str()?.strip_suffix(".blk")?.parse().ok()?;
+                Some((n, p))
+            })
+            .collect();
+        blocks.sort();
+        blocks.into_iter().map(|(_, p)| p).collect()
+    }
+
     /// Starts the process (again) and waits until it takes connections.
     pub fn start(&mut self) -> std::io::Result<()> {
         if self.child.is_some() {

@@ -104,6 +104,7 @@ impl NatsLog {
         key: &CommandKey,
         ks: &str,
     ) -> Result<Result<Appended, AppendRefused>, LogError> {
+        self.inner.known.intact()?;
         let req: &AppendRequest = &shared;
         let subject = event_subject(&req.stream);
         let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;

@@ -69,15 +69,30 @@ impl NatsLog {
         let known = &self.inner.known;
         let fail_all = |jobs: Vec<Job>, e: &LogError| {
             for job in jobs {
-                let _ = job.reply.send(Batched::Failed(LogError::Storage(e.to_string())));
+                let e = match e {
+                    LogError::Corrupt { position, what } => {
+                        LogError::Corrupt { position: *position, what: what.clone() }
+                    }
+                    other @ (LogError::Storage(_) | LogError::Codec(_) | LogError::Closed) => {
+                        LogError::Storage(other.to_string())
+                    }
+                };
+                let _ = job.reply.send(Batched::Failed(e));
             }
         };
         let t = match tail.take() {
             Some(t) => t,
-            None => match self.read_tail().await {
-                Ok(t) => t,
-                Err(e) => return fail_all(jobs, &e),
-            },
+            None => {
+                // What the follower saw before the read: the log read must still hold it.
+                let (seen, seen_hash) = {
+                    let k = known.lock();
+                    (k.seen, k.seen_hash)
+                };
+                match self.read_tail().await.and_then(|t| known.check_tail(&t, seen, seen_hash).map(|()| t)) {
+                    Ok(t) => t,
+                    Err(e) => return fail_all(jobs, &e),
+                }
+            }
         };
         if let Err(e) = known.wait_seen(t.base).await {
             return fail_all(jobs, &e);

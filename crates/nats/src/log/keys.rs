@@ -1,8 +1,10 @@
 //! The R26 keys a process knows ([`KnownKeys`]): the follower that fills them from
 //! the log, and the indexer that keeps `BEHALF_COMMANDS` complete behind it.
 
+use behalf_log::Hash;
+
 use super::{
-    command_key, is_not_found, kv, storage, Duration, EventLog, LogError, NatsLog, Subscription, CHECKPOINT_KEY,
+    command_key, is_not_found, kv, storage, Duration, EventLog, LogError, NatsLog, Subscription, Tail, CHECKPOINT_KEY,
     FOLLOWER_WAIT,
 };
 
@@ -24,6 +26,12 @@ pub(super) struct Keys {
     /// So once the follower has seen a tail, every directory commit at or below that
     /// tail is at or below this.
     pub(super) last_directory: u64,
+    /// The hash of the commit at `seen`, once the follower has read one: every next
+    /// commit must chain to it.
+    pub(super) seen_hash: Option<Hash>,
+    /// Where and how the log stopped holding the history this process saw (commits
+    /// lost or replaced under it): from then on it appends nothing.
+    pub(super) diverged: Option<(u64, String)>,
 }
 
 /// [`Keys`], shared by the appenders and the follower that fills them in.
@@ -57,10 +65,13 @@ impl KnownKeys {
         }
     }
 
-    /// Waits until the follower has seen every commit up to `position`.
+    /// Waits until the follower has seen every commit up to `position` (or the log
+    /// diverged from what it saw).
     pub(super) async fn wait_seen(&self, position: u64) -> Result<(), LogError> {
         let mut rx = self.seen.subscribe();
-        let reached = tokio::time::timeout(FOLLOWER_WAIT, rx.wait_for(|s| *s >= position)).await.map(|r| r.is_ok());
+        let wait = rx.wait_for(|s| *s >= position || self.lock().diverged.is_some());
+        let reached = tokio::time::timeout(FOLLOWER_WAIT, wait).await.map(|r| r.is_ok());
+        self.intact()?;
         match reached {
             Ok(true) => Ok(()),
             Ok(false) => Err(LogError::Closed),
@@ -68,6 +79,51 @@ impl KnownKeys {
                 "the command-id follower did not reach position {position} within {FOLLOWER_WAIT:?}"
             ))),
         }
+    }
+}
+
+impl KnownKeys {
+    /// `Err` once the log no longer holds the history this process saw.
+    pub(super) fn intact(&self) -> Result<(), LogError> {
+        match &self.lock().diverged {
+            None => Ok(()),
+            Some((position, what)) => Err(LogError::Corrupt { position: *position, what: what.clone() }),
+        }
+    }
+
+    /// The log no longer holds the history this process saw, from `position`: said
+    /// once (an error line, [`behalf_log::metrics::HISTORY_DIVERGED`]), and from then on
+    /// every append is refused — building on it would acknowledge commits on top of a
+    /// history that differs from the one acknowledged before.
+    pub(super) fn diverge(&self, position: u64, what: String) {
+        let mut k = self.lock();
+        if k.diverged.is_none() {
+            tracing::error!(
+                position,
+                what,
+                "the log no longer holds the history this process saw; refusing every append \
+                 (run `behalf audit verify --nats`, then restore the stream from a good copy)"
+            );
+            behalf_log::metrics::history_diverged(position);
+            k.diverged = Some((position, what));
+        }
+        drop(k);
+        self.seen.send_modify(|_| {}); // wakes whoever waits for the follower
+    }
+
+    /// Checks a tail read from the server against what this process saw before the
+    /// read (`seen` and its hash): a log never shrinks, and its commit at `seen` never
+    /// changes.
+    pub(super) fn check_tail(&self, t: &Tail, seen: u64, seen_hash: Option<Hash>) -> Result<(), LogError> {
+        if t.head < seen {
+            self.diverge(
+                t.head + 1,
+                format!("the log ends at {} but this process saw commits up to {seen}: they were lost", t.head),
+            );
+        } else if t.head == seen && seen_hash.is_some_and(|h| h != t.hash) {
+            self.diverge(seen, format!("the commit at {seen} is not the one this process saw there"));
+        }
+        self.intact()
     }
 }
 
@@ -106,7 +162,7 @@ pub(super) async fn index_checkpoint(commands: &kv::Store) -> Result<u64, LogErr
 /// it is stored; and, now and then, drops the keys the index has caught up with.
 /// Runs until the log is dropped.
 pub(super) async fn follow_keys(log: NatsLog) {
-    loop {
+    while log.inner.known.intact().is_ok() {
         let from = log.inner.known.lock().seen;
         if let Err(e) = follow_keys_from(&log, from).await {
             tracing::warn!(error = %e, "the command-id follower stopped; starting again");
@@ -122,13 +178,20 @@ pub(super) async fn follow_keys_from(log: &NatsLog, from: u64) -> Result<(), Log
     let mut pruned_at = tokio::time::Instant::now();
     loop {
         let c = tokio::select! {
-            c = sub.next() => Some(c?),
+            c = sub.next_hashed() => Some(c?),
             () = tokio::time::sleep(PRUNE_EVERY) => None,
         };
-        if let Some(c) = c {
+        if let Some((c, hash)) = c {
+            let chained = known.lock().seen_hash.is_none_or(|h| h == c.prev_hash);
+            if !chained {
+                let what = format!("the commit at {} does not chain to the one this process saw before it", c.position);
+                known.diverge(c.position, what.clone());
+                return Err(LogError::Corrupt { position: c.position, what });
+            }
             known.stored(c.key().to_string(), c.position);
             let mut k = known.lock();
             k.seen = c.position;
+            k.seen_hash = Some(hash);
             if is_directory(&c.stream) {
                 k.last_directory = k.last_directory.max(c.position);
             }

@@ -1,8 +1,10 @@
 //! Reading the log: ordered consumers, made again when they fail, stall, or start
 //! from the wrong place ([`NatsSubscription`]).
 
+use behalf_log::Hash;
+
 use super::{
-    check_position, consumer, storage, stream, Commit, Duration, LogError, NatsLog, Subscription, READY_WAIT,
+    check_position, consumer, sha256, storage, stream, Commit, Duration, LogError, NatsLog, Subscription, READY_WAIT,
     STALL_CHECK,
 };
 use futures::StreamExt as _;
@@ -62,10 +64,22 @@ impl NatsSubscription {
     /// so a reader that hears nothing for [`STALL_CHECK`] while the log has moved on
     /// makes a new one from where it is.
     pub(super) async fn try_next(&mut self) -> Result<Commit, LogError> {
+        Ok(self.try_next_stored().await?.0)
+    }
+
+    /// The next commit and the bytes it is stored as.
+    async fn try_next_stored(&mut self) -> Result<(Commit, bytes::Bytes), LogError> {
         let (seq, payload) = self.next_raw().await?;
         let c = Commit::decode_where(&payload, self.categories).and_then(|c| check_position(c, seq))?;
         self.at = seq;
-        Ok(c)
+        Ok((c, payload))
+    }
+
+    /// As [`Subscription::next`], with the hash of the stored record (the next
+    /// commit's `prev_hash` must be it).
+    pub(super) async fn next_hashed(&mut self) -> Result<(Commit, Hash), LogError> {
+        let (c, payload) = self.retrying(|s| Box::pin(s.try_next_stored())).await?;
+        Ok((c, sha256(&payload)))
     }
 
     /// The next stored record and its position (not yet taken as read).

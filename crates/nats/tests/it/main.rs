@@ -2,5 +2,6 @@
 //! conformance suite, idempotency past the de-duplication window, the queues.
 
 mod conformance;
+mod divergence;
 mod idempotency;
 mod queues;

@@ -1,0 +1,95 @@
+//! A log that no longer holds what a process saw: JetStream lost commits under it (its
+//! node's files damaged while it was down). The process must refuse to build on the
+//! shorter or different history, never acknowledge on top of it.
+
+use std::time::{Duration, Instant};
+
+use behalf_log::conformance::request;
+use behalf_log::{EventLog, ExpectedVersion, LogError};
+use behalf_nats::server::Cluster;
+use behalf_nats::{NatsLog, NatsOptions, EVENTS_STREAM};
+
+/// Appends until the answer is not "JetStream is not reachable" (the node may still be
+/// starting): the refusal's position and reason. Panics if a command is acknowledged
+/// or refused for another reason than a diverged log.
+async fn refused_append(log: &NatsLog, id: &str) -> (u64, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = request(&format!("ticket-{id}"), ExpectedVersion::Exact(0), id, 1);
+        match log.append(r).await {
+            Ok(answer) => panic!("{id} was answered {answer:?} on a log that lost commits this process saw"),
+            Err(LogError::Storage(e)) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(LogError::Corrupt { position, what }) => return (position, what),
+            Err(e) => panic!("{id} was refused for another reason: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_never_builds_on_a_log_that_lost_commits_it_saw() {
+    let mut nats = Cluster::single().unwrap();
+    let log = NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()) }).await.unwrap();
+    for i in 0..40 {
+        let r = request(&format!("ticket-{i}"), ExpectedVersion::Exact(0), &format!("c{i}"), 1);
+        log.append(r).await.unwrap().unwrap();
+    }
+    // The follower has seen every commit once a command's key is found by it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The node dies; its last message block loses its second half; it comes back.
+    nats.nodes[0].kill();
+    let blocks = nats.nodes[0].stream_blocks(EVENTS_STREAM);
+    let last = blocks.last().expect("the stream has a message block");
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len / 2).unwrap();
+    nats.nodes[0].start().unwrap();
+
+    let fresh = NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()) }).await.unwrap();
+    let head = fresh.head().await.unwrap();
+    assert!(head < 40, "JetStream kept every commit ({head}): the damage did not take");
+    eprintln!("JetStream lost commits {} to 40 (its own loss)", head + 1);
+
+    let (position, what) = refused_append(&log, "after-the-loss").await;
+    assert_eq!(position, head + 1, "{what}");
+    assert!(what.contains("lost"), "{what}");
+    // Refused for good, and the log is unchanged.
+    refused_append(&log, "again").await;
+    assert_eq!(fresh.head().await.unwrap(), head, "nothing was built on the shorter log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_never_builds_on_a_history_replaced_under_it() {
+    let mut nats = Cluster::single().unwrap();
+    let log = NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()) }).await.unwrap();
+    for i in 0..40 {
+        let r = request(&format!("ticket-{i}"), ExpectedVersion::Exact(0), &format!("c{i}"), 1);
+        log.append(r).await.unwrap().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nats.nodes[0].kill();
+    let blocks = nats.nodes[0].stream_blocks(EVENTS_STREAM);
+    let last = blocks.last().expect("the stream has a message block");
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len / 2).unwrap();
+    nats.nodes[0].start().unwrap();
+
+    // A process that never saw the lost commits cannot tell: it fills their positions
+    // and goes past them.
+    let fresh = NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()) }).await.unwrap();
+    let lost_from = fresh.head().await.unwrap() + 1;
+    assert!(lost_from <= 40, "the damage did not take");
+    for i in 0..45 {
+        let r = request(&format!("other-{i}"), ExpectedVersion::Exact(0), &format!("o{i}"), 1);
+        fresh.append(r).await.unwrap().unwrap();
+    }
+    let head = fresh.head().await.unwrap();
+    assert!(head > 41);
+    // The first process's follower meets commit 41, which chains to another commit 40
+    // than the one it saw: it refuses to build on that history.
+    let (position, what) = refused_append(&log, "on-the-new-history").await;
+    assert!(position == 40 || position == 41, "{position}: {what}");
+    assert_eq!(fresh.head().await.unwrap(), head, "nothing was built on the other history");
+}
