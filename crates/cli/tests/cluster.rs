@@ -50,15 +50,20 @@ enum Fault {
     /// Wait past JetStream's (shrunk) de-duplication window, then retry earlier
     /// commands: R26 answers from what lasts.
     PastWindow,
+    /// Jepsen's NATS 2.12.1 fault: a node that is not the leader is killed, its last
+    /// message block of the log truncated or one bit of it flipped, and started again;
+    /// then the leader is killed (3 s), so the damaged node may stand for election.
+    DamageMinority,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 7] = [
     Fault::KillLeader,
     Fault::PauseLeaderLong,
     Fault::PauseLeaderShort,
     Fault::KillCommandService,
     Fault::KillAllNodes,
     Fault::PastWindow,
+    Fault::DamageMinority,
 ];
 
 impl Fault {
@@ -73,9 +78,32 @@ impl Fault {
             | Fault::PauseLeaderLong
             | Fault::PauseLeaderShort
             | Fault::KillAllNodes
-            | Fault::PastWindow => (raw + Duration::from_secs(3)).min(Duration::from_secs(11)),
+            | Fault::PastWindow
+            | Fault::DamageMinority => (raw + Duration::from_secs(3)).min(Duration::from_secs(11)),
         }
     }
+}
+
+/// Truncates the last message block of the log on a stopped node at a random point, or
+/// flips one random bit in it; says which.
+fn damage_last_block(node: &behalf_nats::server::Node, rng: &mut Rng) -> String {
+    let blocks = node.stream_blocks(behalf_nats::EVENTS_STREAM);
+    let Some(last) = blocks.last() else { return "has no message block yet".into() };
+    let mut bytes = std::fs::read(last).unwrap();
+    if bytes.is_empty() {
+        return "has an empty last block".into();
+    }
+    let at = rng.below(bytes.len());
+    let what = if rng.below(2) == 0 {
+        bytes.truncate(at);
+        format!("block {} truncated to {at} bytes", last.display())
+    } else {
+        let bit = rng.below(8);
+        bytes[at] ^= 1 << bit;
+        format!("block {} had bit {bit} of byte {at} flipped", last.display())
+    };
+    std::fs::write(last, bytes).unwrap();
+    what
 }
 
 /// A small seeded generator (xorshift64*), so that a failing run can be replayed.
@@ -247,7 +275,7 @@ fn command_service(nats: &Cluster, dir: &std::path::Path) -> (Role, String) {
 /// Every round prints the longest pause in accepted answers beside a raw JetStream
 /// publisher's in the same round, and fails over [`Fault::bound`].
 ///
-/// `./dev test` runs six rounds, each fault once. `BEHALF_NEMESIS_ROUNDS=N` runs N
+/// `./dev test` runs one round of each fault. `BEHALF_NEMESIS_ROUNDS=N` runs N
 /// (after the first six, faults are drawn at random); `BEHALF_NEMESIS_SEED=S` replays
 /// a run (the seed is printed).
 #[tokio::test(flavor = "multi_thread")]
@@ -255,7 +283,8 @@ async fn nemesis_keeps_exactly_once() {
     let seed: u64 = std::env::var("BEHALF_NEMESIS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
-    let rounds: usize = std::env::var("BEHALF_NEMESIS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
+    let rounds: usize =
+        std::env::var("BEHALF_NEMESIS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(FAULTS.len());
     eprintln!("nemesis: seed {seed}, {rounds} rounds (BEHALF_NEMESIS_SEED={seed} replays it)");
     let mut rng = Rng(seed);
     // `BEHALF_NEMESIS_FAULTS=KillLeader,KillAllNodes` draws from those only.
@@ -353,6 +382,17 @@ async fn nemesis_keeps_exactly_once() {
                 for node in &mut nats.nodes {
                     node.start().expect("the node comes back");
                 }
+            }
+            Fault::DamageMinority => {
+                let l = leader.unwrap_or_else(|| rng.below(3));
+                let n = (l + 1 + rng.below(2)) % 3;
+                nats.nodes[n].kill();
+                let damage = damage_last_block(&nats.nodes[n], &mut rng);
+                eprintln!("nemesis: node {n}'s log {damage}");
+                nats.nodes[n].start().expect("the node comes back");
+                nats.nodes[l].kill();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                nats.nodes[l].start().expect("the node comes back");
             }
             Fault::PastWindow => {
                 tokio::time::sleep(Duration::from_secs(3)).await;
