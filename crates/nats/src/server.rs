@@ -33,7 +33,12 @@ pub struct Node {
     pub client_port: u16,
     pub cluster_port: u16,
     pub dir: PathBuf,
-    routes: Vec<u16>,
+    /// The address it listens on: loopback, or its own in a network namespace.
+    pub host: String,
+    /// The network namespace it runs in (`ip netns exec`), if any.
+    pub netns: Option<String>,
+    /// The other nodes' cluster addresses (`host:port`).
+    routes: Vec<String>,
     cluster: bool,
     /// More configuration, appended as given (TLS, authorization…).
     extra: String,
@@ -41,25 +46,27 @@ pub struct Node {
 }
 
 impl Node {
-    /// `nats://127.0.0.1:<client port>`.
+    /// `nats://<host>:<client port>`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.client_port)
+        format!("nats://{}:{}", self.host, self.client_port)
     }
 
     fn config(&self) -> String {
         let store = self.dir.join("store");
         let mut c = format!(
-            "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+            "server_name: {name}\nlisten: {host}:{port}\n\
              jetstream {{\n  store_dir: \"{store}\"\n  sync_interval: always\n}}\n",
             name = self.name,
+            host = self.host,
             port = self.client_port,
             store = store.display(),
         );
         c.push_str(&self.extra);
         if self.cluster {
-            let routes: Vec<String> = self.routes.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+            let routes: Vec<String> = self.routes.iter().map(|a| format!("nats-route://{a}")).collect();
             c.push_str(&format!(
-                "cluster {{\n  name: behalf\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                "cluster {{\n  name: behalf\n  listen: {}:{}\n  routes: [{}]\n}}\n",
+                self.host,
                 self.cluster_port,
                 routes.join(", ")
             ));
@@ -96,19 +103,23 @@ impl Node {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log"))?;
         // What this start writes to the log (it is appended to across restarts).
         let from = log.metadata()?.len() as usize;
-        let child = Command::new(binary())
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot start {} ({e}); run `./dev setup` to install it", binary().display()),
-                )
-            })?;
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child =
+            command.arg("-c").arg(&conf).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn().map_err(
+                |e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot start {} ({e}); run `./dev setup` to install it", binary().display()),
+                    )
+                },
+            )?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         // Ready when *this* process says so: a port picked free may have been taken by
@@ -119,7 +130,7 @@ impl Node {
                 String::from_utf8_lossy(log.get(from..).unwrap_or_default()).contains("Server is ready")
             })
         };
-        while std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_err() || !ready(&self.dir) {
+        while std::net::TcpStream::connect((self.host.as_str(), self.client_port)).is_err() || !ready(&self.dir) {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
                 let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
@@ -162,6 +173,15 @@ impl Drop for Node {
     }
 }
 
+/// Where a node runs: its address, its network namespace, its ports.
+#[derive(Clone, Debug)]
+pub struct Place {
+    pub host: String,
+    pub netns: Option<String>,
+    pub client_port: u16,
+    pub cluster_port: u16,
+}
+
 /// A set of nodes (one, or a cluster) under one temporary directory.
 pub struct Cluster {
     pub nodes: Vec<Node>,
@@ -202,18 +222,34 @@ impl Cluster {
     }
 
     fn try_start(n: usize, extra: &str) -> std::io::Result<Cluster> {
-        let dir = tempfile::Builder::new().prefix("behalf-nats-").tempdir()?;
         let ports: Vec<(u16, u16)> =
             (0..n).map(|_| Ok((free_port()?, free_port()?))).collect::<std::io::Result<_>>()?;
-        let mut nodes: Vec<Node> = ports
+        let places = ports.into_iter().map(|(client, cluster)| Place {
+            host: "127.0.0.1".into(),
+            netns: None,
+            client_port: client,
+            cluster_port: cluster,
+        });
+        Cluster::start_placed(places.collect(), extra)
+    }
+
+    /// A cluster whose nodes run where `places` say (an address and a network
+    /// namespace each: a fault suite cuts the links between them).
+    pub fn start_placed(places: Vec<Place>, extra: &str) -> std::io::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("behalf-nats-").tempdir()?;
+        let n = places.len();
+        let route = |p: &Place| format!("{}:{}", p.host, p.cluster_port);
+        let mut nodes: Vec<Node> = places
             .iter()
             .enumerate()
-            .map(|(i, (client, cluster))| Node {
+            .map(|(i, p)| Node {
                 name: format!("n{}", i + 1),
-                client_port: *client,
-                cluster_port: *cluster,
+                client_port: p.client_port,
+                cluster_port: p.cluster_port,
                 dir: dir.path().join(format!("n{}", i + 1)),
-                routes: ports.iter().filter(|(_, c)| c != cluster).map(|(_, c)| *c).collect(),
+                host: p.host.clone(),
+                netns: p.netns.clone(),
+                routes: places.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, q)| route(q)).collect(),
                 cluster: n > 1,
                 extra: extra.to_owned(),
                 child: None,

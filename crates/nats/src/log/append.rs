@@ -167,6 +167,7 @@ impl NatsLog {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 Batched::DirectoryMoved(position) => return Ok(Err(AppendRefused::DirectoryMoved { position })),
+                Batched::Behind(why) => return Err(LogError::Storage(why)),
                 // Another process appended first, or a stream moved: read again.
                 Batched::Refused => {}
                 Batched::Failed(LogError::Storage(e)) if tokio::time::Instant::now() < deadline => {

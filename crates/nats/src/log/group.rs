@@ -32,6 +32,9 @@ pub(super) enum Batched {
     Again,
     /// JetStream refused the batch: the log or a stream moved.
     Refused,
+    /// Not built: the log read shorter than what this process saw (answered at once,
+    /// not tried again: see `KnownKeys::check_tail`).
+    Behind(String),
     /// A directory commit at this position came after the one the decision was made
     /// against: decide again.
     DirectoryMoved(u64),
@@ -88,8 +91,14 @@ impl NatsLog {
                     let k = known.lock();
                     (k.seen, k.seen_hash)
                 };
-                match self.read_tail().await.and_then(|t| known.check_tail(&t, seen, seen_hash).map(|()| t)) {
-                    Ok(t) => t,
+                match self.read_tail().await.and_then(|t| known.check_tail(&t, seen, seen_hash).map(|c| (t, c))) {
+                    Ok((t, Ok(()))) => t,
+                    Ok((_, Err(behind))) => {
+                        for job in jobs {
+                            let _ = job.reply.send(Batched::Behind(behind.clone()));
+                        }
+                        return;
+                    }
                     Err(e) => return fail_all(jobs, &e),
                 }
             }

@@ -113,17 +113,28 @@ impl KnownKeys {
 
     /// Checks a tail read from the server against what this process saw before the
     /// read (`seen` and its hash): a log never shrinks, and its commit at `seen` never
-    /// changes.
-    pub(super) fn check_tail(&self, t: &Tail, seen: u64, seen_hash: Option<Hash>) -> Result<(), LogError> {
+    /// changes. A shorter log is not built on, but not taken as lost for good either:
+    /// a node that leads again after a whole-cluster restart can answer with a state
+    /// it has not finished applying (seen: 251 of 439 for a moment). If commits were
+    /// lost, whatever is stored at their positions next does not chain to what this
+    /// process saw, which the follower finds.
+    /// `Ok(Err(why))`: the log reads shorter; `Err`: it diverged.
+    pub(super) fn check_tail(
+        &self,
+        t: &Tail,
+        seen: u64,
+        seen_hash: Option<Hash>,
+    ) -> Result<Result<(), String>, LogError> {
         if t.head < seen {
-            self.diverge(
-                t.head + 1,
-                format!("the log ends at {} but this process saw commits up to {seen}: they were lost", t.head),
+            let why = format!(
+                "the log reads as ending at {} but this process saw commits up to {seen}: not built on",
+                t.head
             );
+            return Ok(Err(why));
         } else if t.head == seen && seen_hash.is_some_and(|h| h != t.hash) {
             self.diverge(seen, format!("the commit at {seen} is not the one this process saw there"));
         }
-        self.intact()
+        self.intact().map(Ok)
     }
 }
 
