@@ -3,6 +3,8 @@
 //! `behalf notify`), or `behalf serve --nats`. The nemesis kills and pauses nodes and
 //! services while producers retry; see [`nemesis_keeps_exactly_once`].
 
+#[path = "cluster/net.rs"]
+mod net;
 #[allow(dead_code, unused_macros)] // reason: the nemesis uses part of the suites' shared helpers
 #[path = "it/support/mod.rs"]
 mod support;
@@ -54,7 +56,22 @@ enum Fault {
     /// message block of the log truncated or one bit of it flipped, and started again;
     /// then the leader is killed (3 s), so the damaged node may stand for election.
     DamageMinority,
+    /// The stream leader cut off from the other two nodes (clients still reach it) for
+    /// 8 s, then healed.
+    PartitionLeader,
+    /// One node cut off from the other two for 8 s, with a command service on each
+    /// side (each reaches only its side's nodes).
+    SplitMinority,
+    /// A command service cut off from every node for 8 s: it answers 503 within its
+    /// timeout (no hang) and accepts again after the heal.
+    CutCommandService,
+    /// 20 % of packets lost and 50 ms delay on every node's link for 10 s.
+    LossyLinks,
 }
+
+/// The faults that need the suite's own network (not drawn on loopback).
+const NET_FAULTS: [Fault; 4] =
+    [Fault::PartitionLeader, Fault::SplitMinority, Fault::CutCommandService, Fault::LossyLinks];
 
 const FAULTS: [Fault; 7] = [
     Fault::KillLeader,
@@ -79,7 +96,11 @@ impl Fault {
             | Fault::PauseLeaderShort
             | Fault::KillAllNodes
             | Fault::PastWindow
-            | Fault::DamageMinority => (raw + Duration::from_secs(3)).min(Duration::from_secs(11)),
+            | Fault::DamageMinority
+            | Fault::PartitionLeader
+            | Fault::SplitMinority
+            | Fault::CutCommandService
+            | Fault::LossyLinks => (raw + Duration::from_secs(3)).min(Duration::from_secs(11)),
         }
     }
 }
@@ -244,9 +265,11 @@ impl std::fmt::Display for Pause {
 
 const DUPLICATE_WINDOW: &str = "1s";
 
-/// A command service over the cluster, with the shrunk de-duplication window.
-fn command_service(nats: &Cluster, dir: &std::path::Path) -> (Role, String) {
+/// A command service over the cluster, with the shrunk de-duplication window: in its
+/// own network namespace when the suite has one.
+fn command_service(nats: &Cluster, dir: &std::path::Path, space: Option<&net::Space>) -> (Role, String) {
     let replicas = nats.replicas().to_string();
+    let listen = format!("{}:0", space.map_or("127.0.0.1", |s| s.addr.as_str()));
     let args = [
         "command",
         "--nats",
@@ -258,10 +281,37 @@ fn command_service(nats: &Cluster, dir: &std::path::Path) -> (Role, String) {
         "--data-dir",
         dir.to_str().unwrap(),
         "--listen",
-        "127.0.0.1:0",
+        &listen,
     ];
-    let (child, addr) = spawn_until(&args, "listening on ");
+    let (child, addr) = spawn_until_in(space.map(|s| s.ns.as_str()), &args, &[], "listening on ");
     (Role(child), format!("http://{addr}"))
+}
+
+/// Runs this very test again inside a network namespace of its own (see [`net`]),
+/// unless it runs there already (`Ok(false)`: go on) or `BEHALF_NEMESIS_NO_NETNS=1`
+/// asks for loopback without the partition faults.
+fn in_own_namespace(seed: u64) -> bool {
+    if std::env::var_os("BEHALF_NEMESIS_IN_NETNS").is_some()
+        || std::env::var("BEHALF_NEMESIS_NO_NETNS").is_ok_and(|v| v == "1")
+    {
+        return false;
+    }
+    let suite = net::Suite::create().unwrap_or_else(|e| {
+        panic!(
+            "the nemesis runs every node in a network namespace and cannot make one ({e}): run it as root, \
+             or set BEHALF_NEMESIS_NO_NETNS=1 to run it on loopback without the partition faults"
+        )
+    });
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &suite.name])
+        .arg(std::env::current_exe().unwrap())
+        .args(["nemesis_keeps_exactly_once", "--exact", "--nocapture"])
+        .env("BEHALF_NEMESIS_IN_NETNS", &suite.name)
+        .env("BEHALF_NEMESIS_SEED", seed.to_string())
+        .status()
+        .expect("the test runs again");
+    assert!(status.success(), "the nemesis failed in its namespace (BEHALF_NEMESIS_SEED={seed} replays it)");
+    true
 }
 
 /// The nemesis: a 3-node cluster (R3), two command services, a projector and a
@@ -283,17 +333,30 @@ async fn nemesis_keeps_exactly_once() {
     let seed: u64 = std::env::var("BEHALF_NEMESIS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
-    let rounds: usize =
-        std::env::var("BEHALF_NEMESIS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(FAULTS.len());
+    if in_own_namespace(seed) {
+        return;
+    }
+    let mut network = std::env::var_os("BEHALF_NEMESIS_IN_NETNS").map(|_| net::Net::new());
+    let netem = network.as_ref().is_some_and(net::Net::has_netem);
+    if network.is_some() && !netem {
+        eprintln!("nemesis: this kernel has no `tc netem` (sch_netem): LossyLinks is not drawn");
+    }
+    let all: Vec<Fault> = FAULTS
+        .iter()
+        .chain(network.iter().flat_map(|_| NET_FAULTS.iter()))
+        .filter(|f| netem || **f != Fault::LossyLinks)
+        .copied()
+        .collect();
+    let rounds: usize = std::env::var("BEHALF_NEMESIS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(all.len());
     eprintln!("nemesis: seed {seed}, {rounds} rounds (BEHALF_NEMESIS_SEED={seed} replays it)");
     let mut rng = Rng(seed);
     // `BEHALF_NEMESIS_FAULTS=KillLeader,KillAllNodes` draws from those only.
     let kinds: Vec<Fault> = match std::env::var("BEHALF_NEMESIS_FAULTS") {
         Ok(names) => names
             .split(',')
-            .map(|n| *FAULTS.iter().find(|f| format!("{f:?}") == n.trim()).unwrap_or_else(|| panic!("no fault {n}")))
+            .map(|n| *all.iter().find(|f| format!("{f:?}") == n.trim()).unwrap_or_else(|| panic!("no fault {n} here")))
             .collect(),
-        Err(_) => FAULTS.to_vec(),
+        Err(_) => all.clone(),
     };
     let mut plan = kinds.clone();
     for i in (1..plan.len()).rev() {
@@ -304,9 +367,33 @@ async fn nemesis_keeps_exactly_once() {
     }
     plan.truncate(rounds.max(1));
 
-    let mut nats = Cluster::start(3).expect("a 3-node cluster starts");
+    // Every node and command service in a namespace of its own, when the suite has a
+    // network; else all on loopback.
+    let node_spaces: Vec<net::Space> =
+        network.iter_mut().flat_map(|n| (1..=3).map(|i| n.space(&format!("n{i}"), i)).collect::<Vec<_>>()).collect();
+    let service_spaces: Vec<net::Space> = network
+        .iter_mut()
+        .flat_map(|n| (1..=2).map(|i| n.space(&format!("c{i}"), 10 + i)).collect::<Vec<_>>())
+        .collect();
+    let mut nats = if node_spaces.is_empty() {
+        Cluster::start(3).expect("a 3-node cluster starts")
+    } else {
+        let places = node_spaces
+            .iter()
+            .map(|s| behalf_nats::server::Place {
+                host: s.addr.clone(),
+                netns: Some(s.ns.clone()),
+                client_port: 4222,
+                cluster_port: 6222,
+            })
+            .collect();
+        Cluster::start_placed(places, "").expect("a 3-node cluster starts in its namespaces")
+    };
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut services = [command_service(&nats, dirs[0].path()), command_service(&nats, dirs[1].path())];
+    let mut services = [
+        command_service(&nats, dirs[0].path(), service_spaces.first()),
+        command_service(&nats, dirs[1].path(), service_spaces.get(1)),
+    ];
     let (_project, proj) = role_on(&nats, "project", dirs[2].path());
     let replicas = nats.replicas().to_string();
     let notify_args = [
@@ -369,7 +456,7 @@ async fn nemesis_keeps_exactly_once() {
                 let i = rng.below(services.len());
                 services[i].0.kill9();
                 until_accepted(&load, 50).await;
-                services[i] = command_service(&nats, dirs[i].path());
+                services[i] = command_service(&nats, dirs[i].path(), service_spaces.get(i));
                 load.bases.write().unwrap()[i] = services[i].1.clone();
             }
             Fault::KillAllNodes => {
@@ -393,6 +480,89 @@ async fn nemesis_keeps_exactly_once() {
                 nats.nodes[l].kill();
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 nats.nodes[l].start().expect("the node comes back");
+            }
+            Fault::PartitionLeader => {
+                let (net, l) = (network.as_ref().unwrap(), leader.unwrap_or_else(|| rng.below(3)));
+                let others: Vec<usize> = (0..3).filter(|n| *n != l).collect();
+                for &o in &others {
+                    net.cut(&node_spaces[l], &node_spaces[o]);
+                }
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                for &o in &others {
+                    net.heal(&node_spaces[l], &node_spaces[o]);
+                }
+            }
+            Fault::SplitMinority => {
+                let (net, m) = (network.as_ref().unwrap(), rng.below(3));
+                let majority: Vec<usize> = (0..3).filter(|n| *n != m).collect();
+                let mut cuts = Vec::new();
+                for &o in &majority {
+                    cuts.push((&node_spaces[m], &node_spaces[o]));
+                    cuts.push((&service_spaces[0], &node_spaces[o]));
+                }
+                cuts.push((&service_spaces[1], &node_spaces[m]));
+                for (a, b) in &cuts {
+                    net.cut(a, b);
+                }
+                eprintln!("nemesis: node {m} and command service 0 on the minority side");
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                for (a, b) in &cuts {
+                    net.heal(a, b);
+                }
+            }
+            Fault::CutCommandService => {
+                let (net, i) = (network.as_ref().unwrap(), rng.below(2));
+                for node in &node_spaces {
+                    net.cut(&service_spaces[i], node);
+                }
+                // Let it notice (two missed pings), then ask it directly: a refusal to
+                // retry within its timeout, not a hang.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let body = merge(open_o365(), json!({"command_id": format!("cut-{round}")}));
+                let asked = Instant::now();
+                let r = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap()
+                    .post(format!("{}/v1/commands", services[i].1))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("the cut-off command service answers");
+                let took = asked.elapsed();
+                assert_eq!(r.status().as_u16(), 503, "a command service cut off from NATS refuses ({took:.1?})");
+                assert!(took <= Duration::from_secs(5), "refused within its timeout, not {took:.1?}");
+                eprintln!("nemesis: the cut-off command service answered 503 in {took:.1?}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                for node in &node_spaces {
+                    net.heal(&service_spaces[i], node);
+                }
+                // It accepts again once healed (the same command: its first outcome).
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let r = http
+                        .post(format!("{}/v1/commands", services[i].1))
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        break;
+                    }
+                    before(deadline, "the healed command service accepting again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            Fault::LossyLinks => {
+                let net = network.as_ref().unwrap();
+                for node in &node_spaces {
+                    net.netem(node, Some("delay 50ms loss 20%"));
+                }
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                for node in &node_spaces {
+                    net.netem(node, None);
+                }
             }
             Fault::PastWindow => {
                 tokio::time::sleep(Duration::from_secs(3)).await;

@@ -67,7 +67,21 @@ pub fn spawn_until(args: &[&str], ready: &str) -> (Child, String) {
 
 /// As [`spawn_until`], with more environment variables for the process.
 pub fn spawn_until_with(args: &[&str], env: &[(&str, &str)], ready: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_behalf"))
+    spawn_until_in(None, args, env, ready)
+}
+
+/// As [`spawn_until_with`], inside a network namespace (`ip netns exec`, which runs the
+/// binary in its own place: the child is `behalf` itself).
+pub fn spawn_until_in(netns: Option<&str>, args: &[&str], env: &[(&str, &str)], ready: &str) -> (Child, String) {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_behalf")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_behalf")),
+    };
+    let mut child = command
         .args(args)
         .envs(env.iter().copied())
         // `BEHALF_TEST_LOG=info` (a `BEHALF_LOG` filter) shows the processes' logs.
