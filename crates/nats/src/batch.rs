@@ -37,6 +37,17 @@ pub fn batch_id() -> String {
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A test's hook: `BEHALF_TEST_BATCH_STALL_MS=N` makes every batch of two or more
+/// messages wait N ms after its first message reached the server and before the rest —
+/// the window in which a fault test pauses the process past the server's batch timeout
+/// (10 s) and sees the batch abandoned. Unset (always, outside tests): no wait.
+fn stall_after_first() -> Option<std::time::Duration> {
+    static STALL: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *STALL.get_or_init(|| {
+        std::env::var("BEHALF_TEST_BATCH_STALL_MS").ok()?.parse().ok().map(std::time::Duration::from_millis)
+    })
+}
+
 /// Sends `msgs` (at least one) as one atomic batch; the future is the batch's
 /// acknowledgement.
 pub async fn publish_atomic(
@@ -55,6 +66,11 @@ pub async fn publish_atomic(
             pending = Some(js.publish_with_headers(m.subject, m.headers, m.payload).await?);
         } else {
             client.publish_with_headers(m.subject, m.headers, m.payload).await?;
+            if let Some(stall) = stall_after_first().filter(|_| i == 0) {
+                client.flush().await?;
+                tracing::warn!(batch = %id, messages = n, ?stall, "test hook: a batch is open, stalling");
+                tokio::time::sleep(stall).await;
+            }
         }
     }
     pending.ok_or_else(|| "an atomic batch needs at least one message".into())

@@ -235,3 +235,91 @@ async fn two_servers_on_one_ticket_lose_no_update() {
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 409], "{x:?} {y:?}");
 }
+
+/// A command service paused (SIGSTOP) past the server's batch timeout (10 s) while an
+/// atomic batch is open — its first message stored in the server's staging, its commit
+/// not sent (a test hook stalls there) — then resumed: the server abandons the batch
+/// (its advisory is seen), the zombie's commit is refused, and every command is
+/// answered and in the log once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zombie_batch_is_abandoned_and_nothing_is_applied_twice() {
+    use futures::StreamExt as _;
+    let nats = Cluster::single().unwrap();
+    let url = nats.urls();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["command", "--nats", &url, "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    let (child, addr) = spawn_until_with(&args, &[("BEHALF_TEST_BATCH_STALL_MS", "1500")], "listening on ");
+    let service = Role(child);
+    let admin = std::fs::read_to_string(DataDir::new(dir.path()).admin_token()).unwrap().trim().to_owned();
+    let http = Client::at(&format!("http://{addr}"));
+    send_world(&http, &admin).await;
+    let token = http.token(&admin, &agent()).await;
+    let advisories = async_nats::connect(&url).await.unwrap();
+    let mut abandoned = advisories.subscribe("$JS.EVENT.ADVISORY.>").await.unwrap();
+
+    // A burst of commands: while the first batch is out, the rest gather into one batch
+    // of several, which the hook holds open after its first message.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let mut sent = Vec::new();
+    for i in 0..12 {
+        let (client, token, base) = (client.clone(), token.clone(), http.base.clone());
+        let id = format!("zombie-{i}");
+        sent.push(id.clone());
+        sent.sort();
+        tokio::spawn(async move {
+            let body = merge(open_o365(), json!({"command_id": id}));
+            // Retried with the same id on a refusal to retry (the batch abandoned).
+            loop {
+                let r = client.post(format!("{base}/v1/commands")).bearer_auth(&token).json(&body).send().await;
+                if let Ok(r) = r {
+                    if r.status().is_success() {
+                        return r.json::<Value>().await.unwrap();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pid = service.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    // The server gives up the open batch after 10 s without its next message.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), abandoned.next()).await {
+            seen = String::from_utf8_lossy(&m.payload).contains("stream_batch_abandoned");
+        }
+    }
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    assert!(seen, "the server announced the open batch abandoned");
+
+    // Every command answered (retried with its id until accepted), and in the log once.
+    let log = behalf_nats::NatsLog::open(behalf_nats::NatsOptions {
+        run_indexer: false,
+        ..behalf_nats::NatsOptions::new(nats.urls())
+    })
+    .await
+    .expect("open the log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut ids: Vec<String> = log
+            .read_all(0, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.command_id.to_string())
+            .filter(|id| id.starts_with("zombie-"))
+            .collect();
+        ids.sort();
+        let mut unique = ids.clone();
+        unique.dedup();
+        assert_eq!(ids, unique, "no command is in the log twice");
+        if ids == sent {
+            break;
+        }
+        before(deadline, &format!("every command in the log once (have {})", ids.len()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(log.verify().await.unwrap().first_bad.is_none(), "the chain verifies");
+}
