@@ -182,3 +182,58 @@ impl Drop for RawPublisher {
         self.task.abort();
     }
 }
+
+/// A raw JetStream reader running beside a fault test: every 50 ms it reads the last
+/// message of the log's stream and of the command index's, from their leaders, each
+/// read given 500 ms; the time of every round in which both answered is kept. A command
+/// needs both streams to have leaders, so after a fault that moves leaders this is
+/// JetStream's own pause for what Behalf uses (the streams elect one by one: 4.2–7.6 s
+/// each after a whole-cluster restart here).
+pub struct RawReader {
+    answered: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawReader {
+    pub async fn start(to: impl Into<Endpoint>) -> Result<RawReader, LogError> {
+        let js = jetstream::new(connect(&to.into()).await?);
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&answered);
+        let task = tokio::spawn(async move {
+            let index = format!("KV_{}", crate::COMMANDS_BUCKET);
+            let last = |stream: String, subject: &'static str| {
+                let js = js.clone();
+                async move {
+                    let read = async {
+                        let s = js.get_stream_no_info(stream).await.ok()?;
+                        s.get_last_raw_message_by_subject(subject).await.ok()
+                    };
+                    matches!(tokio::time::timeout(Duration::from_millis(500), read).await, Ok(Some(_)))
+                }
+            };
+            loop {
+                let (events, commands) = tokio::join!(
+                    last(crate::EVENTS_STREAM.to_owned(), "behalf.ev.>"),
+                    last(index.clone(), "$KV.BEHALF_COMMANDS.>")
+                );
+                if events && commands {
+                    kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Ok(RawReader { answered, task })
+    }
+
+    /// When each round at or after `from` had both streams answer.
+    pub fn answered_since(&self, from: Instant) -> Vec<Instant> {
+        let answered = self.answered.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        answered.iter().copied().filter(|t| *t >= from).collect()
+    }
+}
+
+impl Drop for RawReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
