@@ -28,26 +28,33 @@ async fn refused_append(log: &NatsLog, id: &str) -> (u64, String) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_process_never_builds_on_a_log_that_lost_commits_it_saw() {
+/// A node, a process that appended 40 commits and whose follower saw them; then the
+/// node dies, its last message block loses its second half, and it comes back. Returns
+/// the node, that process, and a process opened after (which never saw the lost ones).
+async fn lose_the_last_commits() -> (Cluster, NatsLog, NatsLog) {
     let mut nats = Cluster::single().unwrap();
-    let log = NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()) }).await.unwrap();
+    let urls = nats.urls();
+    let options = || NatsOptions { run_indexer: false, ..NatsOptions::new(urls.clone()) };
+    let log = NatsLog::open(options()).await.unwrap();
     for i in 0..40 {
         let r = request(&format!("ticket-{i}"), ExpectedVersion::Exact(0), &format!("c{i}"), 1);
         log.append(r).await.unwrap().unwrap();
     }
-    // The follower has seen every commit once a command's key is found by it.
+    // Time for the follower, in this process, to see every commit.
     tokio::time::sleep(Duration::from_millis(500)).await;
-
-    // The node dies; its last message block loses its second half; it comes back.
     nats.nodes[0].kill();
     let blocks = nats.nodes[0].stream_blocks(EVENTS_STREAM);
     let last = blocks.last().expect("the stream has a message block");
     let len = std::fs::metadata(last).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len / 2).unwrap();
     nats.nodes[0].start().unwrap();
+    let fresh = NatsLog::open(options()).await.unwrap();
+    (nats, log, fresh)
+}
 
-    let fresh = NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()) }).await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_never_builds_on_a_log_that_lost_commits_it_saw() {
+    let (_nats, log, fresh) = lose_the_last_commits().await;
     let head = fresh.head().await.unwrap();
     assert!(head < 40, "JetStream kept every commit ({head}): the damage did not take");
     eprintln!("JetStream lost commits {} to 40 (its own loss)", head + 1);
@@ -71,23 +78,9 @@ async fn a_process_never_builds_on_a_log_that_lost_commits_it_saw() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_never_builds_on_a_history_replaced_under_it() {
-    let mut nats = Cluster::single().unwrap();
-    let log = NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()) }).await.unwrap();
-    for i in 0..40 {
-        let r = request(&format!("ticket-{i}"), ExpectedVersion::Exact(0), &format!("c{i}"), 1);
-        log.append(r).await.unwrap().unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    nats.nodes[0].kill();
-    let blocks = nats.nodes[0].stream_blocks(EVENTS_STREAM);
-    let last = blocks.last().expect("the stream has a message block");
-    let len = std::fs::metadata(last).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(last).unwrap().set_len(len / 2).unwrap();
-    nats.nodes[0].start().unwrap();
-
+    let (_nats, log, fresh) = lose_the_last_commits().await;
     // A process that never saw the lost commits cannot tell: it fills their positions
     // and goes past them.
-    let fresh = NatsLog::open(NatsOptions { run_indexer: false, ..NatsOptions::new(nats.urls()) }).await.unwrap();
     let lost_from = fresh.head().await.unwrap() + 1;
     assert!(lost_from <= 40, "the damage did not take");
     for i in 0..45 {
