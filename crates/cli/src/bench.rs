@@ -62,6 +62,11 @@ pub enum BenchCmd {
         /// Seconds to run each
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Also run raw atomic batches of 64 chained by their expected last sequence,
+        /// this many in flight from one publisher (e.g. `1,2,4,8`): the pipelining the
+        /// group commit would need, measured raw, with whether the stream stayed whole
+        #[arg(long, value_delimiter = ',')]
+        chained: Vec<usize>,
     },
     /// Time a cold `behalf serve` until `/readyz` answers ready, over a data directory
     /// holding about N events (filled, or reused from an earlier run); also prints the
@@ -334,7 +339,7 @@ fn counter(page: &str, name: &str) -> Option<f64> {
 /// The raw atomic loop's batch size.
 const RAW_ATOMIC_BATCH: usize = 64;
 
-async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Result<()> {
+async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64, chained: &[usize]) -> anyhow::Result<()> {
     use behalf_nats::rpc::{RpcClient, COMMAND_SUBJECT};
     let cluster = behalf_nats::server::Cluster::start(nodes)?;
     let (urls, replicas) = (cluster.urls(), cluster.replicas());
@@ -398,6 +403,15 @@ async fn nats_bench(nodes: usize, in_flight: usize, seconds: f64) -> anyhow::Res
         ours / atomic
     );
     println!("behalf against the faster raw loop: {:.2} ×", ours / raw.max(atomic));
+    for &depth in chained {
+        let c = behalf_nats::baseline::chained_atomic_per_sec(&urls, replicas, depth, batch, 700, seconds).await?;
+        println!(
+            "raw JetStream atomic batches of {batch} chained by expected last sequence, {depth} in flight: {:.0} publishes/s, {} refused, stream whole after: {}",
+            c.per_sec,
+            c.refused,
+            if c.healthy { "yes" } else { "NO" }
+        );
+    }
     Ok(())
 }
 
@@ -630,7 +644,9 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Startup { events, nats: true, runs, .. } => startup::nats(events, runs).await?,
         BenchCmd::Startup { events, data_dir, runs, nats: false } => startup::run(events, data_dir, runs).await?,
         BenchCmd::Gdap { relationships } => startup::gdap(relationships)?,
-        BenchCmd::Nats { nodes, in_flight, seconds } => nats_bench(nodes as usize, in_flight, seconds).await?,
+        BenchCmd::Nats { nodes, in_flight, seconds, chained } => {
+            nats_bench(nodes as usize, in_flight, seconds, &chained).await?;
+        }
         BenchCmd::Http { concurrency, seconds, rate, .. } => {
             let raw = raw_baselines(concurrency, seconds)?;
             let raw_http = raw_http(concurrency, seconds).await?;

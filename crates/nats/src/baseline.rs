@@ -83,6 +83,102 @@ pub async fn atomic_batch_per_sec(
     per_sec(&js, start, tasks).await
 }
 
+/// What a chained pipeline of atomic batches did: see [`chained_atomic_per_sec`].
+#[derive(Clone, Copy, Debug)]
+pub struct Chained {
+    /// Acknowledged messages per second.
+    pub per_sec: f64,
+    /// Batches refused or unanswered (each drains the pipeline and starts again on the
+    /// stream's last sequence, read anew).
+    pub refused: u64,
+    /// Whether the stream still took a publish at the end, right after what it held,
+    /// and held at least every acknowledged message (a stream stopped by a race fails
+    /// this).
+    pub healthy: bool,
+}
+
+/// The pipelining Behalf's group commit would need, measured raw: atomic batches of
+/// `batch` messages, up to `depth` in flight from one publisher, each chained to the one
+/// before by `Nats-Expected-Last-Sequence` on its first message (the sequence the
+/// previous batch will end at once stored). One publisher, no competitor: every refusal
+/// is the server's own. Whether several chained batches in flight are safe and fast on
+/// this server is what it answers (ARCHITECTURE records a stream stopped by a race with
+/// several publishes in flight on 2.15.1).
+pub async fn chained_atomic_per_sec(
+    to: impl Into<Endpoint>,
+    replicas: usize,
+    depth: usize,
+    batch: usize,
+    payload_len: usize,
+    seconds: f64,
+) -> Result<Chained, LogError> {
+    use futures::StreamExt as _;
+    let js = baseline_stream(to, replicas).await?;
+    let batch = batch.clamp(1, crate::batch::MAX_BATCH);
+    let payload = bytes::Bytes::from(vec![0x5a; payload_len]);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let (mut acked, mut refused, mut k) = (0u64, 0u64, 0u64);
+    let last_sequence = |js: jetstream::Context| async move {
+        let mut s = js.get_stream("BEHALF_BASELINE").await.map_err(|e| LogError::Storage(e.to_string()))?;
+        s.info().await.map(|i| i.state.last_sequence).map_err(|e| LogError::Storage(e.to_string()))
+    };
+    let mut expected = last_sequence(js.clone()).await?;
+    let mut pending = futures::stream::FuturesOrdered::new();
+    while Instant::now() < deadline || !pending.is_empty() {
+        if pending.len() < depth.max(1) && Instant::now() < deadline {
+            let msgs: Vec<BatchMsg> = (0..batch)
+                .map(|i| {
+                    let mut headers = async_nats::HeaderMap::new();
+                    if i == 0 {
+                        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, expected.to_string().as_str());
+                    }
+                    BatchMsg {
+                        subject: format!("behalf.baseline.c.{}", (k + i as u64) % 64),
+                        headers,
+                        payload: payload.clone(),
+                    }
+                })
+                .collect();
+            k += batch as u64;
+            expected += batch as u64;
+            let stored: std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> =
+                match publish_atomic(&js, msgs).await {
+                    Ok(ack) => Box::pin(async move { ack.await.is_ok() }),
+                    Err(_) => Box::pin(async { false }),
+                };
+            pending.push_back(stored);
+            continue;
+        }
+        match pending.next().await {
+            Some(true) => acked += batch as u64,
+            Some(false) => {
+                // Everything after a refused batch is refused too (it expects a
+                // sequence that will not be): drain, and start again on the real tail.
+                refused += 1;
+                while let Some(stored) = pending.next().await {
+                    if stored {
+                        acked += batch as u64;
+                    } else {
+                        refused += 1;
+                    }
+                }
+                expected = last_sequence(js.clone()).await?;
+            }
+            None => {}
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let healthy = async {
+        let held = last_sequence(js.clone()).await.ok()?;
+        let ack = js.publish("behalf.baseline.c.end", payload.clone()).await.ok()?.await.ok()?;
+        Some(held >= acked && ack.sequence == held + 1)
+    };
+    let healthy = tokio::time::timeout(Duration::from_secs(10), healthy).await.ok().flatten().unwrap_or(false);
+    let _ = js.delete_stream("BEHALF_BASELINE").await;
+    Ok(Chained { per_sec: acked as f64 / elapsed, refused, healthy })
+}
+
 /// Acknowledged publishes per second of `payload_len`-byte messages, `in_flight` at a
 /// time, for `seconds`.
 pub async fn publish_per_sec(
