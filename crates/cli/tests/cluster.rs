@@ -682,9 +682,21 @@ async fn check_after_healing(nats: &Cluster, load: &Load, http: &reqwest::Client
         let position = s.answer["position"].as_u64().unwrap();
         assert_eq!(keys.get(&key), Some(&(position, 1)), "{key} accepted at {position} is in the log once");
     }
-    let report = tokio::time::timeout(Duration::from_secs(120), log.verify()).await.expect("verify ends").unwrap();
-    assert_eq!(report.first_bad, None, "the hash chain holds");
-    assert_eq!(report.verified, log.head().await.unwrap());
+    // The chain verifies from every node: reads go to the stream's leader, so each node
+    // is made the leader in turn and the whole log read from its copy.
+    let head = log.head().await.unwrap();
+    let addrs: Vec<async_nats::ServerAddr> = nats.nodes.iter().map(|n| n.url().parse().unwrap()).collect();
+    let js = async_nats::jetstream::new(async_nats::connect(addrs).await.unwrap());
+    for node in &nats.nodes {
+        assert!(
+            behalf_nats::baseline::lead_stream_on(&js, behalf_nats::EVENTS_STREAM, &node.name).await,
+            "{} leads the log",
+            node.name
+        );
+        let report = tokio::time::timeout(Duration::from_secs(120), log.verify()).await.expect("verify ends").unwrap();
+        assert_eq!(report.first_bad, None, "the hash chain holds on {}", node.name);
+        assert_eq!(report.verified, head, "{} holds the whole log", node.name);
+    }
 
     // The projector's views equal a fold of the log.
     let head = log.head().await.unwrap();

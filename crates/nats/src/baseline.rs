@@ -210,6 +210,26 @@ pub async fn publish_per_sec(
     per_sec(&js, start, tasks).await
 }
 
+/// Moves `stream`'s leader to the server named `server` (a leader step-down with that
+/// server preferred, asked again until it leads); whether it got there within five
+/// seconds.
+pub async fn lead_stream_on(js: &jetstream::Context, stream: &str, server: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let leader = match js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.ok().and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone())),
+            Err(_) => None,
+        };
+        if leader.as_deref() == Some(server) {
+            return true;
+        }
+        let request = format!(r#"{{"placement":{{"preferred":"{server}"}}}}"#);
+        let _ = js.client().request(format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"), request.into()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
+}
+
 /// A raw JetStream publisher running beside a fault test: one message at a time into
 /// a stream laid out like `BEHALF_EVENTS`, each acknowledgement's time kept, so that
 /// the longest pause a fault causes Behalf can be set beside the raw one.
@@ -250,20 +270,7 @@ impl RawPublisher {
     /// of the log's leader is a fault of this one's too); whether it got there within
     /// five seconds.
     pub async fn lead_on(&self, server: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let leader = match self.js.get_stream("BEHALF_BASELINE").await {
-                Ok(mut s) => s.info().await.ok().and_then(|i| i.cluster.as_ref().and_then(|c| c.leader.clone())),
-                Err(_) => None,
-            };
-            if leader.as_deref() == Some(server) {
-                return true;
-            }
-            let request = format!(r#"{{"placement":{{"preferred":"{server}"}}}}"#);
-            let _ = self.js.client().request("$JS.API.STREAM.LEADER.STEPDOWN.BEHALF_BASELINE", request.into()).await;
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-        false
+        lead_stream_on(&self.js, "BEHALF_BASELINE", server).await
     }
 
     /// When each acknowledgement at or after `from` came.

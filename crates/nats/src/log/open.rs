@@ -2,9 +2,9 @@
 //! bucket (created when asked, waited for while a cluster elects its leaders).
 
 use super::{
-    batcher, check_server_version, connect, follow_keys, index_checkpoint, index_forever, kv, last_directory_commit,
-    storage, stream, Arc, Duration, Inner, KnownKeys, LogError, NatsLog, NatsOptions, COMMANDS_BUCKET, EVENTS_STREAM,
-    READY_WAIT, REQUEST_TIMEOUT,
+    batcher, check_server_version, connect, follow_keys, index_checkpoint, index_forever, is_not_found, kv,
+    last_directory_commit, storage, stream, Arc, Duration, Inner, KnownKeys, LogError, NatsLog, NatsOptions,
+    COMMANDS_BUCKET, EVENTS_STREAM, READY_WAIT, REQUEST_TIMEOUT,
 };
 use async_nats::jetstream;
 
@@ -55,6 +55,8 @@ impl NatsLog {
         if options.create {
             let log = NatsLog { inner: Arc::new(inner.clone_parts()) };
             inner.tasks.push(tokio::spawn(follow_keys(log)).abort_handle());
+            let (client, stream) = (inner.js.client(), inner.stream.clone());
+            inner.tasks.push(tokio::spawn(leave_a_cut_off_server(client, stream)).abort_handle());
             // The batcher appends through a handle of its own that shares the known
             // keys and the counters, and takes this handle's queue.
             let mut parts = inner.clone_parts();
@@ -113,5 +115,36 @@ impl NatsLog {
         let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| storage("cannot read the stream", e))?;
         let commands = crate::bucket(js, COMMANDS_BUCKET, replicas).await?;
         Ok((stream, commands))
+    }
+}
+
+/// Moves this process's connection to another server when the one it is connected to
+/// answers the connection but cannot serve the log: a server cut off from the rest of
+/// the cluster (the old leader on the minority side of a partition) keeps its clients,
+/// whose every request then times out until the partition heals (seen: 13.6 s of
+/// refusals while the majority had long elected a new leader). Every second it reads
+/// the log's last commit, which only the stream's leader answers (a cut-off server
+/// answers its stream info from its own copy, and reads with "JetStream system
+/// temporarily unavailable"); after three failures in a row on a live connection it
+/// reconnects, which picks a server at random.
+async fn leave_a_cut_off_server(client: async_nats::Client, stream: stream::Stream) {
+    const EVERY: Duration = Duration::from_secs(1);
+    let mut failures = 0u32;
+    loop {
+        tokio::time::sleep(EVERY).await;
+        if client.connection_state() != async_nats::connection::State::Connected {
+            failures = 0;
+            continue;
+        }
+        match tokio::time::timeout(EVERY, stream.get_last_raw_message_by_subject("behalf.ev.>")).await {
+            Ok(Ok(_)) => failures = 0,
+            Ok(Err(e)) if is_not_found(&e) => failures = 0,
+            Ok(Err(_)) | Err(_) => failures += 1,
+        }
+        if failures >= 3 {
+            tracing::warn!("the NATS server this process is connected to cannot serve the log; connecting to another");
+            let _ = client.force_reconnect().await;
+            failures = 0;
+        }
     }
 }
