@@ -179,6 +179,16 @@ pub enum Command {
     TicketSlaCheck(TicketRef),
     #[serde(rename = "support.request")]
     SupportRequest(SupportRequest),
+    /// Sent by the server for `POST /v1/webhooks` (not accepted at `/v1/commands`).
+    #[serde(rename = "webhook.subscribe")]
+    WebhookSubscribe(crate::webhook::Subscribe),
+    #[serde(rename = "webhook.rotate")]
+    WebhookRotate(crate::webhook::WebhookRef),
+    #[serde(rename = "webhook.delete")]
+    WebhookDelete(crate::webhook::WebhookRef),
+    /// Internal (the sender, as the vendor side): the receiver answered `410 Gone`.
+    #[serde(rename = "webhook.disable")]
+    WebhookDisable(crate::webhook::Disable),
 }
 
 /// The stream categories of directory facts: what the GDAP projection follows.
@@ -194,6 +204,7 @@ pub const DIRECTORY_CATEGORIES: &[&str] = &[
     "product",
     "plan",
     "health",
+    "webhook",
 ];
 
 /// Where a command's events go: the stream it appends to.
@@ -236,6 +247,10 @@ impl Command {
             Command::TicketReopen(_) => "ticket.reopen",
             Command::TicketSlaCheck(_) => "ticket.sla_check",
             Command::SupportRequest(_) => "support.request",
+            Command::WebhookSubscribe(_) => "webhook.subscribe",
+            Command::WebhookRotate(_) => "webhook.rotate",
+            Command::WebhookDelete(_) => "webhook.delete",
+            Command::WebhookDisable(_) => "webhook.disable",
         }
     }
 
@@ -246,6 +261,7 @@ impl Command {
             CommandKind::OpenTicket(_) => Target::NewTicket,
             CommandKind::SupportRequest(_) => Target::NewSupportRequest,
             CommandKind::Ticket(id, _) => Target::Ticket(id.clone()),
+            CommandKind::Webhook(c) => Target::Fact(c.stream()),
         }
     }
 }

@@ -115,13 +115,21 @@ pub struct Directory {
     pub products: BTreeMap<ProductId, Product>,
     pub plans: BTreeMap<PlanId, SupportPlan>,
     pub issues: BTreeMap<IssueId, HealthIssue>,
+    /// Webhook subscriptions (`crate::webhook`): not GDAP facts, but configuration the
+    /// command service decides against and the senders read.
+    #[serde(default)]
+    pub webhooks: crate::webhook::Webhooks,
 }
 
 impl Directory {
     /// Folds one event. Events that are not directory facts are ignored, so the
     /// projection can follow the whole log.
     pub fn apply(&mut self, event: &Event) {
-        let EventKind::Directory(e) = event.kind() else { return };
+        let e = match event.kind() {
+            EventKind::Directory(e) => e,
+            EventKind::Webhook(w) => return self.webhooks.apply(w),
+            EventKind::Ticket(_) | EventKind::Routed(_) | EventKind::Rejected(_) => return,
+        };
         match e {
             DirectoryEvent::PartnerRegistered(p) => {
                 self.partners.insert(p.partner_id.clone(), p.clone());

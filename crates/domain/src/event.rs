@@ -312,6 +312,10 @@ pub enum Event {
     SlaBreached(SlaBreached),
     SupportRequestRouted(SupportRequestRouted),
     CommandRejected(CommandRejected),
+    WebhookSubscribed(crate::webhook::Subscribed),
+    WebhookSecretRotated(crate::webhook::Changed),
+    WebhookDisabled(crate::webhook::Changed),
+    WebhookDeleted(crate::webhook::Changed),
 }
 
 impl Event {
@@ -344,6 +348,10 @@ impl Event {
             Event::SlaBreached(_) => "SlaBreached",
             Event::SupportRequestRouted(_) => "SupportRequestRouted",
             Event::CommandRejected(_) => "CommandRejected",
+            Event::WebhookSubscribed(_) => "WebhookSubscribed",
+            Event::WebhookSecretRotated(_) => "WebhookSecretRotated",
+            Event::WebhookDisabled(_) => "WebhookDisabled",
+            Event::WebhookDeleted(_) => "WebhookDeleted",
         }
     }
 
@@ -351,7 +359,7 @@ impl Event {
     pub fn ticket_id(&self) -> Option<&TicketId> {
         match self.kind() {
             EventKind::Ticket(t) => Some(t.ticket_id()),
-            EventKind::Directory(_) | EventKind::Routed(_) | EventKind::Rejected(_) => None,
+            EventKind::Directory(_) | EventKind::Routed(_) | EventKind::Rejected(_) | EventKind::Webhook(_) => None,
         }
     }
 
@@ -359,12 +367,13 @@ impl Event {
     pub fn evidence(&self) -> Option<&Evidence> {
         match self.kind() {
             EventKind::Ticket(t) => t.evidence(),
-            EventKind::Directory(_) | EventKind::Routed(_) | EventKind::Rejected(_) => None,
+            EventKind::Directory(_) | EventKind::Routed(_) | EventKind::Rejected(_) | EventKind::Webhook(_) => None,
         }
     }
 
-    /// Whether the event is a directory fact (folded into the GDAP projection).
+    /// Whether the event is folded into the directory (the GDAP projection): a
+    /// directory fact or a webhook subscription's change.
     pub fn is_directory(&self) -> bool {
-        matches!(self.kind(), EventKind::Directory(_))
+        matches!(self.kind(), EventKind::Directory(_) | EventKind::Webhook(_))
     }
 }

@@ -18,6 +18,7 @@ use crate::facts::{
     Subscription, SupportPlan,
 };
 use crate::ids::TicketId;
+use crate::webhook::{WebhookCommand, WebhookEvent};
 use crate::{Command, CommandRejected, Event, Evidence, StreamId};
 
 /// A command, by what it acts on.
@@ -31,6 +32,8 @@ pub enum CommandKind<'a> {
     SupportRequest(&'a SupportRequest),
     /// A command on an existing ticket.
     Ticket(&'a TicketId, TicketCommand<'a>),
+    /// A webhook subscription's (`crate::webhook`).
+    Webhook(WebhookCommand<'a>),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +97,10 @@ impl Command {
             Command::TicketClose(x) => T(&x.ticket_id, Tc::Close(x)),
             Command::TicketReopen(x) => T(&x.ticket_id, Tc::Reopen(x)),
             Command::TicketSlaCheck(x) => T(&x.ticket_id, Tc::SlaCheck),
+            Command::WebhookSubscribe(x) => CommandKind::Webhook(WebhookCommand::Subscribe(x)),
+            Command::WebhookRotate(x) => CommandKind::Webhook(WebhookCommand::Rotate(x)),
+            Command::WebhookDelete(x) => CommandKind::Webhook(WebhookCommand::Delete(x)),
+            Command::WebhookDisable(x) => CommandKind::Webhook(WebhookCommand::Disable(x)),
         }
     }
 }
@@ -129,6 +136,8 @@ pub enum EventKind<'a> {
     Routed(&'a SupportRequestRouted),
     /// A refused command, in the audit stream (R30).
     Rejected(&'a CommandRejected),
+    /// A webhook subscription's lifecycle (folded into the directory with the facts).
+    Webhook(WebhookEvent<'a>),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -196,6 +205,10 @@ impl Event {
             Event::SlaBreached(x) => T(Te::SlaBreached(x)),
             Event::SupportRequestRouted(x) => EventKind::Routed(x),
             Event::CommandRejected(x) => EventKind::Rejected(x),
+            Event::WebhookSubscribed(x) => EventKind::Webhook(WebhookEvent::Subscribed(x)),
+            Event::WebhookSecretRotated(x) => EventKind::Webhook(WebhookEvent::SecretRotated(x)),
+            Event::WebhookDisabled(x) => EventKind::Webhook(WebhookEvent::Disabled(x)),
+            Event::WebhookDeleted(x) => EventKind::Webhook(WebhookEvent::Deleted(x)),
         }
     }
 }

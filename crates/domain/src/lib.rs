@@ -29,6 +29,7 @@ pub mod sla;
 pub mod ticket;
 pub mod time;
 pub mod vocab;
+pub mod webhook;
 
 pub use command::{Command, Target};
 pub use directory::Directory;
@@ -157,6 +158,7 @@ pub fn decide(state: &State<'_>, command: &Command, ctx: &Context) -> Result<Vec
         CommandKind::OpenTicket(x) => ticket::decide_open(dir, x, ctx),
         CommandKind::SupportRequest(x) => routing::decide_support_request(dir, x, ctx),
         CommandKind::Ticket(id, c) => ticket::decide_existing(dir, state.ticket, id, c, ctx),
+        CommandKind::Webhook(c) => webhook::decide(&dir.webhooks, p, c, ctx.now),
     }
 }
 

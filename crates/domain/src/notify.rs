@@ -107,7 +107,8 @@ pub fn route(event: &Event) -> Option<Outgoing> {
             | TicketEvent::SlaBreached(_),
         )
         | EventKind::Directory(_)
-        | EventKind::Rejected(_) => None,
+        | EventKind::Rejected(_)
+        | EventKind::Webhook(_) => None,
     }
 }
 

@@ -59,6 +59,8 @@ codes! {
     IdempotencyKeyReused = "idempotency.key_reused";
     InvalidRelationship = "gdap.invalid_relationship";
     RoleNotInRelationship = "gdap.role_not_in_relationship";
+    WebhookNotFound = "webhook.not_found";
+    WebhookUrlNotAllowed = "webhook.url_not_allowed";
     Overloaded = "overloaded";
     Unavailable = "unavailable";
 }

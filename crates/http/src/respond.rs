@@ -33,7 +33,7 @@ pub fn status_of(code: Code) -> StatusCode {
         | Code::ResellerCannotFile
         | Code::NotSubscriptionProvider
         | Code::CloudMismatch => StatusCode::FORBIDDEN,
-        Code::TicketNotFound => StatusCode::NOT_FOUND,
+        Code::TicketNotFound | Code::WebhookNotFound => StatusCode::NOT_FOUND,
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         Code::TicketClosed | Code::InvalidTransition | Code::ConcurrencyConflict => StatusCode::CONFLICT,
@@ -50,7 +50,8 @@ pub fn status_of(code: Code) -> StatusCode {
         | Code::IncidentNotFound
         | Code::IdempotencyKeyReused
         | Code::InvalidRelationship
-        | Code::RoleNotInRelationship => StatusCode::UNPROCESSABLE_ENTITY,
+        | Code::RoleNotInRelationship
+        | Code::WebhookUrlNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
         Code::Overloaded => StatusCode::TOO_MANY_REQUESTS,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }

@@ -11,6 +11,7 @@ use behalf_domain::event::{
     NoteAdded, SlaBreached, SupportRequestRouted, TicketClosed, TicketEscalated, TicketOpened, TicketReopened,
     TicketUpdated, VendorResponded,
 };
+use behalf_domain::webhook::{Changed, Subscribed};
 use behalf_domain::{
     AssignmentStatus, Billing, Classification, Cloud, Code, EscalationReason, Permission, PreferredContact, Principal,
     Program, RelationshipStatus, Route, Rule, Severity, SupportPlanKind, TicketId, Timestamp, Workload,
@@ -53,7 +54,7 @@ fn contact() -> Contact {
 }
 
 /// The number of event types, and each type's index (exhaustive on purpose).
-pub const EVENT_TYPES: usize = 26;
+pub const EVENT_TYPES: usize = 30;
 pub fn type_index(e: &Event) -> usize {
     match e {
         Event::PartnerRegistered(_) => 0,
@@ -82,6 +83,10 @@ pub fn type_index(e: &Event) -> usize {
         Event::SlaBreached(_) => 23,
         Event::SupportRequestRouted(_) => 24,
         Event::CommandRejected(_) => 25,
+        Event::WebhookSubscribed(_) => 26,
+        Event::WebhookSecretRotated(_) => 27,
+        Event::WebhookDisabled(_) => 28,
+        Event::WebhookDeleted(_) => 29,
     }
 }
 
@@ -290,6 +295,29 @@ pub fn every_event_type() -> Vec<Event> {
             details: Default::default(),
             ticket_id: None,
             at: t(210_000),
+        }),
+        Event::WebhookSubscribed(Subscribed {
+            webhook_id: "01JDW8Z0R5X3J9Q2K7M4N6P8T1".into(),
+            queue: format!("partner.{P}"),
+            url_redacted: "https://hooks.contoso-partner.com/…".into(),
+            description: "Escalations to our ServiceNow".into(),
+            owner: Principal::PartnerSync { partner_id: P.into() },
+            at: t(220_000),
+        }),
+        Event::WebhookSecretRotated(Changed {
+            webhook_id: "01JDW8Z0R5X3J9Q2K7M4N6P8T1".into(),
+            reason: String::new(),
+            at: t(230_000),
+        }),
+        Event::WebhookDisabled(Changed {
+            webhook_id: "01JDW8Z0R5X3J9Q2K7M4N6P8T1".into(),
+            reason: "the receiver answered 410 Gone".into(),
+            at: t(240_000),
+        }),
+        Event::WebhookDeleted(Changed {
+            webhook_id: "01JDW8Z0R5X3J9Q2K7M4N6P8T1".into(),
+            reason: String::new(),
+            at: t(250_000),
         }),
     ];
     v.sort_by_key(type_index);
