@@ -60,6 +60,13 @@ pub trait QueueStore: QueueSink {
     /// Every message of a queue, in priority order, without leasing.
     fn peek(&self, queue: &str, limit: usize) -> Result<Vec<QueueMessage>, LogError>;
     fn sync(&self) -> Result<(), LogError>;
+    /// Enqueues every message whose source event is new, as [`QueueSink::enqueue`] does,
+    /// without touching the forwarder's checkpoint: the webhook dispatcher copies a
+    /// queue's messages into its subscriptions' delivery queues with it.
+    fn copy(&self, messages: Vec<Enqueue>) -> Result<usize, LogError>;
+    /// Sets a message's lease to end at `until_ms` (a retry's time; `i64::MAX`: never
+    /// again until held to an earlier time; 0: now). `false` if it is not there.
+    fn hold(&self, queue: &str, id: &str, until_ms: i64) -> Result<bool, LogError>;
 }
 
 /// The queue contract every queue store passes, unchanged: the embedded one and the
@@ -125,6 +132,32 @@ pub mod conformance {
         assert_eq!((tickets(&peeked), peeked[0].deliveries), (vec!["t4".to_owned()], 0), "peek does not lease");
         assert!(q.ack("commercial.azure", &again[0].id).unwrap());
         assert!(q.lease("commercial.azure", 10, NOW + 100_000, 5_000).unwrap().is_empty());
+    }
+
+    /// A message held to a later time is leased only then (its `deliveries` counting
+    /// on); held to 0 it is leased again at once; a copy leaves the checkpoint alone
+    /// and is made once per source event.
+    pub fn hold_and_copy<Q: QueueStore>(q: &Q) {
+        assert_eq!(q.enqueue(vec![notice("webhook.w1", "vendor/c1:0#w1", 3, Severity::Moderate, false)], 7).unwrap(), 1);
+        let copies = vec![
+            notice("webhook.w1", "vendor/c1:0#w1", 3, Severity::Moderate, false),
+            notice("webhook.w2", "vendor/c1:0#w2", 3, Severity::Moderate, false),
+        ];
+        assert_eq!(q.copy(copies.clone()).unwrap(), 1, "only the new copy is new");
+        assert_eq!(q.copy(copies).unwrap(), 0);
+        assert_eq!(q.checkpoint().unwrap(), 7, "a copy leaves the checkpoint");
+        let m = q.lease("webhook.w1", 10, NOW, 30_000).unwrap().remove(0);
+        assert!(q.hold("webhook.w1", &m.id, NOW + 300_000).unwrap());
+        assert!(q.lease("webhook.w1", 10, NOW + 200_000, 30_000).unwrap().is_empty(), "held past its lease");
+        let again = q.lease("webhook.w1", 10, NOW + 300_001, 30_000).unwrap();
+        assert_eq!(again[0].deliveries, 2);
+        assert!(q.hold("webhook.w1", &m.id, i64::MAX).unwrap());
+        assert!(q.lease("webhook.w1", 10, NOW + 1_000_000_000, 30_000).unwrap().is_empty(), "held for ever");
+        assert_eq!(q.peek("webhook.w1", 10).unwrap()[0].leased_until, i64::MAX);
+        assert!(q.hold("webhook.w1", &m.id, 0).unwrap());
+        assert_eq!(q.lease("webhook.w1", 10, NOW, 30_000).unwrap().len(), 1, "released");
+        assert!(!q.hold("webhook.w1", "00", 0).unwrap());
+        assert!(!q.hold("webhook.w9", &m.id, 0).unwrap());
     }
 
     /// Each source event once, through any handle, forwarded again from an older

@@ -80,6 +80,16 @@ impl NatsQueues {
 
     /// Forwards a batch; answers how many were new.
     pub async fn forward(&self, messages: Vec<Enqueue>, checkpoint: u64) -> Result<usize, LogError> {
+        let new = self.store(messages).await?;
+        self.state
+            .put(CHECKPOINT_KEY, checkpoint.to_string().into())
+            .await
+            .map_err(|e| storage("cannot save the notifier's checkpoint", e))?;
+        Ok(new)
+    }
+
+    /// Stores every message whose key was never written (see the module's notes).
+    async fn store(&self, messages: Vec<Enqueue>) -> Result<usize, LogError> {
         let mut acks = Vec::with_capacity(messages.len());
         let mut keys = std::collections::HashSet::new();
         for m in messages {
@@ -117,11 +127,25 @@ impl NatsQueues {
                 Err(e) => return Err(storage("JetStream did not store a notice", e)),
             }
         }
-        self.state
-            .put(CHECKPOINT_KEY, checkpoint.to_string().into())
-            .await
-            .map_err(|e| storage("cannot save the notifier's checkpoint", e))?;
         Ok(new)
+    }
+
+    /// Sets a message's lease end (compare and set on the revision read, tried again
+    /// if another server changed it in between).
+    pub async fn hold_async(&self, queue: &str, id: &str, until_ms: i64) -> Result<bool, LogError> {
+        if !is_message_id(id) {
+            return Ok(false);
+        }
+        let key = format!("{}{id}", queue_prefix(queue));
+        for _ in 0..10 {
+            let Some((mut m, revision)) = self.entry(&key).await? else { return Ok(false) };
+            m.leased_until = until_ms;
+            let value = serde_json::to_vec(&m).map_err(|e| LogError::Codec(e.to_string()))?;
+            if self.messages.update(&key, value.into(), revision).await.is_ok() {
+                return Ok(true);
+            }
+        }
+        Err(LogError::Storage(format!("cannot hold message {id} of {queue}: it keeps changing")))
     }
 
     /// The position up to which everything was forwarded.
@@ -266,5 +290,13 @@ impl QueueStore for NatsQueues {
     fn sync(&self) -> Result<(), LogError> {
         // Every write was acknowledged by JetStream: nothing waits to be flushed.
         Ok(())
+    }
+
+    fn copy(&self, messages: Vec<Enqueue>) -> Result<usize, LogError> {
+        crate::blocking("cannot copy notices", self.store(messages))?
+    }
+
+    fn hold(&self, queue: &str, id: &str, until_ms: i64) -> Result<bool, LogError> {
+        crate::blocking("cannot hold a message", self.hold_async(queue, id, until_ms))?
     }
 }

@@ -59,8 +59,8 @@ impl SledQueues {
     }
 }
 
-impl QueueSink for SledQueues {
-    fn enqueue(&self, messages: Vec<Enqueue>, checkpoint: u64) -> Result<usize, LogError> {
+impl SledQueues {
+    fn put(&self, messages: Vec<Enqueue>, checkpoint: Option<u64>) -> Result<usize, LogError> {
         let mut batch = sled::Batch::default();
         let mut seen = std::collections::HashSet::new();
         let mut new = 0;
@@ -86,9 +86,17 @@ impl QueueSink for SledQueues {
             batch.insert(event_key(&m.source_event_id), key);
             new += 1;
         }
-        batch.insert(CHECKPOINT, &checkpoint.to_be_bytes());
+        if let Some(checkpoint) = checkpoint {
+            batch.insert(CHECKPOINT, &checkpoint.to_be_bytes());
+        }
         self.db.apply_batch(batch).map_err(storage)?;
         Ok(new)
+    }
+}
+
+impl QueueSink for SledQueues {
+    fn enqueue(&self, messages: Vec<Enqueue>, checkpoint: u64) -> Result<usize, LogError> {
+        self.put(messages, Some(checkpoint))
     }
 
     fn checkpoint(&self) -> Result<u64, LogError> {
@@ -143,5 +151,24 @@ impl QueueStore for SledQueues {
 
     fn sync(&self) -> Result<(), LogError> {
         self.db.flush().map(|_| ()).map_err(storage)
+    }
+
+    fn copy(&self, messages: Vec<Enqueue>) -> Result<usize, LogError> {
+        let new = self.put(messages, None)?;
+        self.db.flush().map_err(storage)?;
+        Ok(new)
+    }
+
+    fn hold(&self, queue: &str, id: &str, until_ms: i64) -> Result<bool, LogError> {
+        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(p) = unhex(id) else { return Ok(false) };
+        let mut key = queue_prefix(queue);
+        key.extend_from_slice(&p);
+        let Some(v) = self.db.get(&key).map_err(storage)? else { return Ok(false) };
+        let mut m = self.decode(&v)?;
+        m.leased_until = until_ms;
+        self.db.insert(key, rmp_serde::to_vec_named(&m).map_err(storage)?).map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(true)
     }
 }

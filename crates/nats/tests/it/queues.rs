@@ -21,6 +21,12 @@ async fn lease_ack_redeliver() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hold_and_copy() {
+    let (_nats, q, _) = fresh().await;
+    conformance::hold_and_copy(&q);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn each_source_event_once() {
     let (_nats, a, b) = fresh().await;
     conformance::each_source_event_once(&[&a, &b]);

@@ -26,3 +26,9 @@ fn order_across_the_whole_queue() {
     let (_dir, q) = fresh();
     conformance::order_across_the_whole_queue(&q);
 }
+
+#[test]
+fn hold_and_copy() {
+    let (_dir, q) = fresh();
+    conformance::hold_and_copy(&q);
+}
