@@ -194,7 +194,12 @@ fn not_found(id: &str) -> Rejection {
 }
 
 /// Decides a webhook command against the subscriptions the directory holds.
-pub fn decide(hooks: &Webhooks, who: &Principal, c: WebhookCommand<'_>, now: Timestamp) -> Result<Vec<Event>, Rejection> {
+pub fn decide(
+    hooks: &Webhooks,
+    who: &Principal,
+    c: WebhookCommand<'_>,
+    now: Timestamp,
+) -> Result<Vec<Event>, Rejection> {
     let id = c.webhook_id();
     if id.is_empty() || id.len() > 64 || !id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') {
         return Err(Rejection::invalid("webhook_id", "must be 1-64 letters, digits or '-'"));
@@ -310,7 +315,10 @@ mod tests {
         assert_eq!(hooks.of_queue("partner.p1").count(), 1);
         assert!(decide(&hooks, &p1, WebhookCommand::Subscribe(&s), now).unwrap().is_empty(), "the same again");
         let r = WebhookRef { webhook_id: "w1".into() };
-        assert_eq!(decide(&hooks, &agent("p2"), WebhookCommand::Rotate(&r), now).unwrap_err().code, Code::WebhookNotFound);
+        assert_eq!(
+            decide(&hooks, &agent("p2"), WebhookCommand::Rotate(&r), now).unwrap_err().code,
+            Code::WebhookNotFound
+        );
         let events = decide(&hooks, &p1, WebhookCommand::Rotate(&r), now).unwrap();
         fold(&mut hooks, &events);
         assert_eq!(hooks.get("w1").unwrap().rotated_at, Some(now));

@@ -16,6 +16,7 @@ pub mod queues;
 pub mod samples;
 pub mod tokens;
 pub mod views;
+pub mod webhooks;
 
 use std::future::Future;
 

@@ -138,7 +138,10 @@ pub mod conformance {
     /// on); held to 0 it is leased again at once; a copy leaves the checkpoint alone
     /// and is made once per source event.
     pub fn hold_and_copy<Q: QueueStore>(q: &Q) {
-        assert_eq!(q.enqueue(vec![notice("webhook.w1", "vendor/c1:0#w1", 3, Severity::Moderate, false)], 7).unwrap(), 1);
+        assert_eq!(
+            q.enqueue(vec![notice("webhook.w1", "vendor/c1:0#w1", 3, Severity::Moderate, false)], 7).unwrap(),
+            1
+        );
         let copies = vec![
             notice("webhook.w1", "vendor/c1:0#w1", 3, Severity::Moderate, false),
             notice("webhook.w2", "vendor/c1:0#w2", 3, Severity::Moderate, false),

@@ -8,6 +8,7 @@
 //!   tokens/         token hashes (embedded engine)    SledTokens
 //!   views/          the query views                   SledViews
 //!   queues/         the durable queues (embedded)     SledQueues
+//!   webhooks/       webhook URLs, secrets, attempts   SledWebhooks
 //!   gdap.snapshot   the GDAP projection's snapshot
 //!   admin.token     the bootstrap admin token (0600)
 //! ```
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use behalf_log::LogError;
 
-use crate::{OpenOptions, OpenReport, SledLog, SledQueues, SledTokens, SledViews};
+use crate::{OpenOptions, OpenReport, SledLog, SledQueues, SledTokens, SledViews, SledWebhooks};
 
 /// A data directory: where each store of a process lives in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +78,16 @@ impl DataDir {
     /// Opens the queues.
     pub fn open_queues(&self) -> Result<SledQueues, LogError> {
         SledQueues::open(self.queues())
+    }
+
+    /// The webhook store's sled directory (URLs, signing secrets, attempts).
+    pub fn webhooks(&self) -> PathBuf {
+        self.root.join("webhooks")
+    }
+
+    /// Opens the webhook store.
+    pub fn open_webhooks(&self) -> Result<SledWebhooks, LogError> {
+        SledWebhooks::open(self.webhooks())
     }
 
     /// Opens the token store.

@@ -31,3 +31,7 @@ pub use views::SledViews;
 mod queues;
 
 pub use queues::SledQueues;
+
+mod webhooks;
+
+pub use webhooks::SledWebhooks;

@@ -32,3 +32,10 @@ fn hold_and_copy() {
     let (_dir, q) = fresh();
     conformance::hold_and_copy(&q);
 }
+
+#[test]
+fn webhook_secrets_and_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = behalf_sled_store::SledWebhooks::open(dir.path()).unwrap();
+    behalf_log::webhooks::conformance::secrets_and_attempts(&s);
+}
