@@ -13,6 +13,9 @@
 //!   `behalf_<follower>_lag`.
 //! - [`HISTORY_DIVERGED`]: the first position at which the log no longer holds the
 //!   history this process saw (0 while it does); a process that sets it appends nothing.
+//! - [`WEBHOOK_ATTEMPTS`] `{outcome}`: webhook delivery attempts (`delivered`,
+//!   `retrying`, `failed`, `gone`); [`WEBHOOK_BACKLOG`]: deliveries waiting in every
+//!   subscription's queue (never a URL or a subscription id as a label).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -24,6 +27,13 @@ pub const HTTP_SECONDS: &str = "behalf_http_request_duration_seconds";
 pub const GROUP_SIZE: &str = "behalf_group_commit_size";
 pub const FOLLOWER_LAG_SECONDS: &str = "behalf_follower_lag_seconds";
 pub const HISTORY_DIVERGED: &str = "behalf_log_history_diverged";
+pub const WEBHOOK_ATTEMPTS: &str = "behalf_webhook_attempts_total";
+pub const WEBHOOK_BACKLOG: &str = "behalf_webhook_backlog";
+
+/// Sets [`WEBHOOK_BACKLOG`].
+pub fn gauge_webhook_backlog(waiting: usize) {
+    metrics::gauge!(WEBHOOK_BACKLOG).set(waiting as f64);
+}
 
 /// The buckets of every duration histogram, in seconds: 100 µs to 10 s.
 pub const SECONDS_BUCKETS: &[f64] =

@@ -23,6 +23,7 @@ pub mod runner;
 pub mod sla_sweep;
 pub mod tokens;
 pub mod views;
+pub mod webhooks;
 
 /// Internal failures of the service: nothing the caller did wrong; retry later.
 #[derive(Debug, thiserror::Error)]
