@@ -36,6 +36,8 @@ pub struct App<L: EventLog> {
     pub tokens: Arc<Tokens>,
     pub read: Option<ReadSide>,
     pub queues: Option<Arc<dyn QueueStore>>,
+    /// The webhook store and settings, where this process serves `/v1/webhooks`.
+    pub webhooks: Option<(Arc<dyn behalf_log::webhooks::WebhookStore>, behalf_service::webhooks::Settings)>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub(crate) in_flight: Arc<Semaphore>,
@@ -52,6 +54,7 @@ impl<L: EventLog> App<L> {
             tokens,
             read: None,
             queues: None,
+            webhooks: None,
             clock,
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
@@ -67,6 +70,16 @@ impl<L: EventLog> App<L> {
     /// Also answers queries from these views.
     pub fn with_read(mut self, read: ReadSide) -> Self {
         self.read = Some(read);
+        self
+    }
+
+    /// Also serves `/v1/webhooks` over this store (with the queues and the commands).
+    pub fn with_webhooks(
+        mut self,
+        store: Arc<dyn behalf_log::webhooks::WebhookStore>,
+        settings: behalf_service::webhooks::Settings,
+    ) -> Self {
+        self.webhooks = Some((store, settings));
         self
     }
 

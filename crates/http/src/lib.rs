@@ -48,6 +48,7 @@ mod respond;
 mod routes;
 mod tls;
 mod tokens;
+mod webhooks;
 
 pub use app::{App, Limits, ReadSide};
 use auth::{admin_only, authenticate};
@@ -73,6 +74,7 @@ pub fn router<L: EventLog>(app: Arc<App<L>>) -> Router {
         Part::Commands => app.commands.is_some(),
         Part::Queries => app.read.is_some(),
         Part::Queues => app.queues.is_some(),
+        Part::Webhooks => app.webhooks.is_some() && app.commands.is_some() && app.queues.is_some(),
     };
     let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<Arc<App<L>>>)> = Vec::new();
     for route in Route::all().into_iter().filter(|r| serves(r.part())) {

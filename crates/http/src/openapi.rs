@@ -106,6 +106,8 @@ fn query_params(route: Route) -> Vec<Value> {
         | Route::QueueDepth
         | Route::Command
         | Route::Ack => &[],
+        Route::Webhook(crate::routes::WebhookRoute::Deliveries) => &["limit"],
+        Route::Webhook(_) => &[],
     };
     names.iter().map(|n| json!({"name": n, "in": "query", "required": false, "schema": {"type": "string"}})).collect()
 }
@@ -138,6 +140,7 @@ fn operation(route: Route) -> Value {
             "A queue's depth and oldest message, without leasing",
             json!({"description": "depth, leased, oldest_position, oldest_at"}),
         ),
+        Route::Webhook(w) => (w.summary(), json!({"description": w.summary()})),
     };
     let parameters = [path_params(route.path()), query_params(route)].concat();
     let mut op = json!({

@@ -115,6 +115,8 @@ pub enum Part {
     Commands,
     Queries,
     Queues,
+    /// `/v1/webhooks`: where the webhook store, the commands and the queues are.
+    Webhooks,
 }
 
 /// Every route of the API.
@@ -135,6 +137,74 @@ pub enum Route {
     QueueDepth,
     Lease,
     Ack,
+    Webhook(WebhookRoute),
+}
+
+/// The routes of `/v1/webhooks`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookRoute {
+    Create,
+    List,
+    Read,
+    Delete,
+    Rotate,
+    Deliveries,
+    Replay,
+}
+
+impl WebhookRoute {
+    pub const ALL: [WebhookRoute; 7] = [
+        WebhookRoute::Create,
+        WebhookRoute::List,
+        WebhookRoute::Read,
+        WebhookRoute::Delete,
+        WebhookRoute::Rotate,
+        WebhookRoute::Deliveries,
+        WebhookRoute::Replay,
+    ];
+
+    fn method(self) -> &'static str {
+        match self {
+            WebhookRoute::Create | WebhookRoute::Rotate | WebhookRoute::Replay => "POST",
+            WebhookRoute::List | WebhookRoute::Read | WebhookRoute::Deliveries => "GET",
+            WebhookRoute::Delete => "DELETE",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            WebhookRoute::Create | WebhookRoute::List => "/v1/webhooks",
+            WebhookRoute::Read | WebhookRoute::Delete => "/v1/webhooks/{webhook_id}",
+            WebhookRoute::Rotate => "/v1/webhooks/{webhook_id}/rotate",
+            WebhookRoute::Deliveries => "/v1/webhooks/{webhook_id}/deliveries",
+            WebhookRoute::Replay => "/v1/webhooks/{webhook_id}/replay",
+        }
+    }
+
+    pub(crate) fn summary(self) -> &'static str {
+        match self {
+            WebhookRoute::Create => "Subscribe a URL to a queue; the signing secret is shown once (201)",
+            WebhookRoute::List => "The caller's webhook subscriptions",
+            WebhookRoute::Read => "One webhook subscription",
+            WebhookRoute::Delete => "Delete a webhook subscription (204)",
+            WebhookRoute::Rotate => "A new signing secret; the old one signs for a grace period",
+            WebhookRoute::Deliveries => "Recent delivery attempts, and how many wait or failed",
+            WebhookRoute::Replay => "Send the failed deliveries again",
+        }
+    }
+
+    fn handler<L: EventLog>(self) -> MethodRouter<Arc<App<L>>> {
+        use crate::webhooks as w;
+        match self {
+            WebhookRoute::Create => post(w::create::<L>),
+            WebhookRoute::List => get(w::list::<L>),
+            WebhookRoute::Read => get(w::read::<L>),
+            WebhookRoute::Delete => delete(w::remove::<L>),
+            WebhookRoute::Rotate => post(w::rotate::<L>),
+            WebhookRoute::Deliveries => get(w::deliveries::<L>),
+            WebhookRoute::Replay => post(w::replay::<L>),
+        }
+    }
 }
 
 impl Route {
@@ -147,6 +217,9 @@ impl Route {
             Route::QueueDepth,
             Route::Lease,
             Route::Ack,
+        ]);
+        all.extend(WebhookRoute::ALL.into_iter().map(Route::Webhook));
+        all.extend([
             Route::IssueToken,
             Route::ListTokens,
             Route::RevokeToken,
@@ -175,6 +248,7 @@ impl Route {
             | Route::AuditVerify
             | Route::QueueDepth
             | Route::Lease => "GET",
+            Route::Webhook(w) => w.method(),
         }
     }
 
@@ -194,6 +268,7 @@ impl Route {
             Route::QueueDepth => "/v1/queues/{queue}",
             Route::Lease => "/v1/queues/{queue}/messages",
             Route::Ack => "/v1/queues/{queue}/messages/{id}/ack",
+            Route::Webhook(w) => w.path(),
         }
     }
 
@@ -202,6 +277,7 @@ impl Route {
             Route::Command => Part::Commands,
             Route::Query(_) | Route::AuditVerify | Route::Console => Part::Queries,
             Route::Lease | Route::Ack | Route::QueueDepth => Part::Queues,
+            Route::Webhook(_) => Part::Webhooks,
             // Tokens, and what every role says of itself.
             Route::IssueToken | Route::ListTokens | Route::RevokeToken => Part::Always,
             Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::WhoAmI => Part::Always,
@@ -227,6 +303,7 @@ impl Route {
             Route::QueueDepth => get(queue_depth::<L>),
             Route::Lease => get(lease::<L>),
             Route::Ack => post(ack::<L>),
+            Route::Webhook(w) => w.handler::<L>(),
         }
     }
 }

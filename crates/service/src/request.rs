@@ -69,6 +69,10 @@ pub fn from_value(mut value: Value, idempotency_key: Option<&str>) -> Result<Req
         Some(v) => Some(v.as_u64().ok_or_else(|| malformed("expected_version must be a non-negative integer"))?),
     };
     match obj.get("type") {
+        // Sent by the server for /v1/webhooks, which keeps their secrets out of the log.
+        Some(Value::String(t)) if t.starts_with("webhook.") => {
+            return Err(malformed("webhook commands are sent through /v1/webhooks"))
+        }
         Some(Value::String(_)) => {}
         Some(_) => return Err(malformed("type must be a string")),
         None => return Err(malformed("the body has no type")),
@@ -108,6 +112,7 @@ mod tests {
             br#"{"type":7}"#,
             br#"{"type":"ticket.note","ticket_id":5,"text":"x"}"#,
             br#"{"type":"ticket.note","ticket_id":"T","text":"x","expected_version":-1}"#,
+            br#"{"type":"webhook.subscribe","webhook_id":"w","queue":"a.b","url_redacted":"x"}"#,
         ] {
             let r = parse(body, Encoding::Json, None).unwrap_err();
             assert_eq!(r.code, Code::RequestMalformed, "{}", String::from_utf8_lossy(body));
