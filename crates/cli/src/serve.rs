@@ -24,7 +24,7 @@ use behalf_sled_store::DataDir;
 use crate::listen::Http;
 use crate::settings::{Settings, DEFAULT_LISTEN};
 use crate::stores::{broken, gdap_projection, open_nats, open_nats_tokens, open_queues, open_stores, open_views};
-use crate::workers::{spawn_followers, spawn_sla_sweep, STOP_DEADLINE};
+use crate::workers::{spawn_followers, spawn_sla_sweep, spawn_webhooks, STOP_DEADLINE};
 
 /// A server that is up: its address and where the admin token went, if it was made.
 pub struct Started {
@@ -50,14 +50,23 @@ pub async fn start(
             let queues = behalf_nats::NatsQueues::open(to, replicas)
                 .await
                 .with_context(|| format!("cannot open the queues on NATS at {}", to.url))?;
-            start_on(log, tokens, Arc::new(queues), s, &dir, shutdown, None).await
+            let webhooks = Arc::new(
+                behalf_nats::NatsWebhooks::open(to, replicas)
+                    .await
+                    .with_context(|| format!("cannot open the webhook store on NATS at {}", to.url))?,
+            );
+            start_on(log, Stores { tokens, queues: Arc::new(queues), webhooks }, s, &dir, shutdown, None).await
         }
         None => {
             let (log, tokens) = open_stores(&dir, stop_at_last_good)?;
             let queues = Arc::new(open_queues(&dir)?);
+            let webhooks = Arc::new(
+                dir.open_webhooks()
+                    .with_context(|| format!("cannot open the webhook store in {}", dir.webhooks().display()))?,
+            );
             let log_for_walk = log.clone();
             let walk: ChainWalk = Box::new(move |gdap| Box::pin(walk_after_ready(log_for_walk, gdap)));
-            start_on(log, tokens, queues, s, &dir, shutdown, Some(walk)).await
+            start_on(log, Stores { tokens, queues, webhooks }, s, &dir, shutdown, Some(walk)).await
         }
     }
 }
@@ -121,17 +130,25 @@ async fn walk_after_ready(log: behalf_sled_store::SledLog, gdap: Arc<GdapProject
     }
 }
 
+/// The stores beside the log a server keeps: on the embedded engine in the data
+/// directory, on NATS in the cluster's buckets.
+struct Stores {
+    tokens: Tokens,
+    queues: Arc<dyn QueueStore>,
+    webhooks: Arc<dyn behalf_log::webhooks::WebhookStore>,
+}
+
 /// Serves over an opened log, token store and queues: the projection and the notifier
 /// in this process, the views in the data directory.
 async fn start_on<L: EventLog>(
     log: L,
-    tokens: Tokens,
-    queues: Arc<dyn QueueStore>,
+    stores: Stores,
     s: &Settings,
     dir: &DataDir,
     shutdown: impl Future<Output = ()> + Send + 'static,
     walk: Option<ChainWalk>,
 ) -> anyhow::Result<(Started, Serving)> {
+    let Stores { tokens, queues, webhooks } = stores;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin_token = tokens.bootstrap_admin(&dir.admin_token(), clock.as_ref())?;
     let views: Arc<dyn behalf_log::views::ViewStore> = Arc::new(open_views(dir)?);
@@ -142,11 +159,21 @@ async fn start_on<L: EventLog>(
     let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
     let (v, sv, c, q) = (Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
     spawn_sla_sweep(&mut workers, v, sv, c, q);
+    let sender = behalf_service::webhooks::Sender::new(
+        Arc::clone(&queues),
+        Arc::clone(&gdap),
+        Arc::clone(&webhooks),
+        Some(Arc::clone(&service)),
+        Arc::clone(&clock),
+        s.webhooks.service(),
+    );
+    spawn_webhooks(&mut workers, sender);
     let app = Arc::new(
         App::new(log, gdap, Arc::new(tokens), clock, s.limits())
             .with_commands(service)
             .with_read(ReadSide { views, position })
-            .with_queues(queues),
+            .with_queues(queues)
+            .with_webhooks(webhooks, s.webhooks.service()),
     );
     let listen = s.http.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address"));
     let http = Http::bind(listen, s.tls_files()?.as_ref()).await?;

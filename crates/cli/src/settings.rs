@@ -52,6 +52,50 @@ pub struct Settings {
     pub log: LogSettings,
     #[command(flatten)]
     pub nats: NatsSettings,
+    #[command(flatten)]
+    pub webhooks: WebhookSettings,
+}
+
+/// `[webhooks]`: how queue messages are pushed to subscribed URLs (`/v1/webhooks`).
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Allow http:// webhook URLs and loopback, private and link-local addresses (local
+    /// use and tests; never in production: a subscriber could reach inside your network)
+    #[arg(id = "webhooks.allow_insecure", long = "webhooks-allow-insecure", env = "BEHALF_WEBHOOKS_ALLOW_INSECURE")]
+    pub allow_insecure: bool,
+    /// The delay before each attempt of a delivery, comma-separated; past the last the
+    /// delivery has failed (until replayed)
+    #[arg(id = "webhooks.retry_schedule", long = "webhooks-retry-schedule", env = "BEHALF_WEBHOOKS_RETRY_SCHEDULE", value_name = "DURATIONS", value_delimiter = ',', value_parser = parse_duration, default_value = "0s,5s,5m,30m,2h,5h,10h,14h,20h,24h")]
+    #[serde(with = "durations_text")]
+    pub retry_schedule: Vec<Duration>,
+    /// How long one delivery attempt may take
+    #[arg(id = "webhooks.timeout", long = "webhooks-timeout", env = "BEHALF_WEBHOOKS_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// How long the previous signing secret still signs after a rotation
+    #[arg(id = "webhooks.rotation_grace", long = "webhooks-rotation-grace", env = "BEHALF_WEBHOOKS_ROTATION_GRACE", value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
+    #[serde(with = "duration_text")]
+    pub rotation_grace: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> WebhookSettings {
+        clap_defaults()
+    }
+}
+
+impl WebhookSettings {
+    /// As the sender and the routes take them.
+    pub fn service(&self) -> behalf_service::webhooks::Settings {
+        behalf_service::webhooks::Settings {
+            allow_insecure: self.allow_insecure,
+            retry_schedule: self.retry_schedule.clone(),
+            timeout: self.timeout,
+            rotation_grace: self.rotation_grace,
+            ..behalf_service::webhooks::Settings::default()
+        }
+    }
 }
 
 /// `[http]`: the API's listener and its limits.
@@ -248,7 +292,7 @@ impl Default for NatsSettings {
     }
 }
 
-/// A duration as `500ms`, `30s`, `10m`, `2h`, or whole seconds (`600`).
+/// A duration as `500ms`, `30s`, `10m`, `2h`, `90d`, or whole seconds (`600`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -259,7 +303,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
         "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("{text:?} is not a duration (e.g. 500ms, 30s, 10m, 2h)")),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return Err(format!("{text:?} is not a duration (e.g. 500ms, 30s, 10m, 2h, 90d)")),
     })
 }
 
@@ -278,10 +323,28 @@ mod duration_text {
     }
 }
 
+/// A list of durations in the settings file: `["0s", "300ms", "1s"]`.
+mod durations_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ds: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ds.iter().map(|d| format!("{}ms", d.as_millis())))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| super::parse_duration(t).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 /// The flags of every long-running role: the settings, and the file to read first.
 #[derive(Args, Debug, Clone)]
 pub struct SettingsArgs {
-    /// A TOML settings file (sections [http], [log], [nats], or the flags' names with
+    /// A TOML settings file (sections [http], [log], [nats], [webhooks], or the flags' names with
     /// underscores at the top)
     #[arg(long, env = "BEHALF_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -399,6 +462,13 @@ impl Settings {
         }
         if self.nats.duplicate_window < Duration::from_millis(100) {
             bail!("nats_duplicate_window must be at least 100ms");
+        }
+        let w = &self.webhooks;
+        if w.retry_schedule.is_empty() || w.retry_schedule.len() > 50 {
+            bail!("webhooks.retry_schedule must list 1 to 50 durations (the delay before each attempt)");
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&w.timeout) {
+            bail!("webhooks.timeout must be between 100ms and 5m");
         }
         // A commit is one NATS message; nats-server takes at most 1 MiB by default.
         if self.nats.url.is_some() && h.max_body_bytes > NATS_MAX_BODY_BYTES {

@@ -89,6 +89,18 @@ pub fn spawn_forwarding<L: EventLog, Q: QueueSink + ?Sized>(workers: &mut Worker
     });
 }
 
+/// The webhook sender (`behalf_service::webhooks`): copies subscribed queues' messages
+/// to their subscriptions and delivers them, for as long as the process runs.
+pub fn spawn_webhooks<L: EventLog>(workers: &mut Workers, sender: Arc<behalf_service::webhooks::Sender<L>>) {
+    workers.spawn("webhooks", Backoff::default(), move || {
+        let sender = Arc::clone(&sender);
+        async move {
+            sender.run().await;
+            Ok(())
+        }
+    });
+}
+
 /// How often the notifier looks for missed response targets (R20).
 pub const SLA_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -212,12 +212,7 @@ impl Route {
     pub fn all() -> Vec<Route> {
         let mut all = vec![Route::Command];
         all.extend(QueryRoute::ALL.into_iter().map(Route::Query));
-        all.extend([
-            Route::AuditVerify,
-            Route::QueueDepth,
-            Route::Lease,
-            Route::Ack,
-        ]);
+        all.extend([Route::AuditVerify, Route::QueueDepth, Route::Lease, Route::Ack]);
         all.extend(WebhookRoute::ALL.into_iter().map(Route::Webhook));
         all.extend([
             Route::IssueToken,

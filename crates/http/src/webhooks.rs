@@ -30,7 +30,8 @@ fn side<L: EventLog>(app: &App<L>) -> Result<Side<'_, L>, Early> {
 }
 
 fn not_found(id: &str) -> Early {
-    let r = Rejection::without_rule(Code::WebhookNotFound, format!("no webhook subscription {id}")).with("webhook_id", id);
+    let r =
+        Rejection::without_rule(Code::WebhookNotFound, format!("no webhook subscription {id}")).with("webhook_id", id);
     Box::new(rejected(&r, false))
 }
 
@@ -91,7 +92,10 @@ pub(crate) async fn create<L: EventLog>(State(app): State<Arc<App<L>>>, headers:
     let new: NewSubscription = match serde_json::from_slice(&body) {
         Ok(n) => n,
         Err(e) => {
-            return rejected(&Rejection::without_rule(Code::RequestMalformed, format!("not a subscription: {e}")), false)
+            return rejected(
+                &Rejection::without_rule(Code::RequestMalformed, format!("not a subscription: {e}")),
+                false,
+            )
         }
     };
     // Who may consume the queue first: nothing is kept for a refused subscription.

@@ -31,12 +31,14 @@ pub mod rpc;
 pub mod server;
 mod subject;
 mod tokens;
+mod webhooks;
 
 pub use endpoint::{connect, Credential, Endpoint};
 pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, DUPLICATE_WINDOW, EVENTS_STREAM};
 pub use queues::{NatsQueues, NOTIFIER_BUCKET, QUEUE_BUCKET};
 pub use subject::{command_key, event_subject};
 pub use tokens::{NatsTokens, TOKENS_BUCKET};
+pub use webhooks::{NatsWebhooks, WEBHOOKS_BUCKET};
 
 /// A storage error saying what could not be done and why.
 pub(crate) fn storage(what: &str, e: impl std::fmt::Display) -> behalf_log::LogError {

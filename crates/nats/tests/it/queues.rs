@@ -92,3 +92,10 @@ async fn the_sla_sweep_turn_is_one_servers_at_a_time() {
     assert!(turn(&b, "server-b", 41_001).await, "taken over once it ran out");
     assert!(!turn(&a, "server-a", 42_000).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhook_secrets_and_attempts() {
+    let nats = Cluster::single().unwrap();
+    let s = behalf_nats::NatsWebhooks::open(&nats.urls(), 1).await.unwrap();
+    behalf_log::webhooks::conformance::secrets_and_attempts(&s);
+}
