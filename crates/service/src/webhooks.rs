@@ -291,7 +291,7 @@ impl<L: EventLog> Sender<L> {
                 continue;
             }
             let lease_ms =
-                i64::try_from((self.settings.timeout + Duration::from_secs(10)).as_millis()).unwrap_or(i64::MAX);
+                i64::try_from((self.settings.timeout + Duration::from_secs(2)).as_millis()).unwrap_or(i64::MAX);
             let leased = self.queues.lease(&delivery_queue(&hook.webhook_id), free, self.now_ms(), lease_ms)?;
             for message in leased {
                 *self

@@ -28,3 +28,4 @@ mod queries;
 mod roles;
 mod rule_table;
 mod secure_nats;
+mod webhooks;

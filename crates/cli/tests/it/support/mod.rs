@@ -139,12 +139,18 @@ impl Kept {
 impl Engine {
     /// `behalf serve` on this engine.
     pub fn serve(self) -> (Server, Kept) {
+        self.serve_with(&[])
+    }
+
+    /// `behalf serve` on this engine, with more flags.
+    pub fn serve_with(self, flags: &[&str]) -> (Server, Kept) {
         let dir = tempfile::tempdir().unwrap();
         let (nats, server) = match self {
-            Engine::Embedded => (None, Server::start(dir.path())),
+            Engine::Embedded => (None, Server::start_with(dir.path(), flags)),
             Engine::Nats => {
                 let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
-                let server = Server::start_with(dir.path(), &["--nats", &nats.urls()]);
+                let urls = nats.urls();
+                let server = Server::start_with(dir.path(), &[&["--nats", urls.as_str()][..], flags].concat());
                 (Some(nats), server)
             }
         };
@@ -166,6 +172,25 @@ macro_rules! on_both_engines {
             #[tokio::test(flavor = "multi_thread")]
             async fn nats() {
                 let (server, _kept) = $crate::support::Engine::Nats.serve();
+                super::$scenario(server).await;
+            }
+        }
+    };
+}
+
+/// As [`on_both_engines!`], with more flags for `behalf serve`.
+macro_rules! on_both_engines_with {
+    ($scenario:ident, $flags:expr) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn embedded() {
+                let (server, _kept) = $crate::support::Engine::Embedded.serve_with($flags);
+                super::$scenario(server).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn nats() {
+                let (server, _kept) = $crate::support::Engine::Nats.serve_with($flags);
                 super::$scenario(server).await;
             }
         }
