@@ -1,4 +1,4 @@
-//! The router of a server with every part (commands, queries, queues) over embedded
+//! The router of a server with every part (commands, queries, queues, webhooks) over embedded
 //! stores in a temporary directory, with an admin and a vendor token: the in-process
 //! fixture of the http crate's tests.
 
@@ -34,6 +34,10 @@ pub fn server() -> Server {
     let app = App::new(log, gdap, Arc::new(tokens), clock, Limits::default())
         .with_commands(service)
         .with_read(ReadSide { views, position })
-        .with_queues(queues);
+        .with_queues(queues)
+        .with_webhooks(
+            Arc::new(DataDir::new(dir.path()).open_webhooks().unwrap()),
+            behalf_service::webhooks::Settings::default(),
+        );
     Server { _dir: dir, router: router(Arc::new(app)), admin, vendor }
 }
