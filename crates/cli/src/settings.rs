@@ -597,7 +597,26 @@ mod tests {
         assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
-        assert!(parse_duration("ten").is_err() && parse_duration("5d").is_err() && parse_duration("").is_err());
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert!(parse_duration("ten").is_err() && parse_duration("5w").is_err() && parse_duration("").is_err());
+    }
+
+    #[test]
+    fn webhooks_from_the_file_and_the_flags() {
+        let (_d, path) =
+            file("[webhooks]\nallow_insecure = true\nretry_schedule = [\"0s\", \"300ms\", \"1s\"]\ntimeout = \"2s\"\n");
+        let s = load(&["--config", &path]).unwrap();
+        assert!(s.webhooks.allow_insecure);
+        assert_eq!(s.webhooks.retry_schedule, [Duration::ZERO, Duration::from_millis(300), Duration::from_secs(1)]);
+        assert_eq!(s.webhooks.timeout, Duration::from_secs(2));
+        let s = load(&["--config", &path, "--webhooks-retry-schedule", "1s,2s"]).unwrap();
+        assert_eq!(s.webhooks.retry_schedule, [Duration::from_secs(1), Duration::from_secs(2)], "the flag wins");
+        let d = Settings::default().webhooks;
+        assert!(
+            !d.allow_insecure && d.retry_schedule.len() == 10 && d.retry_schedule[9] == Duration::from_secs(86_400)
+        );
+        let (_d, bad) = file("[webhooks]\ntimeout = \"0s\"\n");
+        assert!(load(&["--config", &bad]).is_err(), "a timeout of 0 is refused");
     }
 
     #[test]

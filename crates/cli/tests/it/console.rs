@@ -46,10 +46,15 @@ fn screenshot(url: &str, name: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_role_sees_its_view_and_nothing_of_another_partner() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server =
+        Server::start_with(dir.path(), &["--webhooks-allow-insecure", "--webhooks-retry-schedule", "0s,100ms"]);
     let c = Client::of(&server);
     send_world(&c, &server.admin).await;
     let alpha = c.token(&server.admin, &agent()).await;
+    // Partner A's queue is pushed to a receiver that is not there: the console shows it failing.
+    let hook = json!({"queue": format!("partner.{PARTNER}"), "url": "http://127.0.0.1:9/hook?token=s3cret"});
+    let r = c.http.post(format!("{}/v1/webhooks", c.base)).bearer_auth(&alpha).json(&hook).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
     let bravo = c.token(&server.admin, &agent_of(PROVIDER, PROVIDER_AGENT)).await;
     let vendor = c.token(&server.admin, &Principal::Vendor).await;
     let auditor = c.token(&server.admin, &Principal::Auditor).await;
@@ -66,6 +71,8 @@ async fn each_role_sees_its_view_and_nothing_of_another_partner() {
     let attention =
         json!({"type":"ticket.request_attention","ticket_id":b["ticket_id"],"text":"please send the sign-in logs"});
     assert_eq!(c.post(&vendor, &attention).await.0, 200);
+    let attention_a = json!({"type":"ticket.request_attention","ticket_id":a["ticket_id"],"text":"which mailbox?"});
+    assert_eq!(c.post(&vendor, &attention_a).await.0, 200);
     let reopen = json!({"type":"ticket.reopen","ticket_id":a["ticket_id"],"reason":"not closed"});
     assert_eq!(c.post(&alpha, &reopen).await.0, 409, "a refusal on the ticket");
     // Wait for the notifier, so the vendor's page has the escalation to show.
@@ -76,7 +83,24 @@ async fn each_role_sees_its_view_and_nothing_of_another_partner() {
     }
 
     let page = |token: &str| format!("{}/console/#token={token}", server.base);
+    let webhook = format!("{}/v1/webhooks", server.base);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, listed) = c.get(&alpha, "/v1/webhooks").await;
+        let id = listed["webhooks"][0]["id"].as_str().unwrap().to_owned();
+        let r = c.http.get(format!("{webhook}/{id}/deliveries")).bearer_auth(&alpha).send().await.unwrap();
+        if r.json::<serde_json::Value>().await.unwrap()["failed"] == 1 {
+            break;
+        }
+        support::before(deadline, "the delivery to the missing receiver to fail");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let seen_a = dom(&page(&alpha));
+    assert!(
+        seen_a.contains("Webhooks") && seen_a.contains("127.0.0.1:9") && seen_a.contains("could not connect"),
+        "{seen_a}"
+    );
+    assert!(!seen_a.contains("s3cret"), "the URL's credentials are not shown");
     assert!(seen_a.contains("Alpha-only mail outage"), "partner A sees its ticket: {seen_a}");
     assert!(!seen_a.contains("Bravo-only"), "partner A sees nothing of partner B");
     assert!(seen_a.contains("Open") && seen_a.contains("to target"), "a board with the SLA clock");
