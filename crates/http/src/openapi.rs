@@ -155,6 +155,18 @@ fn operation(route: Route) -> Value {
     if !matches!(route, Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::Console) {
         op["security"] = json!([{"bearer": []}]);
     }
+    if route == Route::Webhook(crate::routes::WebhookRoute::Create) {
+        op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+            "type": "object",
+            "required": ["queue", "url"],
+            "additionalProperties": false,
+            "properties": {
+                "queue": {"type": "string", "description": "<cloud>.<workload> or partner.<partner id>"},
+                "url": {"type": "string", "format": "uri", "maxLength": 2048, "description": "https:// to a public address"},
+                "description": {"type": "string", "maxLength": 500}
+            }
+        }}}});
+    }
     if route == Route::Command {
         op["requestBody"] = json!({"required": true, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/Command"}},
