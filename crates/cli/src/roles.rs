@@ -132,6 +132,16 @@ async fn open_queues(a: &NatsArgs) -> anyhow::Result<Arc<dyn QueueStore>> {
     ))
 }
 
+/// The cluster's webhook store (bucket `BEHALF_WEBHOOKS`): the command role serves
+/// `/v1/webhooks` from it, the notify role sends with it.
+async fn open_webhooks(a: &NatsArgs) -> anyhow::Result<Arc<dyn behalf_log::webhooks::WebhookStore>> {
+    Ok(Arc::new(
+        behalf_nats::NatsWebhooks::open(&a.nats, a.nats_replicas)
+            .await
+            .with_context(|| format!("cannot open the webhook store on NATS at {}", a.nats.url))?,
+    ))
+}
+
 /// The role's log and its GDAP projection (which scopes every answer, R24, and
 /// decides readiness), and the app over them with tokens and the cluster's queues.
 async fn app_on(a: &NatsArgs, index: bool) -> anyhow::Result<App<NatsLog>> {
@@ -148,7 +158,9 @@ pub async fn command(s: &Settings) -> anyhow::Result<()> {
     let app = app_on(&a, false).await?;
     let (log, gdap) = (app.log.clone(), Arc::clone(&app.gdap));
     let service = CommandService::with_gdap(app.log.clone(), Arc::clone(&app.gdap), Arc::clone(&app.clock));
-    let router = behalf_http::router(Arc::new(app.with_commands(Arc::new(service))));
+    let webhooks = open_webhooks(&a).await?;
+    let app = app.with_commands(Arc::new(service)).with_webhooks(webhooks, s.webhooks.service());
+    let router = behalf_http::router(Arc::new(app));
     let stop = Stop::when(shutdown_signal());
     let nats = serve_nats(
         a.nats.clone(),
@@ -195,8 +207,17 @@ pub async fn notify(s: &Settings) -> anyhow::Result<()> {
     let mut workers = Workers::default();
     crate::workers::spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
+    let sender = behalf_service::webhooks::Sender::new(
+        Arc::clone(&queues),
+        Arc::clone(service.gdap()),
+        open_webhooks(&a).await?,
+        Some(Arc::clone(&service)),
+        Arc::clone(&clock),
+        s.webhooks.service(),
+    );
+    crate::workers::spawn_webhooks(&mut workers, sender);
     crate::workers::spawn_sla_sweep(&mut workers, views, service, clock, Arc::clone(&queues));
-    println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE)");
+    println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE), sending webhooks");
     let stop = Stop::when(shutdown_signal());
     stop.into_stopped().await;
     workers.stop(crate::workers::STOP_DEADLINE).await;

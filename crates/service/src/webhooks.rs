@@ -243,6 +243,8 @@ pub struct Sender<L: EventLog> {
     settings: Settings,
     client: reqwest::Client,
     in_flight: Mutex<std::collections::HashMap<String, usize>>,
+    /// When the backlog gauge was last set (ms).
+    backlog_at: Mutex<i64>,
 }
 
 impl<L: EventLog> Sender<L> {
@@ -255,7 +257,17 @@ impl<L: EventLog> Sender<L> {
         settings: Settings,
     ) -> Arc<Self> {
         let client = client(&settings);
-        Arc::new(Sender { queues, gdap, store, commands, clock, settings, client, in_flight: Mutex::default() })
+        Arc::new(Sender {
+            queues,
+            gdap,
+            store,
+            commands,
+            clock,
+            settings,
+            client,
+            in_flight: Mutex::default(),
+            backlog_at: Mutex::new(0),
+        })
     }
 
     /// Runs until the process ends: a pass every 200 ms.
@@ -313,7 +325,19 @@ impl<L: EventLog> Sender<L> {
                 });
             }
         }
-        behalf_log::metrics::gauge_webhook_backlog(self.backlog());
+        // Counting every delivery queue is a scan (a listing on NATS): every 5 s is enough.
+        let now = self.now_ms();
+        let due = {
+            let mut last = self.backlog_at.lock().unwrap_or_else(|e| e.into_inner());
+            let due = now - *last >= 5_000;
+            if due {
+                *last = now;
+            }
+            due
+        };
+        if due {
+            behalf_log::metrics::gauge_webhook_backlog(self.backlog());
+        }
         Ok(())
     }
 

@@ -331,3 +331,44 @@ async fn two_servers_on_nats_send_each_message_once() {
         assert_eq!(d, (1, 1, true), "{id} sent once, verified");
     }
 }
+
+/// The split roles: `behalf command --listen` takes the subscription, `behalf notify`
+/// forwards and sends.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_split_roles_subscribe_and_send() {
+    let rx = Receiver::start();
+    let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
+    let url = nats.urls();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (p1, p2) = (d1.path().to_str().unwrap(), d2.path().to_str().unwrap());
+    let command: Vec<&str> =
+        [&["command", "--nats", url.as_str(), "--data-dir", p1, "--listen", "127.0.0.1:0"][..], FLAGS].concat();
+    let (c1, addr) = support::spawn_until(&command, "listening on ");
+    let _command = support::Role(c1);
+    let notify: Vec<&str> = [&["notify", "--nats", url.as_str(), "--data-dir", p2][..], FLAGS].concat();
+    let (n1, _) = support::spawn_until(&notify, "forwarding");
+    let _notify = support::Role(n1);
+    let admin = std::fs::read_to_string(behalf_sled_store::DataDir::new(d1.path()).admin_token()).unwrap();
+    let c = Client::at(&format!("http://{addr}"));
+    send_world(&c, admin.trim()).await;
+    let vendor = c.token(admin.trim(), &Principal::Vendor).await;
+    let agent = c.token(admin.trim(), &agent()).await;
+    let (status, sub) = subscribe(&c, &vendor, "commercial.office365", &rx.url("roles")).await;
+    assert_eq!(status, 201, "{sub}");
+    rx.set("secret", "roles", sub["secret"].as_str().unwrap()).await;
+    rx.set("mode", "roles", "gone").await;
+    escalate(&c, &agent, 0).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, w) =
+            call(&c, reqwest::Method::GET, &vendor, &format!("/v1/webhooks/{}", sub["id"].as_str().unwrap()), None)
+                .await;
+        if w["enabled"] == false {
+            break;
+        }
+        before(deadline, &format!("notify to send and the 410 to disable the subscription: {w}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = rx.deliveries("roles");
+    assert!(!got.is_empty() && got.iter().all(|d| d["verified_with"] == json!([0])), "{got:?}");
+}
