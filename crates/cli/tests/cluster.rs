@@ -768,6 +768,21 @@ async fn check_after_healing(nats: &Cluster, load: &Load, http: &reqwest::Client
         assert_eq!(status, 200, "{view}");
         let stream = behalf_domain::StreamId::ticket(&behalf_domain::TicketId::new(t.as_str()));
         let version = log.stream_version(&stream).await.unwrap();
+        if view["version"].as_u64() != Some(version) {
+            // Which node's copy says what: JetStream's own damage, or Behalf's?
+            for node in &nats.nodes {
+                let led = behalf_nats::baseline::lead_stream_on(&js, behalf_nats::EVENTS_STREAM, &node.name).await;
+                let v = log.stream_version(&stream).await;
+                let events = log
+                    .read_stream(&stream, 0)
+                    .await
+                    .map(|c| c.iter().map(|c| (c.position, c.first_version)).collect::<Vec<_>>());
+                eprintln!(
+                    "nemesis: ticket {t} on {} (leading: {led}): stream version {v:?}, commits {events:?}",
+                    node.name
+                );
+            }
+        }
         assert_eq!(view["version"].as_u64(), Some(version), "ticket {t}: the view is the fold of its stream");
     }
 
