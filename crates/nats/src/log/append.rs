@@ -15,7 +15,7 @@ impl NatsLog {
         }
         match self.stream().raw_message_builder().sequence(head).send().await {
             Ok(m) => {
-                decode_at(&m.payload, head)?;
+                decode_at(&m.payload, head, &m.subject)?;
                 Ok(Tail { head, base: head, hash: sha256(&m.payload) })
             }
             Err(e) if is_not_found(&e) => {

@@ -189,7 +189,15 @@ pub(super) async fn follow_keys_from(log: &NatsLog, from: u64) -> Result<(), Log
     let mut pruned_at = tokio::time::Instant::now();
     loop {
         let c = tokio::select! {
-            c = sub.next_hashed() => Some(c?),
+            c = sub.next_hashed() => Some(match c {
+                // JetStream damaged what it holds: never build on it (a lookup by
+                // subject would miss the misfiled commit).
+                Err(LogError::Corrupt { position, what }) if what.contains(super::MISFILED) => {
+                    known.diverge(position, what.clone());
+                    return Err(LogError::Corrupt { position, what });
+                }
+                other => other?,
+            }),
             () = tokio::time::sleep(PRUNE_EVERY) => None,
         };
         if let Some((c, hash)) = c {

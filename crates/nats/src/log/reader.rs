@@ -4,8 +4,8 @@
 use behalf_log::Hash;
 
 use super::{
-    check_position, consumer, sha256, storage, stream, Commit, Duration, LogError, NatsLog, Subscription, READY_WAIT,
-    STALL_CHECK,
+    check_position, check_subject, consumer, sha256, storage, stream, Commit, Duration, LogError, NatsLog,
+    Subscription, READY_WAIT, STALL_CHECK,
 };
 use futures::StreamExt as _;
 
@@ -69,8 +69,10 @@ impl NatsSubscription {
 
     /// The next commit and the bytes it is stored as.
     async fn try_next_stored(&mut self) -> Result<(Commit, bytes::Bytes), LogError> {
-        let (seq, payload) = self.next_raw().await?;
-        let c = Commit::decode_where(&payload, self.categories).and_then(|c| check_position(c, seq))?;
+        let (seq, subject, payload) = self.next_raw().await?;
+        let c = Commit::decode_where(&payload, self.categories)
+            .and_then(|c| check_position(c, seq))
+            .and_then(|c| check_subject(c, &subject))?;
         self.at = seq;
         Ok((c, payload))
     }
@@ -83,7 +85,7 @@ impl NatsSubscription {
     }
 
     /// The next stored record and its position (not yet taken as read).
-    pub(super) async fn next_raw(&mut self) -> Result<(u64, bytes::Bytes), LogError> {
+    pub(super) async fn next_raw(&mut self) -> Result<(u64, async_nats::Subject, bytes::Bytes), LogError> {
         loop {
             let messages = match &mut self.messages {
                 Some(m) => m,
@@ -124,12 +126,12 @@ impl NatsSubscription {
             }
             self.misplaced = 0;
             self.pending = pending;
-            return Ok((seq, m.message.payload.clone()));
+            return Ok((seq, m.message.subject.clone(), m.message.payload.clone()));
         }
     }
 
     /// As [`Subscription::next`], the stored bytes (for walking the hash chain).
-    pub(super) async fn next_bytes(&mut self) -> Result<(u64, bytes::Bytes), LogError> {
+    pub(super) async fn next_bytes(&mut self) -> Result<(u64, async_nats::Subject, bytes::Bytes), LogError> {
         let got = self.retrying(|s| Box::pin(s.next_raw())).await?;
         self.at = got.0;
         Ok(got)

@@ -95,3 +95,55 @@ async fn a_process_never_builds_on_a_history_replaced_under_it() {
     assert!(position == 40 || position == 41, "{position}: {what}");
     assert_eq!(fresh.head().await.unwrap(), head, "nothing was built on the other history");
 }
+
+/// A record filed under another subject than its stream's (what a damaged node or a
+/// rogue writer can leave: JetStream drops a record whose own checksum fails, so the
+/// test files a well-formed next commit under the wrong subject itself). The chain
+/// verifies record by record, but a lookup by subject misses it and the stream looks
+/// a version shorter: an append must not take the version that is already there, and
+/// `verify` names the position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_filed_under_another_subject_is_refused() {
+    let nats = Cluster::single().unwrap();
+    let urls = nats.urls();
+    let options = || NatsOptions { run_indexer: false, ..NatsOptions::new(urls.clone()) };
+    let log = NatsLog::open(options()).await.unwrap();
+    for i in 0..10 {
+        let r = request(&format!("ticket-o{i}"), ExpectedVersion::Exact(0), &format!("c{i}"), 1);
+        log.append(r).await.unwrap().unwrap();
+    }
+    let stream = behalf_domain::StreamId("ticket-tx".into());
+    let first = log.append(request("ticket-tx", ExpectedVersion::Exact(0), "tx-1", 1)).await.unwrap().unwrap();
+    drop(log);
+    // Version 2 of ticket-tx, chained to the last record, filed under ticket-ty's subject.
+    let js = async_nats::jetstream::new(async_nats::connect(&urls).await.unwrap());
+    let events = js.get_stream(EVENTS_STREAM).await.unwrap();
+    let last = events.get_raw_message(first.position).await.unwrap();
+    let prev = behalf_log::codec::sha256(&last.payload);
+    let req = request("ticket-tx", ExpectedVersion::Exact(1), "tx-2", 1);
+    let record = behalf_log::record_for(&req, first.position + 1, 2, &prev).unwrap();
+    let wrong = behalf_nats::event_subject(&behalf_domain::StreamId("ticket-ty".into()));
+    js.publish(wrong, record.into()).await.unwrap().await.unwrap();
+
+    let fresh = NatsLog::open(options()).await.unwrap();
+    assert_eq!(fresh.head().await.unwrap(), first.position + 1);
+    assert_eq!(fresh.stream_version(&stream).await.unwrap(), 1, "by subject, the stream looks one version shorter");
+    let report = fresh.verify().await.unwrap();
+    let (bad, what) = report.first_bad.expect("verify names the misfiled record");
+    assert_eq!(bad, first.position + 1, "{what}");
+    // Appending version 2 again would make a second version 2: refused instead.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match fresh.append(request("ticket-tx", ExpectedVersion::Exact(1), "tx-again", 1)).await {
+            Ok(answer) => panic!("an append on the misfiled stream was answered {answer:?}"),
+            Err(LogError::Corrupt { position, what }) => {
+                assert_eq!(position, first.position + 1, "{what}");
+                break;
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "refused for another reason: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
