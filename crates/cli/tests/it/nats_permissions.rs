@@ -18,11 +18,11 @@ use support::{before, send_world, spawn_until_with, Client, Role};
 
 const ROLES: [&str; 5] = ["command", "project", "notify", "producer", "auditor"];
 
-fn password(role: &str) -> String {
+pub(crate) fn password(role: &str) -> String {
     format!("{role}-pw-{}", std::process::id())
 }
 
-fn user(url: &str, role: &str) -> Endpoint {
+pub(crate) fn user(url: &str, role: &str) -> Endpoint {
     Endpoint {
         credential: Credential::UserPassword { user: role.into(), password: password(role) },
         ..Endpoint::at(url)
@@ -30,7 +30,7 @@ fn user(url: &str, role: &str) -> Endpoint {
 }
 
 /// The permissions file with its password variables filled in.
-fn permissions() -> String {
+pub(crate) fn permissions() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/nats/permissions.conf");
     let mut text = std::fs::read_to_string(path).unwrap();
     for role in ROLES {
@@ -41,7 +41,7 @@ fn permissions() -> String {
     text
 }
 
-fn violations(nats: &Cluster) -> Vec<String> {
+pub(crate) fn violations(nats: &Cluster) -> Vec<String> {
     let log = std::fs::read_to_string(nats.nodes[0].dir.join("server.log")).unwrap_or_default();
     log.lines().filter(|l| l.contains("Violation")).map(str::to_owned).collect()
 }

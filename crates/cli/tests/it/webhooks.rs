@@ -332,21 +332,28 @@ async fn two_servers_on_nats_send_each_message_once() {
     }
 }
 
-/// The split roles: `behalf command --listen` takes the subscription, `behalf notify`
-/// forwards and sends.
+/// The split roles, each with exactly its NATS user of `deploy/nats/permissions.conf`:
+/// `behalf command --listen` takes the subscription (its secrets in the bucket),
+/// `behalf notify` forwards, sends, records its attempts and disables on a 410.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_split_roles_subscribe_and_send() {
+    use crate::nats_permissions::{password, permissions, violations};
     let rx = Receiver::start();
-    let nats = behalf_nats::server::Cluster::single().expect("nats-server starts");
+    let nats = behalf_nats::server::Cluster::single_with(&permissions()).expect("nats-server starts");
     let url = nats.urls();
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (p1, p2) = (d1.path().to_str().unwrap(), d2.path().to_str().unwrap());
-    let command: Vec<&str> =
-        [&["command", "--nats", url.as_str(), "--data-dir", p1, "--listen", "127.0.0.1:0"][..], FLAGS].concat();
-    let (c1, addr) = support::spawn_until(&command, "listening on ");
+    let command: Vec<&str> = [
+        &["command", "--nats", url.as_str(), "--nats-user", "command", "--data-dir", p1, "--listen", "127.0.0.1:0"][..],
+        FLAGS,
+    ]
+    .concat();
+    let (c1, addr) =
+        support::spawn_until_with(&command, &[("BEHALF_NATS_PASSWORD", &password("command"))], "listening on ");
     let _command = support::Role(c1);
-    let notify: Vec<&str> = [&["notify", "--nats", url.as_str(), "--data-dir", p2][..], FLAGS].concat();
-    let (n1, _) = support::spawn_until(&notify, "forwarding");
+    let notify: Vec<&str> =
+        [&["notify", "--nats", url.as_str(), "--nats-user", "notify", "--data-dir", p2][..], FLAGS].concat();
+    let (n1, _) = support::spawn_until_with(&notify, &[("BEHALF_NATS_PASSWORD", &password("notify"))], "forwarding");
     let _notify = support::Role(n1);
     let admin = std::fs::read_to_string(behalf_sled_store::DataDir::new(d1.path()).admin_token()).unwrap();
     let c = Client::at(&format!("http://{addr}"));
@@ -366,9 +373,23 @@ async fn the_split_roles_subscribe_and_send() {
         if w["enabled"] == false {
             break;
         }
-        before(deadline, &format!("notify to send and the 410 to disable the subscription: {w}"));
+        before(
+            deadline,
+            &format!(
+                "notify to send and the 410 to disable the subscription: {w}; violations: {:?}",
+                violations(&nats)
+            ),
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let got = rx.deliveries("roles");
     assert!(!got.is_empty() && got.iter().all(|d| d["verified_with"] == json!([0])), "{got:?}");
+    let id = sub["id"].as_str().unwrap();
+    let (status, seen) = call(&c, reqwest::Method::GET, &vendor, &format!("/v1/webhooks/{id}/deliveries"), None).await;
+    assert_eq!(status, 200, "{seen}");
+    assert!(
+        seen["deliveries"].as_array().is_some_and(|d| d.iter().any(|d| d["status"] == 410)),
+        "notify recorded its attempt where the command role reads it: {seen}"
+    );
+    assert!(violations(&nats).is_empty(), "the roles stayed within their grants: {:#?}", violations(&nats));
 }
