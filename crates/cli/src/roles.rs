@@ -149,7 +149,14 @@ async fn app_on(a: &NatsArgs, index: bool) -> anyhow::Result<App<NatsLog>> {
     let log = crate::stores::open_nats(&a.nats, a.nats_replicas, a.nats_duplicate_window, index).await?;
     let tokens = open_tokens(a, clock.as_ref()).await?;
     let gdap = crate::stores::gdap_projection(&log, &a.data_dir);
-    Ok(App::new(log, gdap, Arc::new(tokens), clock, a.limits).with_queues(open_queues(a).await?))
+    let keyring = open_keyring(a, &log).await?;
+    Ok(App::new(log, gdap, Arc::new(tokens), clock, a.limits).with_queues(open_queues(a).await?).with_keyring(keyring))
+}
+
+/// The cluster's sealing keys (bucket `BEHALF_KEYS`).
+async fn open_keyring(a: &NatsArgs, log: &NatsLog) -> anyhow::Result<Arc<behalf_service::seal::Keyring>> {
+    let (store, at) = crate::stores::open_key_store(Some(&a.nats), a.nats_replicas, &a.data_dir).await?;
+    crate::stores::open_keyring(store, &at, log).await
 }
 
 /// `behalf command --nats URL`.
@@ -157,7 +164,9 @@ pub async fn command(s: &Settings) -> anyhow::Result<()> {
     let a = NatsArgs::of(s, "command")?;
     let app = app_on(&a, false).await?;
     let (log, gdap) = (app.log.clone(), Arc::clone(&app.gdap));
-    let service = CommandService::with_gdap(app.log.clone(), Arc::clone(&app.gdap), Arc::clone(&app.clock));
+    let keyring = Arc::clone(app.keyring.as_ref().expect("app_on opens the keyring"));
+    let service =
+        CommandService::with_gdap(app.log.clone(), Arc::clone(&app.gdap), Arc::clone(&app.clock)).with_keyring(keyring);
     let webhooks = open_webhooks(&a).await?;
     let app = app.with_commands(Arc::new(service)).with_webhooks(webhooks, s.webhooks.service());
     let router = behalf_http::router(Arc::new(app));
@@ -206,7 +215,8 @@ pub async fn notify(s: &Settings) -> anyhow::Result<()> {
     let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir)?);
     let mut workers = Workers::default();
     crate::workers::spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
-    let service = Arc::new(CommandService::new(log, Arc::clone(&clock)));
+    let keyring = open_keyring(&a, &log).await?;
+    let service = Arc::new(CommandService::new(log, Arc::clone(&clock)).with_keyring(keyring));
     let sender = behalf_service::webhooks::Sender::new(
         Arc::clone(&queues),
         Arc::clone(service.gdap()),

@@ -55,7 +55,8 @@ pub async fn start(
                     .await
                     .with_context(|| format!("cannot open the webhook store on NATS at {}", to.url))?,
             );
-            start_on(log, Stores { tokens, queues: Arc::new(queues), webhooks }, s, &dir, shutdown, None).await
+            let keys = crate::stores::open_key_store(Some(to), replicas, &dir).await?;
+            start_on(log, Stores { tokens, queues: Arc::new(queues), webhooks, keys }, s, &dir, shutdown, None).await
         }
         None => {
             let (log, tokens) = open_stores(&dir, stop_at_last_good)?;
@@ -66,7 +67,8 @@ pub async fn start(
             );
             let log_for_walk = log.clone();
             let walk: ChainWalk = Box::new(move |gdap| Box::pin(walk_after_ready(log_for_walk, gdap)));
-            start_on(log, Stores { tokens, queues, webhooks }, s, &dir, shutdown, Some(walk)).await
+            let keys = crate::stores::open_key_store(None, replicas, &dir).await?;
+            start_on(log, Stores { tokens, queues, webhooks, keys }, s, &dir, shutdown, Some(walk)).await
         }
     }
 }
@@ -136,6 +138,8 @@ struct Stores {
     tokens: Tokens,
     queues: Arc<dyn QueueStore>,
     webhooks: Arc<dyn behalf_log::webhooks::WebhookStore>,
+    /// The key store (and where it is, for messages).
+    keys: (Arc<dyn behalf_log::keys::KeyStore>, String),
 }
 
 /// Serves over an opened log, token store and queues: the projection and the notifier
@@ -148,7 +152,8 @@ async fn start_on<L: EventLog>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     walk: Option<ChainWalk>,
 ) -> anyhow::Result<(Started, Serving)> {
-    let Stores { tokens, queues, webhooks } = stores;
+    let Stores { tokens, queues, webhooks, keys } = stores;
+    let keyring = crate::stores::open_keyring(keys.0, &keys.1, &log).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let admin_token = tokens.bootstrap_admin(&dir.admin_token(), clock.as_ref())?;
     let views: Arc<dyn behalf_log::views::ViewStore> = Arc::new(open_views(dir)?);
@@ -156,7 +161,10 @@ async fn start_on<L: EventLog>(
     let position = spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let gdap = gdap_projection(&log, dir);
     let (gdap_for_walk, gdap_to_save, log_to_save) = (Arc::clone(&gdap), Arc::clone(&gdap), log.clone());
-    let service = Arc::new(CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock)));
+    let service = Arc::new(
+        CommandService::with_gdap(log.clone(), Arc::clone(&gdap), Arc::clone(&clock))
+            .with_keyring(Arc::clone(&keyring)),
+    );
     let (v, sv, c, q) = (Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
     spawn_sla_sweep(&mut workers, v, sv, c, q);
     let sender = behalf_service::webhooks::Sender::new(
@@ -173,7 +181,8 @@ async fn start_on<L: EventLog>(
             .with_commands(service)
             .with_read(ReadSide { views, position })
             .with_queues(queues)
-            .with_webhooks(webhooks, s.webhooks.service()),
+            .with_webhooks(webhooks, s.webhooks.service())
+            .with_keyring(keyring),
     );
     let listen = s.http.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid address"));
     let http = Http::bind(listen, s.tls_files()?.as_ref()).await?;

@@ -148,3 +148,64 @@ pub fn open_views_at(path: &Path) -> anyhow::Result<SledViews> {
 pub fn open_queues(dir: &DataDir) -> anyhow::Result<SledQueues> {
     dir.open_queues().with_context(|| format!("cannot open the queues in {}", dir.queues().display()))
 }
+
+/// Where the sealing keys are: the data directory's `keys/`, or the cluster's bucket.
+pub async fn open_key_store(
+    to: Option<&Endpoint>,
+    replicas: usize,
+    dir: &DataDir,
+) -> anyhow::Result<(std::sync::Arc<dyn behalf_log::keys::KeyStore>, String)> {
+    Ok(match to {
+        Some(to) => (
+            std::sync::Arc::new(
+                behalf_nats::NatsKeys::open(to, replicas)
+                    .await
+                    .with_context(|| format!("cannot open the key store on NATS at {}", to.url))?,
+            ),
+            format!("the bucket {} on NATS at {}", behalf_nats::KEYS_BUCKET, to.url),
+        ),
+        None => {
+            ensure_dir(dir.root())?;
+            let keys = dir.open_keys().with_context(|| format!("cannot open the key store; {}", in_use(dir.root())))?;
+            (std::sync::Arc::new(keys), dir.keys().display().to_string())
+        }
+    })
+}
+
+/// The keyring that seals and opens personal data (issue 26), over `store`. A key
+/// store made now beside a log that already holds sealed records has been lost: that
+/// is said here, at start-up, not discovered later as fields that read as erased.
+pub async fn open_keyring<L: behalf_log::EventLog>(
+    store: std::sync::Arc<dyn behalf_log::keys::KeyStore>,
+    at: &str,
+    log: &L,
+) -> anyhow::Result<std::sync::Arc<behalf_service::seal::Keyring>> {
+    let (keyring, fresh) =
+        behalf_service::seal::Keyring::open(store).with_context(|| format!("cannot open the sealing keys in {at}"))?;
+    if fresh {
+        let sealed = sealed_records(log).await?;
+        if sealed > 0 {
+            anyhow::bail!(
+                "the key store in {at} is new, but the log holds {sealed} records with sealed personal data: \
+                 the keys were lost. Restore the key store from the backup taken with the log (docs/OPERATIONS.md, \
+                 \"Backups\"); starting without it would show every sealed field as erased"
+            );
+        }
+    }
+    Ok(std::sync::Arc::new(keyring))
+}
+
+/// How many records hold sealed personal fields (read once, on a new key store).
+async fn sealed_records<L: behalf_log::EventLog>(log: &L) -> anyhow::Result<u64> {
+    let (mut after, mut sealed) = (0, 0u64);
+    loop {
+        let page = log.read_all(after, 1000).await?;
+        let Some(last) = page.last() else { return Ok(sealed) };
+        after = last.position;
+        for c in &page {
+            if c.events.iter().any(|e| behalf_service::seal::sealed_fields(e) > 0) {
+                sealed += 1;
+            }
+        }
+    }
+}

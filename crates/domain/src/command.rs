@@ -189,6 +189,12 @@ pub enum Command {
     /// Internal (the sender, as the vendor side): the receiver answered `410 Gone`.
     #[serde(rename = "webhook.disable")]
     WebhookDisable(crate::webhook::Disable),
+    /// Deletes a person's key: every sealed field of theirs reads as erased.
+    #[serde(rename = "person.erase")]
+    PersonErase(crate::erasure::ErasePerson),
+    /// Deletes a ticket's free-text key.
+    #[serde(rename = "ticket.redact")]
+    TicketRedact(TicketRef),
 }
 
 /// The stream categories of directory facts: what the GDAP projection follows.
@@ -251,6 +257,8 @@ impl Command {
             Command::WebhookRotate(_) => "webhook.rotate",
             Command::WebhookDelete(_) => "webhook.delete",
             Command::WebhookDisable(_) => "webhook.disable",
+            Command::PersonErase(_) => "person.erase",
+            Command::TicketRedact(_) => "ticket.redact",
         }
     }
 
@@ -262,6 +270,7 @@ impl Command {
             CommandKind::SupportRequest(_) => Target::NewSupportRequest,
             CommandKind::Ticket(id, _) => Target::Ticket(id.clone()),
             CommandKind::Webhook(c) => Target::Fact(c.stream()),
+            CommandKind::ErasePerson(c) => Target::Fact(c.stream()),
         }
     }
 }

@@ -20,7 +20,7 @@ pub use crate::facts::{
 };
 
 pub(crate) use decide::decide;
-pub use decide::{email_domain, is_domain};
+pub use decide::{contact_domain, email_domain, is_domain};
 
 /// A small ordered set of ids, kept as a sorted vector: most sets of the directory's
 /// indexes hold one or two ids, and a `BTreeSet` node takes ~300 bytes even for one.
@@ -128,7 +128,7 @@ impl Directory {
         let e = match event.kind() {
             EventKind::Directory(e) => e,
             EventKind::Webhook(w) => return self.webhooks.apply(w),
-            EventKind::Ticket(_) | EventKind::Routed(_) | EventKind::Rejected(_) => return,
+            EventKind::Ticket(_) | EventKind::Routed(_) | EventKind::Rejected(_) | EventKind::PersonErased(_) => return,
         };
         match e {
             DirectoryEvent::PartnerRegistered(p) => {

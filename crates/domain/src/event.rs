@@ -316,6 +316,8 @@ pub enum Event {
     WebhookSecretRotated(crate::webhook::Changed),
     WebhookDisabled(crate::webhook::Changed),
     WebhookDeleted(crate::webhook::Changed),
+    PersonErased(crate::erasure::PersonErased),
+    TicketRedacted(crate::erasure::TicketRedacted),
 }
 
 impl Event {
@@ -352,6 +354,8 @@ impl Event {
             Event::WebhookSecretRotated(_) => "WebhookSecretRotated",
             Event::WebhookDisabled(_) => "WebhookDisabled",
             Event::WebhookDeleted(_) => "WebhookDeleted",
+            Event::PersonErased(_) => "PersonErased",
+            Event::TicketRedacted(_) => "TicketRedacted",
         }
     }
 
@@ -359,7 +363,11 @@ impl Event {
     pub fn ticket_id(&self) -> Option<&TicketId> {
         match self.kind() {
             EventKind::Ticket(t) => Some(t.ticket_id()),
-            EventKind::Directory(_) | EventKind::Routed(_) | EventKind::Rejected(_) | EventKind::Webhook(_) => None,
+            EventKind::Directory(_)
+            | EventKind::Routed(_)
+            | EventKind::Rejected(_)
+            | EventKind::Webhook(_)
+            | EventKind::PersonErased(_) => None,
         }
     }
 
@@ -367,7 +375,11 @@ impl Event {
     pub fn evidence(&self) -> Option<&Evidence> {
         match self.kind() {
             EventKind::Ticket(t) => t.evidence(),
-            EventKind::Directory(_) | EventKind::Routed(_) | EventKind::Rejected(_) | EventKind::Webhook(_) => None,
+            EventKind::Directory(_)
+            | EventKind::Routed(_)
+            | EventKind::Rejected(_)
+            | EventKind::Webhook(_)
+            | EventKind::PersonErased(_) => None,
         }
     }
 

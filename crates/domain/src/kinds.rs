@@ -9,6 +9,7 @@
 use crate::command::{
     AttachToTicket, CloseTicket, EscalateTicket, OpenTicket, ReopenTicket, SupportRequest, TicketText, UpdateTicket,
 };
+use crate::erasure::{ErasePerson, PersonErased, TicketRedacted};
 use crate::event::{
     AttachmentAdded, AttentionCleared, AttentionRequested, NoteAdded, SlaBreached, SupportRequestRouted, TicketClosed,
     TicketEscalated, TicketOpened, TicketReopened, TicketUpdated, VendorResponded,
@@ -34,6 +35,8 @@ pub enum CommandKind<'a> {
     Ticket(&'a TicketId, TicketCommand<'a>),
     /// A webhook subscription's (`crate::webhook`).
     Webhook(WebhookCommand<'a>),
+    /// `person.erase` (`crate::erasure`).
+    ErasePerson(&'a ErasePerson),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +67,7 @@ pub enum TicketCommand<'a> {
     Close(&'a CloseTicket),
     Reopen(&'a ReopenTicket),
     SlaCheck,
+    Redact,
 }
 
 impl Command {
@@ -101,6 +105,8 @@ impl Command {
             Command::WebhookRotate(x) => CommandKind::Webhook(WebhookCommand::Rotate(x)),
             Command::WebhookDelete(x) => CommandKind::Webhook(WebhookCommand::Delete(x)),
             Command::WebhookDisable(x) => CommandKind::Webhook(WebhookCommand::Disable(x)),
+            Command::PersonErase(x) => CommandKind::ErasePerson(x),
+            Command::TicketRedact(x) => T(&x.ticket_id, Tc::Redact),
         }
     }
 }
@@ -138,6 +144,8 @@ pub enum EventKind<'a> {
     Rejected(&'a CommandRejected),
     /// A webhook subscription's lifecycle (folded into the directory with the facts).
     Webhook(WebhookEvent<'a>),
+    /// A person's keys deleted (`crate::erasure`).
+    PersonErased(&'a PersonErased),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +178,7 @@ pub enum TicketEvent<'a> {
     Closed(&'a TicketClosed),
     Reopened(&'a TicketReopened),
     SlaBreached(&'a SlaBreached),
+    Redacted(&'a TicketRedacted),
 }
 
 impl Event {
@@ -209,6 +218,8 @@ impl Event {
             Event::WebhookSecretRotated(x) => EventKind::Webhook(WebhookEvent::SecretRotated(x)),
             Event::WebhookDisabled(x) => EventKind::Webhook(WebhookEvent::Disabled(x)),
             Event::WebhookDeleted(x) => EventKind::Webhook(WebhookEvent::Deleted(x)),
+            Event::PersonErased(x) => EventKind::PersonErased(x),
+            Event::TicketRedacted(x) => T(Te::Redacted(x)),
         }
     }
 }
@@ -228,6 +239,7 @@ impl<'a> TicketEvent<'a> {
             TicketEvent::Closed(e) => &e.ticket_id,
             TicketEvent::Reopened(e) => &e.ticket_id,
             TicketEvent::SlaBreached(e) => &e.ticket_id,
+            TicketEvent::Redacted(e) => &e.ticket_id,
         }
     }
 
@@ -241,6 +253,7 @@ impl<'a> TicketEvent<'a> {
             TicketEvent::NoteAdded(e) => e.evidence.as_ref(),
             TicketEvent::Escalated(e) => e.evidence.as_ref(),
             TicketEvent::Closed(e) => e.evidence.as_ref(),
+            TicketEvent::Redacted(e) => e.evidence.as_ref(),
             TicketEvent::VendorResponded(_)
             | TicketEvent::AttentionRequested(_)
             | TicketEvent::AttentionCleared(_)

@@ -16,6 +16,7 @@
 
 pub mod command;
 pub mod directory;
+pub mod erasure;
 pub mod event;
 pub mod facts;
 pub mod ids;
@@ -159,6 +160,7 @@ pub fn decide(state: &State<'_>, command: &Command, ctx: &Context) -> Result<Vec
         CommandKind::SupportRequest(x) => routing::decide_support_request(dir, x, ctx),
         CommandKind::Ticket(id, c) => ticket::decide_existing(dir, state.ticket, id, c, ctx),
         CommandKind::Webhook(c) => webhook::decide(&dir.webhooks, p, c, ctx.now),
+        CommandKind::ErasePerson(c) => erasure::decide_erase_person(p, c, ctx.now),
     }
 }
 

@@ -104,11 +104,13 @@ pub fn route(event: &Event) -> Option<Outgoing> {
             | TicketEvent::AttentionCleared(_)
             | TicketEvent::Closed(_)
             | TicketEvent::Reopened(_)
-            | TicketEvent::SlaBreached(_),
+            | TicketEvent::SlaBreached(_)
+            | TicketEvent::Redacted(_),
         )
         | EventKind::Directory(_)
         | EventKind::Rejected(_)
-        | EventKind::Webhook(_) => None,
+        | EventKind::Webhook(_)
+        | EventKind::PersonErased(_) => None,
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! The policy authorises on permissions (see [`crate::roles`]), never on role names.
 
-use crate::directory::{email_domain, Assignment, Customer, Directory, Partner, Relationship};
+use crate::directory::{contact_domain, Assignment, Customer, Directory, Partner, Relationship};
 use crate::event::{Evidence, Grant};
 use crate::rejection::{Code, Rejection, Rule};
 use crate::roles::{azure_role_may_open_support, entra_role_permits};
@@ -292,7 +292,7 @@ pub fn r11_partner_contact(partner: &Partner, customer: Option<&Customer>, email
     let refuse = |why: &str| {
         Rejection::new(Code::ContactMustBePartner, Rule::R11, why.to_owned()).with("field", "contact.email")
     };
-    let domain = email_domain(email).ok_or_else(|| refuse("the contact e-mail is not an e-mail address"))?;
+    let domain = contact_domain(email).ok_or_else(|| refuse("the contact e-mail is not an e-mail address"))?;
     if customer.is_some_and(|c| c.domains.contains(&domain)) {
         return Err(refuse("the contact must be the partner's, not the customer's"));
     }

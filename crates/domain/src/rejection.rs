@@ -60,6 +60,7 @@ codes! {
     InvalidRelationship = "gdap.invalid_relationship";
     RoleNotInRelationship = "gdap.role_not_in_relationship";
     WebhookNotFound = "webhook.not_found";
+    PersonNotFound = "person.not_found";
     WebhookUrlNotAllowed = "webhook.url_not_allowed";
     Overloaded = "overloaded";
     Unavailable = "unavailable";

@@ -63,7 +63,8 @@ impl SlaClock {
             TicketEvent::NoteAdded(_)
             | TicketEvent::Updated(_)
             | TicketEvent::AttachmentAdded(_)
-            | TicketEvent::Escalated(_) => {}
+            | TicketEvent::Escalated(_)
+            | TicketEvent::Redacted(_) => {}
         }
     }
 

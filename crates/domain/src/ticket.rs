@@ -112,7 +112,10 @@ impl Ticket {
         t.sla.apply(event);
         let EventKind::Ticket(e) = event.kind() else { return };
         match e {
-            TicketEvent::Opened(_) | TicketEvent::VendorResponded(_) | TicketEvent::SlaBreached(_) => {}
+            TicketEvent::Opened(_)
+            | TicketEvent::VendorResponded(_)
+            | TicketEvent::SlaBreached(_)
+            | TicketEvent::Redacted(_) => {}
             TicketEvent::NoteAdded(_) => t.notes += 1,
             TicketEvent::Updated(e) => {
                 if let Some(s) = e.severity {

@@ -38,6 +38,8 @@ pub struct App<L: EventLog> {
     pub queues: Option<Arc<dyn QueueStore>>,
     /// The webhook store and settings, where this process serves `/v1/webhooks`.
     pub webhooks: Option<(Arc<dyn behalf_log::webhooks::WebhookStore>, behalf_service::webhooks::Settings)>,
+    /// Opens sealed personal fields in every answer (issue 26; `crate::seal`).
+    pub keyring: Option<Arc<behalf_service::seal::Keyring>>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub(crate) in_flight: Arc<Semaphore>,
@@ -55,6 +57,7 @@ impl<L: EventLog> App<L> {
             read: None,
             queues: None,
             webhooks: None,
+            keyring: None,
             clock,
             limits,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
@@ -80,6 +83,12 @@ impl<L: EventLog> App<L> {
         settings: behalf_service::webhooks::Settings,
     ) -> Self {
         self.webhooks = Some((store, settings));
+        self
+    }
+
+    /// Opens sealed personal fields in every answer with `keyring`.
+    pub fn with_keyring(mut self, keyring: Arc<behalf_service::seal::Keyring>) -> Self {
+        self.keyring = Some(keyring);
         self
     }
 

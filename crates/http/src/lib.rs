@@ -46,6 +46,7 @@ mod queues;
 mod reads;
 mod respond;
 mod routes;
+mod seal;
 mod tls;
 mod tokens;
 mod webhooks;
@@ -86,6 +87,9 @@ pub fn router<L: EventLog>(app: Arc<App<L>>) -> Router {
     let mut r = Router::new();
     for (path, methods) in by_path {
         r = r.route(path, methods);
+    }
+    if let Some(keyring) = &app.keyring {
+        r = r.layer(axum::middleware::from_fn_with_state(Arc::clone(keyring), seal::open_sealed));
     }
     r.fallback(|| async {
         rejected(&Rejection::without_rule(Code::RequestMalformed, "no such endpoint here; see docs/API.md"), false)

@@ -33,7 +33,7 @@ pub fn status_of(code: Code) -> StatusCode {
         | Code::ResellerCannotFile
         | Code::NotSubscriptionProvider
         | Code::CloudMismatch => StatusCode::FORBIDDEN,
-        Code::TicketNotFound | Code::WebhookNotFound => StatusCode::NOT_FOUND,
+        Code::TicketNotFound | Code::WebhookNotFound | Code::PersonNotFound => StatusCode::NOT_FOUND,
         Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         Code::TicketClosed | Code::InvalidTransition | Code::ConcurrencyConflict => StatusCode::CONFLICT,

@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod conformance;
+pub mod keys;
 pub mod metrics;
 pub mod queues;
 pub mod samples;

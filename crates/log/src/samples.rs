@@ -6,6 +6,7 @@ use behalf_domain::directory::{
     Assignment, Customer, GroupMember, HealthIssue, Partner, PartnerUser, Product, RbacAssignment, Relationship,
     Subscription, SupportPlan,
 };
+use behalf_domain::erasure::{PersonErased, TicketRedacted};
 use behalf_domain::event::{
     AttachmentAdded, AttentionCleared, AttentionRequested, CommandRejected, Contact, Event, Evidence, Grant, Isv,
     NoteAdded, SlaBreached, SupportRequestRouted, TicketClosed, TicketEscalated, TicketOpened, TicketReopened,
@@ -54,7 +55,7 @@ fn contact() -> Contact {
 }
 
 /// The number of event types, and each type's index (exhaustive on purpose).
-pub const EVENT_TYPES: usize = 30;
+pub const EVENT_TYPES: usize = 32;
 pub fn type_index(e: &Event) -> usize {
     match e {
         Event::PartnerRegistered(_) => 0,
@@ -87,6 +88,8 @@ pub fn type_index(e: &Event) -> usize {
         Event::WebhookSecretRotated(_) => 27,
         Event::WebhookDisabled(_) => 28,
         Event::WebhookDeleted(_) => 29,
+        Event::PersonErased(_) => 30,
+        Event::TicketRedacted(_) => 31,
     }
 }
 
@@ -318,6 +321,19 @@ pub fn every_event_type() -> Vec<Event> {
             webhook_id: "01JDW8Z0R5X3J9Q2K7M4N6P8T1".into(),
             reason: String::new(),
             at: t(250_000),
+        }),
+        Event::PersonErased(PersonErased {
+            subject: "3f9a0c1d5e7b2a4c6d8e0f1a2b3c4d5e".into(),
+            key_ids: vec!["p3c1e9a7b5d2f4a6c".into()],
+            by: Principal::Vendor,
+            at: t(260_000),
+        }),
+        Event::TicketRedacted(TicketRedacted {
+            ticket_id: "01JDW8Z0R5X3J9Q2K7M4N6P8TB".into(),
+            key_ids: vec!["t8b2d4f6a1c3e5a7b".into()],
+            by: Principal::PartnerAgent { partner_id: P.into(), user_id: U.into() },
+            at: t(270_000),
+            evidence: Some(evidence()),
         }),
     ];
     v.sort_by_key(type_index);

@@ -25,6 +25,7 @@
 pub mod baseline;
 pub mod batch;
 mod endpoint;
+mod keys;
 mod log;
 mod queues;
 pub mod rpc;
@@ -34,6 +35,7 @@ mod tokens;
 mod webhooks;
 
 pub use endpoint::{connect, Credential, Endpoint};
+pub use keys::{NatsKeys, KEYS_BUCKET};
 pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, DUPLICATE_WINDOW, EVENTS_STREAM};
 pub use queues::{NatsQueues, NOTIFIER_BUCKET, QUEUE_BUCKET};
 pub use subject::{command_key, event_subject};

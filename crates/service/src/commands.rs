@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use behalf_domain::erasure::SUBJECT_PREFIX;
 use behalf_domain::event::Isv;
 use behalf_domain::{
     decide, rejection_event, Code, Command, CommandId, CommandKey, Context, Event, PartnerId, Principal, Rejection,
@@ -23,6 +24,7 @@ use crate::clock::Clock;
 use crate::gdap::GdapProjection;
 use crate::ids::IdGen;
 use crate::request::{digest, Request};
+use crate::seal::{Erasure, Keyring};
 use crate::Refused;
 
 /// How often a command is decided again after losing a race on its ticket.
@@ -103,6 +105,9 @@ pub struct CommandService<L: EventLog> {
     /// caught by the expected version and retried.
     stripes: Vec<tokio::sync::Mutex<()>>,
     stripe_hasher: std::collections::hash_map::RandomState,
+    /// Seals personal fields before they are appended, and erases (issue 26). Without
+    /// one (tests of logic, benchmarks' baseline) fields are stored as sent.
+    keyring: Option<Arc<Keyring>>,
 }
 
 /// Stripes of per-ticket turn-taking.
@@ -131,7 +136,26 @@ impl<L: EventLog> CommandService<L> {
     /// log that the wiring shares with the read side).
     pub fn with_gdap(log: L, gdap: Arc<GdapProjection>, clock: Arc<dyn Clock>) -> Self {
         let stripes = (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect();
-        CommandService { log, gdap, clock, ids: IdGen::default(), stripes, stripe_hasher: Default::default() }
+        CommandService {
+            log,
+            gdap,
+            clock,
+            ids: IdGen::default(),
+            stripes,
+            stripe_hasher: Default::default(),
+            keyring: None,
+        }
+    }
+
+    /// Seals personal fields with `keyring` and lets `person.erase` and
+    /// `ticket.redact` delete its keys.
+    pub fn with_keyring(mut self, keyring: Arc<Keyring>) -> Self {
+        self.keyring = Some(keyring);
+        self
+    }
+
+    pub fn keyring(&self) -> Option<&Arc<Keyring>> {
+        self.keyring.as_ref()
     }
 
     pub fn log(&self) -> &L {
@@ -147,20 +171,66 @@ impl<L: EventLog> CommandService<L> {
     }
 
     /// Executes one request for an authenticated principal.
-    pub async fn execute(&self, principal: Principal, req: Request) -> Result<Accepted, Refused> {
+    pub async fn execute(&self, principal: Principal, mut req: Request) -> Result<Accepted, Refused> {
         let command_id = match &req.command_id {
             Some(id) => id.clone(),
             None => CommandId::new(format!("auto-{}", self.ids.next(self.clock.now()))),
         };
         let span = tracing::info_span!("command", command_id = %command_id, kind = req.command.type_name());
-        self.execute_as(principal, req, command_id).instrument(span).await
+        let before = self.hash_person(&principal, &mut req);
+        self.execute_as(principal, req, command_id, before).instrument(span).await
+    }
+
+    /// `person.erase`: the address is replaced by its keyed hash before anything else
+    /// sees the command (R26's hash, the log, a refusal's record); a partner's
+    /// directory sync may erase only its own users (checked here, where the address
+    /// is still known). What it refuses, if anything.
+    fn hash_person(&self, principal: &Principal, req: &mut Request) -> Option<Rejection> {
+        let Command::PersonErase(c) = &mut req.command else { return None };
+        let email = std::mem::take(&mut c.email);
+        let Some(keyring) = &self.keyring else {
+            c.email = SUBJECT_PREFIX.to_owned();
+            return Some(Rejection::new(
+                Code::Unavailable,
+                Rule::R16,
+                "this server keeps no sealing keys: personal data is not sealed here",
+            ));
+        };
+        if behalf_domain::directory::email_domain(&email).is_none() {
+            c.email = SUBJECT_PREFIX.to_owned();
+            return Some(Rejection::invalid("email", "not an e-mail address"));
+        }
+        c.email = format!("{SUBJECT_PREFIX}{}", keyring.subject(&email));
+        if let Principal::PartnerSync { partner_id } = principal {
+            let wanted = email.trim().to_lowercase();
+            let view = self.gdap.view();
+            let own = view
+                .directory
+                .users
+                .values()
+                .any(|u| &u.partner_id == partner_id && u.email.trim().to_lowercase() == wanted);
+            if !own {
+                return Some(Rejection::new(
+                    Code::Forbidden,
+                    Rule::R2,
+                    "a partner's directory sync erases only that partner's own users",
+                ));
+            }
+        }
+        None
     }
 
     /// One command's way: its first outcome if it was seen before (R26); else, taking
     /// its ticket's turn, **load** (the directory up to date, the ticket folded from
     /// its stream) → **decide** (the domain's pure `decide`) → **commit** (the append,
     /// durable before it answers), again from load when it lost a race.
-    async fn execute_as(&self, principal: Principal, req: Request, command_id: CommandId) -> Result<Accepted, Refused> {
+    async fn execute_as(
+        &self,
+        principal: Principal,
+        req: Request,
+        command_id: CommandId,
+        before: Option<Rejection>,
+    ) -> Result<Accepted, Refused> {
         let hash = digest(&principal, &req);
         // R26: a command seen before answers its first outcome. The key is the id within
         // the sender's tenant, so another tenant's use of it is neither found nor shown.
@@ -171,6 +241,9 @@ impl<L: EventLog> CommandService<L> {
             if let Some(first) = self.log.find_command(&key).await? {
                 return first_outcome(&first, &hash, command_id);
             }
+        }
+        if let Some(rejection) = before {
+            return self.refuse(&principal, &req, command_id, hash, rejection).await;
         }
         let waited = Instant::now();
         let _turn = self.ticket_turn(&req.command).instrument(tracing::debug_span!("ticket_lock")).await;
@@ -197,10 +270,13 @@ impl<L: EventLog> CommandService<L> {
             let (decision, directory_at) =
                 tracing::debug_span!("decide").in_scope(|| self.decide(&req.command, loaded.ticket.as_ref(), ctx));
             Stage::Decide.since(deciding);
-            let events = match decision {
+            let mut events = match decision {
                 Ok(events) => events,
                 Err(rejection) => return self.refuse(&principal, &req, command_id, hash, rejection).await,
             };
+            if let Err(rejection) = self.seal_or_erase(&mut events, &loaded).await? {
+                return self.refuse(&principal, &req, command_id, hash, rejection).await;
+            }
             if events.is_empty() {
                 // An upsert of the same state: accepted, nothing appended.
                 let version = self.log.stream_version(&loaded.stream).await?;
@@ -239,6 +315,34 @@ impl<L: EventLog> CommandService<L> {
         self.refuse(&principal, &req, command_id, hash, r).await
     }
 
+    /// Outside the pure decision (issue 26): seals the personal fields of accepted
+    /// events, and for an erasure deletes the keys first (so a crash between the two
+    /// leaves them deleted and the retry records it), naming them in its event.
+    async fn seal_or_erase(&self, events: &mut [Event], loaded: &Loaded) -> Result<Result<(), Rejection>, Refused> {
+        let Some(keyring) = &self.keyring else { return Ok(Ok(())) };
+        for e in events.iter_mut() {
+            if let Event::PersonErased(p) = e {
+                match keyring.erase_person(&p.subject)? {
+                    Erasure::Erased(ids) => p.key_ids = ids,
+                    Erasure::AlreadyErased => {}
+                    Erasure::Unknown => {
+                        return Ok(Err(Rejection::new(
+                            Code::PersonNotFound,
+                            Rule::R16,
+                            "no personal data of this person is kept here",
+                        )))
+                    }
+                }
+            } else if let Event::TicketRedacted(r) = e {
+                let commits = self.log.read_stream(&loaded.stream, 1).await?;
+                let all: Vec<Event> = commits.into_iter().flat_map(|c| c.events).collect();
+                r.key_ids = keyring.redact(&all)?;
+            }
+        }
+        keyring.seal(events, loaded.text_key.as_deref())?;
+        Ok(Ok(()))
+    }
+
     /// Commands on one ticket take turns within this process (a stripe of its id).
     async fn ticket_turn(&self, command: &Command) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match command.target() {
@@ -275,16 +379,25 @@ impl<L: EventLog> CommandService<L> {
             target @ (Target::NewTicket | Target::NewSupportRequest) => {
                 let id = new_id.get_or_insert_with(make_id);
                 let category = if matches!(target, Target::NewTicket) { "ticket" } else { "support" };
-                Loaded { stream: StreamId::of(category, id), ticket: None, expected: ExpectedVersion::Exact(0) }
+                Loaded {
+                    stream: StreamId::of(category, id),
+                    ticket: None,
+                    expected: ExpectedVersion::Exact(0),
+                    text_key: None,
+                }
             }
             Target::Ticket(id) => {
                 let stream = StreamId::ticket(&id);
                 let commits = self.log.read_stream(&stream, 1).await?;
+                let text_key = match self.keyring {
+                    Some(_) => crate::seal::text_keys_of(commits.iter().flat_map(|c| &c.events)).pop(),
+                    None => None,
+                };
                 let ticket = commits.into_iter().flat_map(|c| c.events).fold(None, Ticket::evolve_owned);
                 let version = ticket.as_ref().map_or(0, |t| t.case.version);
-                Loaded { stream, ticket, expected: ExpectedVersion::Exact(version) }
+                Loaded { stream, ticket, expected: ExpectedVersion::Exact(version), text_key }
             }
-            Target::Fact(stream) => Loaded { stream, ticket: None, expected: ExpectedVersion::Any },
+            Target::Fact(stream) => Loaded { stream, ticket: None, expected: ExpectedVersion::Any, text_key: None },
         };
         Stage::Load.since(start);
         Ok(loaded)
@@ -366,6 +479,8 @@ struct Loaded {
     stream: StreamId,
     ticket: Option<Ticket>,
     expected: ExpectedVersion,
+    /// The text key the ticket's stream names last (issue 26).
+    text_key: Option<String>,
 }
 
 /// The answer to a command seen before (R26): its first outcome — the accepted

@@ -20,6 +20,7 @@ pub mod notifier;
 pub mod queries;
 pub mod request;
 pub mod runner;
+pub mod seal;
 pub mod sla_sweep;
 pub mod tokens;
 pub mod views;

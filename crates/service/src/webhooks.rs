@@ -459,7 +459,20 @@ impl<L: EventLog> Sender<L> {
                 };
             }
         }
-        let body = delivered_body(hook, message);
+        let mut body = delivered_body(hook, message);
+        // Sealed personal fields go out opened, as the queue's readers see them.
+        if let Some(keyring) = self.commands.as_ref().and_then(|c| c.keyring()) {
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                if let Err(e) = keyring.open_json(&mut v) {
+                    return Outcome::Retry {
+                        status: None,
+                        error: Some(format!("the sealing keys: {e}")),
+                        not_before_ms: None,
+                    };
+                }
+                body = serde_json::to_vec(&v).unwrap_or_default();
+            }
+        }
         let timestamp = self.now_ms() / 1000;
         let signature = signature(secrets.live(self.now_ms()), &message.id, timestamp, &body);
         let sent = self

@@ -9,6 +9,7 @@
 //!   views/          the query views                   SledViews
 //!   queues/         the durable queues (embedded)     SledQueues
 //!   webhooks/       webhook URLs, secrets, attempts   SledWebhooks
+//!   keys/           keys that seal personal data      SledKeys
 //!   gdap.snapshot   the GDAP projection's snapshot
 //!   admin.token     the bootstrap admin token (0600)
 //! ```
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use behalf_log::LogError;
 
-use crate::{OpenOptions, OpenReport, SledLog, SledQueues, SledTokens, SledViews, SledWebhooks};
+use crate::{OpenOptions, OpenReport, SledKeys, SledLog, SledQueues, SledTokens, SledViews, SledWebhooks};
 
 /// A data directory: where each store of a process lives in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,6 +89,16 @@ impl DataDir {
     /// Opens the webhook store.
     pub fn open_webhooks(&self) -> Result<SledWebhooks, LogError> {
         SledWebhooks::open(self.webhooks())
+    }
+
+    /// The key store's sled directory (the keys that seal personal data).
+    pub fn keys(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    /// Opens the key store.
+    pub fn open_keys(&self) -> Result<SledKeys, LogError> {
+        SledKeys::open(self.keys())
     }
 
     /// Opens the token store.

@@ -32,6 +32,8 @@ mod queues;
 
 pub use queues::SledQueues;
 
+mod keys;
 mod webhooks;
 
+pub use keys::SledKeys;
 pub use webhooks::SledWebhooks;

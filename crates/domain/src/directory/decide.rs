@@ -50,6 +50,17 @@ pub fn is_domain(d: &str) -> bool {
 }
 
 /// `local@domain` with a valid domain; returns the lower-cased domain.
+/// The domain R11 judges on a stored contact: the address's, or — where the address
+/// is sealed (issue 26: only its domain stays in the clear, after the last `@`) — that
+/// domain. A new contact is checked as an address first (R16).
+pub fn contact_domain(e: &str) -> Option<String> {
+    email_domain(e).or_else(|| {
+        let (local, domain) = e.trim().rsplit_once('@')?;
+        let domain = domain.to_ascii_lowercase();
+        (!local.is_empty() && !local.contains(char::is_whitespace) && is_domain(&domain)).then_some(domain)
+    })
+}
+
 pub fn email_domain(e: &str) -> Option<String> {
     let (local, domain) = e.trim().rsplit_once('@')?;
     let domain = domain.to_ascii_lowercase();

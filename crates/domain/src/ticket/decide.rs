@@ -302,6 +302,7 @@ pub(crate) fn decide_existing(
         TicketCommand::Close(c) => on.close(c),
         TicketCommand::Reopen(c) => on.reopen(c),
         TicketCommand::SlaCheck => on.sla_check(),
+        TicketCommand::Redact => on.redact(),
     }
 }
 
@@ -449,6 +450,20 @@ impl On<'_> {
     }
 
     /// R20: a missed target is recorded once and escalates.
+    /// `ticket.redact`: the vendor side, or the ticket's partner's admin agent
+    /// authorised now (R2–R11 again, R18). Closed tickets too: retention redacts them.
+    /// The shell deletes the keys and names them in the event.
+    fn redact(&self) -> Result<Vec<Event>, Rejection> {
+        let evidence = self.partner_or_vendor()?;
+        Ok(vec![Event::TicketRedacted(crate::erasure::TicketRedacted {
+            ticket_id: self.t.case.ticket_id.clone(),
+            key_ids: Vec::new(),
+            by: self.ctx.principal.clone(),
+            at: self.ctx.now,
+            evidence,
+        })])
+    }
+
     fn sla_check(&self) -> Result<Vec<Event>, Rejection> {
         self.vendor_only("SLA checks are the vendor side's")?;
         not_closed(self.t)?;

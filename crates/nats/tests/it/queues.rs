@@ -99,3 +99,10 @@ async fn webhook_secrets_and_attempts() {
     let s = behalf_nats::NatsWebhooks::open(&nats.urls(), 1).await.unwrap();
     behalf_log::webhooks::conformance::secrets_and_attempts(&s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sealing_keys() {
+    let nats = Cluster::single().unwrap();
+    let s = behalf_nats::NatsKeys::open(&nats.urls(), 1).await.unwrap();
+    behalf_log::keys::conformance(&s);
+}

@@ -39,3 +39,10 @@ fn webhook_secrets_and_attempts() {
     let s = behalf_sled_store::SledWebhooks::open(dir.path()).unwrap();
     behalf_log::webhooks::conformance::secrets_and_attempts(&s);
 }
+
+#[test]
+fn sealing_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = behalf_sled_store::SledKeys::open(dir.path()).unwrap();
+    behalf_log::keys::conformance(&s);
+}

@@ -1,0 +1,32 @@
+//! The key store contract: the keys that seal personal data (issue 26, crypto-shredding),
+//! kept beside the log and never in it. A small key-value store of opaque entries; what
+//! the entries mean (the per-person and per-ticket keys, the keyed hash of e-mails) is
+//! the service's `seal` module. An erased key is overwritten by an empty entry (a
+//! tombstone), so "erased" and "never known" stay distinguishable.
+
+use crate::LogError;
+
+/// Where sealing keys live: a sled directory of its own on the embedded engine, the
+/// replicated `BEHALF_KEYS` bucket on NATS. Synchronous, like the token store.
+pub trait KeyStore: Send + Sync + 'static {
+    /// The entry under `name`, if any (an empty entry is a tombstone).
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, LogError>;
+    /// Stores `value` under `name` unless an entry is there; whether it was stored.
+    /// Durable before it answers.
+    fn create(&self, name: &str, value: &[u8]) -> Result<bool, LogError>;
+    /// Stores every entry, replacing what is there; durable before it answers.
+    fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), LogError>;
+}
+
+/// The contract every key store keeps, run by each engine's tests.
+pub fn conformance(store: &dyn KeyStore) {
+    assert_eq!(store.get("k.absent").unwrap(), None, "an absent entry reads as none");
+    assert!(store.create("k.one", b"first").unwrap(), "a new entry is created");
+    assert!(!store.create("k.one", b"second").unwrap(), "an entry is created once");
+    assert_eq!(store.get("k.one").unwrap().as_deref(), Some(&b"first"[..]));
+    store.put_many(&[("k.one".into(), Vec::new()), ("k.two".into(), b"two".to_vec())]).unwrap();
+    assert_eq!(store.get("k.one").unwrap().as_deref(), Some(&b""[..]), "a tombstone reads as empty");
+    assert!(!store.create("k.one", b"again").unwrap(), "a tombstone is not replaced by create");
+    assert_eq!(store.get("k.two").unwrap().as_deref(), Some(&b"two"[..]));
+    store.put_many(&[]).unwrap();
+}

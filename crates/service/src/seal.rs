@@ -1,0 +1,505 @@
+//! Sealing personal data (issue 26, crypto-shredding): every personal field is
+//! encrypted before it is written anywhere — log, views, queues — under a key per
+//! data subject, and erasing deletes the key. The hash chain covers what is stored,
+//! the ciphertext, so it verifies before and after any erasure.
+//!
+//! - A contact's names, address and phone are sealed under the **person's key**, found
+//!   by a keyed hash (HMAC-SHA-256 under the store's own hash key) of the normalised
+//!   address, never the address itself.
+//! - A ticket's title, description and texts (notes, responses, resolutions, reasons)
+//!   are sealed under the **ticket's key**.
+//!
+//! A sealed field is a string: `enc1.<key id>.<base64url(nonce ‖ ciphertext)>`, and
+//! for an address `…@<domain>`: the domain stays in the clear, because R11 judges it
+//! (on every later command, R18) and audits re-judge it (R29). It names the partner's
+//! organisation (one of its verified domains), not a person. XChaCha20-Poly1305
+//! (RustCrypto's `chacha20poly1305`: an audited, constant-time AEAD whose 192-bit
+//! nonces may be random), the key id and the clear domain as associated data.
+//!
+//! Reads open sealed strings on the way out ([`Keyring::open_json`]); a deleted key
+//! reads as [`ERASED`]. The key store (`behalf_log::keys`) holds:
+//! `hash` → the hash key; `k.<key id>` → a key (empty once erased);
+//! `p.<hash>.<generation>` → the person's key id of that generation (empty once erased:
+//! the next ticket of that address starts a new generation with a fresh key).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use behalf_domain::event::Contact;
+use behalf_domain::Event;
+use behalf_log::keys::KeyStore;
+use behalf_log::LogError;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// What an erased (or unreadable) field reads as.
+pub const ERASED: &str = "[erased]";
+
+/// The prefix of a sealed string.
+pub const SEALED: &str = "enc1.";
+
+/// How long a reader trusts a key it fetched before asking the store again: an
+/// erasure made by another process is effective here within this (or sooner, when
+/// this process follows the erasure's event).
+pub const KEY_TTL: Duration = Duration::from_secs(1);
+
+/// Keys made ahead and stored in one round trip, so opening a ticket does not wait
+/// for a key write of its own.
+const POOL: usize = 256;
+
+/// Cached keys above this are dropped (they are fetched again when needed).
+const CACHE_MAX: usize = 200_000;
+
+type Key = [u8; 32];
+
+fn random_key() -> Key {
+    let mut k = [0u8; 32];
+    getrandom::fill(&mut k).unwrap_or_else(|e| panic!("the system's random source failed: {e}"));
+    k
+}
+
+fn random_id(prefix: char) -> String {
+    let mut b = [0u8; 10];
+    getrandom::fill(&mut b).unwrap_or_else(|e| panic!("the system's random source failed: {e}"));
+    let mut s = String::with_capacity(21);
+    s.push(prefix);
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// One sealed string, parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    pub key_id: &'a str,
+    pub body: &'a str,
+    /// An address's domain, kept in the clear.
+    pub domain: Option<&'a str>,
+}
+
+impl<'a> Envelope<'a> {
+    pub fn parse(s: &'a str) -> Option<Envelope<'a>> {
+        let rest = s.strip_prefix(SEALED)?;
+        let (key_id, rest) = rest.split_once('.')?;
+        let (body, domain) = match rest.split_once('@') {
+            Some((b, d)) => (b, Some(d)),
+            None => (rest, None),
+        };
+        (!key_id.is_empty() && !body.is_empty()).then_some(Envelope { key_id, body, domain })
+    }
+}
+
+fn aad(key_id: &str, domain: Option<&str>) -> Vec<u8> {
+    [key_id.as_bytes(), b"@", domain.unwrap_or("").as_bytes()].concat()
+}
+
+/// Seals `clear` under `key` named `key_id` (an address's `domain` kept in the clear).
+pub fn seal_with(key: &Key, key_id: &str, clear: &str, domain: Option<&str>) -> String {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let mut nonce = [0u8; 24];
+    getrandom::fill(&mut nonce).unwrap_or_else(|e| panic!("the system's random source failed: {e}"));
+    let ad = aad(key_id, domain);
+    let sealed = cipher
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: clear.as_bytes(), aad: &ad })
+        .unwrap_or_else(|e| panic!("XChaCha20-Poly1305 cannot fail to encrypt: {e}"));
+    let mut out = String::with_capacity(SEALED.len() + key_id.len() + 48 + sealed.len() * 4 / 3);
+    out.push_str(SEALED);
+    out.push_str(key_id);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string([&nonce[..], &sealed].concat(), &mut out);
+    if let Some(d) = domain {
+        out.push('@');
+        out.push_str(d);
+    }
+    out
+}
+
+/// Opens an envelope with its key: `None` if it was tampered with or is not whole.
+pub fn open_with(key: &Key, e: &Envelope<'_>) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(e.body).ok()?;
+    if bytes.len() < 24 {
+        return None;
+    }
+    let (nonce, sealed) = bytes.split_at(24);
+    let ad = aad(e.key_id, e.domain);
+    let clear = XChaCha20Poly1305::new(key.into())
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: &ad })
+        .ok()?;
+    String::from_utf8(clear).ok()
+}
+
+/// A key as this process last saw it.
+#[derive(Clone, Copy)]
+enum Known {
+    Live(Key, Instant),
+    Erased,
+}
+
+/// What [`Keyring::erase_person`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Erasure {
+    /// The keys deleted now.
+    Erased(Vec<String>),
+    /// Erased before (nothing live to delete).
+    AlreadyErased,
+    /// Never seen: no key was ever made for it.
+    Unknown,
+}
+
+/// The keys of one deployment, over its key store; shared by the command service (it
+/// seals), the readers (they open) and erasure.
+pub struct Keyring {
+    store: Arc<dyn KeyStore>,
+    hash_key: Key,
+    keys: Mutex<HashMap<String, Known>>,
+    /// A person's keyed hash → (generation, key id) of the live key.
+    persons: Mutex<HashMap<String, (u32, String)>>,
+    pool: Mutex<Vec<(String, Key)>>,
+}
+
+impl Keyring {
+    /// Opens the keyring over `store`, making the hash key at the first start (and
+    /// saying so: a key store made now beside a log that holds sealed records is a
+    /// lost key store).
+    pub fn open(store: Arc<dyn KeyStore>) -> Result<(Keyring, bool), LogError> {
+        // Read first: a role that only reads (a projector) never writes the store.
+        let fresh = store.get("hash")?.is_none() && store.create("hash", &random_key())?;
+        let hash_key = store
+            .get("hash")?
+            .and_then(|k| <Key>::try_from(k.as_slice()).ok())
+            .ok_or_else(|| LogError::Storage("the key store's hash key is missing or damaged".into()))?;
+        let ring =
+            Keyring { store, hash_key, keys: Mutex::default(), persons: Mutex::default(), pool: Mutex::default() };
+        Ok((ring, fresh))
+    }
+
+    /// The keyed hash of a normalised address (lower case, trimmed), in hex.
+    pub fn subject(&self, email: &str) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        mac.update(email.trim().to_lowercase().as_bytes());
+        let bytes = mac.finalize().into_bytes();
+        bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn remember(&self, id: &str, k: Known) {
+        let mut keys = self.keys.lock().expect("the key cache lock is never poisoned");
+        if keys.len() >= CACHE_MAX {
+            keys.clear();
+        }
+        keys.insert(id.to_owned(), k);
+    }
+
+    /// A fresh key from the pool (refilled, durable, one round trip per [`POOL`]).
+    /// (No lock is held while the store is written: two that find the pool empty
+    /// both refill it.)
+    fn pooled(&self) -> Result<(String, Key), LogError> {
+        let taken = self.pool.lock().expect("the key pool lock is never poisoned").pop();
+        let (id, key) = match taken {
+            Some(k) => k,
+            None => {
+                let mut fresh: Vec<(String, Key)> = (0..POOL).map(|_| (random_id('t'), random_key())).collect();
+                let entries: Vec<(String, Vec<u8>)> =
+                    fresh.iter().map(|(id, k)| (format!("k.{id}"), k.to_vec())).collect();
+                self.store.put_many(&entries)?;
+                let mine = fresh.pop().expect("a pool is never made empty");
+                self.pool.lock().expect("the key pool lock is never poisoned").extend(fresh);
+                mine
+            }
+        };
+        self.remember(&id, Known::Live(key, Instant::now()));
+        Ok((id, key))
+    }
+
+    /// The key `id`, from the cache (a live key for at most `ttl`) or the store:
+    /// `None` when erased or never stored.
+    fn key(&self, id: &str, ttl: Option<Duration>) -> Result<Option<Key>, LogError> {
+        let cached = self.keys.lock().expect("the key cache lock is never poisoned").get(id).copied();
+        match cached {
+            Some(Known::Erased) => return Ok(None),
+            Some(Known::Live(k, at)) if ttl.is_none_or(|ttl| at.elapsed() < ttl) => return Ok(Some(k)),
+            Some(Known::Live(..)) | None => {}
+        }
+        match self.store.get(&format!("k.{id}"))? {
+            Some(k) if k.len() == 32 => {
+                let k = <Key>::try_from(k.as_slice()).expect("checked length");
+                self.remember(id, Known::Live(k, Instant::now()));
+                Ok(Some(k))
+            }
+            Some(k) if k.is_empty() => {
+                self.remember(id, Known::Erased);
+                Ok(None)
+            }
+            Some(_) => Err(LogError::Storage(format!("sealing key {id} is damaged in the key store"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The person's live generation, probing the store from `from`.
+    fn person_generation(&self, subject: &str, from: u32) -> Result<(u32, Option<Vec<u8>>), LogError> {
+        let mut generation = from;
+        let mut last = None;
+        loop {
+            match self.store.get(&format!("p.{subject}.{generation}"))? {
+                Some(v) => {
+                    last = Some(v);
+                    generation += 1;
+                }
+                None if generation == from && from > 0 => return Ok((generation, None)),
+                None => return Ok((generation.saturating_sub(u32::from(last.is_some())), last)),
+            }
+        }
+    }
+
+    /// The person's live key, made (a new generation) when there is none.
+    fn person_key(&self, email: &str) -> Result<(String, Key), LogError> {
+        let subject = self.subject(email);
+        let cached = self.persons.lock().expect("the person cache lock is never poisoned").get(&subject).cloned();
+        if let Some((_, id)) = &cached {
+            if let Some(k) = self.key(id, None)? {
+                return Ok((id.clone(), k));
+            }
+        }
+        for _ in 0..8 {
+            let (generation, value) = self.person_generation(&subject, 0)?;
+            let next = match value {
+                Some(v) if !v.is_empty() => {
+                    let id = String::from_utf8(v)
+                        .map_err(|_| LogError::Storage("a person's key id in the key store is damaged".into()))?;
+                    if let Some(k) = self.key(&id, None)? {
+                        self.persons
+                            .lock()
+                            .expect("the person cache lock is never poisoned")
+                            .insert(subject.clone(), (generation, id.clone()));
+                        return Ok((id, k));
+                    }
+                    generation + 1
+                }
+                Some(_) => generation + 1,
+                None => generation,
+            };
+            let (id, key) = (random_id('p'), random_key());
+            self.store.put_many(&[(format!("k.{id}"), key.to_vec())])?;
+            if self.store.create(&format!("p.{subject}.{next}"), id.as_bytes())? {
+                self.remember(&id, Known::Live(key, Instant::now()));
+                self.persons
+                    .lock()
+                    .expect("the person cache lock is never poisoned")
+                    .insert(subject.clone(), (next, id.clone()));
+                return Ok((id, key));
+            }
+            // Another process made this generation first: use its key.
+        }
+        Err(LogError::Storage("a person's key keeps changing under this process".into()))
+    }
+
+    fn seal_contact(&self, c: &mut Contact) -> Result<(), LogError> {
+        if Envelope::parse(&c.email).is_some() {
+            return Ok(());
+        }
+        let (id, key) = self.person_key(&c.email)?;
+        let domain = c.email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        c.email = seal_with(&key, &id, &c.email, domain.as_deref());
+        for field in [&mut c.first_name, &mut c.last_name] {
+            seal_field(&key, &id, field);
+        }
+        if let Some(p) = c.phone.as_mut() {
+            seal_field(&key, &id, p);
+        }
+        Ok(())
+    }
+
+    /// The ticket's live text key: the newest its stream names, or a fresh one (a new
+    /// ticket, a ticket from before sealing, or one redacted since).
+    fn ticket_key(&self, named: Option<&str>) -> Result<(String, Key), LogError> {
+        if let Some(id) = named {
+            if let Some(k) = self.key(id, None)? {
+                return Ok((id.to_owned(), k));
+            }
+        }
+        self.pooled()
+    }
+
+    /// Seals the personal fields of a decision's events before they are appended;
+    /// `text_key` is the key the ticket's stream names last ([`text_key_of`]).
+    /// Idempotent: a field already sealed stays as it is.
+    pub fn seal(&self, events: &mut [Event], text_key: Option<&str>) -> Result<(), LogError> {
+        let mut key: Option<(String, Key)> = None;
+        for e in events.iter_mut() {
+            let (texts, contacts) = personal_fields(e);
+            for field in texts {
+                if field.is_empty() || Envelope::parse(field).is_some() {
+                    continue;
+                }
+                if key.is_none() {
+                    key = Some(self.ticket_key(text_key)?);
+                }
+                let (id, k) = key.as_ref().expect("set above");
+                seal_field(k, id, field);
+            }
+            for c in contacts {
+                self.seal_contact(c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens one string: its clear value, [`ERASED`] if its key is gone or it does
+    /// not open, or the string itself if it is not sealed.
+    pub fn open_str(&self, s: &str) -> Result<Option<String>, LogError> {
+        let Some(e) = Envelope::parse(s) else { return Ok(None) };
+        Ok(Some(match self.key(e.key_id, Some(KEY_TTL))? {
+            Some(k) => open_with(&k, &e).unwrap_or_else(|| {
+                tracing::warn!(
+                    key_id = e.key_id,
+                    "a sealed field does not open (damaged or tampered); shown as erased"
+                );
+                ERASED.to_owned()
+            }),
+            None => ERASED.to_owned(),
+        }))
+    }
+
+    /// Opens every sealed string in a JSON answer, in place.
+    pub fn open_json(&self, v: &mut serde_json::Value) -> Result<(), LogError> {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Some(clear) = self.open_str(s)? {
+                    *s = clear;
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for x in a {
+                    self.open_json(x)?;
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (_, x) in o.iter_mut() {
+                    self.open_json(x)?;
+                }
+            }
+            serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
+        }
+        Ok(())
+    }
+
+    /// `person.erase`: deletes the person's live key (and marks the generation erased).
+    pub fn erase_person(&self, subject: &str) -> Result<Erasure, LogError> {
+        let (generation, value) = self.person_generation(subject, 0)?;
+        let Some(value) = value else { return Ok(Erasure::Unknown) };
+        if value.is_empty() {
+            return Ok(Erasure::AlreadyErased);
+        }
+        let id = String::from_utf8(value)
+            .map_err(|_| LogError::Storage("a person's key id in the key store is damaged".into()))?;
+        self.store.put_many(&[(format!("k.{id}"), Vec::new()), (format!("p.{subject}.{generation}"), Vec::new())])?;
+        self.forget(std::slice::from_ref(&id));
+        self.persons.lock().expect("the person cache lock is never poisoned").remove(subject);
+        Ok(Erasure::Erased(vec![id]))
+    }
+
+    /// `ticket.redact`: deletes every text key the ticket's events name.
+    pub fn redact(&self, events: &[Event]) -> Result<Vec<String>, LogError> {
+        let mut ids = text_keys_of(events);
+        ids.sort();
+        ids.dedup();
+        let entries: Vec<(String, Vec<u8>)> = ids.iter().map(|id| (format!("k.{id}"), Vec::new())).collect();
+        self.store.put_many(&entries)?;
+        self.forget(&ids);
+        Ok(ids)
+    }
+
+    /// Forgets keys erased elsewhere (a follower saw the erasure's event).
+    pub fn forget(&self, ids: &[String]) {
+        for id in ids {
+            self.remember(id, Known::Erased);
+        }
+    }
+}
+
+fn seal_field(key: &Key, id: &str, field: &mut String) {
+    if !field.is_empty() && Envelope::parse(field).is_none() {
+        *field = seal_with(key, id, field, None);
+    }
+}
+
+/// The personal fields of an event: its ticket texts (sealed under the ticket's key)
+/// and its contacts (under the person's). The one list of what is personal.
+pub fn personal_fields(e: &mut Event) -> (Vec<&mut String>, Vec<&mut Contact>) {
+    match e {
+        Event::TicketOpened(o) => (vec![&mut o.title, &mut o.description], vec![&mut o.contact]),
+        Event::NoteAdded(n) => (vec![&mut n.text], vec![]),
+        Event::TicketUpdated(u) => (vec![], u.contact.as_mut().into_iter().collect()),
+        Event::TicketEscalated(x) => (x.note.as_mut().into_iter().collect(), vec![]),
+        Event::VendorResponded(r) => (vec![&mut r.text], vec![]),
+        Event::AttentionRequested(a) => (vec![&mut a.text], vec![]),
+        Event::TicketClosed(c) => (vec![&mut c.resolution], vec![]),
+        Event::TicketReopened(r) => (vec![&mut r.reason], vec![]),
+        Event::PartnerRegistered(_)
+        | Event::CustomerRegistered(_)
+        | Event::PartnerUserUpserted(_)
+        | Event::GroupMemberAdded(_)
+        | Event::GroupMemberRemoved(_)
+        | Event::RelationshipUpserted(_)
+        | Event::AssignmentUpserted(_)
+        | Event::SubscriptionRegistered(_)
+        | Event::RbacAssigned(_)
+        | Event::RbacRemoved(_)
+        | Event::MarketplaceProductRegistered(_)
+        | Event::SupportPlanRegistered(_)
+        | Event::ServiceHealthIssueUpserted(_)
+        | Event::AttachmentAdded(_)
+        | Event::AttentionCleared(_)
+        | Event::SlaBreached(_)
+        | Event::SupportRequestRouted(_)
+        | Event::CommandRejected(_)
+        | Event::WebhookSubscribed(_)
+        | Event::WebhookSecretRotated(_)
+        | Event::WebhookDisabled(_)
+        | Event::WebhookDeleted(_)
+        | Event::PersonErased(_)
+        | Event::TicketRedacted(_) => (vec![], vec![]),
+    }
+}
+
+/// The ticket text keys a stream's events name, oldest first.
+pub fn text_keys_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for e in events {
+        let mut e = e.clone();
+        for f in personal_fields(&mut e).0 {
+            if let Some(env) = Envelope::parse(f) {
+                if ids.last().map(String::as_str) != Some(env.key_id) {
+                    ids.push(env.key_id.to_owned());
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// How many personal fields of an event are sealed.
+pub fn sealed_fields(e: &Event) -> usize {
+    let mut e = e.clone();
+    let sealed = |s: &String| usize::from(Envelope::parse(s).is_some());
+    let (texts, contacts) = personal_fields(&mut e);
+    texts.into_iter().map(|s| sealed(s)).sum::<usize>() + contacts.into_iter().map(|c| sealed(&c.email)).sum::<usize>()
+}
+
+/// How many personal fields a record holds in the clear (`audit verify` reports it:
+/// logs written before sealing keep their clear text).
+pub fn clear_personal_fields(e: &Event) -> usize {
+    let mut e = e.clone();
+    let clear = |s: &String| usize::from(!s.is_empty() && Envelope::parse(s).is_none());
+    let (texts, contacts) = personal_fields(&mut e);
+    texts.into_iter().map(|s| clear(s)).sum::<usize>()
+        + contacts
+            .into_iter()
+            .map(|c| clear(&c.email) + clear(&c.first_name) + clear(&c.last_name) + c.phone.as_ref().map_or(0, clear))
+            .sum::<usize>()
+}
