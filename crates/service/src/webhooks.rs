@@ -405,10 +405,14 @@ impl<L: EventLog> Sender<L> {
                 record.status = Some(status);
                 record.state = "delivered".into();
                 metrics::counter!(behalf_log::metrics::WEBHOOK_ATTEMPTS, "outcome" => "delivered").increment(1);
+                self.store.record(&hook.webhook_id, &record)?;
             }
             Outcome::Gone => {
                 record.status = Some(410);
                 record.state = "disabled".into();
+                // The attempt is on record before the message's state says so (a
+                // reader who sees it disabled or failed sees why).
+                self.store.record(&hook.webhook_id, &record)?;
                 self.queues.hold(&queue, &message.id, i64::MAX)?;
                 metrics::counter!(behalf_log::metrics::WEBHOOK_ATTEMPTS, "outcome" => "gone").increment(1);
                 self.disable(hook).await;
@@ -425,18 +429,20 @@ impl<L: EventLog> Sender<L> {
                     Some(at) => {
                         record.state = "retrying".into();
                         record.next_ms = Some(at);
+                        self.store.record(&hook.webhook_id, &record)?;
                         self.queues.hold(&queue, &message.id, at)?;
                         metrics::counter!(behalf_log::metrics::WEBHOOK_ATTEMPTS, "outcome" => "retrying").increment(1);
                     }
                     None => {
                         record.state = "failed".into();
+                        self.store.record(&hook.webhook_id, &record)?;
                         self.queues.hold(&queue, &message.id, i64::MAX)?;
                         metrics::counter!(behalf_log::metrics::WEBHOOK_ATTEMPTS, "outcome" => "failed").increment(1);
                     }
                 }
             }
         }
-        self.store.record(&hook.webhook_id, &record)
+        Ok(())
     }
 
     async fn attempt(&self, hook: &Webhook, secrets: &Secrets, message: &QueueMessage) -> Outcome {
