@@ -109,9 +109,20 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
             });
             let report = report.await?;
             b.finish_and_clear();
-            verdict(&report)
+            let ok = verdict(&report)?;
+            clear_records(&log).await?;
+            Ok(ok)
         }
-        (Some(to), _) => run_on(cmd, open_nats_log(&to).await?).await,
+        (Some(to), _) => {
+            let keys = match behalf_nats::NatsKeys::open(&to, 1).await {
+                Ok(k) => behalf_service::seal::Keyring::open_existing(std::sync::Arc::new(k))?,
+                Err(e) => {
+                    tracing::warn!(error = %e, "no sealing keys on NATS: sealed fields print as erased");
+                    None
+                }
+            };
+            run_on(cmd, open_nats_log(&to).await?, keys).await
+        }
         (None, AuditCmd::Verify { source }) => {
             let path = DataDir::new(&source.data_dir).log();
             if !path.exists() {
@@ -123,11 +134,24 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
                 b.set_position(p);
             })?;
             b.finish_and_clear();
-            verdict(&report)
+            let ok = verdict(&report)?;
+            // How much personal data predates sealing (issue 26), if the log is free.
+            if let Ok(log) = crate::stores::open_existing_log(&DataDir::new(&source.data_dir)) {
+                clear_records(&log).await?;
+            }
+            Ok(ok)
         }
         (None, _) => {
-            let log = crate::stores::open_existing_log(&DataDir::new(&cmd.source().data_dir))?;
-            run_on(cmd, log).await
+            let dir = DataDir::new(&cmd.source().data_dir);
+            let log = crate::stores::open_existing_log(&dir)?;
+            let keys = match dir.keys().exists() {
+                true => behalf_service::seal::Keyring::open_existing(std::sync::Arc::new(
+                    dir.open_keys()
+                        .with_context(|| format!("cannot open the key store in {}", dir.keys().display()))?,
+                ))?,
+                false => None,
+            };
+            run_on(cmd, log, keys).await
         }
     }
 }
@@ -145,10 +169,65 @@ fn verdict(report: &behalf_log::VerifyReport) -> anyhow::Result<bool> {
     }
 }
 
+/// Prints how many records hold personal fields in the clear (written before sealing;
+/// the chain is never rewritten to seal them).
+async fn clear_records<L: EventLog>(log: &L) -> anyhow::Result<()> {
+    let head = log.head().await?;
+    let (mut records, mut fields) = (0u64, 0usize);
+    behalf_service::runner::catch_up(log, 0, head, |page| {
+        for c in page {
+            let n: usize = c.events.iter().map(behalf_service::seal::clear_personal_fields).sum();
+            records += u64::from(n > 0);
+            fields += n;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await?;
+    println!("personal data in the clear: {records} records ({fields} fields), written before sealing");
+    Ok(())
+}
+
+/// Prints `value` as JSON with its sealed fields opened (`[erased]` once a key is gone,
+/// or where no key store is at hand).
+fn opened<T: serde::Serialize>(
+    keys: Option<&behalf_service::seal::Keyring>,
+    value: &T,
+) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(value)?;
+    match keys {
+        Some(k) => k.open_json(&mut v)?,
+        None => erase_sealed(&mut v),
+    }
+    Ok(v)
+}
+
+fn erase_sealed(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s.starts_with(behalf_service::seal::SEALED) => {
+            *s = behalf_service::seal::ERASED.to_owned();
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(erase_sealed),
+        serde_json::Value::Object(o) => o.values_mut().for_each(erase_sealed),
+        serde_json::Value::String(_)
+        | serde_json::Value::Null
+        | serde_json::Value::Bool(_)
+        | serde_json::Value::Number(_) => {}
+    }
+}
+
 /// Every audit but a data directory's `verify`, on any engine's log.
-async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
+async fn run_on<L: EventLog>(
+    cmd: AuditCmd,
+    log: L,
+    keys: Option<behalf_service::seal::Keyring>,
+) -> anyhow::Result<bool> {
+    let keys = keys.as_ref();
     match cmd {
-        AuditCmd::Verify { .. } => verdict(&log.verify().await?),
+        AuditCmd::Verify { .. } => {
+            let ok = verdict(&log.verify().await?)?;
+            clear_records(&log).await?;
+            Ok(ok)
+        }
         AuditCmd::Replay { source: Source { data_dir, .. } } => {
             let live = crate::stores::open_views(&DataDir::new(data_dir))?;
             // Bring the live views up to the log first: a lagging runner is not a difference.
@@ -212,7 +291,7 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
                 bail!("no ticket {ticket_id} in the log");
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&story)?);
+                println!("{}", serde_json::to_string_pretty(&opened(keys, &story)?)?);
             } else {
                 for l in &story {
                     let actor = serde_json::to_string(&l.actor)?;
@@ -248,7 +327,10 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
                 let t = audit::ticket_as_of(&log, &TicketId::new(id.as_str()), position).await?;
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"position": position, "at": time, "ticket": t}))?
+                    serde_json::to_string_pretty(&opened(
+                        keys,
+                        &serde_json::json!({"position": position, "at": time, "ticket": t})
+                    )?)?
                 );
             } else if let (Some(p), Some(u), Some(c)) = (partner, user, customer) {
                 let rows =
@@ -272,7 +354,7 @@ async fn run_on<L: EventLog>(cmd: AuditCmd, log: L) -> anyhow::Result<bool> {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             behalf_service::runner::catch_up(&log, after, head, |page| {
                 for env in page.iter().flat_map(|c| c.envelopes()) {
-                    serde_json::to_writer(&mut out, &behalf_service::answers::EnvelopeView::from(env))?;
+                    serde_json::to_writer(&mut out, &opened(keys, &behalf_service::answers::EnvelopeView::from(env))?)?;
                     out.write_all(b"\n")?;
                 }
                 b.set_position(page.last().map_or(0, |c| c.position));

@@ -179,6 +179,15 @@ impl Keyring {
         Ok((ring, fresh))
     }
 
+    /// Opens an existing keyring for reading (an audit): `None` where no key store was
+    /// ever made (a log from before sealing). Creates nothing.
+    pub fn open_existing(store: Arc<dyn KeyStore>) -> Result<Option<Keyring>, LogError> {
+        let Some(hash) = store.get("hash")? else { return Ok(None) };
+        let hash_key = <Key>::try_from(hash.as_slice())
+            .map_err(|_| LogError::Storage("the key store's hash key is damaged".into()))?;
+        Ok(Some(Keyring { store, hash_key, keys: Mutex::default(), persons: Mutex::default(), pool: Mutex::default() }))
+    }
+
     /// The keyed hash of a normalised address (lower case, trimmed), in hex.
     pub fn subject(&self, email: &str) -> String {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");

@@ -16,6 +16,7 @@ mod console_api;
 mod deploy;
 mod docs;
 mod e2e;
+mod erasure;
 mod hostile;
 mod https;
 mod import;

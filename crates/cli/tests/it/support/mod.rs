@@ -134,6 +134,19 @@ impl Kept {
     pub fn nats_urls(&self) -> String {
         self._nats.as_ref().expect("a server on NATS").urls()
     }
+
+    /// The nats-server's store directories (none on the embedded engine).
+    pub fn nats_dirs(&self) -> Vec<PathBuf> {
+        self._nats.iter().flat_map(|n| n.nodes.iter().map(|node| node.dir.clone())).collect()
+    }
+
+    /// The flags that put another `behalf` on the same engine (`--nats URL`, or none).
+    pub fn engine_flags(&self) -> Vec<String> {
+        match &self._nats {
+            Some(n) => vec!["--nats".into(), n.urls()],
+            None => vec![],
+        }
+    }
 }
 
 impl Engine {
