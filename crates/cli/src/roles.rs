@@ -226,7 +226,14 @@ pub async fn notify(s: &Settings) -> anyhow::Result<()> {
         s.webhooks.service(),
     );
     crate::workers::spawn_webhooks(&mut workers, sender);
-    crate::workers::spawn_sla_sweep(&mut workers, views, service, clock, Arc::clone(&queues));
+    crate::workers::spawn_sla_sweep(
+        &mut workers,
+        views,
+        service,
+        clock,
+        Arc::clone(&queues),
+        s.retention.closed_tickets(),
+    );
     println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE), sending webhooks");
     let stop = Stop::when(shutdown_signal());
     stop.into_stopped().await;

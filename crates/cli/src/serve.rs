@@ -166,7 +166,7 @@ async fn start_on<L: EventLog>(
             .with_keyring(Arc::clone(&keyring)),
     );
     let (v, sv, c, q) = (Arc::clone(&views), Arc::clone(&service), Arc::clone(&clock), Arc::clone(&queues));
-    spawn_sla_sweep(&mut workers, v, sv, c, q);
+    spawn_sla_sweep(&mut workers, v, sv, c, q, s.retention.closed_tickets());
     let sender = behalf_service::webhooks::Sender::new(
         Arc::clone(&queues),
         Arc::clone(&gdap),

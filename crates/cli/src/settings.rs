@@ -54,6 +54,32 @@ pub struct Settings {
     pub nats: NatsSettings,
     #[command(flatten)]
     pub webhooks: WebhookSettings,
+    #[command(flatten)]
+    pub retention: RetentionSettings,
+}
+
+/// `[retention]`: how long personal data is kept (issue 26).
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Redact a closed ticket's texts this long after it closed (as the vendor side,
+    /// by the SLA sweep); 0s keeps them
+    #[arg(id = "retention.closed_ticket_personal_data", long = "retention-closed-ticket-personal-data", env = "BEHALF_RETENTION_CLOSED_TICKET_PERSONAL_DATA", value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    #[serde(with = "duration_text")]
+    pub closed_ticket_personal_data: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> RetentionSettings {
+        clap_defaults()
+    }
+}
+
+impl RetentionSettings {
+    /// The retention of closed tickets' texts, if any.
+    pub fn closed_tickets(&self) -> Option<Duration> {
+        (!self.closed_ticket_personal_data.is_zero()).then_some(self.closed_ticket_personal_data)
+    }
 }
 
 /// `[webhooks]`: how queue messages are pushed to subscribed URLs (`/v1/webhooks`).
@@ -344,7 +370,7 @@ mod durations_text {
 /// The flags of every long-running role: the settings, and the file to read first.
 #[derive(Args, Debug, Clone)]
 pub struct SettingsArgs {
-    /// A TOML settings file (sections [http], [log], [nats], [webhooks], or the flags' names with
+    /// A TOML settings file (sections [http], [log], [nats], [webhooks], [retention], or the flags' names with
     /// underscores at the top)
     #[arg(long, env = "BEHALF_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

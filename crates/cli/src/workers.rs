@@ -114,6 +114,7 @@ pub fn spawn_sla_sweep<L: EventLog, Q: QueueSink + ?Sized>(
     service: Arc<CommandService<L>>,
     clock: Arc<dyn Clock>,
     queues: Arc<Q>,
+    retention: Option<std::time::Duration>,
 ) {
     let holder = format!("{}-{}", std::process::id(), clock.now().millis());
     let hold_ms = 3 * SLA_SWEEP_EVERY.as_millis() as i64;
@@ -142,6 +143,12 @@ pub fn spawn_sla_sweep<L: EventLog, Q: QueueSink + ?Sized>(
                     Ok(0) => {}
                     Ok(n) => tracing::info!(breaches = n, "recorded missed response targets"),
                     Err(e) => tracing::warn!(error = %e, "SLA sweep failed; trying again next time"),
+                }
+                let Some(after) = retention else { continue };
+                match behalf_service::sla_sweep::retention_sweep(views.as_ref(), &service, clock.now(), after).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(redacted = n, "redacted closed tickets past their retention"),
+                    Err(e) => tracing::warn!(error = %e, "the retention sweep failed; trying again next time"),
                 }
             }
         }

@@ -512,3 +512,140 @@ pub fn clear_personal_fields(e: &Event) -> usize {
             .map(|c| clear(&c.email) + clear(&c.first_name) + clear(&c.last_name) + c.phone.as_ref().map_or(0, clear))
             .sum::<usize>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An in-memory key store: the logic's double (the engines' stores run the
+    /// contract in their own tests).
+    #[derive(Default)]
+    struct Memory(Mutex<HashMap<String, Vec<u8>>>);
+
+    impl KeyStore for Memory {
+        fn get(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
+            Ok(self.0.lock().unwrap().get(name).cloned())
+        }
+        fn create(&self, name: &str, value: &[u8]) -> Result<bool, LogError> {
+            let mut m = self.0.lock().unwrap();
+            if m.contains_key(name) {
+                return Ok(false);
+            }
+            m.insert(name.into(), value.to_vec());
+            Ok(true)
+        }
+        fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), LogError> {
+            self.0.lock().unwrap().extend(entries.iter().cloned());
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn an_envelope_opens_to_what_was_sealed(
+            key in any::<[u8; 32]>(),
+            id in "[pt][0-9a-f]{20}",
+            clear in ".{0,300}",
+            domain in proptest::option::of("[a-z]{1,10}\\.[a-z]{2,4}"),
+        ) {
+            let sealed = seal_with(&key, &id, &clear, domain.as_deref());
+            let e = Envelope::parse(&sealed).expect("a sealed string parses");
+            prop_assert_eq!(e.key_id, id.as_str());
+            prop_assert_eq!(e.domain, domain.as_deref());
+            prop_assert_eq!(open_with(&key, &e), Some(clear.clone()));
+            prop_assert!(clear.is_empty() || !sealed.contains(&clear) || clear.len() < 4);
+        }
+
+        #[test]
+        fn a_tampered_envelope_or_another_key_opens_to_nothing(
+            key in any::<[u8; 32]>(),
+            other in any::<[u8; 32]>(),
+            clear in ".{1,100}",
+            at in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let sealed = seal_with(&key, "t00", &clear, Some("contoso.com"));
+            let e = Envelope::parse(&sealed).unwrap();
+            let mut bytes = URL_SAFE_NO_PAD.decode(e.body).unwrap();
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            let body = URL_SAFE_NO_PAD.encode(&bytes);
+            prop_assert_eq!(open_with(&key, &Envelope { body: &body, ..e }), None);
+            // The clear domain and the key id are bound too.
+            prop_assert_eq!(open_with(&key, &Envelope { domain: Some("fabrikam.com"), ..e }), None);
+            prop_assert_eq!(open_with(&key, &Envelope { key_id: "t01", ..e }), None);
+            if other != key {
+                prop_assert_eq!(open_with(&other, &e), None);
+            }
+        }
+    }
+
+    fn opened(k: &Keyring, s: &str) -> String {
+        k.open_str(s).unwrap().unwrap_or_else(|| s.to_owned())
+    }
+
+    #[test]
+    fn erasing_a_person_erases_their_fields_and_a_new_ticket_gets_a_fresh_key() {
+        let store: Arc<dyn KeyStore> = Arc::new(Memory::default());
+        let (k, fresh) = Keyring::open(Arc::clone(&store)).unwrap();
+        assert!(fresh);
+        let mut c = Contact {
+            first_name: "Ayu".into(),
+            last_name: "Lestari".into(),
+            email: "Ayu@Contoso-Partner.com".into(),
+            phone: Some("+62 21 555".into()),
+            preferred_contact: behalf_domain::PreferredContact::Email,
+        };
+        let clear = c.clone();
+        k.seal_contact(&mut c).unwrap();
+        assert!(c.email.ends_with("@contoso-partner.com") && c.email.starts_with(SEALED), "{}", c.email);
+        assert_eq!(opened(&k, &c.first_name), "Ayu");
+        assert_eq!(opened(&k, &c.email), clear.email);
+        assert_eq!(behalf_domain::directory::contact_domain(&c.email).as_deref(), Some("contoso-partner.com"));
+        // Another process over the same store opens it too, and sees the erasure.
+        let (other, fresh) = Keyring::open(Arc::clone(&store)).unwrap();
+        assert!(!fresh);
+        assert_eq!(opened(&other, &c.last_name), "Lestari");
+        let subject = k.subject(" ayu@contoso-partner.COM");
+        assert_eq!(subject, k.subject("Ayu@Contoso-Partner.com"), "the address is normalised");
+        assert!(matches!(k.erase_person(&subject).unwrap(), Erasure::Erased(ids) if ids.len() == 1));
+        assert_eq!(k.erase_person(&subject).unwrap(), Erasure::AlreadyErased);
+        assert_eq!(k.erase_person(&k.subject("nobody@example.com")).unwrap(), Erasure::Unknown);
+        for f in [&c.first_name, &c.last_name, &c.email, c.phone.as_ref().unwrap()] {
+            assert_eq!(opened(&k, f), ERASED);
+        }
+        std::thread::sleep(KEY_TTL);
+        assert_eq!(opened(&other, &c.first_name), ERASED, "erased everywhere within the key TTL");
+        // The same address again: a fresh key, readable, the old fields still erased.
+        let mut again = clear.clone();
+        other.seal_contact(&mut again).unwrap();
+        assert_eq!(opened(&k, &again.first_name), "Ayu");
+        assert_eq!(opened(&k, &c.first_name), ERASED);
+    }
+
+    #[test]
+    fn redacting_a_ticket_erases_its_texts_and_later_texts_get_a_fresh_key() {
+        let (k, _) = Keyring::open(Arc::new(Memory::default())).unwrap();
+        let mut events = behalf_log::samples::every_event_type();
+        let before = events.clone();
+        k.seal(&mut events, None).unwrap();
+        for (e, was) in events.iter().zip(&before) {
+            assert_eq!(clear_personal_fields(e), 0, "{} sealed", e.type_name());
+            assert_eq!(sealed_fields(e) > 0, clear_personal_fields(was) > 0, "{}", e.type_name());
+        }
+        let sealed = events.clone();
+        k.seal(&mut events, None).unwrap();
+        assert_eq!(events, sealed, "sealing twice changes nothing");
+        let ids = k.redact(&events).unwrap();
+        assert_eq!(ids.len(), 1, "one text key per ticket: {ids:?}");
+        let Event::NoteAdded(n) = &events.iter().find(|e| matches!(e, Event::NoteAdded(_))).unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(opened(&k, &n.text), ERASED);
+        let mut later = vec![behalf_log::samples::note_added("t", "later")];
+        k.seal(&mut later, text_keys_of(&events).last().map(String::as_str)).unwrap();
+        let Event::NoteAdded(n) = &later[0] else { unreachable!() };
+        assert_eq!(opened(&k, &n.text), "later", "a redacted ticket's next note gets a fresh key");
+    }
+}

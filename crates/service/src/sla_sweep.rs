@@ -62,3 +62,44 @@ pub async fn sla_sweep<L: EventLog, S: ViewStore + ?Sized>(
     }
     Ok(recorded)
 }
+
+/// Retention (issue 26): every closed ticket of the views closed at least `after` ago
+/// and not yet redacted gets `ticket.redact` as the vendor side, with its own command
+/// id (`retention:<ticket id>`: a retry answers its first outcome). Returns how many
+/// were redacted.
+pub async fn retention_sweep<L: EventLog, S: ViewStore + ?Sized>(
+    views: &S,
+    service: &Arc<CommandService<L>>,
+    now: Timestamp,
+    after: std::time::Duration,
+) -> Result<usize, ServiceError> {
+    let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    let mut redacted = 0;
+    let mut from: Option<Vec<u8>> = None;
+    loop {
+        let page = views.scan(b"t/", from.as_deref(), 1024)?;
+        let Some((last, _)) = page.last() else { break };
+        from = Some(last.clone());
+        for (_, v) in &page {
+            let view: TicketView = decode(v)?;
+            let t = &view.ticket.case;
+            let due = t.closed_at.is_some_and(|c| c.millis().saturating_add(after_ms) <= now.millis());
+            if view.redacted || t.status != behalf_domain::TicketStatus::Closed || !due {
+                continue;
+            }
+            let req = Request {
+                command_id: Some(behalf_domain::CommandId::new(format!("retention:{}", t.ticket_id))),
+                expected_version: None,
+                command: behalf_domain::Command::TicketRedact(behalf_domain::command::TicketRef {
+                    ticket_id: t.ticket_id.clone(),
+                }),
+            };
+            match service.execute(Principal::Vendor, req).await {
+                Ok(a) if !a.duplicate => redacted += 1,
+                Ok(_) | Err(Refused::Rejected(_)) => {}
+                Err(Refused::Failed(e)) => return Err(e),
+            }
+        }
+    }
+    Ok(redacted)
+}

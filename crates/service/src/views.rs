@@ -59,6 +59,9 @@ pub struct TicketView {
     pub support_topic: String,
     pub country_code: String,
     pub updated_at: Timestamp,
+    /// Its texts' key was deleted (`ticket.redact`, issue 26): retention skips it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
 }
 
 /// A ticket in a list.
@@ -222,12 +225,14 @@ fn opened_view(e: &TicketOpened, event: &Event) -> Option<TicketView> {
         support_topic: e.support_topic.clone(),
         country_code: e.country_code.clone(),
         updated_at: e.at,
+        redacted: false,
     })
 }
 
 fn evolve_in_place(v: &mut TicketView, commit: &Commit, e: &Event) {
     v.ticket.apply(e);
     v.updated_at = commit.at;
+    v.redacted |= matches!(e, Event::TicketRedacted(_));
 }
 
 /// Applies a batch of commits and commits the writes with the last position.

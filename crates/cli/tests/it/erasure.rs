@@ -228,3 +228,40 @@ mod erase_and_redact {
         super::erase_and_redact(super::Engine::Nats).await;
     }
 }
+
+/// Retention: with `[retention] closed_ticket_personal_data` set, the sweep redacts a
+/// closed ticket once that long has passed since it closed (as the vendor side, with
+/// its own command id), and leaves open tickets alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_redacts_closed_tickets() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("behalf.toml");
+    std::fs::write(&settings, "[retention]\nclosed_ticket_personal_data = \"1s\"\n").unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["--config", settings.to_str().unwrap()]);
+    let c = Client::of(&server);
+    send_world(&c, &server.admin).await;
+    let agent = c.token(&server.admin, &agent()).await;
+    let vendor = c.token(&server.admin, &Principal::Vendor).await;
+    let mut ids = Vec::new();
+    for title in ["TITLE-7f3a closed", "kept open"] {
+        let (status, t) = c.post(&agent, &merge(open_o365(), json!({"title": title}))).await;
+        assert_eq!(status, 201, "{t}");
+        ids.push(t["ticket_id"].as_str().unwrap().to_owned());
+    }
+    let (status, r) = c.post(&agent, &json!({"type":"ticket.close","ticket_id":ids[0],"resolution":"fixed"})).await;
+    assert_eq!(status, 200, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let t = get(&c, &vendor, &format!("/v1/tickets/{}", ids[0])).await;
+        if t["title"] == "[erased]" {
+            break;
+        }
+        before(deadline, &format!("the retention sweep to redact the closed ticket: {t}"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let history = get(&c, &vendor, &format!("/v1/tickets/{}/history", ids[0])).await;
+    assert!(history.to_string().contains(&format!("retention:{}", ids[0])), "its own command id: {history}");
+    let open = get(&c, &vendor, &format!("/v1/tickets/{}", ids[1])).await;
+    assert_eq!(open["title"], "kept open", "an open ticket is kept: {open}");
+}
