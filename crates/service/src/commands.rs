@@ -322,7 +322,7 @@ impl<L: EventLog> CommandService<L> {
         let Some(keyring) = &self.keyring else { return Ok(Ok(())) };
         for e in events.iter_mut() {
             if let Event::PersonErased(p) = e {
-                match keyring.erase_person(&p.subject)? {
+                match crate::seal::blocking(|| keyring.erase_person(&p.subject))? {
                     Erasure::Erased(ids) => p.key_ids = ids,
                     Erasure::AlreadyErased => {}
                     Erasure::Unknown => {
@@ -336,9 +336,11 @@ impl<L: EventLog> CommandService<L> {
             } else if let Event::TicketRedacted(r) = e {
                 let commits = self.log.read_stream(&loaded.stream, 1).await?;
                 let all: Vec<Event> = commits.into_iter().flat_map(|c| c.events).collect();
-                r.key_ids = keyring.redact(&all)?;
+                r.key_ids = crate::seal::blocking(|| keyring.redact(&all))?;
             }
         }
+        // (Not `blocking`: a key write is rare — once per new person, once per 256
+        // tickets — and moving every command off its thread cost more than it saved.)
         keyring.seal(events, loaded.text_key.as_deref())?;
         Ok(Ok(()))
     }

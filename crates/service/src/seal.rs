@@ -18,9 +18,10 @@
 //!
 //! Reads open sealed strings on the way out ([`Keyring::open_json`]); a deleted key
 //! reads as [`ERASED`]. The key store (`behalf_log::keys`) holds:
-//! `hash` → the hash key; `k.<key id>` → a key (empty once erased);
-//! `p.<hash>.<generation>` → the person's key id of that generation (empty once erased:
-//! the next ticket of that address starts a new generation with a fresh key).
+//! `hash` → the hash key; `k.<key id>` → a ticket's key (empty once erased);
+//! `p.<hash>.<generation>` → the person's key of that generation (key id
+//! `p<hash>g<generation>`; empty once erased: the next ticket of that address starts
+//! a new generation with a fresh key).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -72,6 +73,25 @@ fn random_id(prefix: char) -> String {
         s.push_str(&format!("{x:02x}"));
     }
     s
+}
+
+/// Runs a keyring call that may block on its store (a flush, a bucket's round trip)
+/// without holding up the async threads: `block_in_place` on a multi-threaded Tokio
+/// runtime (every role's), directly elsewhere.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) | Err(_) => f(),
+    }
+}
+
+/// The store entry of key `id`: a person's generation (`p<subject>g<n>` →
+/// `p.<subject>.<n>`), or a ticket key (`k.<id>`).
+fn entry_of(id: &str) -> String {
+    match id.strip_prefix('p').and_then(|rest| rest.split_once('g')) {
+        Some((subject, generation)) => format!("p.{subject}.{generation}"),
+        None => format!("k.{id}"),
+    }
 }
 
 /// One sealed string, parsed.
@@ -234,7 +254,7 @@ impl Keyring {
             Some(Known::Live(k, at)) if ttl.is_none_or(|ttl| at.elapsed() < ttl) => return Ok(Some(k)),
             Some(Known::Live(..)) | None => {}
         }
-        match self.store.get(&format!("k.{id}"))? {
+        match self.store.get(&entry_of(id))? {
             Some(k) if k.len() == 32 => {
                 let k = <Key>::try_from(k.as_slice()).expect("checked length");
                 self.remember(id, Known::Live(k, Instant::now()));
@@ -265,7 +285,9 @@ impl Keyring {
         }
     }
 
-    /// The person's live key, made (a new generation) when there is none.
+    /// The person's live key, made (a new generation) when there is none. A new
+    /// person costs one write (the key in its generation's entry, created once), so
+    /// a new contact adds one round trip on NATS, not three.
     fn person_key(&self, email: &str) -> Result<(String, Key), LogError> {
         let subject = self.subject(email);
         let cached = self.persons.lock().expect("the person cache lock is never poisoned").get(&subject).cloned();
@@ -274,37 +296,32 @@ impl Keyring {
                 return Ok((id.clone(), k));
             }
         }
+        let mut next = 0;
         for _ in 0..8 {
-            let (generation, value) = self.person_generation(&subject, 0)?;
-            let next = match value {
-                Some(v) if !v.is_empty() => {
-                    let id = String::from_utf8(v)
-                        .map_err(|_| LogError::Storage("a person's key id in the key store is damaged".into()))?;
-                    if let Some(k) = self.key(&id, None)? {
-                        self.persons
-                            .lock()
-                            .expect("the person cache lock is never poisoned")
-                            .insert(subject.clone(), (generation, id.clone()));
-                        return Ok((id, k));
-                    }
-                    generation + 1
-                }
-                Some(_) => generation + 1,
-                None => generation,
-            };
-            let (id, key) = (random_id('p'), random_key());
-            self.store.put_many(&[(format!("k.{id}"), key.to_vec())])?;
-            if self.store.create(&format!("p.{subject}.{next}"), id.as_bytes())? {
-                self.remember(&id, Known::Live(key, Instant::now()));
-                self.persons
-                    .lock()
-                    .expect("the person cache lock is never poisoned")
-                    .insert(subject.clone(), (next, id.clone()));
-                return Ok((id, key));
+            let key = random_key();
+            if self.store.create(&format!("p.{subject}.{next}"), &key)? {
+                return Ok(self.person_is(&subject, next, key));
             }
-            // Another process made this generation first: use its key.
+            // Made before (by anyone): its newest generation, live or erased.
+            let (generation, value) = self.person_generation(&subject, 0)?;
+            match value.as_deref().map(<Key>::try_from) {
+                Some(Ok(k)) => return Ok(self.person_is(&subject, generation, k)),
+                Some(Err(_)) if value.as_ref().is_some_and(Vec::is_empty) => next = generation + 1,
+                Some(Err(_)) => return Err(LogError::Storage("a person's key in the key store is damaged".into())),
+                None => next = generation,
+            }
         }
         Err(LogError::Storage("a person's key keeps changing under this process".into()))
+    }
+
+    fn person_is(&self, subject: &str, generation: u32, key: Key) -> (String, Key) {
+        let id = format!("p{subject}g{generation}");
+        self.remember(&id, Known::Live(key, Instant::now()));
+        self.persons
+            .lock()
+            .expect("the person cache lock is never poisoned")
+            .insert(subject.to_owned(), (generation, id.clone()));
+        (id, key)
     }
 
     fn seal_contact(&self, c: &mut Contact) -> Result<(), LogError> {
@@ -397,16 +414,16 @@ impl Keyring {
         Ok(())
     }
 
-    /// `person.erase`: deletes the person's live key (and marks the generation erased).
+    /// `person.erase`: deletes the person's live key (its generation's entry made
+    /// empty; the next ticket of the address starts the next generation).
     pub fn erase_person(&self, subject: &str) -> Result<Erasure, LogError> {
         let (generation, value) = self.person_generation(subject, 0)?;
         let Some(value) = value else { return Ok(Erasure::Unknown) };
         if value.is_empty() {
             return Ok(Erasure::AlreadyErased);
         }
-        let id = String::from_utf8(value)
-            .map_err(|_| LogError::Storage("a person's key id in the key store is damaged".into()))?;
-        self.store.put_many(&[(format!("k.{id}"), Vec::new()), (format!("p.{subject}.{generation}"), Vec::new())])?;
+        let id = format!("p{subject}g{generation}");
+        self.store.put_many(&[(format!("p.{subject}.{generation}"), Vec::new())])?;
         self.forget(std::slice::from_ref(&id));
         self.persons.lock().expect("the person cache lock is never poisoned").remove(subject);
         Ok(Erasure::Erased(vec![id]))
