@@ -56,6 +56,8 @@ pub enum Stage {
     Load,
     /// The domain's `decide`.
     Decide,
+    /// Sealing the accepted events' personal fields (and an erasure's key deletion).
+    Seal,
     /// Waiting for a group commit (sled) or an atomic batch (NATS) to take the append.
     AppendQueue,
     /// The group's write and flush (sled), or the batch's acknowledgement (NATS).
@@ -65,13 +67,14 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 10] = [
         Stage::Authenticate,
         Stage::Decode,
         Stage::TicketLock,
         Stage::GdapWait,
         Stage::Load,
         Stage::Decide,
+        Stage::Seal,
         Stage::AppendQueue,
         Stage::Commit,
         Stage::Respond,
@@ -86,6 +89,7 @@ impl Stage {
             Stage::GdapWait => "gdap_wait",
             Stage::Load => "load",
             Stage::Decide => "decide",
+            Stage::Seal => "seal",
             Stage::AppendQueue => "append_queue",
             Stage::Commit => "commit",
             Stage::Respond => "respond",

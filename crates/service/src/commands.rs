@@ -274,7 +274,10 @@ impl<L: EventLog> CommandService<L> {
                 Ok(events) => events,
                 Err(rejection) => return self.refuse(&principal, &req, command_id, hash, rejection).await,
             };
-            if let Err(rejection) = self.seal_or_erase(&mut events, &loaded).await? {
+            let sealing = Instant::now();
+            let sealed = self.seal_or_erase(&mut events, &loaded).instrument(tracing::debug_span!("seal")).await?;
+            Stage::Seal.since(sealing);
+            if let Err(rejection) = sealed {
                 return self.refuse(&principal, &req, command_id, hash, rejection).await;
             }
             if events.is_empty() {
@@ -392,7 +395,7 @@ impl<L: EventLog> CommandService<L> {
                 let stream = StreamId::ticket(&id);
                 let commits = self.log.read_stream(&stream, 1).await?;
                 let text_key = match self.keyring {
-                    Some(_) => crate::seal::text_keys_of(commits.iter().flat_map(|c| &c.events)).pop(),
+                    Some(_) => crate::seal::text_key_of(commits.iter().flat_map(|c| &c.events)),
                     None => None,
                 };
                 let ticket = commits.into_iter().flat_map(|c| c.events).fold(None, Ticket::evolve_owned);

@@ -493,6 +493,12 @@ pub fn personal_fields(e: &mut Event) -> (Vec<&mut String>, Vec<&mut Contact>) {
     }
 }
 
+/// The text key a stream's events name last (read from the newest event back, so a
+/// long ticket is not walked whole).
+pub fn text_key_of<'a>(events: impl DoubleEndedIterator<Item = &'a Event>) -> Option<String> {
+    events.rev().find_map(|e| text_keys_of(std::iter::once(e)).pop())
+}
+
 /// The ticket text keys a stream's events name, oldest first.
 pub fn text_keys_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
