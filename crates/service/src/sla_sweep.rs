@@ -26,12 +26,8 @@ pub async fn sla_sweep<L: EventLog, S: ViewStore + ?Sized>(
 ) -> Result<usize, ServiceError> {
     let mut recorded = 0;
     let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = views.scan(b"t/", after.as_deref(), 1024)?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        for (_, v) in &page {
-            let view: TicketView = decode(v)?;
+    while let Some(page) = ticket_page(views, &mut after)? {
+        for view in page {
             let sla = view.sla_at(now);
             let t = &view.ticket;
             if t.case.status == behalf_domain::TicketStatus::Closed
@@ -76,12 +72,8 @@ pub async fn retention_sweep<L: EventLog, S: ViewStore + ?Sized>(
     let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
     let mut redacted = 0;
     let mut from: Option<Vec<u8>> = None;
-    loop {
-        let page = views.scan(b"t/", from.as_deref(), 1024)?;
-        let Some((last, _)) = page.last() else { break };
-        from = Some(last.clone());
-        for (_, v) in &page {
-            let view: TicketView = decode(v)?;
+    while let Some(page) = ticket_page(views, &mut from)? {
+        for view in page {
             let t = &view.ticket.case;
             let due = t.closed_at.is_some_and(|c| c.millis().saturating_add(after_ms) <= now.millis());
             if view.redacted || t.status != behalf_domain::TicketStatus::Closed || !due {
@@ -102,4 +94,16 @@ pub async fn retention_sweep<L: EventLog, S: ViewStore + ?Sized>(
         }
     }
     Ok(redacted)
+}
+
+/// The next page of ticket views after `after` (moved on past it), or `None` at the end:
+/// the walk both sweeps make.
+fn ticket_page<S: ViewStore + ?Sized>(
+    views: &S,
+    after: &mut Option<Vec<u8>>,
+) -> Result<Option<Vec<TicketView>>, ServiceError> {
+    let page = views.scan(b"t/", after.as_deref(), 1024)?;
+    let Some((last, _)) = page.last() else { return Ok(None) };
+    *after = Some(last.clone());
+    Ok(Some(page.iter().map(|(_, v)| decode(v)).collect::<Result<_, _>>()?))
 }
