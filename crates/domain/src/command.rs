@@ -211,6 +211,9 @@ pub const DIRECTORY_CATEGORIES: &[&str] = &[
     "plan",
     "health",
     "webhook",
+    // `person.erase`: every process forgets the erased keys as its projection
+    // passes it (and a decision waits for the directory's last commit).
+    "person",
 ];
 
 /// Where a command's events go: the stream it appends to.

@@ -13,6 +13,10 @@ use crate::rejection::{Code, Rejection, Rule};
 use crate::time::Timestamp;
 use crate::{Event, Principal, StreamId, TicketId};
 
+/// How a sealed string starts (the shell's envelope; only its clear `@domain` tail
+/// matters here).
+pub const SEALED_PREFIX: &str = "enc1.";
+
 /// How an erasure names its person once the shell has hashed the address.
 pub const SUBJECT_PREFIX: &str = "subject:";
 

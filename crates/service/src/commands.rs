@@ -150,6 +150,12 @@ impl<L: EventLog> CommandService<L> {
     /// Seals personal fields with `keyring` and lets `person.erase` and
     /// `ticket.redact` delete its keys.
     pub fn with_keyring(mut self, keyring: Arc<Keyring>) -> Self {
+        let ring = Arc::downgrade(&keyring);
+        self.gdap.on_erased(move |ids| {
+            if let Some(ring) = ring.upgrade() {
+                ring.forget(ids);
+            }
+        });
         self.keyring = Some(keyring);
         self
     }
@@ -208,7 +214,7 @@ impl<L: EventLog> CommandService<L> {
                 .directory
                 .users
                 .values()
-                .any(|u| &u.partner_id == partner_id && u.email.trim().to_lowercase() == wanted);
+                .any(|u| &u.partner_id == partner_id && keyring.is_address_of(&u.email, &wanted));
             if !own {
                 return Some(Rejection::new(
                     Code::Forbidden,
@@ -231,7 +237,7 @@ impl<L: EventLog> CommandService<L> {
         command_id: CommandId,
         before: Option<Rejection>,
     ) -> Result<Accepted, Refused> {
-        let hash = digest(&principal, &req);
+        let hash = digest(&principal, &req, self.keyring.as_deref());
         // R26: a command seen before answers its first outcome. The key is the id within
         // the sender's tenant, so another tenant's use of it is neither found nor shown.
         // An id generated here is new by construction; the log still refuses to store a
@@ -239,11 +245,22 @@ impl<L: EventLog> CommandService<L> {
         let key = CommandKey::of(&principal, &command_id);
         if req.command_id.is_some() {
             if let Some(first) = self.log.find_command(&key).await? {
+                // A command recorded before sealing was on kept its plain digest.
+                let plain = || digest(&principal, &req, None);
+                let hash = if first.request_hash != hash && first.request_hash == plain() { plain() } else { hash };
                 return first_outcome(&first, &hash, command_id);
             }
         }
         if let Some(rejection) = before {
             return self.refuse(&principal, &req, command_id, hash, rejection).await;
+        }
+        let mut req = req;
+        if let (Command::PartnerUserUpsert(u), Some(keyring)) = (&mut req.command, &self.keyring) {
+            // Sealed before the decision (the same way each time), so the directory
+            // compares it with the user it holds, and holds it only sealed.
+            if behalf_domain::directory::email_domain(&u.email).is_some() {
+                crate::seal::blocking(|| keyring.seal_address(&mut u.email))?;
+            }
         }
         let waited = Instant::now();
         let _turn = self.ticket_turn(&req.command).instrument(tracing::debug_span!("ticket_lock")).await;

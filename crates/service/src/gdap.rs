@@ -33,7 +33,12 @@ pub struct GdapProjection {
     /// is detached (it may hold the last reference, so nothing here awaits it).
     stop: std::sync::Mutex<Option<watch::Sender<bool>>>,
     snapshot: Option<Snapshots>,
+    /// Told the keys of every person erased, before the erasure's position counts as
+    /// applied ([`GdapProjection::on_erased`]).
+    erased: std::sync::OnceLock<ErasedHook>,
 }
+
+type ErasedHook = Box<dyn Fn(&[String]) + Send + Sync>;
 
 /// At most this often a snapshot is saved while following.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
@@ -97,6 +102,7 @@ impl GdapProjection {
             failed: AtomicBool::new(false),
             stop: std::sync::Mutex::new(None),
             snapshot,
+            erased: std::sync::OnceLock::new(),
         });
         // Only directory streams are decoded; the rest just move the position. The
         // worker holds the projection weakly: it lives while someone holds it, and
@@ -171,8 +177,23 @@ impl GdapProjection {
                 s.changed.store(true, Ordering::Relaxed);
             }
         }
+        if let Some(hook) = self.erased.get() {
+            for e in &commit.events {
+                if let behalf_domain::Event::PersonErased(p) = e {
+                    hook(&p.key_ids);
+                }
+            }
+        }
         self.position.store(commit.position, Ordering::SeqCst);
         self.notify.send_replace(commit.position);
+    }
+
+    /// Calls `hook` with the keys of every person erased from now on (the erasure's
+    /// `person` stream is a directory category), before its position counts as
+    /// applied: a decision waits for the directory's last commit, so no process seals
+    /// with a person's key after it saw that key erased (the first hook set stays).
+    pub fn on_erased(&self, hook: impl Fn(&[String]) + Send + Sync + 'static) {
+        let _ = self.erased.set(Box::new(hook));
     }
 
     /// The position applied so far.

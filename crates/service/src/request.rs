@@ -81,10 +81,15 @@ pub fn from_value(mut value: Value, idempotency_key: Option<&str>) -> Result<Req
     Ok(Request { command_id, expected_version, command })
 }
 
-/// The digest R26 compares: who sent what, with which expectation.
-pub fn digest(principal: &Principal, req: &Request) -> behalf_log::Hash {
+/// The digest R26 compares: who sent what, with which expectation. Where personal
+/// data is sealed, `keyed` hashes it under the key store's hash key (HMAC), so the
+/// digest the log keeps cannot be checked against a guessed name or address.
+pub fn digest(principal: &Principal, req: &Request, keyed: Option<&crate::seal::Keyring>) -> behalf_log::Hash {
     let bytes = rmp_serde::to_vec_named(&(principal, req.expected_version, &req.command)).unwrap_or_default();
-    behalf_log::codec::sha256(&bytes)
+    match keyed {
+        Some(ring) => ring.mac(&bytes),
+        None => behalf_log::codec::sha256(&bytes),
+    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use sha2::Sha256;
 pub const ERASED: &str = "[erased]";
 
 /// The prefix of a sealed string.
-pub const SEALED: &str = "enc1.";
+pub const SEALED: &str = behalf_domain::erasure::SEALED_PREFIX;
 
 /// How long a reader trusts a key it fetched before asking the store again: an
 /// erasure made by another process is effective here within this (or sooner, when
@@ -94,6 +94,11 @@ fn entry_of(id: &str) -> String {
     }
 }
 
+/// The person a person's key id names (`p<subject>g<n>` → `<subject>`).
+fn subject_of_key(id: &str) -> Option<&str> {
+    id.strip_prefix('p').and_then(|rest| rest.split_once('g')).map(|(subject, _)| subject)
+}
+
 /// One sealed string, parsed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Envelope<'a> {
@@ -121,12 +126,30 @@ fn aad(key_id: &str, domain: Option<&str>) -> Vec<u8> {
 
 /// Seals `clear` under `key` named `key_id` (an address's `domain` kept in the clear).
 pub fn seal_with(key: &Key, key_id: &str, clear: &str, domain: Option<&str>) -> String {
-    let cipher = XChaCha20Poly1305::new(key.into());
     let mut nonce = [0u8; 24];
     getrandom::fill(&mut nonce).unwrap_or_else(|e| panic!("the system's random source failed: {e}"));
+    seal_with_nonce(key, key_id, clear, domain, &nonce)
+}
+
+/// Seals `clear` the same way every time under the same key (the nonce is a MAC of
+/// it under the key, as in SIV): a partner user's address, so an upsert of the same
+/// user under the same key is the same fact (nothing appended), found without
+/// opening it. Equal ciphertexts say only "the same address", which its key id
+/// (the person's) says already.
+pub fn seal_deterministic(key: &Key, key_id: &str, clear: &str, domain: Option<&str>) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"nonce\0");
+    mac.update(clear.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    let nonce: [u8; 24] = tag[..24].try_into().expect("a SHA-256 MAC is 32 bytes");
+    seal_with_nonce(key, key_id, clear, domain, &nonce)
+}
+
+fn seal_with_nonce(key: &Key, key_id: &str, clear: &str, domain: Option<&str>, nonce: &[u8; 24]) -> String {
+    let cipher = XChaCha20Poly1305::new(key.into());
     let ad = aad(key_id, domain);
     let sealed = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: clear.as_bytes(), aad: &ad })
+        .encrypt(XNonce::from_slice(nonce), Payload { msg: clear.as_bytes(), aad: &ad })
         .unwrap_or_else(|e| panic!("XChaCha20-Poly1305 cannot fail to encrypt: {e}"));
     let mut out = String::with_capacity(SEALED.len() + key_id.len() + 48 + sealed.len() * 4 / 3);
     out.push_str(SEALED);
@@ -208,12 +231,16 @@ impl Keyring {
         Ok(Some(Keyring { store, hash_key, keys: Mutex::default(), persons: Mutex::default(), pool: Mutex::default() }))
     }
 
+    /// HMAC-SHA-256 of `bytes` under the store's hash key.
+    pub fn mac(&self, bytes: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
+        mac.update(bytes);
+        mac.finalize().into_bytes().into()
+    }
+
     /// The keyed hash of a normalised address (lower case, trimmed), in hex.
     pub fn subject(&self, email: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key).expect("HMAC takes any key length");
-        mac.update(email.trim().to_lowercase().as_bytes());
-        let bytes = mac.finalize().into_bytes();
-        bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+        self.mac(email.trim().to_lowercase().as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     fn remember(&self, id: &str, k: Known) {
@@ -324,6 +351,28 @@ impl Keyring {
         (id, key)
     }
 
+    /// Seals a partner user's address under the person's key, the same way each time
+    /// ([`seal_deterministic`]); an address sealed already stays as it is.
+    pub fn seal_address(&self, email: &mut String) -> Result<(), LogError> {
+        if email.is_empty() || Envelope::parse(email).is_some() {
+            return Ok(());
+        }
+        let (id, key) = self.person_key(email)?;
+        let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+        *email = seal_deterministic(&key, &id, email.trim(), domain.as_deref());
+        Ok(())
+    }
+
+    /// Whether `stored` (an address as the log holds it: sealed under a person's key,
+    /// or in the clear from before sealing) is `email`'s — compared by keyed hash,
+    /// without opening it.
+    pub fn is_address_of(&self, stored: &str, email: &str) -> bool {
+        match Envelope::parse(stored) {
+            Some(e) => subject_of_key(e.key_id) == Some(self.subject(email).as_str()),
+            None => stored.trim().eq_ignore_ascii_case(email.trim()),
+        }
+    }
+
     fn seal_contact(&self, c: &mut Contact) -> Result<(), LogError> {
         if Envelope::parse(&c.email).is_some() {
             return Ok(());
@@ -357,7 +406,10 @@ impl Keyring {
     pub fn seal(&self, events: &mut [Event], text_key: Option<&str>) -> Result<(), LogError> {
         let mut key: Option<(String, Key)> = None;
         for e in events.iter_mut() {
-            let (texts, contacts) = personal_fields(e);
+            let Personal { texts, contacts, addresses } = personal_fields(e);
+            for a in addresses {
+                self.seal_address(a)?;
+            }
             for field in texts {
                 if field.is_empty() || Envelope::parse(field).is_some() {
                     continue;
@@ -454,21 +506,40 @@ fn seal_field(key: &Key, id: &str, field: &mut String) {
     }
 }
 
-/// The personal fields of an event: its ticket texts (sealed under the ticket's key)
-/// and its contacts (under the person's). The one list of what is personal.
-pub fn personal_fields(e: &mut Event) -> (Vec<&mut String>, Vec<&mut Contact>) {
+/// An event's personal fields.
+#[derive(Default)]
+pub struct Personal<'a> {
+    /// Ticket texts, sealed under the ticket's key.
+    pub texts: Vec<&'a mut String>,
+    /// Contacts, sealed under the person's key.
+    pub contacts: Vec<&'a mut Contact>,
+    /// Partner users' addresses, sealed under the person's key the same way each time.
+    pub addresses: Vec<&'a mut String>,
+}
+
+/// The personal fields of an event: its ticket texts (sealed under the ticket's key),
+/// its contacts and users' addresses (under the person's). The one list of what is
+/// personal.
+pub fn personal_fields(e: &mut Event) -> Personal<'_> {
+    let texts = |texts| Personal { texts, ..Personal::default() };
     match e {
-        Event::TicketOpened(o) => (vec![&mut o.title, &mut o.description], vec![&mut o.contact]),
-        Event::NoteAdded(n) => (vec![&mut n.text], vec![]),
-        Event::TicketUpdated(u) => (vec![], u.contact.as_mut().into_iter().collect()),
-        Event::TicketEscalated(x) => (x.note.as_mut().into_iter().collect(), vec![]),
-        Event::VendorResponded(r) => (vec![&mut r.text], vec![]),
-        Event::AttentionRequested(a) => (vec![&mut a.text], vec![]),
-        Event::TicketClosed(c) => (vec![&mut c.resolution], vec![]),
-        Event::TicketReopened(r) => (vec![&mut r.reason], vec![]),
+        Event::TicketOpened(o) => Personal {
+            texts: vec![&mut o.title, &mut o.description],
+            contacts: vec![&mut o.contact],
+            addresses: vec![],
+        },
+        Event::NoteAdded(n) => texts(vec![&mut n.text]),
+        Event::TicketUpdated(u) => {
+            Personal { contacts: u.contact.as_mut().into_iter().collect(), ..Personal::default() }
+        }
+        Event::TicketEscalated(x) => texts(x.note.as_mut().into_iter().collect()),
+        Event::VendorResponded(r) => texts(vec![&mut r.text]),
+        Event::AttentionRequested(a) => texts(vec![&mut a.text]),
+        Event::TicketClosed(c) => texts(vec![&mut c.resolution]),
+        Event::TicketReopened(r) => texts(vec![&mut r.reason]),
+        Event::PartnerUserUpserted(u) => Personal { addresses: vec![&mut u.email], ..Personal::default() },
         Event::PartnerRegistered(_)
         | Event::CustomerRegistered(_)
-        | Event::PartnerUserUpserted(_)
         | Event::GroupMemberAdded(_)
         | Event::GroupMemberRemoved(_)
         | Event::RelationshipUpserted(_)
@@ -489,14 +560,25 @@ pub fn personal_fields(e: &mut Event) -> (Vec<&mut String>, Vec<&mut Contact>) {
         | Event::WebhookDisabled(_)
         | Event::WebhookDeleted(_)
         | Event::PersonErased(_)
-        | Event::TicketRedacted(_) => (vec![], vec![]),
+        | Event::TicketRedacted(_) => Personal::default(),
     }
 }
 
 /// The text key a stream's events name last (read from the newest event back, so a
-/// long ticket is not walked whole).
+/// long ticket is not walked whole); none once the ticket was redacted after it — so
+/// a text written after a redaction gets a fresh key in every process, not the one
+/// another process deleted (the redaction is on the ticket's stream: a command
+/// decided before it loses the race and is decided again).
 pub fn text_key_of<'a>(events: impl DoubleEndedIterator<Item = &'a Event>) -> Option<String> {
-    events.rev().find_map(|e| text_keys_of(std::iter::once(e)).pop())
+    for e in events.rev() {
+        if let Event::TicketRedacted(_) = e {
+            return None;
+        }
+        if let Some(id) = text_keys_of(std::iter::once(e)).pop() {
+            return Some(id);
+        }
+    }
+    None
 }
 
 /// The ticket text keys a stream's events name, oldest first.
@@ -504,7 +586,7 @@ pub fn text_keys_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<Stri
     let mut ids: Vec<String> = Vec::new();
     for e in events {
         let mut e = e.clone();
-        for f in personal_fields(&mut e).0 {
+        for f in personal_fields(&mut e).texts {
             if let Some(env) = Envelope::parse(f) {
                 if ids.last().map(String::as_str) != Some(env.key_id) {
                     ids.push(env.key_id.to_owned());
@@ -519,8 +601,9 @@ pub fn text_keys_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<Stri
 pub fn sealed_fields(e: &Event) -> usize {
     let mut e = e.clone();
     let sealed = |s: &String| usize::from(Envelope::parse(s).is_some());
-    let (texts, contacts) = personal_fields(&mut e);
-    texts.into_iter().map(|s| sealed(s)).sum::<usize>() + contacts.into_iter().map(|c| sealed(&c.email)).sum::<usize>()
+    let Personal { texts, contacts, addresses } = personal_fields(&mut e);
+    texts.into_iter().chain(addresses).map(|s| sealed(s)).sum::<usize>()
+        + contacts.into_iter().map(|c| sealed(&c.email)).sum::<usize>()
 }
 
 /// How many personal fields a record holds in the clear (`audit verify` reports it:
@@ -528,8 +611,8 @@ pub fn sealed_fields(e: &Event) -> usize {
 pub fn clear_personal_fields(e: &Event) -> usize {
     let mut e = e.clone();
     let clear = |s: &String| usize::from(!s.is_empty() && Envelope::parse(s).is_none());
-    let (texts, contacts) = personal_fields(&mut e);
-    texts.into_iter().map(|s| clear(s)).sum::<usize>()
+    let Personal { texts, contacts, addresses } = personal_fields(&mut e);
+    texts.into_iter().chain(addresses).map(|s| clear(s)).sum::<usize>()
         + contacts
             .into_iter()
             .map(|c| clear(&c.email) + clear(&c.first_name) + clear(&c.last_name) + c.phone.as_ref().map_or(0, clear))
@@ -670,5 +753,62 @@ mod tests {
         k.seal(&mut later, text_keys_of(&events).last().map(String::as_str)).unwrap();
         let Event::NoteAdded(n) = &later[0] else { unreachable!() };
         assert_eq!(opened(&k, &n.text), "later", "a redacted ticket's next note gets a fresh key");
+    }
+
+    #[test]
+    fn a_users_address_seals_the_same_way_each_time_and_is_found_by_its_hash() {
+        let store: Arc<dyn KeyStore> = Arc::new(Memory::default());
+        let (k, _) = Keyring::open(Arc::clone(&store)).unwrap();
+        let seal = |k: &Keyring, a: &str| {
+            let mut a = a.to_owned();
+            k.seal_address(&mut a).unwrap();
+            a
+        };
+        let a = seal(&k, "Budi@Contoso-Partner.com");
+        assert!(a.starts_with(SEALED) && a.ends_with("@contoso-partner.com"), "{a}");
+        assert_eq!(seal(&k, "Budi@Contoso-Partner.com"), a, "the same user is the same fact");
+        assert_eq!(seal(&k, &a), a, "sealed once");
+        assert_eq!(opened(&k, &a), "Budi@Contoso-Partner.com");
+        assert!(k.is_address_of(&a, " budi@contoso-partner.COM"));
+        assert!(!k.is_address_of(&a, "sari@contoso-partner.com"));
+        assert!(k.is_address_of("Budi@contoso-partner.com", "budi@contoso-partner.com"), "a clear one from before");
+        let mut c = Contact {
+            first_name: "Budi".into(),
+            last_name: "S".into(),
+            email: "budi@contoso-partner.com".into(),
+            phone: None,
+            preferred_contact: behalf_domain::PreferredContact::Email,
+        };
+        k.seal_contact(&mut c).unwrap();
+        // One person, one key: erasing them erases the user's address and the contact.
+        let (other, _) = Keyring::open(Arc::clone(&store)).unwrap();
+        let cached = seal(&other, "budi@contoso-partner.com");
+        let Erasure::Erased(ids) = k.erase_person(&k.subject("budi@contoso-partner.com")).unwrap() else { panic!() };
+        assert_eq!((opened(&k, &a), opened(&k, &c.first_name)), (ERASED.to_owned(), ERASED.to_owned()));
+        // Another process told of the erasure (its projection passed it) seals the
+        // address anew under a fresh key, not under the erased one it had cached.
+        other.forget(&ids);
+        let again = seal(&other, "budi@contoso-partner.com");
+        assert_ne!(again, cached);
+        assert_eq!(opened(&k, &again), "budi@contoso-partner.com");
+        assert!(k.is_address_of(&again, "budi@contoso-partner.com"));
+    }
+
+    #[test]
+    fn a_ticket_redacted_after_its_last_text_names_no_text_key() {
+        let (k, _) = Keyring::open(Arc::new(Memory::default())).unwrap();
+        let mut events = vec![behalf_log::samples::note_added("t", "first")];
+        k.seal(&mut events, None).unwrap();
+        let id = text_key_of(events.iter()).expect("the note's key");
+        let redacted = behalf_log::samples::every_event_type()
+            .into_iter()
+            .find(|e| matches!(e, Event::TicketRedacted(_)))
+            .expect("a sample of every event");
+        events.push(redacted);
+        assert_eq!(text_key_of(events.iter()), None, "a text after the redaction gets a fresh key");
+        let mut later = vec![behalf_log::samples::note_added("t", "later")];
+        k.seal(&mut later, None).unwrap();
+        events.extend(later);
+        assert_ne!(text_key_of(events.iter()), Some(id));
     }
 }
