@@ -192,8 +192,13 @@ pub async fn project(s: &Settings) -> anyhow::Result<()> {
     let (log, gdap) = (app.log.clone(), Arc::clone(&app.gdap));
     let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir)?);
     let mut workers = Workers::default();
-    let position =
-        crate::workers::spawn_followers::<_, dyn QueueStore>(&mut workers, app.log.clone(), Arc::clone(&views), None)?;
+    let position = crate::workers::spawn_followers::<_, dyn QueueStore>(
+        &mut workers,
+        app.log.clone(),
+        Arc::clone(&views),
+        None,
+        app.keyring.clone(),
+    )?;
     let router = behalf_http::router(Arc::new(app.with_read(ReadSide { views, position })));
     let stop = Stop::when(shutdown_signal());
     let subject = format!("{}.>", rpc::QUERY_PREFIX);
@@ -214,8 +219,9 @@ pub async fn notify(s: &Settings) -> anyhow::Result<()> {
     crate::stores::ensure_dir(a.data_dir.root())?;
     let views: Arc<dyn ViewStore> = Arc::new(crate::stores::open_views(&a.data_dir)?);
     let mut workers = Workers::default();
-    crate::workers::spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
     let keyring = open_keyring(&a, &log).await?;
+    let k = Some(Arc::clone(&keyring));
+    crate::workers::spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)), k)?;
     let service = Arc::new(CommandService::new(log, Arc::clone(&clock)).with_keyring(keyring));
     let sender = behalf_service::webhooks::Sender::new(
         Arc::clone(&queues),

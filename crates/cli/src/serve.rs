@@ -158,7 +158,13 @@ async fn start_on<L: EventLog>(
     let admin_token = tokens.bootstrap_admin(&dir.admin_token(), clock.as_ref())?;
     let views: Arc<dyn behalf_log::views::ViewStore> = Arc::new(open_views(dir)?);
     let mut workers = Workers::default();
-    let position = spawn_followers(&mut workers, log.clone(), Arc::clone(&views), Some(Arc::clone(&queues)))?;
+    let position = spawn_followers(
+        &mut workers,
+        log.clone(),
+        Arc::clone(&views),
+        Some(Arc::clone(&queues)),
+        Some(Arc::clone(&keyring)),
+    )?;
     let gdap = gdap_projection(&log, dir);
     let (gdap_for_walk, gdap_to_save, log_to_save) = (Arc::clone(&gdap), Arc::clone(&gdap), log.clone());
     let service = Arc::new(

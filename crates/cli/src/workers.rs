@@ -11,6 +11,7 @@ use behalf_log::EventLog;
 use behalf_service::clock::Clock;
 use behalf_service::commands::CommandService;
 use behalf_service::runner::{Backoff, Failure, Workers};
+use behalf_service::seal::{erased_keys, Keyring};
 use tokio::sync::watch;
 
 /// How long a role waits for its workers when it stops.
@@ -27,12 +28,14 @@ pub fn spawn_followers<L: EventLog, Q: QueueSink + ?Sized>(
     log: L,
     views: Arc<dyn ViewStore>,
     queues: Option<Arc<Q>>,
+    keyring: Option<Arc<Keyring>>,
 ) -> anyhow::Result<watch::Receiver<u64>> {
     let (tx, rx) = watch::channel(views.checkpoint()?);
     let tx = Arc::new(tx);
     workers.spawn("followers", Backoff::FOLLOWER, move || {
         let (log, views, queues, tx) = (log.clone(), Arc::clone(&views), queues.clone(), Arc::clone(&tx));
-        async move { follow(&log, views.as_ref(), queues.as_deref(), &tx).await }
+        let keyring = keyring.clone();
+        async move { follow(&log, views.as_ref(), queues.as_deref(), keyring.as_deref(), &tx).await }
     });
     Ok(rx)
 }
@@ -42,6 +45,7 @@ async fn follow<L: EventLog, Q: QueueSink + ?Sized>(
     log: &L,
     views: &dyn ViewStore,
     queues: Option<&Q>,
+    keyring: Option<&Keyring>,
     tx: &watch::Sender<u64>,
 ) -> Result<(), Failure> {
     let head = log.head().await?;
@@ -66,6 +70,11 @@ async fn follow<L: EventLog, Q: QueueSink + ?Sized>(
             let past = |cp: u64| commits.partition_point(|c| c.position <= cp);
             let (v, q) = (past(views_at), past(queues_at));
             if v < commits.len() {
+                // An erasure made elsewhere: its keys are forgotten here before any
+                // view shows it (so a read that sees it sees the fields erased).
+                if let Some(keyring) = keyring {
+                    commits[v..].iter().flat_map(|c| &c.events).for_each(|e| keyring.forget(erased_keys(e)));
+                }
                 views_at = behalf_service::views::apply_batch(views, &commits[v..])?;
             }
             if let Some(queues) = queues.filter(|_| q < commits.len()) {

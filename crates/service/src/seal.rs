@@ -564,6 +564,18 @@ pub fn personal_fields(e: &mut Event) -> Personal<'_> {
     }
 }
 
+/// The keys an erasure or a redaction deleted (none for any other event): a follower
+/// that sees one tells its keyring to forget them.
+pub fn erased_keys(e: &Event) -> &[String] {
+    if let Event::PersonErased(p) = e {
+        return &p.key_ids;
+    }
+    if let Event::TicketRedacted(r) = e {
+        return &r.key_ids;
+    }
+    &[]
+}
+
 /// The text key a stream's events name last (read from the newest event back, so a
 /// long ticket is not walked whole); none once the ticket was redacted after it — so
 /// a text written after a redaction gets a fresh key in every process, not the one

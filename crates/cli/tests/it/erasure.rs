@@ -279,3 +279,65 @@ async fn retention_redacts_closed_tickets() {
     let open = get(&c, &vendor, &format!("/v1/tickets/{}", ids[1])).await;
     assert_eq!(open["title"], "kept open", "an open ticket is kept: {open}");
 }
+
+/// Two `serve --nats` on one cluster: an erasure made on one is effective on the other
+/// within its follower's lag (measured and printed), and the other, which had the
+/// person's and the ticket's keys cached, seals what comes after with fresh keys —
+/// not with the keys it saw deleted (which would erase a new ticket at birth).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_on_nats_erase_alike() {
+    let (a, kept) = Engine::Nats.serve();
+    let dir_b = tempfile::tempdir().unwrap();
+    let b = Server::start_with(dir_b.path(), &["--nats", kept.nats_urls().as_str()]);
+    let (ca, cb) = (Client::of(&a), Client::of(&b));
+    send_world(&ca, &a.admin).await;
+    let agent = ca.token(&a.admin, &agent()).await;
+    let vendor = ca.token(&a.admin, &Principal::Vendor).await;
+    let open = |title: &str| merge(open_o365(), json!({"title": title, "contact": contact()}));
+
+    // B seals a ticket and a note: it holds the person's key and the ticket's.
+    let (status, t) = cb.post(&agent, &open("TITLE-7f3a on B")).await;
+    assert_eq!(status, 201, "{t}");
+    let t = t["ticket_id"].as_str().unwrap().to_owned();
+    let (status, r) = cb.post(&agent, &json!({"type":"ticket.note","ticket_id":t,"text":"NOTE-5be0"})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(ticket_at(&cb, &agent, &t, 2).await["contact"]["email"], EMAIL);
+
+    // A erases the person; at once B opens a new ticket for the same address.
+    let (status, r) = ca.post(&vendor, &json!({"type":"person.erase","email":EMAIL})).await;
+    assert_eq!(status, 200, "{r}");
+    let erased = Instant::now();
+    let (status, n) = cb.post(&agent, &open("Fresh on B")).await;
+    assert_eq!(status, 201, "{n}");
+    let n = n["ticket_id"].as_str().unwrap().to_owned();
+    // B shows the erasure within its lag.
+    let deadline = erased + Duration::from_secs(10);
+    loop {
+        if get(&cb, &agent, &format!("/v1/tickets/{t}")).await["contact"]["email"] == "[erased]" {
+            break;
+        }
+        before(deadline, "the erasure to show on the other server");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lag = erased.elapsed();
+    println!("erasure effective on the other server after {} ms", lag.as_millis());
+    assert!(lag < Duration::from_secs(3), "an erasure reaches the other server within its follower's lag: {lag:?}");
+
+    // B's new ticket (above): a fresh key, it reads.
+    for c in [&ca, &cb] {
+        let tn = ticket_at(c, &agent, &n, 1).await;
+        assert_eq!(tn["contact"]["first_name"], "Nadia-Given", "a ticket after the erasure reads: {tn}");
+    }
+
+    // A redacts the first ticket; at once B adds a note to it: the note reads.
+    let (status, r) = ca.post(&vendor, &json!({"type":"ticket.redact","ticket_id":t})).await;
+    assert_eq!(status, 200, "{r}");
+    let (status, r) = cb.post(&agent, &json!({"type":"ticket.note","ticket_id":t,"text":"written after"})).await;
+    assert_eq!(status, 200, "{r}");
+    let version = r["version"].as_u64().unwrap_or(4);
+    for c in [&ca, &cb] {
+        let tt = ticket_at(c, &agent, &t, version).await;
+        assert!(tt.to_string().contains("written after"), "a note after the redaction reads: {tt}");
+        assert!(!tt.to_string().contains("NOTE-5be0"), "{tt}");
+    }
+}
