@@ -16,6 +16,11 @@ pub trait KeyStore: Send + Sync + 'static {
     fn create(&self, name: &str, value: &[u8]) -> Result<bool, LogError>;
     /// Stores every entry, replacing what is there; durable before it answers.
     fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), LogError>;
+    /// [`KeyStore::create`] for each entry (names distinct), in as few round trips
+    /// and syncs as the store allows; whether each was stored, in order.
+    fn create_many(&self, entries: &[(String, Vec<u8>)]) -> Result<Vec<bool>, LogError> {
+        entries.iter().map(|(name, value)| self.create(name, value)).collect()
+    }
 }
 
 /// The contract every key store keeps, run by each engine's tests.
@@ -29,4 +34,13 @@ pub fn conformance(store: &dyn KeyStore) {
     assert!(!store.create("k.one", b"again").unwrap(), "a tombstone is not replaced by create");
     assert_eq!(store.get("k.two").unwrap().as_deref(), Some(&b"two"[..]));
     store.put_many(&[]).unwrap();
+    let many: Vec<(String, Vec<u8>)> =
+        ["k.two", "k.three", "k.four"].iter().map(|n| (n.to_string(), n.as_bytes().to_vec())).collect();
+    assert_eq!(store.create_many(&many).unwrap(), [false, true, true], "each created unless there");
+    assert_eq!(store.get("k.two").unwrap().as_deref(), Some(&b"two"[..]), "an entry there stays");
+    assert_eq!(store.get("k.four").unwrap().as_deref(), Some(&b"k.four"[..]));
+    let fresh: Vec<(String, Vec<u8>)> = (0..40).map(|i| (format!("k.n{i}"), vec![i])).collect();
+    assert!(store.create_many(&fresh).unwrap().iter().all(|&c| c), "a batch of new entries");
+    assert_eq!(store.get("k.n39").unwrap().as_deref(), Some(&[39u8][..]));
+    assert_eq!(store.create_many(&[]).unwrap(), Vec::<bool>::new());
 }

@@ -16,12 +16,55 @@ pub const KEYS_BUCKET: &str = "BEHALF_KEYS";
 #[derive(Clone)]
 pub struct NatsKeys {
     kv: kv::Store,
+    js: jetstream::Context,
 }
 
 impl NatsKeys {
     pub async fn open(to: impl Into<Endpoint>, replicas: usize) -> Result<NatsKeys, LogError> {
         let js = jetstream::new(connect(&to.into()).await?);
-        Ok(NatsKeys { kv: crate::bucket(&js, KEYS_BUCKET, replicas).await? })
+        let kv = crate::bucket(&js, KEYS_BUCKET, replicas).await?;
+        // New people's keys are created many at a time, in atomic batches; a role
+        // that may not change the bucket (it only reads, or another role made it)
+        // goes on without (a batch refused is created entry by entry).
+        let mut stream = kv.stream.clone();
+        let config = &stream.info().await.map_err(|e| storage("cannot read the key bucket", e))?.config;
+        if !config.allow_atomic_publish {
+            let config = jetstream::stream::Config { allow_atomic_publish: true, ..config.clone() };
+            if let Err(e) = js.update_stream(config).await {
+                tracing::debug!(error = %e, "the key bucket stays without atomic batches");
+            }
+        }
+        Ok(NatsKeys { kv, js })
+    }
+
+    /// Creates every entry in one atomic batch (one round trip, one sync; each
+    /// message expects its subject to be new); if any was there, the batch stores
+    /// nothing and each is created on its own.
+    async fn create_many_async(&self, entries: &[(String, Vec<u8>)]) -> Result<Vec<bool>, LogError> {
+        if entries.len() > 1 && entries.len() <= crate::batch::MAX_BATCH {
+            let msgs = entries
+                .iter()
+                .map(|(name, value)| {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
+                    crate::batch::BatchMsg {
+                        subject: format!("{}{name}", self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix)),
+                        headers,
+                        payload: value.clone().into(),
+                    }
+                })
+                .collect();
+            let ack = match crate::batch::publish_atomic(&self.js, msgs).await {
+                Ok(pending) => pending.await.map_err(async_nats::Error::from),
+                Err(e) => Err(e),
+            };
+            match ack {
+                Ok(_) => return Ok(vec![true; entries.len()]),
+                Err(e) => tracing::debug!(error = %e, "a batch of new keys was refused; creating each"),
+            }
+        }
+        let creates = entries.iter().map(|(name, value)| self.create_async(name, value));
+        futures::future::join_all(creates).await.into_iter().collect()
     }
 
     async fn get_async(&self, name: &str) -> Result<Option<Vec<u8>>, LogError> {
@@ -60,5 +103,9 @@ impl KeyStore for NatsKeys {
 
     fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), LogError> {
         crate::blocking("cannot store sealing keys", self.put_many_async(entries))?
+    }
+
+    fn create_many(&self, entries: &[(String, Vec<u8>)]) -> Result<Vec<bool>, LogError> {
+        crate::blocking("cannot store sealing keys", self.create_many_async(entries))?
     }
 }

@@ -359,8 +359,9 @@ impl<L: EventLog> CommandService<L> {
                 r.key_ids = crate::seal::blocking(|| keyring.redact(&all))?;
             }
         }
-        // (Not `blocking`: a key write is rare — once per new person, once per 256
-        // tickets — and moving every command off its thread cost more than it saved.)
+        // (Not `blocking` as a whole: a key write is rare — once per new person,
+        // grouped with others', once per 256 tickets — and the keyring moves only
+        // those off the async threads.)
         keyring.seal(events, loaded.text_key.as_deref())?;
         Ok(Ok(()))
     }

@@ -204,6 +204,20 @@ pub struct Keyring {
     /// A person's keyed hash → (generation, key id) of the live key.
     persons: Mutex<HashMap<String, (u32, String)>>,
     pool: Mutex<Vec<(String, Key)>>,
+    /// New people's keys waiting to be created together ([`Keyring::create_together`]).
+    creates: Mutex<Creates>,
+    created: std::sync::Condvar,
+}
+
+/// A group commit of new people's keys: whoever finds no creation under way leads —
+/// creates everything queued in one `create_many` (one round trip, one sync), and
+/// again while more queued meanwhile — and the rest wait for their answer.
+#[derive(Default)]
+struct Creates {
+    next: u64,
+    queue: Vec<(u64, String, Key)>,
+    done: HashMap<u64, Result<bool, String>>,
+    leading: bool,
 }
 
 impl Keyring {
@@ -217,9 +231,7 @@ impl Keyring {
             .get("hash")?
             .and_then(|k| <Key>::try_from(k.as_slice()).ok())
             .ok_or_else(|| LogError::Storage("the key store's hash key is missing or damaged".into()))?;
-        let ring =
-            Keyring { store, hash_key, keys: Mutex::default(), persons: Mutex::default(), pool: Mutex::default() };
-        Ok((ring, fresh))
+        Ok((Keyring::over(store, hash_key), fresh))
     }
 
     /// Opens an existing keyring for reading (an audit): `None` where no key store was
@@ -228,7 +240,69 @@ impl Keyring {
         let Some(hash) = store.get("hash")? else { return Ok(None) };
         let hash_key = <Key>::try_from(hash.as_slice())
             .map_err(|_| LogError::Storage("the key store's hash key is damaged".into()))?;
-        Ok(Some(Keyring { store, hash_key, keys: Mutex::default(), persons: Mutex::default(), pool: Mutex::default() }))
+        Ok(Some(Keyring::over(store, hash_key)))
+    }
+
+    fn over(store: Arc<dyn KeyStore>, hash_key: Key) -> Keyring {
+        Keyring {
+            store,
+            hash_key,
+            keys: Mutex::default(),
+            persons: Mutex::default(),
+            pool: Mutex::default(),
+            creates: Mutex::default(),
+            created: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Creates `name` (as [`KeyStore::create`]) together with whatever other new
+    /// people's keys are being created at the same moment ([`Creates`]).
+    fn create_together(&self, name: String, key: Key) -> Result<bool, LogError> {
+        let lock = || self.creates.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = lock();
+        let me = g.next;
+        g.next += 1;
+        g.queue.push((me, name, key));
+        loop {
+            if let Some(r) = g.done.remove(&me) {
+                return r.map_err(LogError::Storage);
+            }
+            if g.leading {
+                g = self.created.wait(g).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            g.leading = true;
+            while !g.queue.is_empty() {
+                let batch = std::mem::take(&mut g.queue);
+                drop(g);
+                // One entry per name: a second ask for the same new person finds it
+                // made (as `create` would answer it).
+                let mut first: HashMap<&str, usize> = HashMap::new();
+                let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+                for (_, name, key) in &batch {
+                    first.entry(name.as_str()).or_insert_with(|| {
+                        entries.push((name.clone(), key.to_vec()));
+                        entries.len() - 1
+                    });
+                }
+                let answer = self.store.create_many(&entries).map_err(|e| e.to_string());
+                g = lock();
+                let mut seen = std::collections::HashSet::new();
+                for (id, name, _) in &batch {
+                    let r = match &answer {
+                        Ok(created) if seen.insert(name.as_str()) => created
+                            .get(first[name.as_str()])
+                            .copied()
+                            .ok_or_else(|| "the key store answered fewer creations than asked".to_owned()),
+                        Ok(_) => Ok(false),
+                        Err(e) => Err(e.clone()),
+                    };
+                    g.done.insert(*id, r);
+                }
+                self.created.notify_all();
+            }
+            g.leading = false;
+        }
     }
 
     /// HMAC-SHA-256 of `bytes` under the store's hash key.
@@ -326,7 +400,7 @@ impl Keyring {
         let mut next = 0;
         for _ in 0..8 {
             let key = random_key();
-            if self.store.create(&format!("p.{subject}.{next}"), &key)? {
+            if blocking(|| self.create_together(format!("p.{subject}.{next}"), key))? {
                 return Ok(self.person_is(&subject, next, key));
             }
             // Made before (by anyone): its newest generation, live or erased.

@@ -35,6 +35,19 @@ impl KeyStore for SledKeys {
         Ok(created)
     }
 
+    /// Each created (compare-and-swap), then one flush for the lot.
+    fn create_many(&self, entries: &[(String, Vec<u8>)]) -> Result<Vec<bool>, LogError> {
+        let mut created = Vec::with_capacity(entries.len());
+        for (name, value) in entries {
+            let r = self.db.compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(value.as_slice()));
+            created.push(r.map_err(storage)?.is_ok());
+        }
+        if created.iter().any(|&c| c) {
+            self.db.flush().map_err(storage)?;
+        }
+        Ok(created)
+    }
+
     fn put_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), LogError> {
         if entries.is_empty() {
             return Ok(());
