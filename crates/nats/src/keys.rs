@@ -47,11 +47,7 @@ impl NatsKeys {
                 .map(|(name, value)| {
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert("Nats-Expected-Last-Subject-Sequence", "0");
-                    crate::batch::BatchMsg {
-                        subject: format!("{}{name}", self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix)),
-                        headers,
-                        payload: value.clone().into(),
-                    }
+                    crate::batch::BatchMsg { subject: self.subject(name), headers, payload: value.clone().into() }
                 })
                 .collect();
             let ack = match crate::batch::publish_atomic(&self.js, msgs).await {
@@ -82,11 +78,38 @@ impl NatsKeys {
         }
     }
 
-    /// Every put in flight at once: one round trip for the lot.
+    /// The subject an entry is written on.
+    fn subject(&self, name: &str) -> String {
+        format!("{}{name}", self.kv.put_prefix.as_deref().unwrap_or(&self.kv.prefix))
+    }
+
+    /// Atomic batches of at most [`crate::batch::MAX_BATCH`] (one round trip and one
+    /// sync each); where the bucket takes no batches, every put in flight at once.
     async fn put_many_async(&self, entries: &[(String, Vec<u8>)]) -> Result<(), LogError> {
-        let puts = entries.iter().map(|(name, value)| self.kv.put(name, value.clone().into()));
-        for r in futures::future::join_all(puts).await {
-            r.map_err(|e| storage("cannot store a sealing key", e))?;
+        let mut batched = true;
+        for chunk in entries.chunks(crate::batch::MAX_BATCH) {
+            if batched {
+                let msgs = chunk
+                    .iter()
+                    .map(|(name, value)| crate::batch::BatchMsg {
+                        subject: self.subject(name),
+                        headers: async_nats::HeaderMap::new(),
+                        payload: value.clone().into(),
+                    })
+                    .collect();
+                match crate::batch::publish_atomic(&self.js, msgs).await {
+                    Ok(pending) => match pending.await {
+                        Ok(_) => continue,
+                        Err(e) => tracing::debug!(error = %e, "a batch of keys was refused; putting each"),
+                    },
+                    Err(e) => return Err(storage("cannot store sealing keys", e)),
+                }
+                batched = false;
+            }
+            let puts = chunk.iter().map(|(name, value)| self.kv.put(name, value.clone().into()));
+            for r in futures::future::join_all(puts).await {
+                r.map_err(|e| storage("cannot store a sealing key", e))?;
+            }
         }
         Ok(())
     }

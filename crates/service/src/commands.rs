@@ -360,7 +360,7 @@ impl<L: EventLog> CommandService<L> {
             }
         }
         // (Not `blocking` as a whole: a key write is rare — once per new person,
-        // grouped with others', once per 256 tickets — and the keyring moves only
+        // grouped with others', and ticket keys made ahead — and the keyring moves only
         // those off the async threads.)
         keyring.seal(events, loaded.text_key.as_deref())?;
         Ok(Ok(()))

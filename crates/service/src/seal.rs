@@ -51,7 +51,7 @@ pub const KEY_TTL: Duration = Duration::from_secs(1);
 
 /// Keys made ahead and stored in one round trip, so opening a ticket does not wait
 /// for a key write of its own.
-const POOL: usize = 256;
+const POOL: usize = 512;
 
 /// Cached keys above this are dropped (they are fetched again when needed).
 const CACHE_MAX: usize = 200_000;
@@ -203,10 +203,56 @@ pub struct Keyring {
     keys: Mutex<HashMap<String, Known>>,
     /// A person's keyed hash → (generation, key id) of the live key.
     persons: Mutex<HashMap<String, (u32, String)>>,
-    pool: Mutex<Vec<(String, Key)>>,
+    pool: Arc<Pool>,
     /// New people's keys waiting to be created together ([`Keyring::create_together`]).
     creates: Mutex<Creates>,
     created: std::sync::Condvar,
+}
+
+/// Ticket keys made ahead.
+#[derive(Default)]
+struct Pool {
+    keys: Mutex<Vec<(String, Key)>>,
+    /// Held while the pool is written (one refill at a time).
+    refilling: Mutex<()>,
+    /// A refill ahead is under way.
+    ahead: std::sync::atomic::AtomicBool,
+}
+
+impl Pool {
+    /// Adds [`POOL`] fresh keys, once stored, if fewer than `below` are left (whoever
+    /// finds a refill under way waits for it rather than writing keys of its own).
+    fn refill(&self, store: &dyn KeyStore, below: usize) -> Result<(), LogError> {
+        let _one = self.refilling.lock().unwrap_or_else(|p| p.into_inner());
+        if self.keys.lock().unwrap_or_else(|p| p.into_inner()).len() >= below {
+            return Ok(());
+        }
+        let fresh: Vec<(String, Key)> = (0..POOL).map(|_| (random_id('t'), random_key())).collect();
+        let entries: Vec<(String, Vec<u8>)> = fresh.iter().map(|(id, k)| (format!("k.{id}"), k.to_vec())).collect();
+        store.put_many(&entries)?;
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).extend(fresh);
+        Ok(())
+    }
+
+    /// Refills the pool on a thread of its own (a blocking task of the runtime, if
+    /// any), unless a refill ahead is under way.
+    fn refill_ahead(pool: &Arc<Pool>, store: &Arc<dyn KeyStore>) {
+        use std::sync::atomic::Ordering;
+        if pool.ahead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (pool, store) = (Arc::clone(pool), Arc::clone(store));
+        let work = move || {
+            if let Err(e) = pool.refill(store.as_ref(), POOL / 2) {
+                tracing::warn!(error = %e, "cannot make sealing keys ahead; a command will make them");
+            }
+            pool.ahead.store(false, Ordering::Release);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(work)),
+            Err(_) => drop(std::thread::spawn(work)),
+        }
+    }
 }
 
 /// A group commit of new people's keys: whoever finds no creation under way leads —
@@ -249,7 +295,7 @@ impl Keyring {
             hash_key,
             keys: Mutex::default(),
             persons: Mutex::default(),
-            pool: Mutex::default(),
+            pool: Arc::default(),
             creates: Mutex::default(),
             created: std::sync::Condvar::new(),
         }
@@ -325,25 +371,24 @@ impl Keyring {
         keys.insert(id.to_owned(), k);
     }
 
-    /// A fresh key from the pool (refilled, durable, one round trip per [`POOL`]).
-    /// (No lock is held while the store is written: two that find the pool empty
-    /// both refill it.)
+    /// A fresh key from the pool (made [`POOL`] at a time, durable, in one write).
+    /// Below half full, the pool is refilled ahead on a thread of its own, so a
+    /// command seldom waits for it.
     fn pooled(&self) -> Result<(String, Key), LogError> {
-        let taken = self.pool.lock().expect("the key pool lock is never poisoned").pop();
-        let (id, key) = match taken {
-            Some(k) => k,
-            None => {
-                let mut fresh: Vec<(String, Key)> = (0..POOL).map(|_| (random_id('t'), random_key())).collect();
-                let entries: Vec<(String, Vec<u8>)> =
-                    fresh.iter().map(|(id, k)| (format!("k.{id}"), k.to_vec())).collect();
-                self.store.put_many(&entries)?;
-                let mine = fresh.pop().expect("a pool is never made empty");
-                self.pool.lock().expect("the key pool lock is never poisoned").extend(fresh);
-                mine
+        loop {
+            let (taken, left) = {
+                let mut keys = self.pool.keys.lock().unwrap_or_else(|p| p.into_inner());
+                (keys.pop(), keys.len())
+            };
+            if let Some((id, key)) = taken {
+                if left < POOL / 2 {
+                    Pool::refill_ahead(&self.pool, &self.store);
+                }
+                self.remember(&id, Known::Live(key, Instant::now()));
+                return Ok((id, key));
             }
-        };
-        self.remember(&id, Known::Live(key, Instant::now()));
-        Ok((id, key))
+            blocking(|| self.pool.refill(self.store.as_ref(), 1))?;
+        }
     }
 
     /// The key `id`, from the cache (a live key for at most `ttl`) or the store:
@@ -896,5 +941,23 @@ mod tests {
         k.seal(&mut later, None).unwrap();
         events.extend(later);
         assert_ne!(text_key_of(events.iter()), Some(id));
+    }
+
+    #[test]
+    fn ticket_keys_are_made_ahead_before_the_pool_runs_dry() {
+        let store = Arc::new(Memory::default());
+        let (k, _) = Keyring::open(Arc::clone(&store) as Arc<dyn KeyStore>).unwrap();
+        let made = || store.0.lock().unwrap().keys().filter(|n| n.starts_with("k.")).count();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..=POOL / 2 {
+            ids.insert(k.pooled().unwrap().0);
+        }
+        assert_eq!(ids.len(), POOL / 2 + 1, "every key taken once");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while made() < 2 * POOL {
+            assert!(Instant::now() < deadline, "a refill ahead: {} keys made", made());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(ids.iter().all(|id| store.0.lock().unwrap().contains_key(&format!("k.{id}"))), "each stored");
     }
 }
