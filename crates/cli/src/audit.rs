@@ -196,23 +196,9 @@ fn opened<T: serde::Serialize>(
     let mut v = serde_json::to_value(value)?;
     match keys {
         Some(k) => k.open_json(&mut v)?,
-        None => erase_sealed(&mut v),
+        None => behalf_service::seal::erase_json(&mut v),
     }
     Ok(v)
-}
-
-fn erase_sealed(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) if s.starts_with(behalf_service::seal::SEALED) => {
-            *s = behalf_service::seal::ERASED.to_owned();
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(erase_sealed),
-        serde_json::Value::Object(o) => o.values_mut().for_each(erase_sealed),
-        serde_json::Value::String(_)
-        | serde_json::Value::Null
-        | serde_json::Value::Bool(_)
-        | serde_json::Value::Number(_) => {}
-    }
 }
 
 /// Every audit but a data directory's `verify`, on any engine's log.

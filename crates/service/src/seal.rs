@@ -126,6 +126,11 @@ fn aad(key_id: &str, domain: Option<&str>) -> Vec<u8> {
 
 /// Seals `clear` under `key` named `key_id` (an address's `domain` kept in the clear).
 pub fn seal_with(key: &Key, key_id: &str, clear: &str, domain: Option<&str>) -> String {
+    seal_bytes(key, key_id, clear.as_bytes(), domain)
+}
+
+/// Seals `clear` bytes: a string's, or a bundle's ([`BUNDLES`]).
+fn seal_bytes(key: &Key, key_id: &str, clear: &[u8], domain: Option<&str>) -> String {
     let mut nonce = [0u8; 24];
     getrandom::fill(&mut nonce).unwrap_or_else(|e| panic!("the system's random source failed: {e}"));
     seal_with_nonce(key, key_id, clear, domain, &nonce)
@@ -142,14 +147,14 @@ pub fn seal_deterministic(key: &Key, key_id: &str, clear: &str, domain: Option<&
     mac.update(clear.as_bytes());
     let tag = mac.finalize().into_bytes();
     let nonce: [u8; 24] = tag[..24].try_into().expect("a SHA-256 MAC is 32 bytes");
-    seal_with_nonce(key, key_id, clear, domain, &nonce)
+    seal_with_nonce(key, key_id, clear.as_bytes(), domain, &nonce)
 }
 
-fn seal_with_nonce(key: &Key, key_id: &str, clear: &str, domain: Option<&str>, nonce: &[u8; 24]) -> String {
+fn seal_with_nonce(key: &Key, key_id: &str, clear: &[u8], domain: Option<&str>, nonce: &[u8; 24]) -> String {
     let cipher = XChaCha20Poly1305::new(key.into());
     let ad = aad(key_id, domain);
     let sealed = cipher
-        .encrypt(XNonce::from_slice(nonce), Payload { msg: clear.as_bytes(), aad: &ad })
+        .encrypt(XNonce::from_slice(nonce), Payload { msg: clear, aad: &ad })
         .unwrap_or_else(|e| panic!("XChaCha20-Poly1305 cannot fail to encrypt: {e}"));
     let mut out = String::with_capacity(SEALED.len() + key_id.len() + 48 + sealed.len() * 4 / 3);
     out.push_str(SEALED);
@@ -165,16 +170,73 @@ fn seal_with_nonce(key: &Key, key_id: &str, clear: &str, domain: Option<&str>, n
 
 /// Opens an envelope with its key: `None` if it was tampered with or is not whole.
 pub fn open_with(key: &Key, e: &Envelope<'_>) -> Option<String> {
+    String::from_utf8(open_bytes(key, e)?).ok()
+}
+
+fn open_bytes(key: &Key, e: &Envelope<'_>) -> Option<Vec<u8>> {
     let bytes = URL_SAFE_NO_PAD.decode(e.body).ok()?;
     if bytes.len() < 24 {
         return None;
     }
     let (nonce, sealed) = bytes.split_at(24);
     let ad = aad(e.key_id, e.domain);
-    let clear = XChaCha20Poly1305::new(key.into())
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: &ad })
-        .ok()?;
-    String::from_utf8(clear).ok()
+    XChaCha20Poly1305::new(key.into()).decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad: &ad }).ok()
+}
+
+/// Fields sealed together, in one envelope (one nonce, one tag, one key id) held by
+/// the first (the anchor); the others are stored empty. Its clear bytes are a
+/// MessagePack array of the members' values (`null` for an absent phone) — never
+/// valid UTF-8 (a MessagePack array starts with a continuation byte), so a bundle
+/// and a single sealed string are told apart once opened. Readers open a bundle
+/// where they find its anchor in a JSON object, and fill in the members the object
+/// has; an erased bundle shows the anchor and its empty members as [`ERASED`].
+pub const BUNDLES: [(&str, &[&str]); 2] =
+    [("email", &["email", "first_name", "last_name", "phone"]), ("title", &["title", "description"])];
+
+/// What a sealed string holds, once opened.
+enum Opened {
+    Text(String),
+    Bundle(Vec<Option<String>>),
+    Erased,
+}
+
+fn opened_bytes(bytes: Vec<u8>) -> Option<Opened> {
+    match String::from_utf8(bytes) {
+        Ok(s) => Some(Opened::Text(s)),
+        Err(e) => rmp_serde::from_slice::<Vec<Option<String>>>(e.as_bytes()).ok().map(Opened::Bundle),
+    }
+}
+
+/// A bundle's anchor shown erased, and the members stored empty beside it.
+fn erase_members(o: &mut serde_json::Map<String, serde_json::Value>, members: &[&str]) {
+    for (i, name) in members.iter().enumerate() {
+        if let Some(serde_json::Value::String(s)) = o.get_mut(*name) {
+            if i == 0 || s.is_empty() {
+                *s = ERASED.to_owned();
+            }
+        }
+    }
+}
+
+/// Shows every sealed field of a JSON value as erased, without opening any (an audit
+/// without the key store).
+pub fn erase_json(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if Envelope::parse(s).is_some() => *s = ERASED.to_owned(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(erase_json),
+        serde_json::Value::Object(o) => {
+            for (anchor, members) in BUNDLES {
+                if matches!(o.get(anchor), Some(serde_json::Value::String(s)) if Envelope::parse(s).is_some()) {
+                    erase_members(o, members);
+                }
+            }
+            o.values_mut().for_each(erase_json);
+        }
+        serde_json::Value::String(_)
+        | serde_json::Value::Null
+        | serde_json::Value::Bool(_)
+        | serde_json::Value::Number(_) => {}
+    }
 }
 
 /// A key as this process last saw it.
@@ -498,13 +560,14 @@ impl Keyring {
         }
         let (id, key) = self.person_key(&c.email)?;
         let domain = c.email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-        c.email = seal_with(&key, &id, &c.email, domain.as_deref());
-        for field in [&mut c.first_name, &mut c.last_name] {
-            seal_field(&key, &id, field);
-        }
-        if let Some(p) = c.phone.as_mut() {
-            seal_field(&key, &id, p);
-        }
+        // One envelope for the contact (`BUNDLES`), held by the address.
+        let bundle = [
+            Some(std::mem::take(&mut c.email)),
+            Some(std::mem::take(&mut c.first_name)),
+            Some(std::mem::take(&mut c.last_name)),
+            c.phone.as_mut().map(std::mem::take),
+        ];
+        c.email = seal_bytes(&key, &id, &bundle_bytes(&bundle), domain.as_deref());
         Ok(())
     }
 
@@ -525,6 +588,14 @@ impl Keyring {
     pub fn seal(&self, events: &mut [Event], text_key: Option<&str>) -> Result<(), LogError> {
         let mut key: Option<(String, Key)> = None;
         for e in events.iter_mut() {
+            if let Event::TicketOpened(o) = e {
+                // The title and the description in one envelope (`BUNDLES`).
+                if Envelope::parse(&o.title).is_none() {
+                    let (id, k) = key.insert(self.ticket_key(text_key)?);
+                    let bundle = [Some(std::mem::take(&mut o.title)), Some(std::mem::take(&mut o.description))];
+                    o.title = seal_bytes(k, id, &bundle_bytes(&bundle), None);
+                }
+            }
             let Personal { texts, contacts, addresses } = personal_fields(e);
             for a in addresses {
                 self.seal_address(a)?;
@@ -546,23 +617,27 @@ impl Keyring {
         Ok(())
     }
 
-    /// Opens one string: its clear value, [`ERASED`] if its key is gone or it does
-    /// not open, or the string itself if it is not sealed.
-    pub fn open_str(&self, s: &str) -> Result<Option<String>, LogError> {
-        let Some(e) = Envelope::parse(s) else { return Ok(None) };
-        Ok(Some(match self.key(e.key_id, Some(KEY_TTL))? {
-            Some(k) => open_with(&k, &e).unwrap_or_else(|| {
-                tracing::warn!(
-                    key_id = e.key_id,
-                    "a sealed field does not open (damaged or tampered); shown as erased"
-                );
-                ERASED.to_owned()
-            }),
-            None => ERASED.to_owned(),
+    fn open_envelope(&self, e: &Envelope<'_>) -> Result<Opened, LogError> {
+        let Some(k) = self.key(e.key_id, Some(KEY_TTL))? else { return Ok(Opened::Erased) };
+        Ok(open_bytes(&k, e).and_then(opened_bytes).unwrap_or_else(|| {
+            tracing::warn!(key_id = e.key_id, "a sealed field does not open (damaged or tampered); shown as erased");
+            Opened::Erased
         }))
     }
 
-    /// Opens every sealed string in a JSON answer, in place.
+    /// Opens one string: its clear value (a bundle's anchor's), [`ERASED`] if its key
+    /// is gone or it does not open, or `None` if it is not sealed.
+    pub fn open_str(&self, s: &str) -> Result<Option<String>, LogError> {
+        let Some(e) = Envelope::parse(s) else { return Ok(None) };
+        Ok(Some(match self.open_envelope(&e)? {
+            Opened::Text(s) => s,
+            Opened::Bundle(members) => members.into_iter().next().flatten().unwrap_or_default(),
+            Opened::Erased => ERASED.to_owned(),
+        }))
+    }
+
+    /// Opens every sealed string in a JSON answer, in place (a bundle where its
+    /// anchor is, [`BUNDLES`]).
     pub fn open_json(&self, v: &mut serde_json::Value) -> Result<(), LogError> {
         match v {
             serde_json::Value::String(s) => {
@@ -576,6 +651,21 @@ impl Keyring {
                 }
             }
             serde_json::Value::Object(o) => {
+                for (anchor, members) in BUNDLES {
+                    let Some(serde_json::Value::String(s)) = o.get(anchor) else { continue };
+                    let Some(e) = Envelope::parse(s) else { continue };
+                    match self.open_envelope(&e)? {
+                        Opened::Text(clear) => drop(o.insert(anchor.to_owned(), clear.into())),
+                        Opened::Bundle(values) => {
+                            for (name, value) in members.iter().zip(values) {
+                                if let (Some(value), Some(field)) = (value, o.get_mut(*name)) {
+                                    *field = value.into();
+                                }
+                            }
+                        }
+                        Opened::Erased => erase_members(o, members),
+                    }
+                }
                 for (_, x) in o.iter_mut() {
                     self.open_json(x)?;
                 }
@@ -617,6 +707,10 @@ impl Keyring {
             self.remember(id, Known::Erased);
         }
     }
+}
+
+fn bundle_bytes(members: &[Option<String>]) -> Vec<u8> {
+    rmp_serde::to_vec(members).unwrap_or_else(|e| panic!("a list of strings always encodes: {e}"))
 }
 
 fn seal_field(key: &Key, id: &str, field: &mut String) {
@@ -822,6 +916,13 @@ mod tests {
         k.open_str(s).unwrap().unwrap_or_else(|| s.to_owned())
     }
 
+    /// A contact as a reader shows it (its JSON, opened).
+    fn shown(k: &Keyring, c: &Contact) -> serde_json::Value {
+        let mut v = serde_json::to_value(c).unwrap();
+        k.open_json(&mut v).unwrap();
+        v
+    }
+
     #[test]
     fn erasing_a_person_erases_their_fields_and_a_new_ticket_gets_a_fresh_key() {
         let store: Arc<dyn KeyStore> = Arc::new(Memory::default());
@@ -837,28 +938,32 @@ mod tests {
         let clear = c.clone();
         k.seal_contact(&mut c).unwrap();
         assert!(c.email.ends_with("@contoso-partner.com") && c.email.starts_with(SEALED), "{}", c.email);
-        assert_eq!(opened(&k, &c.first_name), "Ayu");
-        assert_eq!(opened(&k, &c.email), clear.email);
+        assert_eq!((c.first_name.as_str(), c.phone.as_deref()), ("", Some("")), "one envelope, held by the address");
+        assert_eq!(shown(&k, &c), serde_json::to_value(&clear).unwrap());
+        assert_eq!(opened(&k, &c.email), clear.email, "a bundle's string opens to its anchor");
         assert_eq!(behalf_domain::directory::contact_domain(&c.email).as_deref(), Some("contoso-partner.com"));
         // Another process over the same store opens it too, and sees the erasure.
         let (other, fresh) = Keyring::open(Arc::clone(&store)).unwrap();
         assert!(!fresh);
-        assert_eq!(opened(&other, &c.last_name), "Lestari");
+        assert_eq!(shown(&other, &c)["last_name"], "Lestari");
         let subject = k.subject(" ayu@contoso-partner.COM");
         assert_eq!(subject, k.subject("Ayu@Contoso-Partner.com"), "the address is normalised");
         assert!(matches!(k.erase_person(&subject).unwrap(), Erasure::Erased(ids) if ids.len() == 1));
         assert_eq!(k.erase_person(&subject).unwrap(), Erasure::AlreadyErased);
         assert_eq!(k.erase_person(&k.subject("nobody@example.com")).unwrap(), Erasure::Unknown);
-        for f in [&c.first_name, &c.last_name, &c.email, c.phone.as_ref().unwrap()] {
-            assert_eq!(opened(&k, f), ERASED);
+        for f in ["first_name", "last_name", "email", "phone"] {
+            assert_eq!(shown(&k, &c)[f], ERASED, "{f}");
         }
+        let mut without = serde_json::to_value(&c).unwrap();
+        erase_json(&mut without);
+        assert_eq!(without, shown(&k, &c), "an audit without keys shows the same");
         std::thread::sleep(KEY_TTL);
-        assert_eq!(opened(&other, &c.first_name), ERASED, "erased everywhere within the key TTL");
+        assert_eq!(shown(&other, &c)["first_name"], ERASED, "erased everywhere within the key TTL");
         // The same address again: a fresh key, readable, the old fields still erased.
         let mut again = clear.clone();
         other.seal_contact(&mut again).unwrap();
-        assert_eq!(opened(&k, &again.first_name), "Ayu");
-        assert_eq!(opened(&k, &c.first_name), ERASED);
+        assert_eq!(shown(&k, &again)["first_name"], "Ayu");
+        assert_eq!(shown(&k, &c)["first_name"], ERASED);
     }
 
     #[test]
@@ -874,12 +979,23 @@ mod tests {
         let sealed = events.clone();
         k.seal(&mut events, None).unwrap();
         assert_eq!(events, sealed, "sealing twice changes nothing");
+        let opened_event = |e: &Event| {
+            let mut v = serde_json::to_value(e).unwrap();
+            k.open_json(&mut v).unwrap();
+            v
+        };
+        let at = events.iter().position(|e| matches!(e, Event::TicketOpened(_))).unwrap();
+        assert_eq!(opened_event(&events[at]), serde_json::to_value(&before[at]).unwrap(), "every field opens");
+        let Event::TicketOpened(o) = &events[at] else { unreachable!() };
+        assert_eq!(o.description, "", "the title holds the texts' one envelope");
         let ids = k.redact(&events).unwrap();
         assert_eq!(ids.len(), 1, "one text key per ticket: {ids:?}");
         let Event::NoteAdded(n) = &events.iter().find(|e| matches!(e, Event::NoteAdded(_))).unwrap() else {
             unreachable!()
         };
         assert_eq!(opened(&k, &n.text), ERASED);
+        let shown = opened_event(&events[at]);
+        assert_eq!((shown["title"].as_str(), shown["description"].as_str()), (Some(ERASED), Some(ERASED)));
         let mut later = vec![behalf_log::samples::note_added("t", "later")];
         k.seal(&mut later, text_keys_of(&events).last().map(String::as_str)).unwrap();
         let Event::NoteAdded(n) = &later[0] else { unreachable!() };
@@ -915,7 +1031,7 @@ mod tests {
         let (other, _) = Keyring::open(Arc::clone(&store)).unwrap();
         let cached = seal(&other, "budi@contoso-partner.com");
         let Erasure::Erased(ids) = k.erase_person(&k.subject("budi@contoso-partner.com")).unwrap() else { panic!() };
-        assert_eq!((opened(&k, &a), opened(&k, &c.first_name)), (ERASED.to_owned(), ERASED.to_owned()));
+        assert_eq!((opened(&k, &a), shown(&k, &c)["first_name"].as_str()), (ERASED.to_owned(), Some(ERASED)));
         // Another process told of the erasure (its projection passed it) seals the
         // address anew under a fresh key, not under the erased one it had cached.
         other.forget(&ids);
