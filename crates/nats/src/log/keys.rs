@@ -147,10 +147,16 @@ pub(super) fn is_directory(stream: &behalf_domain::StreamId) -> bool {
 /// The position of the last directory commit in the stream (0: none), read from the
 /// stream's leader: the last message on each directory category's subjects.
 pub(super) async fn last_directory_commit(stream: &super::stream::Stream) -> Result<u64, LogError> {
+    // Every category asked at once: one round trip, not one per category (this runs
+    // again on every reconnection, while a cluster recovers).
+    let subjects: Vec<String> = behalf_domain::command::DIRECTORY_CATEGORIES
+        .iter()
+        .map(|category| format!("behalf.ev.{}.>", crate::subject::escaped(category)))
+        .collect();
+    let asks = subjects.iter().map(|subject| stream.get_last_raw_message_by_subject(subject));
     let mut last = 0;
-    for category in behalf_domain::command::DIRECTORY_CATEGORIES {
-        let subject = format!("behalf.ev.{}.>", crate::subject::escaped(category));
-        match stream.get_last_raw_message_by_subject(&subject).await {
+    for answer in futures::future::join_all(asks).await {
+        match answer {
             Ok(m) => last = last.max(m.sequence),
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(storage("cannot read the last directory commit", e)),
