@@ -119,6 +119,49 @@ pub struct Directory {
     /// command service decides against and the senders read.
     #[serde(default)]
     pub webhooks: crate::webhook::Webhooks,
+    /// One allocation per id text, shared by every fact and index that names it.
+    #[serde(skip)]
+    shared: Shared,
+}
+
+/// The ids the directory holds, each once: a fact's ids are swapped for the shared
+/// ones as it is folded (a partner named by a thousand relationships is one `Arc`). Ids
+/// no fact holds any more are dropped as the set grows. Not part of the directory's
+/// value (equal directories may have shared differently).
+#[derive(Clone, Default)]
+struct Shared {
+    ids: std::collections::HashSet<std::sync::Arc<str>>,
+    /// The set's size after its last pruning.
+    pruned_at: usize,
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, _: &Shared) -> bool {
+        true
+    }
+}
+
+impl Eq for Shared {}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
+}
+
+impl Shared {
+    fn share(&mut self, id: &mut std::sync::Arc<str>) {
+        match self.ids.get(&**id) {
+            Some(shared) => *id = std::sync::Arc::clone(shared),
+            None => {
+                if self.ids.len() >= 2 * self.pruned_at.max(1024) {
+                    self.ids.retain(|a| std::sync::Arc::strong_count(a) > 1);
+                    self.pruned_at = self.ids.len();
+                }
+                self.ids.insert(std::sync::Arc::clone(id));
+            }
+        }
+    }
 }
 
 impl Directory {
@@ -135,7 +178,9 @@ impl Directory {
                 self.partners.insert(p.partner_id.clone(), p.clone());
             }
             DirectoryEvent::CustomerRegistered(c) => {
-                self.customers.insert(c.customer_id.clone(), c.clone());
+                let mut c = c.clone();
+                self.shared.share(&mut c.customer_id.0);
+                self.customers.insert(c.customer_id.clone(), c);
             }
             DirectoryEvent::PartnerUserUpserted(u) => {
                 self.users.insert(u.user_id.clone(), u.clone());
@@ -158,13 +203,23 @@ impl Directory {
                 }
             }
             DirectoryEvent::RelationshipUpserted(r) => {
+                let mut r = r.clone();
+                for id in [&mut r.relationship_id.0, &mut r.partner_id.0, &mut r.customer_id.0] {
+                    self.shared.share(id);
+                }
+                r.roles.iter_mut().for_each(|role| self.shared.share(&mut role.0));
                 self.relationships_by_pair
                     .entry((r.partner_id.clone(), r.customer_id.clone()))
                     .or_default()
                     .insert(r.relationship_id.clone());
-                self.relationships.insert(r.relationship_id.clone(), r.clone());
+                self.relationships.insert(r.relationship_id.clone(), r);
             }
             DirectoryEvent::AssignmentUpserted(a) => {
+                let mut a = a.clone();
+                for id in [&mut a.assignment_id.0, &mut a.relationship_id.0, &mut a.group_id.0] {
+                    self.shared.share(id);
+                }
+                a.roles.iter_mut().for_each(|role| self.shared.share(&mut role.0));
                 self.assignments_by_relationship
                     .entry(a.relationship_id.clone())
                     .or_default()
@@ -173,7 +228,7 @@ impl Directory {
                 if g.partner_id.is_none() {
                     g.partner_id = self.relationships.get(&a.relationship_id).map(|r| r.partner_id.clone());
                 }
-                self.assignments.insert(a.assignment_id.clone(), a.clone());
+                self.assignments.insert(a.assignment_id.clone(), a);
             }
             DirectoryEvent::SubscriptionRegistered(s) => {
                 self.subscriptions.insert(s.subscription_id.clone(), s.clone());
@@ -198,6 +253,58 @@ impl Directory {
                 self.issues.insert(i.issue_id.clone(), i.clone());
             }
         }
+    }
+
+    /// Shares every id of the GDAP facts (after a directory was decoded whole, from a
+    /// snapshot: decoding gives each id its own allocation).
+    pub fn reshare(&mut self) {
+        let mut sh = std::mem::take(&mut self.shared);
+        let roles = |sh: &mut Shared, roles: &mut Vec<crate::RoleId>| roles.iter_mut().for_each(|r| sh.share(&mut r.0));
+        self.customers = std::mem::take(&mut self.customers)
+            .into_values()
+            .map(|mut c| {
+                sh.share(&mut c.customer_id.0);
+                (c.customer_id.clone(), c)
+            })
+            .collect();
+        self.relationships = std::mem::take(&mut self.relationships)
+            .into_values()
+            .map(|mut r| {
+                for id in [&mut r.relationship_id.0, &mut r.partner_id.0, &mut r.customer_id.0] {
+                    sh.share(id);
+                }
+                roles(&mut sh, &mut r.roles);
+                (r.relationship_id.clone(), r)
+            })
+            .collect();
+        self.relationships_by_pair = std::mem::take(&mut self.relationships_by_pair)
+            .into_iter()
+            .map(|((mut p, mut c), mut ids)| {
+                sh.share(&mut p.0);
+                sh.share(&mut c.0);
+                ids.0.iter_mut().for_each(|id| sh.share(&mut id.0));
+                ((p, c), ids)
+            })
+            .collect();
+        self.assignments = std::mem::take(&mut self.assignments)
+            .into_values()
+            .map(|mut a| {
+                for id in [&mut a.assignment_id.0, &mut a.relationship_id.0, &mut a.group_id.0] {
+                    sh.share(id);
+                }
+                roles(&mut sh, &mut a.roles);
+                (a.assignment_id.clone(), a)
+            })
+            .collect();
+        self.assignments_by_relationship = std::mem::take(&mut self.assignments_by_relationship)
+            .into_iter()
+            .map(|(mut r, mut ids)| {
+                sh.share(&mut r.0);
+                ids.0.iter_mut().for_each(|id| sh.share(&mut id.0));
+                (r, ids)
+            })
+            .collect();
+        self.shared = sh;
     }
 
     /// The groups a user belongs to.

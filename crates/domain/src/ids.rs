@@ -10,16 +10,21 @@ use serde::{Deserialize, Deserializer, Serialize};
 macro_rules! id {
     ($(#[$m:meta])* $name:ident, guid = $guid:expr) => {
         $(#[$m])*
+        /// Shared text (`Arc<str>`): a clone is a reference count, not a copy, so the
+        /// directory's maps and indexes that name one id hold it once.
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
         #[serde(transparent)]
-        pub struct $name(pub String);
+        pub struct $name(pub std::sync::Arc<str>);
 
         impl $name {
             /// Whether this kind of id is a vendor GUID.
             pub const IS_GUID: bool = $guid;
             pub fn new(s: impl Into<String>) -> Self {
-                let s: String = s.into();
-                if $guid { $name(s.to_ascii_lowercase()) } else { $name(s) }
+                let mut s: String = s.into();
+                if $guid {
+                    s.make_ascii_lowercase();
+                }
+                $name(s.into())
             }
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -44,7 +49,7 @@ macro_rules! id {
                 if $guid {
                     s.make_ascii_lowercase();
                 }
-                Ok($name(s))
+                Ok($name(s.into()))
             }
         }
 

@@ -66,8 +66,9 @@ pub fn decode(bytes: &[u8]) -> Result<(Anchor, Directory), String> {
     }
     let mut cursor = std::io::Cursor::new(body);
     let anchor: Anchor = rmp_serde::from_read(&mut cursor).map_err(|e| format!("the anchor does not decode: {e}"))?;
-    let directory: Directory =
+    let mut directory: Directory =
         rmp_serde::from_read(&mut cursor).map_err(|e| format!("the directory does not decode: {e}"))?;
+    directory.reshare();
     Ok((anchor, directory))
 }
 

@@ -103,3 +103,44 @@ async fn a_snapshot_that_does_not_check_is_not_used() {
     caught_up(&t, &log).await;
     assert_eq!((t.started_from(), folded(&t)), (None, want));
 }
+
+/// The directory holds each id once: a partner named by many relationships, a
+/// relationship named by its assignment, a role named everywhere — as folded, and again
+/// once decoded from a snapshot (issue 29: the directory's memory).
+#[test]
+fn the_directory_holds_each_id_once_folded_and_decoded() {
+    use behalf_domain::{Directory, Event};
+    use behalf_service::gdap::snapshot::{decode, encode, Anchor};
+    let samples = behalf_log::samples::every_event_type();
+    let find = |name: &str| samples.iter().find(|e| e.type_name() == name).cloned().unwrap();
+    let (Event::RelationshipUpserted(rel), Event::AssignmentUpserted(asg)) =
+        (find("RelationshipUpserted"), find("AssignmentUpserted"))
+    else {
+        unreachable!()
+    };
+    let mut dir = Directory::default();
+    for i in 0..3 {
+        let mut r = rel.clone();
+        r.relationship_id = format!("rel-{i}").as_str().into();
+        r.customer_id = format!("{i:08x}-0000-4000-8000-000000000000").as_str().into();
+        dir.apply(&Event::RelationshipUpserted(r));
+        let mut a = asg.clone();
+        a.assignment_id = format!("asg-{i}").as_str().into();
+        a.relationship_id = format!("rel-{i}").as_str().into();
+        dir.apply(&Event::AssignmentUpserted(a));
+    }
+    let shared = |dir: &Directory| {
+        let rels: Vec<_> = dir.relationships.values().collect();
+        let a = dir.assignments.values().next().unwrap();
+        let (key, r0) = dir.relationships.iter().next().unwrap();
+        Arc::ptr_eq(&rels[0].partner_id.0, &rels[2].partner_id.0)
+            && Arc::ptr_eq(&rels[0].roles[0].0, &rels[1].roles[0].0)
+            && Arc::ptr_eq(&a.relationship_id.0, &r0.relationship_id.0)
+            && Arc::ptr_eq(&key.0, &r0.relationship_id.0)
+    };
+    assert!(shared(&dir), "folded");
+    let anchor = Anchor { position: 1, prev_hash: [0; 32], key: "vendor/test".into(), request_hash: [0; 32] };
+    let (_, back) = decode(&encode(&anchor, &dir).unwrap()).unwrap();
+    assert_eq!(back, dir);
+    assert!(shared(&back), "decoded from a snapshot");
+}
