@@ -156,6 +156,15 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
     }
 }
 
+impl AuditCmd {
+    /// `audit replay` of the data directory `data_dir` (the soak's last check).
+    pub fn replay(data_dir: &std::path::Path) -> AuditCmd {
+        AuditCmd::Replay {
+            source: Source { data_dir: data_dir.to_path_buf(), nats: None, nats_access: Default::default() },
+        }
+    }
+}
+
 fn verdict(report: &behalf_log::VerifyReport) -> anyhow::Result<bool> {
     match &report.first_bad {
         None => {

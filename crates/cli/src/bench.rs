@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::demo::{cast, Demo};
 
+mod soak;
 mod startup;
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +96,11 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1_000_000)]
         relationships: u64,
     },
+    /// A deterministic day over HTTP against an embedded `serve`: partners syncing GDAP
+    /// relationships through their lifecycle, agents opening and working tickets, the
+    /// vendor working its queue, readers listing; every answer predicted by a model,
+    /// figures every minute, checks at the end (exits 0 only when all pass).
+    Soak(soak::SoakArgs),
     /// Drive `ticket.open` straight into the command service (no HTTP).
     Inprocess {
         /// Concurrent producers
@@ -114,7 +120,11 @@ impl BenchCmd {
     pub fn records_metrics(&self) -> bool {
         match self {
             BenchCmd::Http { no_metrics, .. } | BenchCmd::Inprocess { no_metrics, .. } => !no_metrics,
-            BenchCmd::Views { .. } | BenchCmd::Nats { .. } | BenchCmd::Startup { .. } | BenchCmd::Gdap { .. } => true,
+            BenchCmd::Views { .. }
+            | BenchCmd::Nats { .. }
+            | BenchCmd::Startup { .. }
+            | BenchCmd::Gdap { .. }
+            | BenchCmd::Soak(_) => true,
         }
     }
 }
@@ -696,6 +706,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Startup { events, nats: true, runs, .. } => startup::nats(events, runs).await?,
         BenchCmd::Startup { events, data_dir, runs, nats: false } => startup::run(events, data_dir, runs).await?,
         BenchCmd::Gdap { relationships } => startup::gdap(relationships)?,
+        BenchCmd::Soak(a) => soak::run(a).await?,
         BenchCmd::Nats { nodes, in_flight, seconds, chained } => {
             nats_bench(nodes as usize, in_flight, seconds, &chained).await?;
         }

@@ -114,7 +114,7 @@ impl Demo {
         Ok(r.json().await?)
     }
 
-    async fn token(&self, admin: &str, spec: Value) -> anyhow::Result<String> {
+    pub async fn token(&self, admin: &str, spec: Value) -> anyhow::Result<String> {
         let r = self.http.post(format!("{}/v1/tokens", self.base)).bearer_auth(admin).json(&spec).send().await?;
         let v: Value = r.json().await?;
         v["token"].as_str().map(str::to_owned).with_context(|| format!("no token issued: {v}"))

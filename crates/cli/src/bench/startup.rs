@@ -239,7 +239,7 @@ pub async fn nats(events: u64, runs: usize) -> anyhow::Result<()> {
 }
 
 /// Resident memory of this process in MiB.
-fn own_rss_mib() -> f64 {
+pub(super) fn own_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

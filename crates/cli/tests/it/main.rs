@@ -29,4 +29,5 @@ mod queries;
 mod roles;
 mod rule_table;
 mod secure_nats;
+mod soak;
 mod webhooks;
