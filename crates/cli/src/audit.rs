@@ -157,11 +157,10 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<bool> {
 }
 
 impl AuditCmd {
-    /// `audit replay` of the data directory `data_dir` (the soak's last check).
-    pub fn replay(data_dir: &std::path::Path) -> AuditCmd {
-        AuditCmd::Replay {
-            source: Source { data_dir: data_dir.to_path_buf(), nats: None, nats_access: Default::default() },
-        }
+    /// `audit replay` of the views in `data_dir` against the log there or on NATS at
+    /// `nats` (the soak's last check).
+    pub fn replay(data_dir: &std::path::Path, nats: Option<String>) -> AuditCmd {
+        AuditCmd::Replay { source: Source { data_dir: data_dir.to_path_buf(), nats, nats_access: Default::default() } }
     }
 }
 

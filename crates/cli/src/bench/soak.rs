@@ -48,6 +48,11 @@ pub struct SoakArgs {
     /// Seconds between the printed figures
     #[arg(long, default_value_t = 60)]
     pub report_seconds: u64,
+    /// Run on NATS JetStream instead of the embedded engine: a local nats-server of
+    /// this many nodes (3: a cluster with R3 streams) started for the day, the server
+    /// in this process being `serve --nats` on it
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub nats_nodes: Option<u64>,
 }
 
 const HELPDESK: &str = "729827e3-9c14-49f7-bb1b-9608f156bbb8";
@@ -333,7 +338,16 @@ fn id(seed: u64, kind: u16, n: usize) -> String {
 pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.partners > 0 && a.workers > 0 && a.minutes > 0.0 && a.rate > 0.0, "nothing to run");
     anyhow::ensure!(a.customers >= a.partners, "--customers must be at least --partners (one each)");
-    let server = crate::serve::Temporary::start(4096).await?;
+    let cluster = a.nats_nodes.map(|n| behalf_nats::server::Cluster::start(n as usize)).transpose()?;
+    let server = match &cluster {
+        Some(c) => crate::serve::Temporary::start_on_nats(4096, &c.urls(), c.replicas()).await?,
+        None => crate::serve::Temporary::start(4096).await?,
+    };
+    // Where the log's bytes are: the data directory, or every node's store.
+    let stores: Vec<std::path::PathBuf> = match &cluster {
+        Some(c) => c.nodes.iter().map(|n| n.dir.clone()).collect(),
+        None => vec![server.dir.path().to_path_buf()],
+    };
     let base = server.base();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let demo = crate::demo::Demo::new(base.clone())?;
@@ -352,8 +366,17 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
 
     // The cast: partners, their users and group, customers, relationships, assignments.
     println!(
-        "soak: {} partners, {} customers, {:.0} operations/s offered by {} workers for {} min, seed {}",
-        a.partners, a.customers, a.rate, a.workers, a.minutes, a.seed
+        "soak: {} partners, {} customers, {:.0} operations/s offered by {} workers for {} min, seed {}, on {}",
+        a.partners,
+        a.customers,
+        a.rate,
+        a.workers,
+        a.minutes,
+        a.seed,
+        match a.nats_nodes {
+            Some(n) => format!("NATS JetStream ({n} node(s), R{})", n.min(3)),
+            None => "the embedded engine (sled)".into(),
+        }
     );
     let mut partners = Vec::with_capacity(a.partners);
     for p in 0..a.partners {
@@ -480,7 +503,6 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
     // RSS, disk per commit, follower lag, queue depth.
     let mut rss_by_third: [f64; 3] = [super::startup::own_rss_mib(), 0.0, 0.0];
     let mut window_no = 0u32;
-    let data_dir = server.dir.path().to_path_buf();
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::sleep(left.min(Duration::from_secs(a.report_seconds.max(1)))).await;
@@ -499,7 +521,7 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
             .read("queue", &vendor, &format!("/v1/queues/{QUEUE}"))
             .await
             .map_or(-1, |(_, v)| v["depth"].as_i64().unwrap_or(-1));
-        let disk = dir_bytes(&data_dir) as f64 / head.max(1.0);
+        let disk = stores.iter().map(|d| dir_bytes(d)).sum::<u64>() as f64 / head.max(1.0);
         let secs = a.report_seconds.max(1) as f64;
         let kinds: Vec<String> = w.accepted.iter().map(|(k, n)| format!("{k} {:.1}/s", *n as f64 / secs)).collect();
         let routes: Vec<String> = w
@@ -579,7 +601,8 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
 
     let s = std::mem::take(&mut *day.lock());
     let dir = server.stop().await?;
-    let views_equal = crate::audit::run(crate::audit::AuditCmd::replay(dir.path())).await?;
+    let views_equal =
+        crate::audit::run(crate::audit::AuditCmd::replay(dir.path(), cluster.as_ref().map(|c| c.urls()))).await?;
     if !views_equal {
         problems.push("the views differ from a rebuild from the log".into());
     }
