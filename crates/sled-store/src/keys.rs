@@ -18,7 +18,7 @@ pub struct SledKeys {
 
 impl SledKeys {
     pub fn open(path: impl AsRef<Path>) -> Result<SledKeys, LogError> {
-        Ok(SledKeys { db: crate::log::open_db(path.as_ref())? })
+        Ok(SledKeys { db: crate::log::open_db(path.as_ref(), crate::log::Cache::Small)? })
     }
 }
 

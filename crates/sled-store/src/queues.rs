@@ -51,7 +51,7 @@ impl SledQueues {
     }
 
     pub fn open(path: impl AsRef<Path>) -> Result<SledQueues, LogError> {
-        Ok(SledQueues { db: crate::log::open_db(path.as_ref())?, lock: Mutex::new(()) })
+        Ok(SledQueues { db: crate::log::open_db(path.as_ref(), crate::log::Cache::Small)?, lock: Mutex::new(()) })
     }
 
     fn decode(&self, v: &[u8]) -> Result<QueueMessage, LogError> {

@@ -17,7 +17,7 @@ pub struct SledTokens {
 
 impl SledTokens {
     pub fn open(path: impl AsRef<Path>) -> Result<SledTokens, LogError> {
-        Ok(SledTokens { db: crate::log::open_db(path.as_ref())? })
+        Ok(SledTokens { db: crate::log::open_db(path.as_ref(), crate::log::Cache::Small)? })
     }
 }
 

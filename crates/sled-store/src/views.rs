@@ -19,7 +19,7 @@ pub struct SledViews {
 
 impl SledViews {
     pub fn open(path: impl AsRef<Path>) -> Result<SledViews, LogError> {
-        Ok(SledViews { db: crate::log::open_db(path.as_ref())? })
+        Ok(SledViews { db: crate::log::open_db(path.as_ref(), crate::log::Cache::Views)? })
     }
 }
 

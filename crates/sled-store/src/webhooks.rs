@@ -31,7 +31,7 @@ pub struct SledWebhooks {
 
 impl SledWebhooks {
     pub fn open(path: impl AsRef<Path>) -> Result<SledWebhooks, LogError> {
-        Ok(SledWebhooks { db: crate::log::open_db(path.as_ref())?, seq: AtomicU32::new(0) })
+        Ok(SledWebhooks { db: crate::log::open_db(path.as_ref(), crate::log::Cache::Small)?, seq: AtomicU32::new(0) })
     }
 }
 

@@ -224,7 +224,7 @@ pub(super) fn reindex_commands(db: &sled::Db, tree: &sled::Tree) -> Result<(), L
 /// record decodes (through upcasters), sits at its key, and links to the one before.
 /// `progress(position, head)` as it goes.
 pub fn verify_dir(path: impl AsRef<Path>, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, LogError> {
-    let db = open_db(path.as_ref())?;
+    let db = open_db(path.as_ref(), super::Cache::Log)?;
     let walk = walk_chain_from(&db, (0, GENESIS), None, &mut |at, head| {
         progress(at, head);
         true
