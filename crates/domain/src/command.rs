@@ -12,21 +12,25 @@ use crate::{CustomerId, IssueId, ProductId, SubscriptionId, TicketId};
 use serde::{Deserialize, Serialize};
 
 /// A ticket contact as sent (R16); checked and typed by `decide`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ContactInput {
     #[serde(default)]
+    #[schemars(length(min = 1, max = 100))]
     pub first_name: String,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 100))]
     pub last_name: String,
     #[serde(default)]
+    #[schemars(email)]
     pub email: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
     #[serde(default)]
+    #[schemars(extend("enum" = ["email", "phone"]))]
     pub preferred_contact: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OpenTicket {
     pub customer_id: CustomerId,
     #[serde(default)]
@@ -36,18 +40,23 @@ pub struct OpenTicket {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product_id: Option<ProductId>,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 200))]
     pub title: String,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 10000))]
     pub description: String,
     #[serde(default = "missing")]
+    #[schemars(schema_with = "crate::vocab::severity_schema")]
     pub severity: RawValue,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 200))]
     pub support_topic: String,
     /// `cloud_solution_provider` for a customer's Azure ticket (R10); the partner's
     /// own plan id for its own tenant (R13).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub support_plan: Option<String>,
     #[serde(default)]
+    #[schemars(regex(pattern = "^[A-Za-z]{2}$"))]
     pub country_code: String,
     #[serde(default)]
     pub contact: Option<ContactInput>,
@@ -59,60 +68,67 @@ fn missing() -> RawValue {
     RawValue::Text(String::new())
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketText {
     pub ticket_id: TicketId,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 10000))]
     pub text: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UpdateTicket {
     pub ticket_id: TicketId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::vocab::severity_schema")]
     pub severity: Option<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<ContactInput>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AttachToTicket {
     pub ticket_id: TicketId,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 255))]
     pub name: String,
     #[serde(default)]
+    #[schemars(url, length(max = 2048))]
     pub uri: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EscalateTicket {
     pub ticket_id: TicketId,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 1000))]
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<IssueId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CloseTicket {
     pub ticket_id: TicketId,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 1000))]
     pub resolution: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReopenTicket {
     pub ticket_id: TicketId,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 1000))]
     pub reason: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketRef {
     pub ticket_id: TicketId,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SupportRequest {
     pub customer_id: CustomerId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,7 +142,7 @@ pub struct SupportRequest {
 }
 
 /// Every command of `API.md`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 #[allow(clippy::large_enum_variant)] // reason: commands are decoded one at a time and moved, never stored in bulk
 pub enum Command {
@@ -181,13 +197,17 @@ pub enum Command {
     SupportRequest(SupportRequest),
     /// Sent by the server for `POST /v1/webhooks` (not accepted at `/v1/commands`).
     #[serde(rename = "webhook.subscribe")]
+    #[schemars(skip)] // not accepted at /v1/commands
     WebhookSubscribe(crate::webhook::Subscribe),
     #[serde(rename = "webhook.rotate")]
+    #[schemars(skip)] // not accepted at /v1/commands
     WebhookRotate(crate::webhook::WebhookRef),
     #[serde(rename = "webhook.delete")]
+    #[schemars(skip)] // not accepted at /v1/commands
     WebhookDelete(crate::webhook::WebhookRef),
     /// Internal (the sender, as the vendor side): the receiver answered `410 Gone`.
     #[serde(rename = "webhook.disable")]
+    #[schemars(skip)] // not accepted at /v1/commands
     WebhookDisable(crate::webhook::Disable),
     /// Deletes a person's key: every sealed field of theirs reads as erased.
     #[serde(rename = "person.erase")]

@@ -21,7 +21,7 @@ pub const SEALED_PREFIX: &str = "enc1.";
 pub const SUBJECT_PREFIX: &str = "subject:";
 
 /// `person.erase`: `{"email"}` as sent; by the time it is decided, `subject:<keyed hash>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErasePerson {
     pub email: String,
 }

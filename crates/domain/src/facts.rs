@@ -12,52 +12,60 @@ use crate::{
 };
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Partner {
     pub partner_id: PartnerId,
+    #[schemars(length(min = 1, max = 256))]
     pub name: String,
     pub program: Program,
+    #[schemars(length(min = 1))]
     pub domains: Vec<String>,
     pub cloud: Cloud,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_id: Option<PartnerId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PartnerUser {
     pub partner_id: PartnerId,
     pub user_id: UserId,
+    #[schemars(email)]
     pub email: String,
     pub admin_agent: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GroupMember {
     pub partner_id: PartnerId,
     pub group_id: GroupId,
     pub user_id: UserId,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Customer {
     pub customer_id: CustomerId,
+    #[schemars(length(min = 1, max = 256))]
     pub name: String,
+    #[schemars(length(min = 1))]
     pub domains: Vec<String>,
     pub cloud: Cloud,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Relationship {
     pub relationship_id: RelationshipId,
     pub partner_id: PartnerId,
     pub customer_id: CustomerId,
     pub status: RelationshipStatus,
+    #[schemars(length(min = 1))]
     pub roles: Vec<RoleId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_at: Option<Timestamp>,
     /// ISO-8601, `P1D` … `P2Y` (R28).
+    #[schemars(extend("format" = "duration"))]
     pub duration: String,
     /// `PT0S`/`P0D` (off) or `P180D` (R28).
+    #[schemars(extend("format" = "duration"))]
     pub auto_extend: String,
 }
 
@@ -85,16 +93,17 @@ impl Relationship {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Assignment {
     pub assignment_id: AssignmentId,
     pub relationship_id: RelationshipId,
     pub group_id: GroupId,
+    #[schemars(length(min = 1))]
     pub roles: Vec<RoleId>,
     pub status: AssignmentStatus,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subscription {
     pub subscription_id: SubscriptionId,
     pub customer_id: CustomerId,
@@ -107,7 +116,7 @@ pub struct Subscription {
     pub marketplace_product_id: Option<ProductId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RbacAssignment {
     pub assignment_id: RbacAssignmentId,
     pub subscription_id: SubscriptionId,
@@ -116,19 +125,22 @@ pub struct RbacAssignment {
     pub role_id: RoleId,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Product {
     pub product_id: ProductId,
+    #[schemars(length(min = 1, max = 256))]
     pub isv_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(url)]
     pub support_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(email)]
     pub support_email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub support_phone: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SupportPlan {
     pub plan_id: PlanId,
     pub partner_id: PartnerId,
@@ -136,12 +148,14 @@ pub struct SupportPlan {
     pub valid_until: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HealthIssue {
     pub issue_id: IssueId,
     pub workload: Workload,
+    #[schemars(length(min = 1, max = 500))]
     pub title: String,
     pub classification: Classification,
+    #[schemars(length(min = 1, max = 64))]
     pub status: String,
     pub is_resolved: bool,
     pub start: Timestamp,

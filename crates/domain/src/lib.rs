@@ -8,7 +8,7 @@
 //! ```
 //!
 //! **Invariant:** no I/O, no clock, no randomness, no async. Time and new ids arrive in
-//! the [`Context`]; `cargo tree -p behalf-domain` names only serde.
+//! the [`Context`]; `cargo tree -p behalf-domain` names only serde and schemars (the types described for the OpenAPI document).
 //!
 //! Where the rules live: [`policy`] (R2–R14, R18, R22, R24), [`ticket`] (R1, R15–R21,
 //! R27), [`directory`] (R25, R28), [`routing`] (R23), [`sla`] (R20), [`event::Evidence`]

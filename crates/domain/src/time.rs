@@ -119,6 +119,19 @@ impl Serialize for Timestamp {
     }
 }
 
+/// What the deserializer below reads: an RFC 3339 time or milliseconds since the epoch.
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "integer", "minimum": MIN_MILLIS, "maximum": MAX_MILLIS, "description": "milliseconds since the epoch"}
+        ]})
+    }
+}
+
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -137,6 +150,14 @@ impl<'de> Deserialize<'de> for Timestamp {
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
                 let v = i64::try_from(v).map_err(|_| E::custom("time out of range (years 0000 to 9999)"))?;
                 self.visit_i64(v)
+            }
+            /// A whole number written with a fraction (`5.0`) is an integer to JSON.
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
+                if v.fract() == 0.0 && (MIN_MILLIS as f64..=MAX_MILLIS as f64).contains(&v) {
+                    self.visit_i64(v as i64)
+                } else {
+                    Err(E::custom("not a whole number of milliseconds in years 0000 to 9999"))
+                }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
                 Timestamp::parse_rfc3339(v).ok_or_else(|| E::custom(format!("not an RFC 3339 time: {v:?}")))

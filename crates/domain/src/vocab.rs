@@ -42,6 +42,17 @@ macro_rules! vocab {
             }
         }
 
+        /// The written forms (read case-insensitively, ignoring `_`, `-` and spaces).
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                let all: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                schemars::json_schema!({"type": "string", "enum": all})
+            }
+        }
+
         impl FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
@@ -145,11 +156,20 @@ vocab!(/// A GDAP permission the policy authorises on (never the role name).
 
 /// A value that may arrive as text or as a legacy integer (severity, R15). Kept raw
 /// in commands so that `decide`, not the parser, answers with the rule's code.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum RawValue {
     Int(i64),
     Text(String),
+}
+
+/// A severity as `decide` reads it (R15): a name or its number.
+pub fn severity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = Severity::ALL.iter().map(|v| v.as_str()).collect();
+    schemars::json_schema!({"anyOf": [
+        {"type": "string", "enum": names},
+        {"type": "integer", "minimum": 1, "maximum": Severity::ALL.len()}
+    ], "description": "R15: a name or 1 (critical) to 3 (minimal)"})
 }
 
 impl RawValue {

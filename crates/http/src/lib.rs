@@ -67,6 +67,31 @@ pub use routes::{query_path, Part, QueryRoute, Route};
 pub use tls::{Tls, TlsFiles};
 use tokens::{issue_token, list_tokens, revoke_token};
 
+/// Every query parameter of a request is one its route reads (the names the OpenAPI
+/// document lists for it, [`openapi::query_names`]), given once and not empty: a
+/// misspelt or repeated parameter is refused (422), never silently ignored.
+async fn known_query(names: Arc<[String]>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.uri().query().is_some() {
+        let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(req.uri()) else {
+            return reads::bad_param("(query)", "not a valid query string");
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, value) in &pairs {
+            if !names.iter().any(|n| n == name) {
+                return reads::bad_param(name, "is not a parameter of this endpoint");
+            }
+            if seen.contains(&name.as_str()) {
+                return reads::bad_param(name, "is given more than once");
+            }
+            if value.is_empty() {
+                return reads::bad_param(name, "is empty");
+            }
+            seen.push(name);
+        }
+    }
+    next.run(req).await
+}
+
 /// The router: the routes of [`Route::all`] whose part this app serves (routes on one
 /// path, different methods, are merged).
 pub fn router<L: EventLog>(app: Arc<App<L>>) -> Router {
@@ -79,9 +104,17 @@ pub fn router<L: EventLog>(app: Arc<App<L>>) -> Router {
     };
     let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<Arc<App<L>>>)> = Vec::new();
     for route in Route::all().into_iter().filter(|r| serves(r.part())) {
+        let handler = if route == Route::Console {
+            route.handler::<L>()
+        } else {
+            let names: Arc<[String]> = openapi::query_names(route).into();
+            route
+                .handler::<L>()
+                .layer(axum::middleware::from_fn(move |req, next| known_query(Arc::clone(&names), req, next)))
+        };
         match by_path.iter_mut().find(|(p, _)| *p == route.path()) {
-            Some((_, methods)) => *methods = std::mem::take(methods).merge(route.handler::<L>()),
-            None => by_path.push((route.path(), route.handler::<L>())),
+            Some((_, methods)) => *methods = std::mem::take(methods).merge(handler),
+            None => by_path.push((route.path(), handler)),
         }
     }
     let mut r = Router::new();

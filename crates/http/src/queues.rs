@@ -34,8 +34,13 @@ pub(crate) async fn lease<L: EventLog>(
     p: Params,
 ) -> Response {
     early!(consumer(&app, &headers, &queue));
-    let limit = early!(limit_param(&p, 10, 1000));
-    let lease_ms = early!(ranged_param(&p, "lease_ms", 30_000i64, 1_000..=3_600_000));
+    let limit = early!(limit_param(&p, crate::reads::LEASE_PAGE.0, crate::reads::LEASE_PAGE.1));
+    let lease_ms = early!(ranged_param(
+        &p,
+        "lease_ms",
+        crate::reads::LEASE_MS.0,
+        crate::reads::LEASE_MS.1..=crate::reads::LEASE_MS.2
+    ));
     let queues = early!(queue_side(&app));
     match queues.lease(&queue, limit, app.clock.now().millis(), lease_ms) {
         Ok(messages) => {

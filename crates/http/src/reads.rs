@@ -42,6 +42,16 @@ where
     }
 }
 
+/// Each list's `limit` as (default, largest); the OpenAPI document reads these.
+pub(crate) const TICKET_PAGE: (usize, usize) = (50, 500);
+pub(crate) const FEED_PAGE: (usize, usize) = (100, 1000);
+pub(crate) const LEASE_PAGE: (usize, usize) = (10, 1000);
+pub(crate) const DELIVERY_PAGE: (usize, usize) = (50, 1000);
+/// A lease's `lease_ms`: (default, shortest, longest).
+pub(crate) const LEASE_MS: (i64, i64, i64) = (30_000, 1_000, 3_600_000);
+/// The longest `wait_ms` honoured (a longer one is cut to it), and the default.
+pub(crate) const WAIT_MS: (u64, u64) = (2_000, 30_000);
+
 /// `limit`: from 1 to `max`, `default` when absent.
 pub(crate) fn limit_param(p: &Params, default: usize, max: usize) -> Result<usize, Early> {
     ranged_param(p, "limit", default, 1..=max)
@@ -63,8 +73,9 @@ pub(crate) async fn reader<'a, L: EventLog>(
 ) -> Result<(Principal, &'a ReadSide), Early> {
     let who = authenticate(app, headers)?;
     let read = read_side(app)?;
+    // Both read (and refused when bad) whether or not there is anything to wait for.
+    let wait = param::<u64>(p, "wait_ms")?.unwrap_or(WAIT_MS.0).min(WAIT_MS.1);
     if let Some(min) = param::<u64>(p, "min_position")? {
-        let wait = param::<u64>(p, "wait_ms")?.unwrap_or(2000).min(30_000);
         // Both the views and the GDAP projection (which scopes every answer, R24) must
         // have applied the position, or a grant ended there could still show tickets.
         // One deadline for both waits: the answer comes within `wait_ms`, not twice it.
@@ -108,7 +119,10 @@ pub(crate) fn filter(p: &Params) -> Result<(ListFilter, usize), Early> {
             .transpose()?,
         customer_id: parse("customer_id")?.map(CustomerId::new),
     };
-    let limit = limit_param(p, 50, 500)?;
+    if let Some(Err(why)) = f.customer_id.as_ref().map(CustomerId::check) {
+        return Err(Box::new(bad_param("customer_id", why)));
+    }
+    let limit = limit_param(p, TICKET_PAGE.0, TICKET_PAGE.1)?;
     Ok((f, limit))
 }
 
@@ -177,7 +191,7 @@ pub(crate) async fn access<L: EventLog>(r: Reader<L>, Path(partner): Path<String
 
 pub(crate) async fn rejections<L: EventLog>(r: Reader<L>) -> Response {
     let after = early!(param::<u64>(&r.p, "after")).unwrap_or(0);
-    let limit = early!(limit_param(&r.p, 100, 1000));
+    let limit = early!(limit_param(&r.p, FEED_PAGE.0, FEED_PAGE.1));
     answer(r.queries().rejections(&r.who, after, limit))
 }
 
@@ -185,7 +199,7 @@ pub(crate) async fn rejections<L: EventLog>(r: Reader<L>) -> Response {
 pub(crate) async fn events<L: EventLog>(State(app): State<Arc<App<L>>>, headers: HeaderMap, p: Params) -> Response {
     let who = early!(authenticate(&app, &headers));
     let after = early!(param::<u64>(&p, "after")).unwrap_or(0);
-    let limit = early!(limit_param(&p, 100, 1000));
+    let limit = early!(limit_param(&p, FEED_PAGE.0, FEED_PAGE.1));
     answer(queries::events(&app.log, &who, after, limit).await)
 }
 
@@ -195,7 +209,7 @@ pub(crate) async fn partner_customers<L: EventLog>(r: Reader<L>, Path(partner): 
 
 pub(crate) async fn partner_rejections<L: EventLog>(r: Reader<L>, Path(partner): Path<String>) -> Response {
     let after = early!(param::<u64>(&r.p, "after")).unwrap_or(0);
-    let limit = early!(limit_param(&r.p, 100, 1000));
+    let limit = early!(limit_param(&r.p, FEED_PAGE.0, FEED_PAGE.1));
     answer(r.queries().partner_rejections(&r.who, &PartnerId::new(partner), after, limit))
 }
 

@@ -77,12 +77,17 @@ fn store_failed(e: behalf_log::LogError) -> Response {
     unavailable(&ServiceError::Log(e))
 }
 
-#[derive(serde::Deserialize)]
+/// `POST /v1/webhooks`' body (the OpenAPI document's schema is derived from it).
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewSubscription {
+pub(crate) struct NewSubscription {
+    /// `<cloud>.<workload>` or `partner.<partner id>`.
     queue: String,
+    /// `https://` to a public address.
+    #[schemars(url, length(max = 2048))]
     url: String,
     #[serde(default)]
+    #[schemars(length(max = 500))]
     description: String,
 }
 
@@ -128,6 +133,9 @@ pub(crate) async fn create<L: EventLog>(State(app): State<Arc<App<L>>>, headers:
             return r;
         }
     };
+    // Answer once this process' directory holds it, so that the caller's next call
+    // (read, rotate, delete) finds it; it is durable either way.
+    let _ = app.gdap.wait_for(position, std::time::Duration::from_secs(2)).await;
     json_response(
         StatusCode::CREATED,
         &json!({
@@ -217,7 +225,7 @@ pub(crate) async fn deliveries<L: EventLog>(
     let who = early!(authenticate(&app, &headers));
     let s = early!(side(&app));
     early!(visible(&app, &who, &id));
-    let limit = early!(limit_param(&p, 50, 1000));
+    let limit = early!(limit_param(&p, crate::reads::DELIVERY_PAGE.0, crate::reads::DELIVERY_PAGE.1));
     let attempts = match s.store.attempts(&id, limit) {
         Ok(a) => a,
         Err(e) => return store_failed(e),

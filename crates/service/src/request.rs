@@ -66,7 +66,15 @@ pub fn from_value(mut value: Value, idempotency_key: Option<&str>) -> Result<Req
     }
     let expected_version = match obj.remove("expected_version") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| malformed("expected_version must be a non-negative integer"))?),
+        // A JSON integer, also when written with a zero fraction (`3.0` is an integer to
+        // JSON Schema and to most JSON writers).
+        Some(v) => Some(
+            v.as_u64()
+                .or_else(|| {
+                    v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64).map(|f| f as u64)
+                })
+                .ok_or_else(|| malformed("expected_version must be a non-negative integer"))?,
+        ),
     };
     match obj.get("type") {
         // Sent by the server for /v1/webhooks, which keeps their secrets out of the log.

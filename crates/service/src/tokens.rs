@@ -13,14 +13,28 @@ use crate::ids::{secret, short_id};
 use crate::{Refused, ServiceError};
 
 /// What to bind a new token to (`POST /v1/tokens`, `behalf token issue`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The OpenAPI document's schema is derived from it: the ids are GUIDs, `kind` one of
+/// [`PrincipalKind`]'s (which ids a kind needs is checked by [`TokenSpec::principal`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(extend("allOf" = [
+    {"if": {"properties": {"kind": {"const": "partner_agent"}}, "required": ["kind"]},
+     "then": {"required": ["partner_id", "user_id"], "properties": {"partner_id": {"type": "string"}, "user_id": {"type": "string"}}}},
+    {"if": {"properties": {"kind": {"const": "partner_sync"}}, "required": ["kind"]},
+     "then": {"required": ["partner_id"], "properties": {"partner_id": {"type": "string"}}}},
+    {"if": {"properties": {"kind": {"const": "customer"}}, "required": ["kind"]},
+     "then": {"required": ["customer_id", "user_id"], "properties": {"customer_id": {"type": "string"}, "user_id": {"type": "string"}}}}
+]))]
 pub struct TokenSpec {
+    #[schemars(with = "PrincipalKind")]
     pub kind: String,
     #[serde(default)]
+    #[schemars(with = "Option<behalf_domain::PartnerId>")]
     pub partner_id: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<behalf_domain::UserId>")]
     pub user_id: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<behalf_domain::CustomerId>")]
     pub customer_id: Option<String>,
     #[serde(default)]
     pub label: Option<String>,
@@ -51,6 +65,14 @@ impl TokenSpec {
                     .with("field", field))
             }
         };
+        // An id the kind does not use must still be one (the document says so).
+        for (field, v) in
+            [("partner_id", &self.partner_id), ("user_id", &self.user_id), ("customer_id", &self.customer_id)]
+        {
+            if v.is_some() {
+                guid(field, v)?;
+            }
+        }
         Ok(match kind {
             PrincipalKind::PartnerAgent => Principal::PartnerAgent {
                 partner_id: PartnerId::new(guid("partner_id", &self.partner_id)?),

@@ -28,6 +28,7 @@ mod prometheus;
 mod queries;
 mod roles;
 mod rule_table;
+mod schemathesis;
 mod secure_nats;
 mod soak;
 mod webhooks;
