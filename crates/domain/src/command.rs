@@ -11,8 +11,43 @@ use crate::vocab::RawValue;
 use crate::{CustomerId, IssueId, ProductId, SubscriptionId, TicketId};
 use serde::{Deserialize, Serialize};
 
+/// `decide` refuses these structs' text fields and the contact when missing or empty
+/// (R16, `validation.invalid` naming the field); serde defaults them only so that the
+/// refusal is `decide`'s, with its code. The document says what a command needs: each
+/// such field (its default the empty text, or none) is required, without a default.
+fn required_by_decide(schema: &mut schemars::Schema) {
+    let mut required: Vec<String> = Vec::new();
+    if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
+        for (name, p) in props.iter_mut() {
+            let Some(p) = p.as_object_mut() else { continue };
+            let empty = p.get("default").is_some_and(|d| d.is_null() || d.as_str() == Some(""));
+            if !empty {
+                continue;
+            }
+            p.remove("default");
+            // `anyOf: [X, {"type": "null"}]` (an `Option`): `X`.
+            let some = p.get("anyOf").and_then(|a| a.as_array()).and_then(|a| match a.as_slice() {
+                [x, n] if n.get("type").and_then(|t| t.as_str()) == Some("null") => x.as_object().cloned(),
+                _ => None,
+            });
+            if let Some(x) = some {
+                p.remove("anyOf");
+                p.extend(x);
+            }
+            required.push(name.clone());
+        }
+    }
+    match schema.get_mut("required").and_then(|r| r.as_array_mut()) {
+        Some(r) => r.extend(required.into_iter().map(Into::into)),
+        None => {
+            schema.insert("required".into(), required.into());
+        }
+    }
+}
+
 /// A ticket contact as sent (R16); checked and typed by `decide`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = required_by_decide)]
 pub struct ContactInput {
     #[serde(default)]
     #[schemars(length(min = 1, max = 100))]
@@ -31,6 +66,7 @@ pub struct ContactInput {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = required_by_decide)]
 pub struct OpenTicket {
     pub customer_id: CustomerId,
     #[serde(default)]
@@ -69,6 +105,7 @@ fn missing() -> RawValue {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = required_by_decide)]
 pub struct TicketText {
     pub ticket_id: TicketId,
     #[serde(default)]
@@ -87,6 +124,7 @@ pub struct UpdateTicket {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = required_by_decide)]
 pub struct AttachToTicket {
     pub ticket_id: TicketId,
     #[serde(default)]
@@ -98,6 +136,7 @@ pub struct AttachToTicket {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = required_by_decide)]
 pub struct EscalateTicket {
     pub ticket_id: TicketId,
     #[serde(default)]
@@ -108,6 +147,7 @@ pub struct EscalateTicket {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = required_by_decide)]
 pub struct CloseTicket {
     pub ticket_id: TicketId,
     #[serde(default)]
@@ -116,6 +156,7 @@ pub struct CloseTicket {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = required_by_decide)]
 pub struct ReopenTicket {
     pub ticket_id: TicketId,
     #[serde(default)]
@@ -129,6 +170,7 @@ pub struct TicketRef {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(transform = required_by_decide)]
 pub struct SupportRequest {
     pub customer_id: CustomerId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,8 +178,10 @@ pub struct SupportRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product_id: Option<ProductId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["vendor", "partner", null]))]
     pub prefer: Option<String>,
     #[serde(default)]
+    #[schemars(length(min = 1, max = 10000))]
     pub summary: String,
 }
 

@@ -39,7 +39,7 @@ impl ErasePerson {
 }
 
 /// A person's keys were deleted: every sealed field of theirs reads as erased.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PersonErased {
     /// The keyed hash of the normalised address (not the address).
     pub subject: String,
@@ -52,7 +52,7 @@ pub struct PersonErased {
 
 /// A ticket's free-text key was deleted: its title, description and texts read as
 /// erased; its decisions, states and times stay.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketRedacted {
     pub ticket_id: TicketId,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

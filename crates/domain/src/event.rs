@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A log stream: `<category>-<id>`, e.g. `ticket-01J…`, `gdap-<relationship id>`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct StreamId(pub String);
 
@@ -48,7 +48,7 @@ impl fmt::Display for StreamId {
 }
 
 /// A checked ticket contact (R16).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Contact {
     pub first_name: String,
     pub last_name: String,
@@ -59,7 +59,7 @@ pub struct Contact {
 }
 
 /// The grant that allowed a partner command (R29).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Grant {
     /// Through GDAP (R4–R8): the relationship, the assignment and its group, the role
@@ -82,14 +82,14 @@ pub enum Grant {
 
 /// R29: what allowed a command, and the log position of the directory state it was
 /// judged on. An audit can judge it again from this alone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Evidence {
     pub directory_position: u64,
     pub user_id: UserId,
     pub grant: Grant,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketOpened {
     pub ticket_id: TicketId,
     pub partner_id: PartnerId,
@@ -114,7 +114,7 @@ pub struct TicketOpened {
     pub evidence: Evidence,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NoteAdded {
     pub ticket_id: TicketId,
     pub author: Principal,
@@ -124,7 +124,7 @@ pub struct NoteAdded {
     pub evidence: Option<Evidence>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketUpdated {
     pub ticket_id: TicketId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,7 +135,7 @@ pub struct TicketUpdated {
     pub evidence: Evidence,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AttachmentAdded {
     pub ticket_id: TicketId,
     pub name: String,
@@ -146,7 +146,7 @@ pub struct AttachmentAdded {
 
 /// An escalation carries everything its queue message needs (R19, R21), so routing is
 /// a pure function of this one event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketEscalated {
     pub ticket_id: TicketId,
     pub reason: EscalationReason,
@@ -165,14 +165,14 @@ pub struct TicketEscalated {
     pub evidence: Option<Evidence>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VendorResponded {
     pub ticket_id: TicketId,
     pub text: String,
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AttentionRequested {
     pub ticket_id: TicketId,
     pub partner_id: PartnerId,
@@ -181,13 +181,13 @@ pub struct AttentionRequested {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AttentionCleared {
     pub ticket_id: TicketId,
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketClosed {
     pub ticket_id: TicketId,
     pub by: Principal,
@@ -197,7 +197,7 @@ pub struct TicketClosed {
     pub evidence: Option<Evidence>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketReopened {
     pub ticket_id: TicketId,
     pub reason: String,
@@ -205,7 +205,7 @@ pub struct TicketReopened {
     pub evidence: Evidence,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SlaBreached {
     pub ticket_id: TicketId,
     pub due_at: Timestamp,
@@ -213,7 +213,7 @@ pub struct SlaBreached {
 }
 
 /// The ISV's contacts, as a routing decision carries them (R12, R23).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Isv {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,7 +235,7 @@ impl From<&Product> for Isv {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SupportRequestRouted {
     pub request_id: RequestId,
     pub customer_id: CustomerId,
@@ -254,7 +254,7 @@ pub struct SupportRequestRouted {
 }
 
 /// R30: a refused command, recorded without changing any ticket.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CommandRejected {
     pub command_type: String,
     pub principal: Principal,
@@ -264,7 +264,9 @@ pub struct CommandRejected {
     pub message: String,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub details: std::collections::BTreeMap<String, crate::rejection::Detail>,
+    /// The ticket the refused command named, as it was sent (it may not be a valid id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub ticket_id: Option<TicketId>,
     pub at: Timestamp,
 }
@@ -282,7 +284,7 @@ impl CommandRejected {
 }
 
 /// Every event the log holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type")]
 #[allow(clippy::large_enum_variant)] // reason: boxing TicketOpened would cost an allocation per event for no gain in a fold
 pub enum Event {

@@ -50,7 +50,7 @@ pub use vocab::{
 };
 
 /// Who is acting: always taken from the token, never from a request body (R2).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Principal {
     PartnerAgent { partner_id: PartnerId, user_id: UserId },

@@ -18,7 +18,7 @@ pub fn partner_queue(partner: &PartnerId) -> String {
 }
 
 /// Why a message was sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Notice {
     Escalation,
@@ -27,7 +27,7 @@ pub enum Notice {
 }
 
 /// One queue message, before it has an id.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outgoing {
     pub queue: String,
     pub notice: Notice,

@@ -20,7 +20,7 @@ pub fn response_target_ms(severity: Severity) -> i64 {
 }
 
 /// The clock of one ticket, folded from its events.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SlaClock {
     pub opened_at: Timestamp,
     pub target_ms: i64,
@@ -33,7 +33,7 @@ pub struct SlaClock {
 }
 
 /// What the clock says at a moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SlaState {
     pub target_ms: i64,
     /// When the response is (or was) due, counting pauses up to `now`.

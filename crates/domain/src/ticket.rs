@@ -21,7 +21,7 @@ pub(crate) use decide::{decide_existing, decide_open};
 /// A ticket as the command side folds it from its stream: what decisions need, and
 /// no more. Titles, descriptions, notes and attachments are the views' business
 /// (the projectors keep them); keeping them out of here keeps replay fast and lean.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Ticket {
     /// What the ticket is about and where it stands (what readers see too).
     #[serde(flatten)]
@@ -36,7 +36,7 @@ pub struct Ticket {
 /// A ticket's facts and state: whose it is, what for, how severe, who to contact,
 /// its status and version — shared by the command side's [`Ticket`] and the readers'
 /// answers (which add its texts and lists).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketCase {
     pub ticket_id: TicketId,
     pub partner_id: PartnerId,

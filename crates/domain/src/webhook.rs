@@ -17,7 +17,7 @@ use crate::{Code, Event, Principal, Rejection, Rule, StreamId, Timestamp};
 
 /// `webhook.subscribe`: the id is the server's, chosen before the command is sent
 /// (the secret store is keyed by it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subscribe {
     pub webhook_id: String,
     pub queue: String,
@@ -28,13 +28,13 @@ pub struct Subscribe {
 }
 
 /// `webhook.rotate` and `webhook.delete`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WebhookRef {
     pub webhook_id: String,
 }
 
 /// `webhook.disable` (internal, the vendor side): the receiver answered `410 Gone`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Disable {
     pub webhook_id: String,
     pub reason: String,
@@ -65,7 +65,7 @@ impl WebhookCommand<'_> {
 }
 
 /// What the log records of a subscription.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subscribed {
     pub webhook_id: String,
     pub queue: String,
@@ -77,7 +77,7 @@ pub struct Subscribed {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Changed {
     pub webhook_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -95,7 +95,7 @@ pub enum WebhookEvent<'a> {
 }
 
 /// A subscription as the directory holds it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Webhook {
     pub webhook_id: String,
     pub queue: String,
@@ -114,7 +114,7 @@ pub struct Webhook {
 }
 
 /// Every subscription that was not deleted, by id.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Webhooks(pub BTreeMap<String, Webhook>);
 

@@ -7,6 +7,13 @@ use super::{
 use crate::respond::{early, json_response, not_served, rejected, unavailable, Early, MapStatus};
 use crate::{authenticate, limit_param, ranged_param, Params};
 
+/// `GET /v1/queues/{queue}/messages`: the messages leased to the caller.
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct Leased {
+    pub queue: String,
+    pub messages: Vec<behalf_log::queues::QueueMessage>,
+}
+
 /// The queues, where this role has them (the queue routes are mounted only then).
 pub(crate) fn queue_side<L: EventLog>(app: &App<L>) -> Result<&Arc<dyn QueueStore>, Early> {
     app.queues.as_ref().ok_or_else(|| not_served("queues"))
@@ -43,9 +50,7 @@ pub(crate) async fn lease<L: EventLog>(
     ));
     let queues = early!(queue_side(&app));
     match queues.lease(&queue, limit, app.clock.now().millis(), lease_ms) {
-        Ok(messages) => {
-            json_response(StatusCode::OK, &serde_json::json!({ "queue": queue, "messages": messages }), false)
-        }
+        Ok(messages) => json_response(StatusCode::OK, &Leased { queue, messages }, false),
         Err(e) => unavailable(&ServiceError::Log(e)),
     }
 }

@@ -94,8 +94,11 @@ pub(crate) fn json_response<B: Serialize>(status: StatusCode, body: &B, msgpack:
     r
 }
 
-#[derive(Serialize)]
+/// Every refusal's body (the document's `Rejected`).
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "Rejected")]
 pub(crate) struct RejectedBody<'a> {
+    #[schemars(extend("const" = "rejected"))]
     outcome: &'static str,
     code: Code,
     message: &'a str,

@@ -285,7 +285,7 @@ impl Route {
             Route::ListTokens => get(list_tokens::<L>),
             Route::RevokeToken => delete(revoke_token::<L>),
             Route::Health => {
-                get(|| async { json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}), false) })
+                get(|| async { json_response(StatusCode::OK, &crate::health::Status { status: "ok" }, false) })
             }
             Route::Ready => get(readyz::<L>),
             Route::Metrics => get(metrics::<L>),

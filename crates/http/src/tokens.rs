@@ -37,7 +37,7 @@ pub(crate) async fn list_tokens<L: EventLog>(State(app): State<Arc<App<L>>>, hea
         return *r;
     }
     match app.tokens.list() {
-        Ok(list) => json_response(StatusCode::OK, &serde_json::json!({ "tokens": list }), false),
+        Ok(list) => json_response(StatusCode::OK, &behalf_service::tokens::TokenList { tokens: list }, false),
         Err(e) => unavailable(&e),
     }
 }

@@ -8,13 +8,16 @@ use super::{App, Arc, Bytes, Code, EventLog, HeaderMap, IntoResponse, Path, Reje
 use crate::respond::{early, json_response, not_served, refused, rejected, unavailable, Early};
 use crate::{authenticate, limit_param, Params};
 use behalf_domain::webhook::{delivery_queue, Subscribe, Webhook, WebhookRef};
+use behalf_domain::Timestamp;
 use behalf_domain::{Command, CommandId, Principal};
+use behalf_log::webhooks::Attempt;
 use behalf_log::webhooks::{Secrets, SigningKey, WebhookStore};
 use behalf_service::commands::CommandService;
 use behalf_service::request::Request;
 use behalf_service::webhooks::{check_url, new_id, new_secret, redact};
 use behalf_service::ServiceError;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 /// What the webhook routes need: the store, the command service, the queues.
 struct Side<'a, L: EventLog> {
@@ -46,17 +49,77 @@ fn visible<L: EventLog>(app: &App<L>, who: &Principal, id: &str) -> Result<Webho
         .ok_or_else(|| not_found(id))
 }
 
-fn shown(w: &Webhook, url: Option<&str>) -> Value {
-    json!({
-        "id": w.webhook_id,
-        "queue": w.queue,
-        "url": url.unwrap_or(&w.url_redacted),
-        "description": w.description,
-        "enabled": w.enabled,
-        "disabled_reason": (!w.disabled_reason.is_empty()).then_some(&w.disabled_reason),
-        "created_at": w.created_at,
-        "rotated_at": w.rotated_at,
-    })
+/// A subscription as the routes show it: the URL from the store (the log keeps only
+/// its redacted form), never a secret.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Shown {
+    id: String,
+    queue: String,
+    url: String,
+    description: String,
+    enabled: bool,
+    /// Why it was disabled (a receiver's `410 Gone`).
+    disabled_reason: Option<String>,
+    created_at: Timestamp,
+    rotated_at: Option<Timestamp>,
+}
+
+fn shown(w: &Webhook, url: Option<&str>) -> Shown {
+    Shown {
+        id: w.webhook_id.clone(),
+        queue: w.queue.clone(),
+        url: url.unwrap_or(&w.url_redacted).to_owned(),
+        description: w.description.clone(),
+        enabled: w.enabled,
+        disabled_reason: (!w.disabled_reason.is_empty()).then(|| w.disabled_reason.clone()),
+        created_at: w.created_at,
+        rotated_at: w.rotated_at,
+    }
+}
+
+/// `POST /v1/webhooks`: the subscription and its signing secret, shown once.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Created {
+    id: String,
+    queue: String,
+    url: String,
+    description: String,
+    /// `whsec_…` (Standard Webhooks), shown once.
+    secret: String,
+    enabled: bool,
+    /// The log position of the `webhook.subscribe` commit.
+    position: u64,
+}
+
+/// `GET /v1/webhooks`.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct WebhookList {
+    webhooks: Vec<Shown>,
+}
+
+/// `POST /v1/webhooks/{id}/rotate`: the new secret, shown once.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Rotated {
+    id: String,
+    secret: String,
+}
+
+/// `GET /v1/webhooks/{id}/deliveries`.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Deliveries {
+    id: String,
+    /// Messages waiting in the delivery queue (up to 10,000 counted).
+    waiting: usize,
+    /// Of those, past the retry schedule (`replay` sends them again).
+    failed: usize,
+    deliveries: Vec<Attempt>,
+}
+
+/// `POST /v1/webhooks/{id}/replay`.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Replayed {
+    id: String,
+    replayed: usize,
 }
 
 /// Sends a webhook command as `who` with the server's command id.
@@ -136,14 +199,9 @@ pub(crate) async fn create<L: EventLog>(State(app): State<Arc<App<L>>>, headers:
     // Answer once this process' directory holds it, so that the caller's next call
     // (read, rotate, delete) finds it; it is durable either way.
     let _ = app.gdap.wait_for(position, std::time::Duration::from_secs(2)).await;
-    json_response(
-        StatusCode::CREATED,
-        &json!({
-            "id": id, "queue": new.queue, "url": new.url, "description": new.description,
-            "secret": secret, "enabled": true, "position": position,
-        }),
-        false,
-    )
+    let created =
+        Created { id, queue: new.queue, url: new.url, description: new.description, secret, enabled: true, position };
+    json_response(StatusCode::CREATED, &created, false)
 }
 
 pub(crate) async fn list<L: EventLog>(State(app): State<Arc<App<L>>>, headers: HeaderMap) -> Response {
@@ -155,7 +213,7 @@ pub(crate) async fn list<L: EventLog>(State(app): State<Arc<App<L>>>, headers: H
         let url = s.store.secrets(&w.webhook_id).ok().flatten().map(|x| x.url);
         out.push(shown(w, url.as_deref()));
     }
-    json_response(StatusCode::OK, &json!({ "webhooks": out }), false)
+    json_response(StatusCode::OK, &WebhookList { webhooks: out }, false)
 }
 
 pub(crate) async fn read<L: EventLog>(
@@ -213,7 +271,7 @@ pub(crate) async fn rotate<L: EventLog>(
     if let Err(r) = send(s.commands, who, format!("webhook-rotate-{id}-{now}"), command).await {
         return r;
     }
-    json_response(StatusCode::OK, &json!({ "id": id, "secret": secret }), false)
+    json_response(StatusCode::OK, &Rotated { id, secret }, false)
 }
 
 pub(crate) async fn deliveries<L: EventLog>(
@@ -236,11 +294,8 @@ pub(crate) async fn deliveries<L: EventLog>(
         Err(e) => return store_failed(e),
     };
     let failed = waiting.iter().filter(|m| m.leased_until == i64::MAX).count();
-    json_response(
-        StatusCode::OK,
-        &json!({ "id": id, "waiting": waiting.len(), "failed": failed, "deliveries": attempts }),
-        false,
-    )
+    let answer = Deliveries { id, waiting: waiting.len(), failed, deliveries: attempts };
+    json_response(StatusCode::OK, &answer, false)
 }
 
 pub(crate) async fn replay<L: EventLog>(
@@ -265,5 +320,5 @@ pub(crate) async fn replay<L: EventLog>(
             Err(e) => return store_failed(e),
         }
     }
-    json_response(StatusCode::OK, &json!({ "id": id, "replayed": replayed }), false)
+    json_response(StatusCode::OK, &Replayed { id, replayed }, false)
 }

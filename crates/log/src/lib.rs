@@ -111,7 +111,7 @@ pub enum AppendRefused {
 
 /// One event with its full envelope (serialized as the feeds show it: `type` for the
 /// event's type name).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct EventEnvelope {
     pub stream: StreamId,
     pub version: u64,

@@ -20,7 +20,7 @@ pub struct Enqueue {
 }
 
 /// A message in a queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QueueMessage {
     /// Stable within its queue; used to ack.
     pub id: String,

@@ -45,7 +45,7 @@ impl Secrets {
 }
 
 /// One delivery attempt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attempt {
     /// The message id (`webhook-id`, the same on every attempt).
     pub message_id: String,

@@ -14,12 +14,13 @@ use behalf_domain::{
     Workload,
 };
 use behalf_log::EventEnvelope;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::views::{AttachmentView, EscalationView, NoteView, RejectionEntry, TicketSummary};
 
 /// One event with its envelope and, where it carries one, its R29 evidence.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct EnvelopeView {
     #[serde(flatten)]
     pub envelope: EventEnvelope,
@@ -34,7 +35,7 @@ impl From<EventEnvelope> for EnvelopeView {
 
 /// One workload (and Azure subscription) of an access explanation: the grant that
 /// allows, or the rule that refuses.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct AccessRow {
     pub workload: Workload,
     pub subscription_id: Option<SubscriptionId>,
@@ -76,7 +77,7 @@ impl From<WorkloadAccess> for AccessRow {
 }
 
 /// `/v1/partners/{partner}/access`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Access {
     pub partner_id: PartnerId,
     pub user_id: UserId,
@@ -88,7 +89,7 @@ pub struct Access {
 
 /// `/v1/tickets/{id}`: the ticket's state, what only readers need, and its lists (in
 /// place of the command side's counts and SLA clock).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct TicketDetail {
     /// The ticket's facts and state, as the command side folds them.
     #[serde(flatten)]
@@ -130,41 +131,41 @@ impl TicketDetail {
 }
 
 /// `/v1/tickets/{id}/history`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct History {
     pub ticket_id: TicketId,
     pub history: Vec<EnvelopeView>,
 }
 
 /// `/v1/customers/{customer}/tickets`: a page, newest first; `next` is the cursor.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct TicketPage {
     pub tickets: Vec<TicketSummary>,
     pub next: Option<String>,
 }
 
 /// `/v1/partners/{partner}/tickets`: with counts by status of what the caller may see.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct PartnerTickets {
     pub tickets: Vec<TicketSummary>,
     pub counts: BTreeMap<&'static str, u64>,
 }
 
 /// `/v1/customers/{customer}/service-health`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct ServiceHealth {
     pub customer_id: CustomerId,
     pub issues: Vec<behalf_domain::directory::HealthIssue>,
 }
 
 /// `/v1/audit/rejections`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct Rejections {
     pub rejections: Vec<RejectionEntry>,
 }
 
 /// `/v1/events`: `next` is the last position returned.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct EventPage {
     pub events: Vec<EnvelopeView>,
     pub next: Option<u64>,
@@ -172,13 +173,13 @@ pub struct EventPage {
 
 /// `/v1/partners/{partner}/customers`: the customers a partner has GDAP relationships
 /// with, and whether each relationship is live now (R4, R5).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct PartnerCustomers {
     pub partner_id: PartnerId,
     pub customers: Vec<PartnerCustomer>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct PartnerCustomer {
     pub customer_id: CustomerId,
     /// The customer's name, where the vendor registered it.
@@ -186,7 +187,7 @@ pub struct PartnerCustomer {
     pub relationships: Vec<RelationshipState>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct RelationshipState {
     pub relationship_id: RelationshipId,
     pub status: RelationshipStatus,
@@ -196,7 +197,7 @@ pub struct RelationshipState {
 }
 
 /// `/v1/queues/{queue}`: what is waiting, without leasing anything.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct QueueDepth {
     pub queue: String,
     /// Messages waiting (leased or not), up to the count given; `more` when there are more.
@@ -212,7 +213,7 @@ pub struct QueueDepth {
 }
 
 /// `/v1/audit/verify`: the whole log's hash chain, walked now.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 pub struct ChainStatus {
     pub verified: u64,
     pub ok: bool,

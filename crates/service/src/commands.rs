@@ -38,8 +38,9 @@ const BACKOFF_UNIT: Duration = Duration::from_micros(500);
 pub const PROJECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// An accepted command's answer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Accepted {
+    #[schemars(extend("const" = "accepted"))]
     pub outcome: &'static str,
     pub command_id: CommandId,
     pub stream: StreamId,

@@ -93,20 +93,26 @@ impl TokenSpec {
 }
 
 /// A newly issued token: the secret is in `token`, shown once.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Issued {
     pub token_id: String,
     pub token: String,
 }
 
 /// A token as listed: never the secret nor its hash.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct Listed {
     pub token_id: String,
     pub principal: Principal,
     pub label: String,
     pub created_at: behalf_domain::Timestamp,
     pub revoked: bool,
+}
+
+/// `GET /v1/tokens`.
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+pub struct TokenList {
+    pub tokens: Vec<Listed>,
 }
 
 /// Bearer tokens over any store (held as a trait object: nothing about tokens needs

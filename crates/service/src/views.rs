@@ -27,21 +27,21 @@ use behalf_log::views::{ViewStore, Write};
 use behalf_log::{Commit, EventLog, LogError};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NoteView {
     pub author: Principal,
     pub text: String,
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AttachmentView {
     pub name: String,
     pub uri: String,
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EscalationView {
     pub reason: EscalationReason,
     pub note: Option<String>,
@@ -51,7 +51,7 @@ pub struct EscalationView {
 
 /// One ticket, as `/v1/tickets/{id}` shows it: the command side's own ticket state
 /// (one fold, [`Ticket::apply`], for both sides) and what only readers need.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketView {
     pub ticket: Ticket,
     pub title: String,
@@ -65,7 +65,7 @@ pub struct TicketView {
 }
 
 /// A ticket in a list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TicketSummary {
     pub ticket_id: TicketId,
     pub partner_id: PartnerId,
@@ -78,7 +78,7 @@ pub struct TicketSummary {
 }
 
 /// A refused command (R30).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RejectionEntry {
     pub position: u64,
     pub command_id: CommandId,
@@ -87,6 +87,8 @@ pub struct RejectionEntry {
     pub code: Code,
     pub rule: Option<Rule>,
     pub message: String,
+    /// The ticket the refused command named, as it was sent (it may not be a valid id).
+    #[schemars(with = "Option<String>")]
     pub ticket_id: Option<TicketId>,
     pub at: Timestamp,
 }
