@@ -17,6 +17,7 @@ mod deploy;
 mod docs;
 mod e2e;
 mod erasure;
+mod generated_client;
 mod hostile;
 mod https;
 mod import;
