@@ -221,13 +221,17 @@ fn success(route: Route, gen: &mut SchemaGenerator) -> (&'static str, Vec<Answer
     }
 }
 
+/// The routes answered without a token (probes, metrics, this document, the console).
+fn open(route: Route) -> bool {
+    matches!(route, Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::Console)
+}
+
 /// The refusal codes `route` may answer with. Every authenticated route: a malformed
 /// request, no or a bad token, a principal that may not, a parameter out of range,
 /// a body too large, time out, overload, unavailable. A command may be refused by any
 /// rule; some reads and the webhook routes have their own `not_found`.
 fn codes_of(route: Route) -> Vec<Code> {
-    let open = matches!(route, Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::Console);
-    if open {
+    if open(route) {
         return vec![Code::Unavailable];
     }
     if route == Route::Command {
@@ -309,7 +313,7 @@ fn links(route: Route, status: u16) -> Option<Value> {
 fn operation(route: Route, answers: &mut SchemaGenerator) -> Value {
     let (summary, ok) = success(route, answers);
     let mut responses = Map::new();
-    let open = matches!(route, Route::Health | Route::Ready | Route::Metrics | Route::OpenApi | Route::Console);
+    let open = open(route);
     for (status, description, body) in ok {
         let mut r = json!({"description": description});
         if let Some(schema) = body {
