@@ -134,16 +134,6 @@ impl NatsLog {
 /// cluster restarted, JetStream back at 5.1 s, Behalf at 8.2 s).
 async fn leave_a_cut_off_server(client: async_nats::Client, stream: stream::Stream, endpoint: crate::Endpoint) {
     const EVERY: Duration = Duration::from_secs(1);
-    let serves = |stream: &stream::Stream| {
-        let stream = stream.clone();
-        async move {
-            match tokio::time::timeout(EVERY, stream.get_last_raw_message_by_subject("behalf.ev.>")).await {
-                Ok(Ok(_)) => true,
-                Ok(Err(e)) => is_not_found(&e),
-                Err(_) => false,
-            }
-        }
-    };
     let mut failures = 0u32;
     loop {
         tokio::time::sleep(EVERY).await;
@@ -165,22 +155,27 @@ async fn leave_a_cut_off_server(client: async_nats::Client, stream: stream::Stre
     }
 }
 
-/// Whether any server of `endpoint` answers a read of the log's last commit within a
-/// second, each asked on a short-lived connection of its own.
+/// Whether `stream`'s leader answers a read of the log's last commit within a second.
+async fn serves<I>(stream: &stream::Stream<I>) -> bool {
+    match tokio::time::timeout(Duration::from_secs(1), stream.get_last_raw_message_by_subject("behalf.ev.>")).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => is_not_found(&e),
+        Err(_) => false,
+    }
+}
+
+/// Whether any server of `endpoint` [`serves`] the log, each asked on a short-lived
+/// connection of its own (connecting given a second too).
 async fn some_server_serves(endpoint: &crate::Endpoint) -> bool {
     let asks = endpoint.url.split(',').map(|url| {
         let one = crate::Endpoint { url: url.trim().to_owned(), ..endpoint.clone() };
         async move {
-            let read = async {
-                let js = jetstream::new(connect(&one).await.ok()?);
-                let stream = js.get_stream_no_info(EVENTS_STREAM).await.ok()?;
-                match stream.get_last_raw_message_by_subject("behalf.ev.>").await {
-                    Ok(_) => Some(()),
-                    Err(e) if is_not_found(&e) => Some(()),
-                    Err(_) => None,
-                }
-            };
-            matches!(tokio::time::timeout(Duration::from_secs(1), read).await, Ok(Some(())))
+            let stream =
+                async { jetstream::new(connect(&one).await.ok()?).get_stream_no_info(EVENTS_STREAM).await.ok() };
+            match tokio::time::timeout(Duration::from_secs(1), stream).await {
+                Ok(Some(stream)) => serves(&stream).await,
+                Ok(None) | Err(_) => false,
+            }
         }
     });
     futures::future::join_all(asks).await.into_iter().any(|served| served)
