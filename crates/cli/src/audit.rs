@@ -234,12 +234,11 @@ async fn run_on<L: EventLog>(
             // The GDAP projection is not stored: every start folds it from the log.
             let mut dir = behalf_domain::Directory::default();
             audit::each_commit(&log, head, |c| c.events.iter().for_each(|e| dir.apply(e))).await?;
+            let (customers, relationships, assignments) = dir.gdap_counts();
             println!(
-                "GDAP projection folded from {head} commits: {} partners, {} customers, {} relationships, {} assignments",
+                "GDAP projection folded from {head} commits: {} partners, {customers} customers, \
+                 {relationships} relationships, {assignments} assignments",
                 dir.partners.len(),
-                dir.customers.len(),
-                dir.relationships.len(),
-                dir.assignments.len()
             );
             if diffs.is_empty() {
                 println!("ok: the live views equal a rebuild from the log ({} keys)", live.dump()?.len());

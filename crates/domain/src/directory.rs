@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod decide;
+mod packed;
 
 pub use crate::facts::{
     Assignment, Customer, GroupMember, HealthIssue, Partner, PartnerUser, Product, RbacAssignment, Relationship,
@@ -97,18 +98,16 @@ pub struct Group {
 
 /// The GDAP projection: every directory fact, folded from the log, with the indexes
 /// the policy needs to judge a command without scanning. It serializes whole, for the
-/// projection's snapshot.
+/// projection's snapshot. Customers, relationships and access assignments — the facts
+/// that grow with the vendor — are held packed ([`packed`]) and read through methods
+/// that give each back as its public type.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directory {
     pub partners: BTreeMap<PartnerId, Partner>,
     pub users: BTreeMap<UserId, PartnerUser>,
     pub groups: BTreeMap<GroupId, Group>,
     pub user_groups: BTreeMap<UserId, IdSet<GroupId>>,
-    pub customers: BTreeMap<CustomerId, Customer>,
-    pub relationships: BTreeMap<RelationshipId, Relationship>,
-    pub relationships_by_pair: BTreeMap<(PartnerId, CustomerId), IdSet<RelationshipId>>,
-    pub assignments: BTreeMap<AssignmentId, Assignment>,
-    pub assignments_by_relationship: BTreeMap<RelationshipId, IdSet<AssignmentId>>,
+    gdap: packed::Packed,
     pub subscriptions: BTreeMap<SubscriptionId, Subscription>,
     pub rbac: BTreeMap<RbacAssignmentId, RbacAssignment>,
     pub rbac_by_subscription: BTreeMap<SubscriptionId, IdSet<RbacAssignmentId>>,
@@ -119,49 +118,6 @@ pub struct Directory {
     /// command service decides against and the senders read.
     #[serde(default)]
     pub webhooks: crate::webhook::Webhooks,
-    /// One allocation per id text, shared by every fact and index that names it.
-    #[serde(skip)]
-    shared: Shared,
-}
-
-/// The ids the directory holds, each once: a fact's ids are swapped for the shared
-/// ones as it is folded (a partner named by a thousand relationships is one `Arc`). Ids
-/// no fact holds any more are dropped as the set grows. Not part of the directory's
-/// value (equal directories may have shared differently).
-#[derive(Clone, Default)]
-struct Shared {
-    ids: std::collections::HashSet<std::sync::Arc<str>>,
-    /// The set's size after its last pruning.
-    pruned_at: usize,
-}
-
-impl PartialEq for Shared {
-    fn eq(&self, _: &Shared) -> bool {
-        true
-    }
-}
-
-impl Eq for Shared {}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Shared")
-    }
-}
-
-impl Shared {
-    fn share(&mut self, id: &mut std::sync::Arc<str>) {
-        match self.ids.get(&**id) {
-            Some(shared) => *id = std::sync::Arc::clone(shared),
-            None => {
-                if self.ids.len() >= 2 * self.pruned_at.max(1024) {
-                    self.ids.retain(|a| std::sync::Arc::strong_count(a) > 1);
-                    self.pruned_at = self.ids.len();
-                }
-                self.ids.insert(std::sync::Arc::clone(id));
-            }
-        }
-    }
 }
 
 impl Directory {
@@ -177,11 +133,7 @@ impl Directory {
             DirectoryEvent::PartnerRegistered(p) => {
                 self.partners.insert(p.partner_id.clone(), p.clone());
             }
-            DirectoryEvent::CustomerRegistered(c) => {
-                let mut c = c.clone();
-                self.shared.share(&mut c.customer_id.0);
-                self.customers.insert(c.customer_id.clone(), c);
-            }
+            DirectoryEvent::CustomerRegistered(c) => self.gdap.put_customer(c),
             DirectoryEvent::PartnerUserUpserted(u) => {
                 self.users.insert(u.user_id.clone(), u.clone());
             }
@@ -202,33 +154,13 @@ impl Directory {
                     }
                 }
             }
-            DirectoryEvent::RelationshipUpserted(r) => {
-                let mut r = r.clone();
-                for id in [&mut r.relationship_id.0, &mut r.partner_id.0, &mut r.customer_id.0] {
-                    self.shared.share(id);
-                }
-                r.roles.iter_mut().for_each(|role| self.shared.share(&mut role.0));
-                self.relationships_by_pair
-                    .entry((r.partner_id.clone(), r.customer_id.clone()))
-                    .or_default()
-                    .insert(r.relationship_id.clone());
-                self.relationships.insert(r.relationship_id.clone(), r);
-            }
+            DirectoryEvent::RelationshipUpserted(r) => self.gdap.put_relationship(r),
             DirectoryEvent::AssignmentUpserted(a) => {
-                let mut a = a.clone();
-                for id in [&mut a.assignment_id.0, &mut a.relationship_id.0, &mut a.group_id.0] {
-                    self.shared.share(id);
-                }
-                a.roles.iter_mut().for_each(|role| self.shared.share(&mut role.0));
-                self.assignments_by_relationship
-                    .entry(a.relationship_id.clone())
-                    .or_default()
-                    .insert(a.assignment_id.clone());
                 let g = self.groups.entry(a.group_id.clone()).or_default();
                 if g.partner_id.is_none() {
-                    g.partner_id = self.relationships.get(&a.relationship_id).map(|r| r.partner_id.clone());
+                    g.partner_id = self.gdap.relationship(a.relationship_id.as_str()).map(|r| r.partner_id);
                 }
-                self.assignments.insert(a.assignment_id.clone(), a);
+                self.gdap.put_assignment(a);
             }
             DirectoryEvent::SubscriptionRegistered(s) => {
                 self.subscriptions.insert(s.subscription_id.clone(), s.clone());
@@ -255,83 +187,56 @@ impl Directory {
         }
     }
 
-    /// Shares every id of the GDAP facts (after a directory was decoded whole, from a
-    /// snapshot: decoding gives each id its own allocation).
-    pub fn reshare(&mut self) {
-        let mut sh = std::mem::take(&mut self.shared);
-        let roles = |sh: &mut Shared, roles: &mut Vec<crate::RoleId>| roles.iter_mut().for_each(|r| sh.share(&mut r.0));
-        self.customers = std::mem::take(&mut self.customers)
-            .into_values()
-            .map(|mut c| {
-                sh.share(&mut c.customer_id.0);
-                (c.customer_id.clone(), c)
-            })
-            .collect();
-        self.relationships = std::mem::take(&mut self.relationships)
-            .into_values()
-            .map(|mut r| {
-                for id in [&mut r.relationship_id.0, &mut r.partner_id.0, &mut r.customer_id.0] {
-                    sh.share(id);
-                }
-                roles(&mut sh, &mut r.roles);
-                (r.relationship_id.clone(), r)
-            })
-            .collect();
-        self.relationships_by_pair = std::mem::take(&mut self.relationships_by_pair)
-            .into_iter()
-            .map(|((mut p, mut c), mut ids)| {
-                sh.share(&mut p.0);
-                sh.share(&mut c.0);
-                ids.0.iter_mut().for_each(|id| sh.share(&mut id.0));
-                ((p, c), ids)
-            })
-            .collect();
-        self.assignments = std::mem::take(&mut self.assignments)
-            .into_values()
-            .map(|mut a| {
-                for id in [&mut a.assignment_id.0, &mut a.relationship_id.0, &mut a.group_id.0] {
-                    sh.share(id);
-                }
-                roles(&mut sh, &mut a.roles);
-                (a.assignment_id.clone(), a)
-            })
-            .collect();
-        self.assignments_by_relationship = std::mem::take(&mut self.assignments_by_relationship)
-            .into_iter()
-            .map(|(mut r, mut ids)| {
-                sh.share(&mut r.0);
-                ids.0.iter_mut().for_each(|id| sh.share(&mut id.0));
-                (r, ids)
-            })
-            .collect();
-        self.shared = sh;
-    }
-
     /// The groups a user belongs to.
     pub fn groups_of(&self, user: &UserId) -> impl Iterator<Item = &GroupId> {
         self.user_groups.get(user).into_iter().flatten()
     }
 
+    /// A customer tenant, if registered.
+    pub fn customer(&self, id: &CustomerId) -> Option<Customer> {
+        self.gdap.customer(id.as_str())
+    }
+
+    pub fn has_customer(&self, id: &CustomerId) -> bool {
+        self.gdap.has_customer(id.as_str())
+    }
+
+    pub fn relationship(&self, id: &RelationshipId) -> Option<Relationship> {
+        self.gdap.relationship(id.as_str())
+    }
+
+    pub fn assignment(&self, id: &AssignmentId) -> Option<Assignment> {
+        self.gdap.assignment(id.as_str())
+    }
+
     /// Relationships between a partner and a customer, in id order.
-    pub fn relationships_between<'a>(
-        &'a self,
-        partner: &PartnerId,
-        customer: &CustomerId,
-    ) -> impl Iterator<Item = &'a Relationship> {
-        self.relationships_by_pair
-            .get(&(partner.clone(), customer.clone()))
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.relationships.get(id))
+    pub fn relationships_between(&self, partner: &PartnerId, customer: &CustomerId) -> Vec<Relationship> {
+        self.gdap.relationships_between(partner.as_str(), customer.as_str())
+    }
+
+    /// A partner's customers in id order, each with its relationships in id order.
+    pub fn customers_of(&self, partner: &PartnerId) -> Vec<(CustomerId, Vec<Relationship>)> {
+        self.gdap.customers_of(partner.as_str())
     }
 
     /// Access assignments on a relationship, in id order.
-    pub fn assignments_on<'a>(&'a self, relationship: &RelationshipId) -> impl Iterator<Item = &'a Assignment> {
-        self.assignments_by_relationship
-            .get(relationship)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.assignments.get(id))
+    pub fn assignments_on(&self, relationship: &RelationshipId) -> Vec<Assignment> {
+        self.gdap.assignments_on(relationship.as_str())
+    }
+
+    /// How many customers, relationships and access assignments it holds.
+    pub fn gdap_counts(&self) -> (usize, usize, usize) {
+        self.gdap.counts()
+    }
+
+    /// Every relationship, in the order first folded.
+    pub fn relationships(&self) -> impl Iterator<Item = Relationship> + '_ {
+        self.gdap.relationships()
+    }
+
+    /// Every access assignment, in the order first folded.
+    pub fn assignments(&self) -> impl Iterator<Item = Assignment> + '_ {
+        self.gdap.assignments()
     }
 
     /// RBAC assignments on a subscription, in id order.

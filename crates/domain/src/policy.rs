@@ -127,16 +127,16 @@ pub fn r5_is_live(rel: &Relationship, now: Timestamp) -> Result<(), Rejection> {
 }
 
 /// R4 and R5: the partner's live relationships with the customer.
-pub fn r4_r5_live_relationships<'d>(
-    dir: &'d Directory,
+pub fn r4_r5_live_relationships(
+    dir: &Directory,
     partner: &PartnerId,
     customer: &CustomerId,
     now: Timestamp,
-) -> Result<Vec<&'d Relationship>, Rejection> {
+) -> Result<Vec<Relationship>, Rejection> {
     let mut first_refusal = None;
     let mut live = Vec::new();
     for rel in dir.relationships_between(partner, customer) {
-        match r5_is_live(rel, now) {
+        match r5_is_live(&rel, now) {
             Ok(()) => live.push(rel),
             Err(r) => {
                 first_refusal.get_or_insert(r);
@@ -155,15 +155,15 @@ pub fn r4_r5_live_relationships<'d>(
 }
 
 /// R6: the active assignments on live relationships whose group holds the user.
-pub fn r6_reaching_assignments<'d>(
-    dir: &'d Directory,
-    live: &[&'d Relationship],
+pub fn r6_reaching_assignments<'l>(
+    dir: &Directory,
+    live: &'l [Relationship],
     user: &UserId,
-) -> Result<Vec<(&'d Relationship, &'d Assignment)>, Rejection> {
+) -> Result<Vec<(&'l Relationship, Assignment)>, Rejection> {
     let groups: Vec<&GroupId> = dir.groups_of(user).collect();
     let reaching: Vec<_> = live
         .iter()
-        .flat_map(|rel| dir.assignments_on(&rel.relationship_id).map(move |a| (*rel, a)))
+        .flat_map(|rel| dir.assignments_on(&rel.relationship_id).into_iter().map(move |a| (rel, a)))
         .filter(|(_, a)| a.status == AssignmentStatus::Active && groups.contains(&&a.group_id))
         .collect();
     if reaching.is_empty() {
@@ -180,7 +180,7 @@ fn granted_roles<'a>(rel: &'a Relationship, a: &'a Assignment) -> impl Iterator<
 
 /// R7 and R22: a reaching assignment with a role that carries `permission`.
 pub fn r7_permission(
-    reaching: &[(&Relationship, &Assignment)],
+    reaching: &[(&Relationship, Assignment)],
     permission: Permission,
     rule: Rule,
     user: &UserId,
@@ -345,7 +345,7 @@ pub fn authorize_ticket(
     let (partner_id, user_id) = r2_partner_agent(principal)?;
     let partner = registered_partner(dir, partner_id)?;
     r3_admin_agent(dir, partner_id, user_id)?;
-    let customer = dir.customers.get(scope.customer_id);
+    let customer = dir.customer(scope.customer_id);
     if partner_id.as_str() == scope.customer_id.as_str() {
         // R13: the partner's own tenant. GDAP is not needed; its own plan is.
         let plan_id = r13_own_support_plan(dir, partner_id, scope.support_plan, now)?;
@@ -363,7 +363,7 @@ pub fn authorize_ticket(
             format!("partner {partner_id} has no GDAP relationship with customer {}", scope.customer_id),
         )
     })?;
-    r14_one_cloud(partner, customer)?;
+    r14_one_cloud(partner, &customer)?;
     let live = r4_r5_live_relationships(dir, partner_id, scope.customer_id, now)?;
     let reaching = r6_reaching_assignments(dir, &live, user_id)?;
     let evidence = match scope.workload {
@@ -395,7 +395,7 @@ pub fn authorize_ticket(
             r7_permission(&reaching, Permission::SupportTickets, Rule::R7, user_id, position)?
         }
     };
-    r11_partner_contact(partner, Some(customer), scope.contact_email)?;
+    r11_partner_contact(partner, Some(&customer), scope.contact_email)?;
     Ok(evidence)
 }
 

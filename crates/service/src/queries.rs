@@ -288,15 +288,13 @@ impl<L: EventLog> Queries<'_, L> {
         let view = self.gdap.view();
         let dir = &view.directory;
         let customers = dir
-            .relationships_by_pair
-            .range((partner.clone(), behalf_domain::CustomerId::default())..)
-            .take_while(|((p, _), _)| p == partner)
-            .map(|((_, customer), ids)| PartnerCustomer {
-                customer_id: customer.clone(),
-                name: dir.customers.get(customer).map(|c| c.name.clone()),
-                relationships: ids
+            .customers_of(partner)
+            .into_iter()
+            .map(|(customer, relationships)| PartnerCustomer {
+                name: dir.customer(&customer).map(|c| c.name),
+                customer_id: customer,
+                relationships: relationships
                     .iter()
-                    .filter_map(|id| dir.relationships.get(id))
                     .map(|r| RelationshipState {
                         relationship_id: r.relationship_id.clone(),
                         status: r.status,

@@ -171,7 +171,7 @@ pub(crate) fn register_customer(dir: &Directory, principal: &Principal, c: &Cust
     text("name", &c.name, 256)?;
     domains("domains", &c.domains)?;
     let c = Customer { domains: lower(&c.domains), ..c.clone() };
-    Ok(upsert(dir.customers.get(&c.customer_id), &c, || Event::CustomerRegistered(c.clone())))
+    Ok(upsert(dir.customer(&c.customer_id).as_ref(), &c, || Event::CustomerRegistered(c.clone())))
 }
 
 pub(crate) fn upsert_user(dir: &Directory, principal: &Principal, u: &PartnerUser) -> Result<Vec<Event>, Rejection> {
@@ -241,8 +241,7 @@ pub(crate) fn upsert_relationship(
     ids_ok!("relationship_id" => r.relationship_id, "partner_id" => r.partner_id, "customer_id" => r.customer_id);
     roles_ok(&r.roles)?;
     let partner = dir.partners.get(&r.partner_id).ok_or_else(|| Rejection::invalid("partner_id", "no such partner"))?;
-    let customer =
-        dir.customers.get(&r.customer_id).ok_or_else(|| Rejection::invalid("customer_id", "no such customer"))?;
+    let customer = dir.customer(&r.customer_id).ok_or_else(|| Rejection::invalid("customer_id", "no such customer"))?;
     if partner.cloud != customer.cloud {
         return Err(Rejection::new(
             Code::CloudMismatch,
@@ -275,7 +274,7 @@ pub(crate) fn upsert_relationship(
     if r.status == RelationshipStatus::Active && r.activated_at.is_none() {
         return Err(invalid("an active relationship needs activated_at".into()).with("field", "activated_at"));
     }
-    if let Some(existing) = dir.relationships.get(&r.relationship_id) {
+    if let Some(existing) = dir.relationship(&r.relationship_id) {
         if existing.partner_id != r.partner_id || existing.customer_id != r.customer_id {
             return Err(invalid("a relationship's partner and customer never change".into()));
         }
@@ -285,7 +284,7 @@ pub(crate) fn upsert_relationship(
         auto_extend: r.auto_extend.trim().to_ascii_uppercase(),
         ..r.clone()
     };
-    Ok(upsert(dir.relationships.get(&r.relationship_id), &r, || Event::RelationshipUpserted(r.clone())))
+    Ok(upsert(dir.relationship(&r.relationship_id).as_ref(), &r, || Event::RelationshipUpserted(r.clone())))
 }
 
 /// R28: an assignment's roles are a subset of its relationship's.
@@ -295,7 +294,7 @@ pub(crate) fn upsert_assignment(
     a: &Assignment,
 ) -> Result<Vec<Event>, Rejection> {
     ids_ok!("assignment_id" => a.assignment_id, "relationship_id" => a.relationship_id, "group_id" => a.group_id);
-    let rel = match dir.relationships.get(&a.relationship_id) {
+    let rel = match dir.relationship(&a.relationship_id) {
         Some(rel) => rel,
         None => {
             // Who may write it cannot be known without the relationship; refuse
@@ -337,12 +336,12 @@ pub(crate) fn upsert_assignment(
             return Err(Rejection::new(Code::Forbidden, Rule::R25, "the group belongs to another partner"));
         }
     }
-    if let Some(existing) = dir.assignments.get(&a.assignment_id) {
+    if let Some(existing) = dir.assignment(&a.assignment_id) {
         if existing.relationship_id != a.relationship_id {
             return Err(Rejection::invalid("relationship_id", "an assignment's relationship never changes"));
         }
     }
-    Ok(upsert(dir.assignments.get(&a.assignment_id), a, || Event::AssignmentUpserted(a.clone())))
+    Ok(upsert(dir.assignment(&a.assignment_id).as_ref(), a, || Event::AssignmentUpserted(a.clone())))
 }
 
 pub(crate) fn register_subscription(
@@ -352,7 +351,7 @@ pub(crate) fn register_subscription(
 ) -> Result<Vec<Event>, Rejection> {
     vendor_only(principal)?;
     ids_ok!("subscription_id" => s.subscription_id, "customer_id" => s.customer_id, "provider_id" => s.provider_id);
-    if !dir.customers.contains_key(&s.customer_id) {
+    if !dir.has_customer(&s.customer_id) {
         return Err(Rejection::invalid("customer_id", "no such customer"));
     }
     if !dir.partners.contains_key(&s.provider_id) {

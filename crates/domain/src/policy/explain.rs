@@ -123,17 +123,13 @@ pub fn rejudge(
             rbac_role_id,
         } => {
             let rel = dir
-                .relationships
-                .get(relationship_id)
+                .relationship(relationship_id)
                 .ok_or_else(|| format!("relationship {relationship_id} did not exist"))?;
             if &rel.partner_id != partner_id || &rel.customer_id != scope.customer_id {
                 return Err(format!("relationship {relationship_id} is not between this partner and customer"));
             }
-            r5_is_live(rel, now).map_err(|r| r.message)?;
-            let a = dir
-                .assignments
-                .get(assignment_id)
-                .ok_or_else(|| format!("assignment {assignment_id} did not exist"))?;
+            r5_is_live(&rel, now).map_err(|r| r.message)?;
+            let a = dir.assignment(assignment_id).ok_or_else(|| format!("assignment {assignment_id} did not exist"))?;
             if &a.relationship_id != relationship_id || &a.group_id != group_id {
                 return Err(format!("assignment {assignment_id} is not on that relationship and group"));
             }

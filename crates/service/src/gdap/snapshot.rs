@@ -13,7 +13,9 @@ use behalf_log::codec::sha256;
 use behalf_log::{Commit, EventLog, Hash};
 use serde::{Deserialize, Serialize};
 
-const MAGIC: &[u8] = b"behalf-gdap-snapshot 1\n";
+/// Version 2: customers, relationships and assignments packed (texts once, rows of
+/// numbers). A snapshot of another version is set aside and the fold starts over.
+const MAGIC: &[u8] = b"behalf-gdap-snapshot 2\n";
 
 /// The commit the snapshot stands on: what must still be at its position in the log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,11 +66,10 @@ pub fn decode(bytes: &[u8]) -> Result<(Anchor, Directory), String> {
     if sha256(body) != sum {
         return Err("the snapshot's checksum does not match its contents".into());
     }
-    let mut cursor = std::io::Cursor::new(body);
-    let anchor: Anchor = rmp_serde::from_read(&mut cursor).map_err(|e| format!("the anchor does not decode: {e}"))?;
-    let mut directory: Directory =
-        rmp_serde::from_read(&mut cursor).map_err(|e| format!("the directory does not decode: {e}"))?;
-    directory.reshare();
+    // Read in place: texts are borrowed from the buffer while decoded, not copied one by one.
+    let mut rd = rmp_serde::Deserializer::from_read_ref(body);
+    let anchor = Anchor::deserialize(&mut rd).map_err(|e| format!("the anchor does not decode: {e}"))?;
+    let directory = Directory::deserialize(&mut rd).map_err(|e| format!("the directory does not decode: {e}"))?;
     Ok((anchor, directory))
 }
 

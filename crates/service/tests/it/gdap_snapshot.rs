@@ -104,43 +104,79 @@ async fn a_snapshot_that_does_not_check_is_not_used() {
     assert_eq!((t.started_from(), folded(&t)), (None, want));
 }
 
-/// The directory holds each id once: a partner named by many relationships, a
-/// relationship named by its assignment, a role named everywhere — as folded, and again
-/// once decoded from a snapshot (issue 29: the directory's memory).
+/// The packed directory (issue 29: its memory) gives back every fact as it was folded,
+/// through every index and in id order — as folded, and again once decoded from a
+/// snapshot; a fact upserted again replaces its row and its index entries.
 #[test]
-fn the_directory_holds_each_id_once_folded_and_decoded() {
-    use behalf_domain::{Directory, Event};
+fn the_packed_directory_gives_back_what_was_folded_and_decoded() {
+    use behalf_domain::{Directory, Event, RelationshipStatus};
     use behalf_service::gdap::snapshot::{decode, encode, Anchor};
     let samples = behalf_log::samples::every_event_type();
     let find = |name: &str| samples.iter().find(|e| e.type_name() == name).cloned().unwrap();
-    let (Event::RelationshipUpserted(rel), Event::AssignmentUpserted(asg)) =
-        (find("RelationshipUpserted"), find("AssignmentUpserted"))
+    let (Event::RelationshipUpserted(rel), Event::AssignmentUpserted(asg), Event::CustomerRegistered(cus)) =
+        (find("RelationshipUpserted"), find("AssignmentUpserted"), find("CustomerRegistered"))
     else {
         unreachable!()
     };
     let mut dir = Directory::default();
-    for i in 0..3 {
+    let customer = |i: u32| format!("{i:08x}-0000-4000-8000-000000000000");
+    let mut rels = Vec::new();
+    let mut asgs = Vec::new();
+    // Folded out of id order: relationship 2 before 0 and 1; two relationships for customer 0.
+    for (i, c) in [(2u32, 1u32), (0, 0), (1, 0)] {
+        let mut k = cus.clone();
+        k.customer_id = customer(c).as_str().into();
+        k.name = format!("Customer {c}");
+        dir.apply(&Event::CustomerRegistered(k));
         let mut r = rel.clone();
         r.relationship_id = format!("rel-{i}").as_str().into();
-        r.customer_id = format!("{i:08x}-0000-4000-8000-000000000000").as_str().into();
-        dir.apply(&Event::RelationshipUpserted(r));
-        let mut a = asg.clone();
-        a.assignment_id = format!("asg-{i}").as_str().into();
-        a.relationship_id = format!("rel-{i}").as_str().into();
-        dir.apply(&Event::AssignmentUpserted(a));
+        r.customer_id = customer(c).as_str().into();
+        dir.apply(&Event::RelationshipUpserted(r.clone()));
+        rels.push(r);
+        for j in [1, 0] {
+            let mut a = asg.clone();
+            a.assignment_id = format!("asg-{i}-{j}").as_str().into();
+            a.relationship_id = format!("rel-{i}").as_str().into();
+            dir.apply(&Event::AssignmentUpserted(a.clone()));
+            asgs.push(a);
+        }
     }
-    let shared = |dir: &Directory| {
-        let rels: Vec<_> = dir.relationships.values().collect();
-        let a = dir.assignments.values().next().unwrap();
-        let (key, r0) = dir.relationships.iter().next().unwrap();
-        Arc::ptr_eq(&rels[0].partner_id.0, &rels[2].partner_id.0)
-            && Arc::ptr_eq(&rels[0].roles[0].0, &rels[1].roles[0].0)
-            && Arc::ptr_eq(&a.relationship_id.0, &r0.relationship_id.0)
-            && Arc::ptr_eq(&key.0, &r0.relationship_id.0)
+    // Upserted again: its row is replaced, nothing is added.
+    rels[1].status = RelationshipStatus::Terminated;
+    dir.apply(&Event::RelationshipUpserted(rels[1].clone()));
+    let check = |dir: &Directory| {
+        assert_eq!(dir.gdap_counts(), (2, 3, 6));
+        for r in &rels {
+            assert_eq!(dir.relationship(&r.relationship_id).as_ref(), Some(r));
+        }
+        for a in &asgs {
+            assert_eq!(dir.assignment(&a.assignment_id).as_ref(), Some(a));
+        }
+        let between: Vec<String> = dir
+            .relationships_between(&rel.partner_id, &customer(0).as_str().into())
+            .iter()
+            .map(|r| r.relationship_id.to_string())
+            .collect();
+        assert_eq!(between, ["rel-0", "rel-1"]);
+        let on: Vec<String> = dir.assignments_on(&"rel-2".into()).iter().map(|a| a.assignment_id.to_string()).collect();
+        assert_eq!(on, ["asg-2-0", "asg-2-1"]);
+        let of: Vec<(String, usize)> =
+            dir.customers_of(&rel.partner_id).iter().map(|(c, rs)| (c.to_string(), rs.len())).collect();
+        assert_eq!(of, [(customer(0), 2), (customer(1), 1)]);
+        assert_eq!(dir.customer(&customer(1).as_str().into()).map(|c| c.name), Some("Customer 1".to_string()));
+        assert!(dir.relationship(&"rel-9".into()).is_none());
+        assert!(dir.relationships_between(&rel.partner_id, &customer(9).as_str().into()).is_empty());
     };
-    assert!(shared(&dir), "folded");
+    check(&dir);
     let anchor = Anchor { position: 1, prev_hash: [0; 32], key: "vendor/test".into(), request_hash: [0; 32] };
     let (_, back) = decode(&encode(&anchor, &dir).unwrap()).unwrap();
     assert_eq!(back, dir);
-    assert!(shared(&back), "decoded from a snapshot");
+    check(&back);
+    let mut other = back.clone();
+    other.apply(&Event::RelationshipUpserted(rels[0].clone()));
+    assert_eq!(other, dir, "the same fact again changes nothing");
+    let mut changed = rels[2].clone();
+    changed.duration = "P30D".into();
+    other.apply(&Event::RelationshipUpserted(changed));
+    assert_ne!(other, dir);
 }

@@ -1,0 +1,569 @@
+//! The GDAP facts that grow with the vendor — customers, relationships and access
+//! assignments — stored packed. Every id (and every duration, every list of roles) is
+//! text held once in one arena and named by a `u32`; a fact is a row of those numbers
+//! and its few values of its own; a fact is turned back into its public type when it is
+//! read. The indexes hold numbers only: rows by id in vectors indexed by text number, and
+//! two ordered sets of number tuples — (partner, customer, relationship) and
+//! (relationship, assignment).
+//!
+//! Why (issue 29): with the facts inline in `BTreeMap`s, one relationship with its
+//! customer and assignment took ~1,260 bytes — tree nodes half full of 150-byte facts,
+//! eleven small allocations, an interner of `Arc`s. Packed, it is a few hundred.
+//!
+//! Text is never taken out of the arena: ids outlive their facts in an append-only
+//! directory, and durations and role lists are a handful shared by all. A customer's name
+//! and domains are the customer's own values, freed when it is registered again.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::Arc;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::facts::{Assignment, Customer, Relationship};
+use crate::time::Timestamp;
+use crate::vocab::{AssignmentStatus, Cloud, RelationshipStatus};
+use crate::{AssignmentId, CustomerId, GroupId, PartnerId, RelationshipId, RoleId};
+
+/// Hashes the numbers the indexes are keyed by with one multiplication: text and row
+/// numbers this module hands out (nobody outside chooses them) and fingerprints already
+/// hashed with this process's own random key.
+#[derive(Clone, Copy, Default)]
+struct NumberHasher(u64);
+
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|&b| self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(MIX));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(MIX);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(MIX);
+    }
+}
+
+type Numbers<K, V> = HashMap<K, V, BuildHasherDefault<NumberHasher>>;
+
+/// Texts, each held once: `bytes[ends[i - 1]..ends[i]]` is text `i`. Found by a 64-bit
+/// fingerprint of the text (SipHash with this process's random key, so nobody can choose
+/// ids that crowd one bucket); the rare text whose fingerprint another already holds is
+/// found by its whole text instead.
+#[derive(Clone, Default)]
+struct Texts {
+    bytes: String,
+    ends: Vec<u64>,
+    key: RandomState,
+    by_fingerprint: Numbers<u64, u32>,
+    collided: HashMap<Box<str>, u32>,
+}
+
+fn text_at<'a>(bytes: &'a str, ends: &[u64], i: u32) -> &'a str {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    &bytes[start..ends[i] as usize]
+}
+
+impl Texts {
+    fn get(&self, i: u32) -> &str {
+        text_at(&self.bytes, &self.ends, i)
+    }
+
+    fn find(&self, s: &str) -> Option<u32> {
+        match self.by_fingerprint.get(&self.key.hash_one(s)) {
+            Some(&i) if self.get(i) == s => Some(i),
+            Some(_) => self.collided.get(s).copied(),
+            None => None,
+        }
+    }
+
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.find(s) {
+            return i;
+        }
+        self.push(s)
+    }
+
+    /// Adds `s`, which is not there yet.
+    fn push(&mut self, s: &str) -> u32 {
+        // Four thousand million texts would need hundreds of GiB first.
+        let i = u32::try_from(self.ends.len()).expect("fewer than 2^32 texts");
+        self.bytes.push_str(s);
+        self.ends.push(self.bytes.len() as u64);
+        match self.by_fingerprint.entry(self.key.hash_one(s)) {
+            Entry::Vacant(v) => {
+                v.insert(i);
+            }
+            Entry::Occupied(_) => {
+                self.collided.insert(s.into(), i);
+            }
+        }
+        i
+    }
+
+    /// From a snapshot's arena: checks every end, then indexes every text where it is.
+    fn rebuild(bytes: String, ends: Vec<u64>) -> Result<Texts, String> {
+        let count = u32::try_from(ends.len()).map_err(|_| "too many texts")?;
+        let mut start = 0u64;
+        for &end in &ends {
+            if end < start || end > bytes.len() as u64 || !bytes.is_char_boundary(end as usize) {
+                return Err(format!("a text ends at {end}, outside its arena"));
+            }
+            start = end;
+        }
+        if start != bytes.len() as u64 {
+            return Err("the arena holds bytes no text names".into());
+        }
+        let key = RandomState::new();
+        let mut by_fingerprint = Numbers::with_capacity_and_hasher(ends.len(), Default::default());
+        let mut collided = HashMap::new();
+        for i in 0..count {
+            let s = text_at(&bytes, &ends, i);
+            match by_fingerprint.entry(key.hash_one(s)) {
+                Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+                Entry::Occupied(o) if text_at(&bytes, &ends, *o.get()) != s => {
+                    if collided.insert(Box::<str>::from(s), i).is_some() {
+                        return Err("a text is held twice".into());
+                    }
+                }
+                Entry::Occupied(_) => return Err("a text is held twice".into()),
+            }
+        }
+        Ok(Texts { bytes, ends, key, by_fingerprint, collided })
+    }
+
+    fn arc(&self, i: u32) -> Arc<str> {
+        Arc::from(self.get(i))
+    }
+}
+
+/// A list of roles as one text: each role's length, `:`, the role.
+fn roles_text(roles: &[RoleId]) -> String {
+    roles.iter().map(|r| format!("{}:{}", r.as_str().len(), r.as_str())).collect()
+}
+
+fn roles_of(mut text: &str) -> Vec<RoleId> {
+    let mut roles = Vec::new();
+    while let Some((len, rest)) = text.split_once(':') {
+        let Some(role) = len.parse::<usize>().ok().and_then(|n| rest.get(..n)) else { break };
+        roles.push(RoleId(Arc::from(role)));
+        text = &rest[role.len()..];
+    }
+    roles
+}
+
+/// A row's own id (a text number).
+trait Row {
+    fn id(&self) -> u32;
+}
+
+/// Rows, found by their id (a text number): `by_id[text]` is the row's number, or
+/// `NONE`. Four bytes for every text, denser and faster than a hash map when most texts
+/// are the id of some fact.
+#[derive(Clone)]
+struct Rows<R> {
+    rows: Vec<R>,
+    by_id: Vec<u32>,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl<R> Default for Rows<R> {
+    fn default() -> Self {
+        Rows { rows: Vec::new(), by_id: Vec::new() }
+    }
+}
+
+impl<R: Row> Rows<R> {
+    fn with_capacity(rows: usize, texts: usize) -> Self {
+        Rows { rows: Vec::with_capacity(rows), by_id: Vec::with_capacity(texts) }
+    }
+
+    fn find(&self, id: u32) -> Option<u32> {
+        self.by_id.get(id as usize).copied().filter(|&r| r != NONE)
+    }
+
+    fn get(&self, id: u32) -> Option<&R> {
+        self.find(id).map(|r| &self.rows[r as usize])
+    }
+
+    /// Puts `row` in the place of the row with its id, or at the end: its row number
+    /// and the row it replaced.
+    fn upsert(&mut self, row: R) -> (u32, Option<R>) {
+        if let Some(at) = self.find(row.id()) {
+            return (at, Some(std::mem::replace(&mut self.rows[at as usize], row)));
+        }
+        // `NONE` is no row's number: 2^32 - 1 facts of a kind would need hundreds of GiB.
+        let at = u32::try_from(self.rows.len()).ok().filter(|&at| at != NONE).expect("fewer than 2^32 - 1 facts");
+        let id = row.id() as usize;
+        if self.by_id.len() <= id {
+            self.by_id.resize(id + 1, NONE);
+        }
+        self.by_id[id] = at;
+        self.rows.push(row);
+        (at, None)
+    }
+}
+
+#[derive(Clone)]
+struct CustomerRow {
+    id: u32,
+    cloud: Cloud,
+    name: Box<str>,
+    domains: Box<[Box<str>]>,
+}
+
+#[derive(Clone)]
+struct RelationshipRow {
+    id: u32,
+    partner: u32,
+    customer: u32,
+    roles: u32,
+    duration: u32,
+    auto_extend: u32,
+    status: RelationshipStatus,
+    activated_at: Option<Timestamp>,
+}
+
+#[derive(Clone)]
+struct AssignmentRow {
+    id: u32,
+    relationship: u32,
+    group: u32,
+    roles: u32,
+    status: AssignmentStatus,
+}
+
+impl Row for CustomerRow {
+    fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Row for RelationshipRow {
+    fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Row for AssignmentRow {
+    fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+/// Customers, relationships and assignments, packed (see the module's text).
+#[derive(Clone, Default)]
+pub(crate) struct Packed {
+    texts: Texts,
+    customers: Rows<CustomerRow>,
+    relationships: Rows<RelationshipRow>,
+    assignments: Rows<AssignmentRow>,
+    /// (partner, customer, relationship row).
+    by_pair: BTreeSet<(u32, u32, u32)>,
+    /// (relationship id, assignment row).
+    by_relationship: BTreeSet<(u32, u32)>,
+}
+
+impl Packed {
+    pub(crate) fn put_customer(&mut self, c: &Customer) {
+        let row = CustomerRow {
+            id: self.texts.intern(c.customer_id.as_str()),
+            cloud: c.cloud,
+            name: c.name.as_str().into(),
+            domains: c.domains.iter().map(|d| d.as_str().into()).collect(),
+        };
+        self.customers.upsert(row);
+    }
+
+    pub(crate) fn put_relationship(&mut self, r: &Relationship) {
+        let t = &mut self.texts;
+        let row = RelationshipRow {
+            id: t.intern(r.relationship_id.as_str()),
+            partner: t.intern(r.partner_id.as_str()),
+            customer: t.intern(r.customer_id.as_str()),
+            roles: t.intern(&roles_text(&r.roles)),
+            duration: t.intern(&r.duration),
+            auto_extend: t.intern(&r.auto_extend),
+            status: r.status,
+            activated_at: r.activated_at,
+        };
+        self.index_relationship(row);
+    }
+
+    fn index_relationship(&mut self, row: RelationshipRow) {
+        let pair = (row.partner, row.customer);
+        let (at, old) = self.relationships.upsert(row);
+        if let Some(old) = old {
+            self.by_pair.remove(&(old.partner, old.customer, at));
+        }
+        self.by_pair.insert((pair.0, pair.1, at));
+    }
+
+    pub(crate) fn put_assignment(&mut self, a: &Assignment) {
+        let t = &mut self.texts;
+        let row = AssignmentRow {
+            id: t.intern(a.assignment_id.as_str()),
+            relationship: t.intern(a.relationship_id.as_str()),
+            group: t.intern(a.group_id.as_str()),
+            roles: t.intern(&roles_text(&a.roles)),
+            status: a.status,
+        };
+        self.index_assignment(row);
+    }
+
+    fn index_assignment(&mut self, row: AssignmentRow) {
+        let relationship = row.relationship;
+        let (at, old) = self.assignments.upsert(row);
+        if let Some(old) = old {
+            self.by_relationship.remove(&(old.relationship, at));
+        }
+        self.by_relationship.insert((relationship, at));
+    }
+
+    fn customer_of(&self, row: &CustomerRow) -> Customer {
+        Customer {
+            customer_id: CustomerId(self.texts.arc(row.id)),
+            name: row.name.to_string(),
+            domains: row.domains.iter().map(|d| d.to_string()).collect(),
+            cloud: row.cloud,
+        }
+    }
+
+    fn relationship_of(&self, row: &RelationshipRow) -> Relationship {
+        let t = &self.texts;
+        Relationship {
+            relationship_id: RelationshipId(t.arc(row.id)),
+            partner_id: PartnerId(t.arc(row.partner)),
+            customer_id: CustomerId(t.arc(row.customer)),
+            status: row.status,
+            roles: roles_of(t.get(row.roles)),
+            activated_at: row.activated_at,
+            duration: t.get(row.duration).to_owned(),
+            auto_extend: t.get(row.auto_extend).to_owned(),
+        }
+    }
+
+    fn assignment_of(&self, row: &AssignmentRow) -> Assignment {
+        let t = &self.texts;
+        Assignment {
+            assignment_id: AssignmentId(t.arc(row.id)),
+            relationship_id: RelationshipId(t.arc(row.relationship)),
+            group_id: GroupId(t.arc(row.group)),
+            roles: roles_of(t.get(row.roles)),
+            status: row.status,
+        }
+    }
+
+    pub(crate) fn customer(&self, id: &str) -> Option<Customer> {
+        let row = self.customers.get(self.texts.find(id)?)?;
+        Some(self.customer_of(row))
+    }
+
+    pub(crate) fn has_customer(&self, id: &str) -> bool {
+        self.texts.find(id).is_some_and(|i| self.customers.find(i).is_some())
+    }
+
+    pub(crate) fn relationship(&self, id: &str) -> Option<Relationship> {
+        let row = self.relationships.get(self.texts.find(id)?)?;
+        Some(self.relationship_of(row))
+    }
+
+    pub(crate) fn assignment(&self, id: &str) -> Option<Assignment> {
+        let row = self.assignments.get(self.texts.find(id)?)?;
+        Some(self.assignment_of(row))
+    }
+
+    /// The relationships between a partner and a customer, in id order.
+    pub(crate) fn relationships_between(&self, partner: &str, customer: &str) -> Vec<Relationship> {
+        let (Some(p), Some(c)) = (self.texts.find(partner), self.texts.find(customer)) else {
+            return Vec::new();
+        };
+        let mut found: Vec<Relationship> = self
+            .by_pair
+            .range((p, c, 0)..=(p, c, u32::MAX))
+            .map(|&(_, _, at)| self.relationship_of(&self.relationships.rows[at as usize]))
+            .collect();
+        found.sort_by(|a, b| a.relationship_id.cmp(&b.relationship_id));
+        found
+    }
+
+    /// A partner's customers (by customer id), each with its relationships in id order.
+    pub(crate) fn customers_of(&self, partner: &str) -> Vec<(CustomerId, Vec<Relationship>)> {
+        let Some(p) = self.texts.find(partner) else { return Vec::new() };
+        let mut found: Vec<(CustomerId, Vec<Relationship>)> = Vec::new();
+        let mut last = None;
+        for &(_, c, at) in self.by_pair.range((p, 0, 0)..=(p, u32::MAX, u32::MAX)) {
+            let rel = self.relationship_of(&self.relationships.rows[at as usize]);
+            match found.last_mut() {
+                Some((_, rels)) if last == Some(c) => rels.push(rel),
+                Some(_) | None => found.push((CustomerId(self.texts.arc(c)), vec![rel])),
+            }
+            last = Some(c);
+        }
+        found.iter_mut().for_each(|(_, rels)| rels.sort_by(|a, b| a.relationship_id.cmp(&b.relationship_id)));
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// The access assignments on a relationship, in id order.
+    pub(crate) fn assignments_on(&self, relationship: &str) -> Vec<Assignment> {
+        let Some(r) = self.texts.find(relationship) else { return Vec::new() };
+        let mut found: Vec<Assignment> = self
+            .by_relationship
+            .range((r, 0)..=(r, u32::MAX))
+            .map(|&(_, at)| self.assignment_of(&self.assignments.rows[at as usize]))
+            .collect();
+        found.sort_by(|a, b| a.assignment_id.cmp(&b.assignment_id));
+        found
+    }
+
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        (self.customers.rows.len(), self.relationships.rows.len(), self.assignments.rows.len())
+    }
+
+    pub(crate) fn customers(&self) -> impl Iterator<Item = Customer> + '_ {
+        self.customers.rows.iter().map(|r| self.customer_of(r))
+    }
+
+    pub(crate) fn relationships(&self) -> impl Iterator<Item = Relationship> + '_ {
+        self.relationships.rows.iter().map(|r| self.relationship_of(r))
+    }
+
+    pub(crate) fn assignments(&self) -> impl Iterator<Item = Assignment> + '_ {
+        self.assignments.rows.iter().map(|r| self.assignment_of(r))
+    }
+}
+
+/// Equal when they hold the same facts (however their texts and rows are numbered).
+impl PartialEq for Packed {
+    fn eq(&self, other: &Packed) -> bool {
+        self.counts() == other.counts()
+            && self.customers().all(|c| other.customer(c.customer_id.as_str()).as_ref() == Some(&c))
+            && self.relationships().all(|r| other.relationship(r.relationship_id.as_str()).as_ref() == Some(&r))
+            && self.assignments().all(|a| other.assignment(a.assignment_id.as_str()).as_ref() == Some(&a))
+    }
+}
+
+impl Eq for Packed {}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (customers, relationships, assignments) = self.counts();
+        f.debug_struct("Packed")
+            .field("customers", &customers)
+            .field("relationships", &relationships)
+            .field("assignments", &assignments)
+            .field("texts", &self.texts.ends.len())
+            .finish()
+    }
+}
+
+/// What a snapshot holds: the arena and the rows, each row a tuple of its fields (no
+/// field names repeated a million times); the indexes are built again when read.
+type CustomerTuple = (u32, Cloud, Box<str>, Box<[Box<str>]>);
+type RelationshipTuple = (u32, u32, u32, u32, u32, u32, RelationshipStatus, Option<Timestamp>);
+type AssignmentTuple = (u32, u32, u32, u32, AssignmentStatus);
+
+/// Rows written as a sequence of tuples, each made as it is written.
+struct Tuples<'a, R, F>(&'a [R], F);
+
+fn tuples<'a, R, T: Serialize, F: Fn(&'a R) -> T>(rows: &'a [R], f: F) -> Tuples<'a, R, F> {
+    Tuples(rows, f)
+}
+
+impl<'a, R, T: Serialize, F: Fn(&'a R) -> T> Serialize for Tuples<'a, R, F> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(&self.1))
+    }
+}
+
+impl Serialize for Packed {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let customers = tuples(&self.customers.rows, |r| (r.id, r.cloud, &*r.name, &*r.domains));
+        let relationships = tuples(&self.relationships.rows, |r| {
+            (r.id, r.partner, r.customer, r.roles, r.duration, r.auto_extend, r.status, r.activated_at)
+        });
+        let assignments = tuples(&self.assignments.rows, |r| (r.id, r.relationship, r.group, r.roles, r.status));
+        (&self.texts.bytes, &self.texts.ends, customers, relationships, assignments).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        type Whole = (String, Vec<u64>, Vec<CustomerTuple>, Vec<RelationshipTuple>, Vec<AssignmentTuple>);
+        let (bytes, ends, customers, relationships, assignments) = Whole::deserialize(d)?;
+        let texts = Texts::rebuild(bytes, ends).map_err(D::Error::custom)?;
+        let count = texts.ends.len() as u64;
+        let known = |ids: &[u32]| ids.iter().all(|&i| u64::from(i) < count);
+        let mut packed = Packed {
+            texts,
+            customers: Rows::with_capacity(customers.len(), count as usize),
+            relationships: Rows::with_capacity(relationships.len(), count as usize),
+            assignments: Rows::with_capacity(assignments.len(), count as usize),
+            ..Packed::default()
+        };
+        for (id, cloud, name, domains) in customers {
+            if !known(&[id]) {
+                return Err(D::Error::custom("a customer names a text that is not there"));
+            }
+            packed.customers.upsert(CustomerRow { id, cloud, name, domains });
+        }
+        for (id, partner, customer, roles, duration, auto_extend, status, activated_at) in relationships {
+            if !known(&[id, partner, customer, roles, duration, auto_extend]) {
+                return Err(D::Error::custom("a relationship names a text that is not there"));
+            }
+            let row = RelationshipRow { id, partner, customer, roles, duration, auto_extend, status, activated_at };
+            packed.relationships.upsert(row);
+        }
+        for (id, relationship, group, roles, status) in assignments {
+            if !known(&[id, relationship, group, roles]) {
+                return Err(D::Error::custom("an assignment names a text that is not there"));
+            }
+            packed.assignments.upsert(AssignmentRow { id, relationship, group, roles, status });
+        }
+        // Built whole from sorted entries: full nodes, and no search per entry.
+        packed.by_pair = (0u32..).zip(&packed.relationships.rows).map(|(at, r)| (r.partner, r.customer, at)).collect();
+        packed.by_relationship = (0u32..).zip(&packed.assignments.rows).map(|(at, a)| (a.relationship, at)).collect();
+        Ok(packed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_round_trip_through_their_text() {
+        let roles =
+            vec![RoleId("a:b".into()), RoleId("".into()), RoleId("62e90394-69f5-4237-9190-012177145e10".into())];
+        assert_eq!(roles_of(&roles_text(&roles)), roles);
+        assert!(roles_of("").is_empty());
+    }
+
+    #[test]
+    fn texts_are_held_once_and_checked_when_read_back() {
+        let mut t = Texts::default();
+        let a = t.intern("alpha");
+        let b = t.intern("beta");
+        assert_eq!(t.intern("alpha"), a);
+        assert_eq!((t.get(a), t.get(b)), ("alpha", "beta"));
+        assert_eq!(t.find("beta"), Some(b));
+        assert_eq!(t.find("gamma"), None);
+        let back = Texts::rebuild(t.bytes.clone(), t.ends.clone()).unwrap();
+        assert_eq!(back.find("alpha"), Some(a));
+        assert!(Texts::rebuild("ab".into(), vec![3]).is_err());
+        assert!(Texts::rebuild("aa".into(), vec![1, 2]).is_err());
+        assert!(Texts::rebuild("abc".into(), vec![1, 2]).is_err(), "bytes no text holds");
+        assert!(Texts::rebuild("ab".into(), vec![2, 1]).is_err());
+    }
+}
