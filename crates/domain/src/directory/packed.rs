@@ -27,9 +27,8 @@ use crate::time::Timestamp;
 use crate::vocab::{AssignmentStatus, Cloud, RelationshipStatus};
 use crate::{AssignmentId, CustomerId, GroupId, PartnerId, RelationshipId, RoleId};
 
-/// Hashes the numbers the indexes are keyed by with one multiplication: text and row
-/// numbers this module hands out (nobody outside chooses them) and fingerprints already
-/// hashed with this process's own random key.
+/// Hashes the texts' fingerprints with one multiplication: they are already SipHash
+/// under this process's own random key, so hashing them again would only cost time.
 #[derive(Clone, Copy, Default)]
 struct NumberHasher(u64);
 
@@ -42,15 +41,12 @@ impl Hasher for NumberHasher {
     fn write(&mut self, bytes: &[u8]) {
         bytes.iter().for_each(|&b| self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(MIX));
     }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(MIX);
-    }
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0 ^ n).wrapping_mul(MIX);
     }
 }
 
-type Numbers<K, V> = HashMap<K, V, BuildHasherDefault<NumberHasher>>;
+type Fingerprints = HashMap<u64, u32, BuildHasherDefault<NumberHasher>>;
 
 /// Texts, each held once: `bytes[ends[i - 1]..ends[i]]` is text `i`. Found by a 64-bit
 /// fingerprint of the text (SipHash with this process's random key, so nobody can choose
@@ -61,7 +57,7 @@ struct Texts {
     bytes: String,
     ends: Vec<u64>,
     key: RandomState,
-    by_fingerprint: Numbers<u64, u32>,
+    by_fingerprint: Fingerprints,
     collided: HashMap<Box<str>, u32>,
 }
 
@@ -122,7 +118,7 @@ impl Texts {
             return Err("the arena holds bytes no text names".into());
         }
         let key = RandomState::new();
-        let mut by_fingerprint = Numbers::with_capacity_and_hasher(ends.len(), Default::default());
+        let mut by_fingerprint = Fingerprints::with_capacity_and_hasher(ends.len(), Default::default());
         let mut collided = HashMap::new();
         for i in 0..count {
             let s = text_at(&bytes, &ends, i);
