@@ -19,11 +19,23 @@
 //!   once, one wins. A lease per request needs no consumer: JetStream's ack wait is a
 //!   consumer's setting and a work-queue stream forbids overlapping consumers, which is
 //!   why the queues are not work-queue streams.
-//! - **Order**: a lease lists the queue's keys and takes them sorted, so the order is
-//!   the priority key's across the whole queue, not within a fetched batch.
+//! - **Order**: a lease takes the queue's messages sorted by key, so the order is the
+//!   priority key's across the whole queue, not within a fetched batch.
+//! - **Reading a queue** ([`Watched`]): each process that leases or peeks keeps every
+//!   queue's live messages in memory, fed by a watch on the bucket (each key's last
+//!   message, then every change). A lease reads the bucket's last sequence, waits for
+//!   the watch to have applied it (so it sees every write acknowledged before it
+//!   asked, its own and other servers'), and takes from memory. Listing the bucket
+//!   instead would read every key it ever held — an acked message's delete marker
+//!   stays for ever — so a lease grew with every message the day had seen.
 //!
 //! The forwarder's checkpoint is in the `BEHALF_NOTIFIER` bucket, written after every
 //! message of a batch was stored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use async_nats::HeaderMap;
@@ -49,11 +61,136 @@ struct Turn {
     until: i64,
 }
 
+/// How long a lease or a peek waits for this process's watch to reach the writes
+/// acknowledged before it asked (then it answers an error: 503).
+const CATCH_UP: Duration = Duration::from_secs(5);
+
 /// Queues on JetStream.
 pub struct NatsQueues {
     js: jetstream::Context,
     messages: kv::Store,
     state: kv::Store,
+    /// The queues' live messages, watched from the first lease or peek on.
+    watched: tokio::sync::OnceCell<Arc<Watched>>,
+}
+
+impl Drop for NatsQueues {
+    fn drop(&mut self) {
+        if let Some(w) = self.watched.get() {
+            w.task.abort();
+        }
+    }
+}
+
+/// A message as the watch last saw it, and its revision (for the compare-and-set).
+type Live = (QueueMessage, u64);
+
+/// Every queue's live messages (queue prefix → key → message), kept by a watch on the
+/// bucket (see the module's notes).
+struct Watched {
+    queues: Mutex<HashMap<String, BTreeMap<String, Live>>>,
+    /// The bucket's last sequence the watch has applied.
+    seen: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::AbortHandle,
+    /// Messages a lease or peek looked at (tests: a lease reads its own queue's live
+    /// messages, not the bucket's history).
+    examined: std::sync::atomic::AtomicU64,
+}
+
+impl Watched {
+    fn start(kv: kv::Store) -> Arc<Watched> {
+        Arc::new_cyclic(|me: &std::sync::Weak<Watched>| {
+            let me = me.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    match kv.watch_with_history("m.>").await {
+                        Ok(mut watch) => {
+                            // A fresh watch delivers each key's last message again: the
+                            // index is made anew from it.
+                            let Some(w) = me.upgrade() else { return };
+                            w.lock().clear();
+                            w.seen.send_replace(0);
+                            drop(w);
+                            while let Some(entry) = watch.next().await {
+                                let Some(w) = me.upgrade() else { return };
+                                match entry {
+                                    Ok(e) => w.apply(e),
+                                    Err(err) => {
+                                        tracing::warn!(error = %err, "the queue watch failed; watching again");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        Err(err) => tracing::warn!(error = %err, "cannot watch the queues; trying again"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .abort_handle();
+            Watched {
+                queues: Mutex::default(),
+                seen: tokio::sync::watch::Sender::new(0),
+                task,
+                examined: std::sync::atomic::AtomicU64::new(0),
+            }
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, Live>>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, e: kv::Entry) {
+        if let Some(dot) = e.key.rfind('.') {
+            let prefix = &e.key[..=dot];
+            let mut queues = self.lock();
+            match e.operation {
+                kv::Operation::Put => match serde_json::from_slice::<QueueMessage>(&e.value) {
+                    Ok(m) => {
+                        queues.entry(prefix.to_owned()).or_default().insert(e.key.clone(), (m, e.revision));
+                    }
+                    Err(err) => tracing::warn!(error = %err, "skipping a queue message that does not decode"),
+                },
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    if let Some(q) = queues.get_mut(prefix) {
+                        q.remove(&e.key);
+                        if q.is_empty() {
+                            queues.remove(prefix);
+                        }
+                    }
+                }
+            }
+        }
+        self.seen.send_if_modified(|s| {
+            let later = e.revision > *s;
+            *s = (*s).max(e.revision);
+            later
+        });
+    }
+
+    /// Up to `n` messages of the queue after `after`, in key order, that `keep` keeps.
+    fn take(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        n: usize,
+        keep: impl Fn(&QueueMessage) -> bool,
+    ) -> Vec<(String, Live)> {
+        let queues = self.lock();
+        let Some(q) = queues.get(prefix) else { return Vec::new() };
+        let from = after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.to_owned()));
+        let mut looked = 0u64;
+        let out: Vec<_> = q
+            .range((from, Bound::Unbounded))
+            .inspect(|_| looked += 1)
+            .filter(|(_, (m, _))| keep(m))
+            .take(n)
+            .map(|(k, live)| (k.clone(), live.clone()))
+            .collect();
+        self.examined.fetch_add(looked, std::sync::atomic::Ordering::Relaxed);
+        out
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -75,7 +212,27 @@ impl NatsQueues {
         let js = jetstream::new(connect(&to.into()).await?);
         let messages = crate::bucket(&js, QUEUE_BUCKET, replicas).await?;
         let state = crate::bucket(&js, NOTIFIER_BUCKET, replicas).await?;
-        Ok(NatsQueues { js, messages, state })
+        Ok(NatsQueues { js, messages, state, watched: tokio::sync::OnceCell::new() })
+    }
+
+    /// The queues' live messages, once the watch has applied every write acknowledged
+    /// before this call (the bucket's last sequence, read from its leader).
+    async fn current(&self) -> Result<Arc<Watched>, LogError> {
+        let w = Arc::clone(self.watched.get_or_init(|| async { Watched::start(self.messages.clone()) }).await);
+        let mut stream = self.messages.stream.clone();
+        let last = stream.info().await.map_err(|e| storage("cannot read the queue bucket", e))?.state.last_sequence;
+        let mut seen = w.seen.subscribe();
+        if matches!(tokio::time::timeout(CATCH_UP, seen.wait_for(|s| *s >= last)).await, Ok(Ok(_))) {
+            return Ok(w);
+        }
+        Err(LogError::Storage(format!(
+            "the queues as this server watches them have not reached the bucket's last write ({last}) within {CATCH_UP:?}"
+        )))
+    }
+
+    /// How many messages this process's leases and peeks looked at, in all.
+    pub fn examined(&self) -> u64 {
+        self.watched.get().map_or(0, |w| w.examined.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Forwards a batch; answers how many were new.
@@ -172,21 +329,6 @@ impl NatsQueues {
         }
     }
 
-    /// The keys of a queue's messages, in priority order.
-    async fn queue_keys(&self, queue: &str) -> Result<Vec<String>, LogError> {
-        let prefix = queue_prefix(queue);
-        let mut keys: Vec<String> = Vec::new();
-        let mut listed = self.messages.keys().await.map_err(|e| storage("cannot list a queue", e))?;
-        while let Some(k) = listed.next().await {
-            let k = k.map_err(|e| storage("cannot list a queue", e))?;
-            if k.starts_with(&prefix) {
-                keys.push(k);
-            }
-        }
-        keys.sort_unstable();
-        Ok(keys)
-    }
-
     /// A message and its revision; `None` once acked.
     async fn entry(&self, key: &str) -> Result<Option<(QueueMessage, u64)>, LogError> {
         let entry = self.messages.entry(key).await.map_err(|e| storage("cannot read a queue message", e))?;
@@ -206,21 +348,28 @@ impl NatsQueues {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<QueueMessage>, LogError> {
+        let w = self.current().await?;
+        let prefix = queue_prefix(queue);
         let mut out = Vec::new();
-        for key in self.queue_keys(queue).await? {
-            if out.len() == limit {
+        let mut after: Option<String> = None;
+        while out.len() < limit {
+            // A few more than needed: a compare-and-set lost to another server skips one.
+            let chunk = w.take(&prefix, after.as_deref(), limit - out.len() + 8, |m| m.leased_until <= now_ms);
+            if chunk.is_empty() {
                 break;
             }
-            let Some((mut m, revision)) = self.entry(&key).await? else { continue };
-            if m.leased_until > now_ms {
-                continue;
-            }
-            m.deliveries += 1;
-            m.leased_until = now_ms.saturating_add(lease_ms);
-            let value = serde_json::to_vec(&m).map_err(|e| LogError::Codec(e.to_string()))?;
-            // Compare and set: another server that leased or acked it first wins.
-            if self.messages.update(&key, value.into(), revision).await.is_ok() {
-                out.push(m);
+            for (key, (mut m, revision)) in chunk {
+                if out.len() == limit {
+                    break;
+                }
+                m.deliveries += 1;
+                m.leased_until = now_ms.saturating_add(lease_ms);
+                let value = serde_json::to_vec(&m).map_err(|e| LogError::Codec(e.to_string()))?;
+                // Compare and set: another server that leased or acked it first wins.
+                if self.messages.update(&key, value.into(), revision).await.is_ok() {
+                    out.push(m);
+                }
+                after = Some(key);
             }
         }
         Ok(out)
@@ -247,16 +396,8 @@ impl NatsQueues {
 
     /// Up to `limit` messages waiting on a queue, in priority order, without leasing.
     pub async fn peek_async(&self, queue: &str, limit: usize) -> Result<Vec<QueueMessage>, LogError> {
-        let mut out = Vec::new();
-        for key in self.queue_keys(queue).await? {
-            if out.len() == limit {
-                break;
-            }
-            if let Some((m, _)) = self.entry(&key).await? {
-                out.push(m);
-            }
-        }
-        Ok(out)
+        let w = self.current().await?;
+        Ok(w.take(&queue_prefix(queue), None, limit, |_| true).into_iter().map(|(_, (m, _))| m).collect())
     }
 }
 

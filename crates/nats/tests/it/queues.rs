@@ -75,6 +75,47 @@ async fn two_servers_leasing_at_once_take_each_message_once() {
     assert_eq!((all.len(), distinct.len()), (60, 60), "every message leased once, by one server");
 }
 
+/// A lease reads its own queue's live messages, not every key the bucket ever held
+/// (an acked message's delete marker stays for ever): after a day's messages on one
+/// queue were acked, a lease on another looks at that queue's two messages only, and a
+/// second server's lease sees what the first acknowledged a moment before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_reads_its_queues_live_messages_not_the_history() {
+    let (_nats, a, b) = fresh().await;
+    let now = 1_780_000_000_000;
+    let day: Vec<_> = (1..=300)
+        .map(|p| conformance::notice("worked", &format!("vendor/w{p}:0"), p, behalf_domain::Severity::Moderate, false))
+        .collect();
+    a.enqueue(day, 300).unwrap();
+    let mut acked = 0;
+    loop {
+        let leased = a.lease_async("worked", 50, now, 600_000).await.unwrap();
+        if leased.is_empty() {
+            break;
+        }
+        for m in leased {
+            assert!(a.ack_async("worked", &m.id).await.unwrap());
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, 300);
+    let other: Vec<_> = (301..=302)
+        .map(|p| conformance::notice("other", &format!("vendor/o{p}:0"), p, behalf_domain::Severity::Moderate, false))
+        .collect();
+    a.enqueue(other, 302).unwrap();
+    let before = b.examined();
+    let leased = b.lease_async("other", 10, now, 600_000).await.unwrap();
+    assert_eq!(leased.len(), 2, "the other server sees both, enqueued a moment before");
+    assert!(b.lease_async("worked", 10, now, 600_000).await.unwrap().is_empty(), "every worked message was acked");
+    assert_eq!(b.examined() - before, 2, "the leases looked at the two live messages only");
+    // Held and acked elsewhere: seen at once.
+    assert!(a.hold_async("other", &leased[0].id, 0).await.unwrap());
+    assert!(a.ack_async("other", &leased[1].id).await.unwrap());
+    let again = b.lease_async("other", 10, now + 1, 600_000).await.unwrap();
+    assert_eq!(again.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), [leased[0].id.as_str()]);
+    assert_eq!(again[0].deliveries, 2);
+}
+
 /// The SLA sweep's turn: one server at a time; the holder renews it; another takes it
 /// once it has run out. Called as the servers call it, from a blocking task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
