@@ -21,6 +21,11 @@ pub trait KeyStore: Send + Sync + 'static {
     fn create_many(&self, entries: &[(String, Vec<u8>)]) -> Result<Vec<bool>, LogError> {
         entries.iter().map(|(name, value)| self.create(name, value)).collect()
     }
+    /// [`KeyStore::get`] for each name, in order, in as few round trips as the store
+    /// allows (an answer that names many tickets opens them all at once).
+    fn get_many(&self, names: &[String]) -> Result<Vec<Option<Vec<u8>>>, LogError> {
+        names.iter().map(|name| self.get(name)).collect()
+    }
 }
 
 /// The contract every key store keeps, run by each engine's tests.
@@ -43,4 +48,11 @@ pub fn conformance(store: &dyn KeyStore) {
     assert!(store.create_many(&fresh).unwrap().iter().all(|&c| c), "a batch of new entries");
     assert_eq!(store.get("k.n39").unwrap().as_deref(), Some(&[39u8][..]));
     assert_eq!(store.create_many(&[]).unwrap(), Vec::<bool>::new());
+    let names = ["k.two", "k.absent", "k.one", "k.two"].map(String::from);
+    assert_eq!(
+        store.get_many(&names).unwrap(),
+        [Some(b"two".to_vec()), None, Some(Vec::new()), Some(b"two".to_vec())],
+        "each entry read, in order"
+    );
+    assert_eq!(store.get_many(&[]).unwrap(), Vec::<Option<Vec<u8>>>::new());
 }

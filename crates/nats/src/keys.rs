@@ -131,4 +131,15 @@ impl KeyStore for NatsKeys {
     fn create_many(&self, entries: &[(String, Vec<u8>)]) -> Result<Vec<bool>, LogError> {
         crate::blocking("cannot store sealing keys", self.create_many_async(entries))?
     }
+
+    /// Every read in flight at once (at most [`GETS_IN_FLIGHT`]): one round trip for an
+    /// answer that names many tickets, not one per ticket.
+    fn get_many(&self, names: &[String]) -> Result<Vec<Option<Vec<u8>>>, LogError> {
+        use futures::StreamExt as _;
+        let gets = futures::stream::iter(names.iter().map(|name| self.get_async(name))).buffered(GETS_IN_FLIGHT);
+        crate::blocking("cannot read sealing keys", gets.collect::<Vec<_>>())?.into_iter().collect()
+    }
 }
+
+/// Reads of the key bucket in flight at once from one [`KeyStore::get_many`].
+const GETS_IN_FLIGHT: usize = 64;

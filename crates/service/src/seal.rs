@@ -462,7 +462,13 @@ impl Keyring {
             Some(Known::Live(k, at)) if ttl.is_none_or(|ttl| at.elapsed() < ttl) => return Ok(Some(k)),
             Some(Known::Live(..)) | None => {}
         }
-        match self.store.get(&entry_of(id))? {
+        let stored = self.store.get(&entry_of(id))?;
+        self.remember_stored(id, stored)
+    }
+
+    /// Caches key `id` as the store holds it (`stored`): live, erased, or unknown.
+    fn remember_stored(&self, id: &str, stored: Option<Vec<u8>>) -> Result<Option<Key>, LogError> {
+        match stored {
             Some(k) if k.len() == 32 => {
                 let k = <Key>::try_from(k.as_slice()).expect("checked length");
                 self.remember(id, Known::Live(k, Instant::now()));
@@ -637,8 +643,33 @@ impl Keyring {
     }
 
     /// Opens every sealed string in a JSON answer, in place (a bundle where its
-    /// anchor is, [`BUNDLES`]).
+    /// anchor is, [`BUNDLES`]). The keys it names that are not cached (or were cached
+    /// longer than [`KEY_TTL`]) are read first, all together.
     pub fn open_json(&self, v: &mut serde_json::Value) -> Result<(), LogError> {
+        let mut ids = Vec::new();
+        key_ids_in(v, &mut ids);
+        ids.sort_unstable();
+        ids.dedup();
+        let stale: Vec<&str> = {
+            let keys = self.keys.lock().expect("the key cache lock is never poisoned");
+            ids.into_iter()
+                .filter(|id| match keys.get(*id) {
+                    Some(Known::Erased) => false,
+                    Some(Known::Live(_, at)) => at.elapsed() >= KEY_TTL,
+                    None => true,
+                })
+                .collect()
+        };
+        if stale.len() > 1 {
+            let names: Vec<String> = stale.iter().map(|id| entry_of(id)).collect();
+            for (id, value) in stale.iter().zip(self.store.get_many(&names)?) {
+                self.remember_stored(id, value)?;
+            }
+        }
+        self.open_value(v)
+    }
+
+    fn open_value(&self, v: &mut serde_json::Value) -> Result<(), LogError> {
         match v {
             serde_json::Value::String(s) => {
                 if let Some(clear) = self.open_str(s)? {
@@ -647,7 +678,7 @@ impl Keyring {
             }
             serde_json::Value::Array(a) => {
                 for x in a {
-                    self.open_json(x)?;
+                    self.open_value(x)?;
                 }
             }
             serde_json::Value::Object(o) => {
@@ -667,7 +698,7 @@ impl Keyring {
                     }
                 }
                 for (_, x) in o.iter_mut() {
-                    self.open_json(x)?;
+                    self.open_value(x)?;
                 }
             }
             serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
@@ -706,6 +737,16 @@ impl Keyring {
         for id in ids {
             self.remember(id, Known::Erased);
         }
+    }
+}
+
+/// The key ids of every sealed string in `v`.
+fn key_ids_in<'v>(v: &'v serde_json::Value, out: &mut Vec<&'v str>) {
+    match v {
+        serde_json::Value::String(s) => out.extend(Envelope::parse(s).map(|e| e.key_id)),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| key_ids_in(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| key_ids_in(x, out)),
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
     }
 }
 
