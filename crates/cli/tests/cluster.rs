@@ -684,7 +684,7 @@ async fn nemesis(test: &str, shape: Shape) {
         let jetstream = joined.longest;
         eprintln!(
             "nemesis round {}: {fault:?}: longest pause in accepted answers {stall} (raw JetStream publisher: \
-             {raw_stall}; raw reads of the log and the index: {read_stall}; either paused: {joined})",
+             {raw_stall}; raw reads of the log, the index and the keys: {read_stall}; either paused: {joined})",
             round + 1
         );
         stalls.push((*fault, stall.longest, raw_stall.longest, read_stall.longest, joined.longest));

@@ -287,11 +287,13 @@ impl Drop for RawPublisher {
 }
 
 /// A raw JetStream reader running beside a fault test: every 50 ms it reads the last
-/// message of the log's stream and of the command index's, from their leaders, each
-/// read given 500 ms; the time of every round in which both answered is kept. A command
-/// needs both streams to have leaders, so after a fault that moves leaders this is
-/// JetStream's own pause for what Behalf uses (the streams elect one by one: 4.2–7.6 s
-/// each after a whole-cluster restart here).
+/// message of the log's stream, of the command index's and of the sealing keys' bucket
+/// (once that bucket exists: a server makes it at its first start), from their leaders,
+/// each read given 500 ms; the time of every round in which all answered is kept. A
+/// command needs all three streams to have leaders (a new person's key is created in
+/// the keys' bucket before the command's append), so after a fault that moves leaders
+/// this is JetStream's own pause for what Behalf uses (the streams elect one by one:
+/// 4.2–7.6 s each after a whole-cluster restart here).
 pub struct RawReader {
     answered: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
     task: tokio::task::JoinHandle<()>,
@@ -304,6 +306,8 @@ impl RawReader {
         let kept = std::sync::Arc::clone(&answered);
         let task = tokio::spawn(async move {
             let index = format!("KV_{}", crate::COMMANDS_BUCKET);
+            let keys = format!("KV_{}", crate::KEYS_BUCKET);
+            let mut keys_there = false;
             let last = |stream: String, subject: &'static str| {
                 let js = js.clone();
                 async move {
@@ -315,11 +319,13 @@ impl RawReader {
                 }
             };
             loop {
-                let (events, commands) = tokio::join!(
+                let (events, commands, sealing) = tokio::join!(
                     last(crate::EVENTS_STREAM.to_owned(), "behalf.ev.>"),
-                    last(index.clone(), "$KV.BEHALF_COMMANDS.>")
+                    last(index.clone(), "$KV.BEHALF_COMMANDS.>"),
+                    last(keys.clone(), "$KV.BEHALF_KEYS.>")
                 );
-                if events && commands {
+                keys_there |= sealing;
+                if events && commands && (sealing || !keys_there) {
                     kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Instant::now());
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
