@@ -2,9 +2,11 @@
 //! assignments — stored packed. Every id (and every duration, every list of roles) is
 //! text held once in one arena and named by a `u32`; a fact is a row of those numbers
 //! and its few values of its own; a fact is turned back into its public type when it is
-//! read. The indexes hold numbers only: rows by id in vectors indexed by text number, and
-//! two ordered sets of number tuples — (partner, customer, relationship) and
-//! (relationship, assignment).
+//! read. The indexes hold numbers only: rows by id in vectors indexed by text number;
+//! chains through the rows for what a decision asks (a customer's relationships, a
+//! relationship's assignments: a few cache misses each, where a tree of ten million
+//! entries costs a miss per level); and one ordered set of (partner, customer,
+//! relationship) for a partner's customers in order.
 //!
 //! Why (issue 29): with the facts inline in `BTreeMap`s, one relationship with its
 //! customer and assignment took ~1,260 bytes — tree nodes half full of 150-byte facts,
@@ -257,6 +259,69 @@ impl Row for AssignmentRow {
     }
 }
 
+/// Rows of one kind chained by a key (a text number): `head[key]` is the last row
+/// linked under it, `next[row]` the one linked before (`NONE` ends a chain). Linking and
+/// following are a vector access a row; unlinking walks the key's chain (a customer's
+/// relationships, a relationship's assignments: a handful).
+#[derive(Clone, Default)]
+struct Chains {
+    head: Vec<u32>,
+    next: Vec<u32>,
+}
+
+impl Chains {
+    fn with_capacity(keys: usize, rows: usize) -> Chains {
+        Chains { head: Vec::with_capacity(keys), next: Vec::with_capacity(rows) }
+    }
+
+    fn link(&mut self, key: u32, row: u32) {
+        let (k, r) = (key as usize, row as usize);
+        if self.head.len() <= k {
+            self.head.resize(k + 1, NONE);
+        }
+        if self.next.len() <= r {
+            self.next.resize(r + 1, NONE);
+        }
+        self.next[r] = self.head[k];
+        self.head[k] = row;
+    }
+
+    fn unlink(&mut self, key: u32, row: u32) {
+        let (Some(first), Some(&after)) = (self.head.get(key as usize).copied(), self.next.get(row as usize)) else {
+            return;
+        };
+        if first == row {
+            self.head[key as usize] = after;
+        } else {
+            let mut at = first;
+            loop {
+                if at == NONE {
+                    return; // not under this key
+                }
+                let n = self.next[at as usize];
+                if n == row {
+                    self.next[at as usize] = after;
+                    break;
+                }
+                at = n;
+            }
+        }
+        self.next[row as usize] = NONE;
+    }
+
+    /// The rows linked under `key`, the last linked first.
+    fn rows(&self, key: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut at = self.head.get(key as usize).copied().unwrap_or(NONE);
+        std::iter::from_fn(move || {
+            (at != NONE).then(|| {
+                let row = at;
+                at = self.next[row as usize];
+                row
+            })
+        })
+    }
+}
+
 /// Customers, relationships and assignments, packed (see the module's text).
 #[derive(Clone, Default)]
 pub(crate) struct Packed {
@@ -264,10 +329,12 @@ pub(crate) struct Packed {
     customers: Rows<CustomerRow>,
     relationships: Rows<RelationshipRow>,
     assignments: Rows<AssignmentRow>,
-    /// (partner, customer, relationship row).
+    /// (partner, customer, relationship row): a partner's customers, in order.
     by_pair: BTreeSet<(u32, u32, u32)>,
-    /// (relationship id, assignment row).
-    by_relationship: BTreeSet<(u32, u32)>,
+    /// Relationship rows by customer id.
+    of_customer: Chains,
+    /// Assignment rows by relationship id.
+    on_relationship: Chains,
 }
 
 impl Packed {
@@ -301,8 +368,10 @@ impl Packed {
         let (at, old) = self.relationships.upsert(row);
         if let Some(old) = old {
             self.by_pair.remove(&(old.partner, old.customer, at));
+            self.of_customer.unlink(old.customer, at);
         }
         self.by_pair.insert((pair.0, pair.1, at));
+        self.of_customer.link(pair.1, at);
     }
 
     pub(crate) fn put_assignment(&mut self, a: &Assignment) {
@@ -321,9 +390,9 @@ impl Packed {
         let relationship = row.relationship;
         let (at, old) = self.assignments.upsert(row);
         if let Some(old) = old {
-            self.by_relationship.remove(&(old.relationship, at));
+            self.on_relationship.unlink(old.relationship, at);
         }
-        self.by_relationship.insert((relationship, at));
+        self.on_relationship.link(relationship, at);
     }
 
     fn customer_of(&self, row: &CustomerRow) -> Customer {
@@ -385,9 +454,11 @@ impl Packed {
             return Vec::new();
         };
         let mut found: Vec<Relationship> = self
-            .by_pair
-            .range((p, c, 0)..=(p, c, u32::MAX))
-            .map(|&(_, _, at)| self.relationship_of(&self.relationships.rows[at as usize]))
+            .of_customer
+            .rows(c)
+            .map(|at| &self.relationships.rows[at as usize])
+            .filter(|r| r.partner == p)
+            .map(|r| self.relationship_of(r))
             .collect();
         found.sort_by(|a, b| a.relationship_id.cmp(&b.relationship_id));
         found
@@ -414,11 +485,8 @@ impl Packed {
     /// The access assignments on a relationship, in id order.
     pub(crate) fn assignments_on(&self, relationship: &str) -> Vec<Assignment> {
         let Some(r) = self.texts.find(relationship) else { return Vec::new() };
-        let mut found: Vec<Assignment> = self
-            .by_relationship
-            .range((r, 0)..=(r, u32::MAX))
-            .map(|&(_, at)| self.assignment_of(&self.assignments.rows[at as usize]))
-            .collect();
+        let mut found: Vec<Assignment> =
+            self.on_relationship.rows(r).map(|at| self.assignment_of(&self.assignments.rows[at as usize])).collect();
         found.sort_by(|a, b| a.assignment_id.cmp(&b.assignment_id));
         found
     }
@@ -529,7 +597,14 @@ impl<'de> Deserialize<'de> for Packed {
         }
         // Built whole from sorted entries: full nodes, and no search per entry.
         packed.by_pair = (0u32..).zip(&packed.relationships.rows).map(|(at, r)| (r.partner, r.customer, at)).collect();
-        packed.by_relationship = (0u32..).zip(&packed.assignments.rows).map(|(at, a)| (a.relationship, at)).collect();
+        packed.of_customer = Chains::with_capacity(count as usize, packed.relationships.rows.len());
+        for (at, r) in (0u32..).zip(&packed.relationships.rows) {
+            packed.of_customer.link(r.customer, at);
+        }
+        packed.on_relationship = Chains::with_capacity(count as usize, packed.assignments.rows.len());
+        for (at, a) in (0u32..).zip(&packed.assignments.rows) {
+            packed.on_relationship.link(a.relationship, at);
+        }
         Ok(packed)
     }
 }
@@ -561,5 +636,57 @@ mod tests {
         assert!(Texts::rebuild("aa".into(), vec![1, 2]).is_err());
         assert!(Texts::rebuild("abc".into(), vec![1, 2]).is_err(), "bytes no text holds");
         assert!(Texts::rebuild("ab".into(), vec![2, 1]).is_err());
+    }
+
+    #[test]
+    fn chains_link_unlink_and_follow() {
+        let mut c = Chains::default();
+        let rows = |c: &Chains, k| c.rows(k).collect::<Vec<_>>();
+        for (key, row) in [(3, 0), (1, 1), (3, 2), (3, 4)] {
+            c.link(key, row);
+        }
+        assert_eq!((rows(&c, 3), rows(&c, 1), rows(&c, 7)), (vec![4, 2, 0], vec![1], vec![]));
+        c.unlink(3, 2); // the middle
+        assert_eq!(rows(&c, 3), [4, 0]);
+        c.unlink(3, 4); // the head
+        assert_eq!(rows(&c, 3), [0]);
+        c.unlink(3, 9); // not there: nothing changes
+        c.unlink(8, 0);
+        c.unlink(1, 0); // under another key: nothing changes
+        assert_eq!(rows(&c, 1), [1]);
+        assert_eq!(rows(&c, 3), [0]);
+        c.link(1, 2); // moved to another key
+        assert_eq!((rows(&c, 3), rows(&c, 1)), (vec![0], vec![2, 1]));
+        c.unlink(3, 0);
+        assert!(rows(&c, 3).is_empty());
+    }
+
+    #[test]
+    fn a_relationship_moved_to_another_customer_is_found_there_only() {
+        use crate::facts::Relationship;
+        let mut p = Packed::default();
+        let rel = |id: &str, partner: &str, customer: &str| Relationship {
+            relationship_id: RelationshipId(id.into()),
+            partner_id: PartnerId(partner.into()),
+            customer_id: CustomerId(customer.into()),
+            status: RelationshipStatus::Active,
+            roles: Vec::new(),
+            activated_at: None,
+            duration: "P730D".into(),
+            auto_extend: "PT0S".into(),
+        };
+        p.put_relationship(&rel("r1", "p1", "c1"));
+        p.put_relationship(&rel("r2", "p2", "c1"));
+        p.put_relationship(&rel("r3", "p1", "c1"));
+        let between = |p: &Packed, partner, customer| {
+            p.relationships_between(partner, customer)
+                .into_iter()
+                .map(|r| r.relationship_id.0.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(between(&p, "p1", "c1"), ["r1", "r3"], "in id order, the other partner's left out");
+        p.put_relationship(&rel("r1", "p1", "c2"));
+        assert_eq!((between(&p, "p1", "c1"), between(&p, "p1", "c2")), (vec!["r3".to_owned()], vec!["r1".to_owned()]));
+        assert_eq!(between(&p, "p2", "c1"), ["r2"]);
     }
 }
