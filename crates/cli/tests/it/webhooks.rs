@@ -291,12 +291,15 @@ async fn a_delivery_cut_by_kill_9_is_sent_again_with_the_same_id() {
     server.kill9();
     let _server = Server::start_with(dir.path(), FLAGS);
     let deadline = Instant::now() + Duration::from_secs(60);
+    // Both sends answered: the receiver finishes holding the first even though its
+    // sender was killed, and holds the second 2 s too (waiting for one answer only
+    // returned on the first's, before the second's came: seen once in CI).
     let all = loop {
         let all = rx.deliveries("slow");
-        if all.iter().filter(|d| d["phase"] == "arrived").count() >= 2 || all.iter().any(|d| d["n"] == 2) {
-            break rx.wait_delivered("slow", 1).await;
+        if all.iter().filter(|d| d["status"] != 0).count() >= 2 {
+            break all;
         }
-        before(deadline, "the delivery to be sent again after the restart");
+        before(deadline, "the delivery to be sent again after the restart, and both sends answered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let ids: std::collections::BTreeSet<&str> = all.iter().filter_map(|d| d["id"].as_str()).collect();
