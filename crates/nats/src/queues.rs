@@ -76,8 +76,8 @@ pub struct NatsQueues {
 
 impl Drop for NatsQueues {
     fn drop(&mut self) {
-        if let Some(w) = self.watched.get() {
-            w.task.abort();
+        if let Some(task) = self.watched.get().and_then(|w| w.task.get()) {
+            task.abort();
         }
     }
 }
@@ -91,7 +91,7 @@ struct Watched {
     queues: Mutex<HashMap<String, BTreeMap<String, Live>>>,
     /// The bucket's last sequence the watch has applied.
     seen: tokio::sync::watch::Sender<u64>,
-    task: tokio::task::AbortHandle,
+    task: std::sync::OnceLock<tokio::task::AbortHandle>,
     /// Messages a lease or peek looked at (tests: a lease reads its own queue's live
     /// messages, not the bucket's history).
     examined: std::sync::atomic::AtomicU64,
@@ -99,8 +99,17 @@ struct Watched {
 
 impl Watched {
     fn start(kv: kv::Store) -> Arc<Watched> {
-        Arc::new_cyclic(|me: &std::sync::Weak<Watched>| {
-            let me = me.clone();
+        // Made whole before its task starts: a task that found it half-made (upgrading
+        // a `new_cyclic` weak inside the constructor) stopped for good, and the index
+        // was never fed (seen under load: leases answered 503 after 5 s).
+        let watched = Arc::new(Watched {
+            queues: Mutex::default(),
+            seen: tokio::sync::watch::Sender::new(0),
+            task: std::sync::OnceLock::new(),
+            examined: std::sync::atomic::AtomicU64::new(0),
+        });
+        let me = Arc::downgrade(&watched);
+        {
             let task = tokio::spawn(async move {
                 loop {
                     match kv.watch_with_history("m.>").await {
@@ -128,13 +137,9 @@ impl Watched {
                 }
             })
             .abort_handle();
-            Watched {
-                queues: Mutex::default(),
-                seen: tokio::sync::watch::Sender::new(0),
-                task,
-                examined: std::sync::atomic::AtomicU64::new(0),
-            }
-        })
+            let _ = watched.task.set(task);
+        }
+        watched
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, Live>>> {
@@ -150,7 +155,14 @@ impl Watched {
                     Ok(m) => {
                         queues.entry(prefix.to_owned()).or_default().insert(e.key.clone(), (m, e.revision));
                     }
-                    Err(err) => tracing::warn!(error = %err, "skipping a queue message that does not decode"),
+                    // Not the error's text: serde_json quotes the value it met, and a
+                    // message's body may hold personal fields.
+                    Err(err) => tracing::warn!(
+                        key = %e.key,
+                        category = ?err.classify(),
+                        column = err.column(),
+                        "skipping a queue message that does not decode"
+                    ),
                 },
                 kv::Operation::Delete | kv::Operation::Purge => {
                     if let Some(q) = queues.get_mut(prefix) {
