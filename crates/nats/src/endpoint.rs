@@ -17,8 +17,9 @@ use behalf_log::LogError;
 /// JetStream had a new leader (10.2 s against the raw publisher's 6.1 s). 2 s, the Go
 /// client's default, leaves room for TLS across regions.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A server that stops answering (paused, cut off) is given up after two missed pings,
-/// and the client moves to another node of the cluster.
+/// An idle connection whose server stops answering (paused, cut off) gives it up after
+/// two missed pings and moves to another node; a busy one never misses a ping (each
+/// message sent restarts the timer), which [`leave_a_silent_server`] covers.
 pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a publish's acknowledgement may take before it is tried again. Short, so
@@ -155,6 +156,92 @@ pub async fn connect(to: &Endpoint) -> Result<async_nats::Client, LogError> {
         .connect(addrs)
         .await
         .map_err(|e| LogError::Storage(refused(url, &e)))
+}
+
+/// [`connect`], and [`watch`] on the connection for as long as the returned guard
+/// (or a clone of it) is kept.
+pub async fn connect_kept(to: &Endpoint) -> Result<(async_nats::Client, Kept), LogError> {
+    let client = connect(to).await?;
+    let task = watch(&client, to);
+    Ok((client, Kept { _watch: std::sync::Arc::new(Abort(task)) }))
+}
+
+/// Starts [`leave_a_silent_server`] on `client`; abort the task when done with it.
+pub(crate) fn watch(client: &async_nats::Client, to: &Endpoint) -> tokio::task::AbortHandle {
+    tokio::spawn(leave_a_silent_server(client.clone(), to.clone())).abort_handle()
+}
+
+/// Keeps the watch [`connect_kept`] started; the last clone dropped stops it.
+#[derive(Clone)]
+pub struct Kept {
+    _watch: std::sync::Arc<Abort>,
+}
+
+pub(crate) struct Abort(tokio::task::AbortHandle);
+
+impl Drop for Abort {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often a kept connection looks at what it sent and heard.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// Messages sent and none heard for this long: is the server still there?
+const SILENCE: Duration = Duration::from_secs(1);
+
+/// Moves `client` to another server once its server stops answering at all (a paused
+/// or partitioned-off process). The client's own pings do not notice that on a busy
+/// connection: every message it sends restarts its ping timer, so a command service
+/// that kept retrying against a paused server stayed on it until the node woke (seen:
+/// 9.6 s of refusals while JetStream had a new leader at 6.1 s). So: when this
+/// connection has sent messages and heard none for a second, every server of `to` is
+/// asked on a connection of its own ([`each_server`]); if its own server is not among
+/// those that answered, while some server did not, it reconnects (the client draws
+/// another server at random). A server that answers but cannot serve — a cluster
+/// electing its leaders — is stayed on.
+async fn leave_a_silent_server(client: async_nats::Client, to: Endpoint) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = client.statistics();
+    let counts = || (stats.out_messages.load(Relaxed), stats.in_messages.load(Relaxed));
+    // What was sent and heard when this connection last heard anything, and since when
+    // a message sent after that has gone unanswered.
+    let (mut sent_then, mut heard) = counts();
+    let mut unanswered_since = None;
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let (sent, h) = counts();
+        if client.connection_state() != async_nats::connection::State::Connected || h != heard {
+            (sent_then, heard, unanswered_since) = (sent, h, None);
+            continue;
+        }
+        if sent == sent_then {
+            continue;
+        }
+        let since = *unanswered_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < SILENCE {
+            continue;
+        }
+        let mine = client.server_info().server_id;
+        let servers = each_server(&to).await;
+        let answered: Vec<String> = servers.iter().flatten().map(|c| c.server_info().server_id).collect();
+        if servers.len() > 1 && !answered.contains(&mine) && answered.len() < servers.len() {
+            tracing::warn!("the NATS server this process is connected to stopped answering; connecting to another");
+            let _ = client.force_reconnect().await;
+        }
+        (sent_then, heard) = counts();
+        unanswered_since = None;
+    }
+}
+
+/// Each server of `to` on a short-lived connection of its own (the handshake given a
+/// second), in the order `to` lists them; `None` for a server that did not complete it.
+pub(crate) async fn each_server(to: &Endpoint) -> Vec<Option<async_nats::Client>> {
+    let asks = to.url.split(',').map(|url| {
+        let one = Endpoint { url: url.trim().to_owned(), ..to.clone() };
+        async move { tokio::time::timeout(Duration::from_secs(1), connect(&one)).await.ok()?.ok() }
+    });
+    futures::future::join_all(asks).await
 }
 
 /// What a failed first connection says: authorization refusals named as such.

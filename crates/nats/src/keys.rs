@@ -6,7 +6,7 @@ use async_nats::jetstream::{self, kv};
 use behalf_log::keys::KeyStore;
 use behalf_log::LogError;
 
-use crate::endpoint::{connect, Endpoint};
+use crate::endpoint::{connect_kept, Endpoint};
 use crate::storage;
 
 /// The bucket of sealing keys.
@@ -17,11 +17,13 @@ pub const KEYS_BUCKET: &str = "BEHALF_KEYS";
 pub struct NatsKeys {
     kv: kv::Store,
     js: jetstream::Context,
+    _kept: crate::endpoint::Kept,
 }
 
 impl NatsKeys {
     pub async fn open(to: impl Into<Endpoint>, replicas: usize) -> Result<NatsKeys, LogError> {
-        let js = jetstream::new(connect(&to.into()).await?);
+        let (client, kept) = connect_kept(&to.into()).await?;
+        let js = jetstream::new(client);
         let kv = crate::bucket(&js, KEYS_BUCKET, replicas).await?;
         // New people's keys are created many at a time, in atomic batches; a role
         // that may not change the bucket (it only reads, or another role made it)
@@ -34,7 +36,7 @@ impl NatsKeys {
                 tracing::debug!(error = %e, "the key bucket stays without atomic batches");
             }
         }
-        Ok(NatsKeys { kv, js })
+        Ok(NatsKeys { kv, js, _kept: kept })
     }
 
     /// Creates every entry in one atomic batch (one round trip, one sync; each

@@ -34,7 +34,7 @@ mod subject;
 mod tokens;
 mod webhooks;
 
-pub use endpoint::{connect, Credential, Endpoint};
+pub use endpoint::{connect, connect_kept, Credential, Endpoint, Kept};
 pub use keys::{NatsKeys, KEYS_BUCKET};
 pub use log::{NatsLog, NatsOptions, NatsSubscription, COMMANDS_BUCKET, DUPLICATE_WINDOW, EVENTS_STREAM};
 pub use queues::{NatsQueues, NOTIFIER_BUCKET, QUEUE_BUCKET};

@@ -43,7 +43,7 @@ use behalf_log::queues::{Enqueue, QueueMessage, QueueSink, QueueStore};
 use behalf_log::LogError;
 use futures::StreamExt as _;
 
-use crate::endpoint::{connect, Endpoint};
+use crate::endpoint::{connect_kept, Endpoint};
 use crate::storage;
 
 /// The bucket of the queues' messages.
@@ -72,6 +72,7 @@ pub struct NatsQueues {
     state: kv::Store,
     /// The queues' live messages, watched from the first lease or peek on.
     watched: tokio::sync::OnceCell<Arc<Watched>>,
+    _kept: crate::endpoint::Kept,
 }
 
 impl Drop for NatsQueues {
@@ -221,10 +222,11 @@ fn is_message_id(id: &str) -> bool {
 
 impl NatsQueues {
     pub async fn open(to: impl Into<Endpoint>, replicas: usize) -> Result<NatsQueues, LogError> {
-        let js = jetstream::new(connect(&to.into()).await?);
+        let (client, kept) = connect_kept(&to.into()).await?;
+        let js = jetstream::new(client);
         let messages = crate::bucket(&js, QUEUE_BUCKET, replicas).await?;
         let state = crate::bucket(&js, NOTIFIER_BUCKET, replicas).await?;
-        Ok(NatsQueues { js, messages, state, watched: tokio::sync::OnceCell::new() })
+        Ok(NatsQueues { js, messages, state, watched: tokio::sync::OnceCell::new(), _kept: kept })
     }
 
     /// The queues' live messages, once the watch has applied every write acknowledged

@@ -57,11 +57,12 @@ fn headers_of(h: Option<&HeaderMap>) -> Vec<(String, String)> {
 pub struct Listener {
     client: async_nats::Client,
     requests: async_nats::Subscriber,
+    _kept: crate::endpoint::Kept,
 }
 
 /// Subscribes to `subject` in `queue_group`.
 pub async fn listen(to: impl Into<Endpoint>, subject: &str, queue_group: &str) -> Result<Listener, LogError> {
-    let client = connect(&to.into()).await?;
+    let (client, kept) = crate::endpoint::connect_kept(&to.into()).await?;
     let requests = client
         .queue_subscribe(subject.to_owned(), queue_group.to_owned())
         .await
@@ -69,7 +70,7 @@ pub async fn listen(to: impl Into<Endpoint>, subject: &str, queue_group: &str) -
     // The server has the subscription once a round trip has come back.
     client.flush().await.map_err(|e| LogError::Storage(format!("cannot subscribe to {subject}: {e}")))?;
     tracing::info!(subject, queue_group, "serving NATS requests");
-    Ok(Listener { client, requests })
+    Ok(Listener { client, requests, _kept: kept })
 }
 
 impl Listener {

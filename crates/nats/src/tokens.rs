@@ -15,7 +15,7 @@ use behalf_log::tokens::{TokenRecord, TokenStore};
 use behalf_log::LogError;
 use futures::StreamExt as _;
 
-use crate::endpoint::{connect, Endpoint};
+use crate::endpoint::{connect_kept, Endpoint};
 use crate::storage;
 
 /// The bucket of token records (only hashes of secrets, never secrets).
@@ -27,6 +27,7 @@ pub struct NatsTokens {
     kv: kv::Store,
     cache: Arc<RwLock<HashMap<String, TokenRecord>>>,
     watcher: Arc<tokio::task::AbortHandle>,
+    _kept: crate::endpoint::Kept,
 }
 
 impl Drop for NatsTokens {
@@ -44,7 +45,8 @@ fn decode(bytes: &[u8]) -> Result<TokenRecord, LogError> {
 impl NatsTokens {
     /// Connects, creates the bucket if needed, loads every record and starts watching.
     pub async fn open(to: impl Into<Endpoint>, replicas: usize) -> Result<NatsTokens, LogError> {
-        let js = jetstream::new(connect(&to.into()).await?);
+        let (client, kept) = connect_kept(&to.into()).await?;
+        let js = jetstream::new(client);
         let kv = crate::bucket(&js, TOKENS_BUCKET, replicas).await?;
         // Everything up to now, then every change after it (a change made while loading
         // arrives again through the watch, which is harmless).
@@ -84,7 +86,7 @@ impl NatsTokens {
             }
         })
         .abort_handle();
-        Ok(NatsTokens { kv, cache, watcher: Arc::new(watcher) })
+        Ok(NatsTokens { kv, cache, watcher: Arc::new(watcher), _kept: kept })
     }
 }
 

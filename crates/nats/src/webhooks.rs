@@ -8,7 +8,7 @@ use async_nats::jetstream::{self, kv};
 use behalf_log::webhooks::{Attempt, Secrets, WebhookStore};
 use behalf_log::LogError;
 
-use crate::endpoint::{connect, Endpoint};
+use crate::endpoint::{connect_kept, Endpoint};
 use crate::storage;
 
 /// The bucket of webhook URLs, secrets and attempts (never in the log).
@@ -21,6 +21,7 @@ pub const KEPT: usize = 200;
 #[derive(Clone)]
 pub struct NatsWebhooks {
     kv: kv::Store,
+    _kept: crate::endpoint::Kept,
 }
 
 fn codec(e: impl std::fmt::Display) -> LogError {
@@ -29,8 +30,9 @@ fn codec(e: impl std::fmt::Display) -> LogError {
 
 impl NatsWebhooks {
     pub async fn open(to: impl Into<Endpoint>, replicas: usize) -> Result<NatsWebhooks, LogError> {
-        let js = jetstream::new(connect(&to.into()).await?);
-        Ok(NatsWebhooks { kv: crate::bucket(&js, WEBHOOKS_BUCKET, replicas).await? })
+        let (client, kept) = connect_kept(&to.into()).await?;
+        let js = jetstream::new(client);
+        Ok(NatsWebhooks { kv: crate::bucket(&js, WEBHOOKS_BUCKET, replicas).await?, _kept: kept })
     }
 
     async fn put_secrets_async(&self, id: &str, secrets: &Secrets) -> Result<(), LogError> {

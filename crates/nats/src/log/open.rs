@@ -51,6 +51,7 @@ impl NatsLog {
         };
         let known = Arc::new(KnownKeys::new(floor, last_directory));
         let mut inner = Inner::new(js, stream, commands, known);
+        inner.tasks.push(crate::endpoint::watch(&inner.js.client(), &options.endpoint));
         // A reader that creates nothing appends nothing: no follower, no batcher.
         if options.create {
             let log = NatsLog { inner: Arc::new(inner.clone_parts()) };
@@ -167,15 +168,12 @@ async fn serves<I>(stream: &stream::Stream<I>) -> bool {
 /// Whether any server of `endpoint` [`serves`] the log, each asked on a short-lived
 /// connection of its own (connecting given a second too).
 async fn some_server_serves(endpoint: &crate::Endpoint) -> bool {
-    let asks = endpoint.url.split(',').map(|url| {
-        let one = crate::Endpoint { url: url.trim().to_owned(), ..endpoint.clone() };
-        async move {
-            let stream =
-                async { jetstream::new(connect(&one).await.ok()?).get_stream_no_info(EVENTS_STREAM).await.ok() };
-            match tokio::time::timeout(Duration::from_secs(1), stream).await {
-                Ok(Some(stream)) => serves(&stream).await,
-                Ok(None) | Err(_) => false,
-            }
+    let asks = crate::endpoint::each_server(endpoint).await.into_iter().flatten().map(|client| async move {
+        match tokio::time::timeout(Duration::from_secs(1), jetstream::new(client).get_stream_no_info(EVENTS_STREAM))
+            .await
+        {
+            Ok(Ok(stream)) => serves(&stream).await,
+            Ok(Err(_)) | Err(_) => false,
         }
     });
     futures::future::join_all(asks).await.into_iter().any(|served| served)

@@ -1,7 +1,9 @@
 //! behalf-nats's integration tests, one binary, on real nats-servers: the log
-//! conformance suite, idempotency past the de-duplication window, the queues.
+//! conformance suite, idempotency past the de-duplication window, the queues, a busy
+//! connection leaving a paused server.
 
 mod conformance;
 mod divergence;
+mod failover;
 mod idempotency;
 mod queues;
