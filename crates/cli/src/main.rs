@@ -119,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Cmd::Serve(a) => {
             let (s, _telemetry) = settings_of(&a.settings, &matches)?;
-            rt.block_on(serve::run(s, a.stop_at_last_good, listen::shutdown_signal()))
+            rt.block_on(async { serve::run(s, a.stop_at_last_good, listen::shutdown_signal()).await })
         }
         Cmd::Command(a) => {
             let (s, _telemetry) = settings_of(&a.settings, &matches)?;
