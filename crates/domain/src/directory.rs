@@ -22,6 +22,7 @@ pub use crate::facts::{
 
 pub(crate) use decide::decide;
 pub use decide::{contact_domain, email_domain, is_domain};
+pub use packed::{AssignmentView, CustomerView, RelationshipView};
 
 /// A small ordered set of ids, kept as a sorted vector: most sets of the directory's
 /// indexes hold one or two ids, and a `BTreeSet` node takes ~300 bytes even for one.
@@ -197,6 +198,11 @@ impl Directory {
         self.gdap.customer(id.as_str())
     }
 
+    /// The same, borrowed: what a decision reads.
+    pub fn customer_view(&self, id: &CustomerId) -> Option<CustomerView<'_>> {
+        self.gdap.customer_view(id.as_str())
+    }
+
     pub fn has_customer(&self, id: &CustomerId) -> bool {
         self.gdap.has_customer(id.as_str())
     }
@@ -212,6 +218,11 @@ impl Directory {
     /// Relationships between a partner and a customer, in id order.
     pub fn relationships_between(&self, partner: &PartnerId, customer: &CustomerId) -> Vec<Relationship> {
         self.gdap.relationships_between(partner.as_str(), customer.as_str())
+    }
+
+    /// The same, borrowed: what a decision reads.
+    pub fn relationship_views_between(&self, partner: &PartnerId, customer: &CustomerId) -> Vec<RelationshipView<'_>> {
+        self.gdap.relationship_views_between(partner.as_str(), customer.as_str())
     }
 
     /// A partner's customers in id order, each with its relationships in id order.
