@@ -5,7 +5,7 @@
 //! The policy authorises on permissions (see [`crate::roles`]), never on role names.
 
 use crate::directory::{
-    contact_domain, AssignmentView, CustomerView, Directory, Partner, Relationship, RelationshipView,
+    contact_domain, AssignmentView, CustomerView, Directory, Partner, Relationship, RelationshipView, Views,
 };
 use crate::event::{Evidence, Grant};
 use crate::rejection::{Code, Rejection, Rule};
@@ -143,10 +143,10 @@ pub fn r4_r5_live_relationships<'d>(
     partner: &PartnerId,
     customer: &CustomerId,
     now: Timestamp,
-) -> Result<Vec<RelationshipView<'d>>, Rejection> {
+) -> Result<Views<'d>, Rejection> {
     let mut first_refusal = None;
     let mut live = dir.relationship_views_between(partner, customer);
-    live.retain(|&rel| match r5_view_is_live(rel, now) {
+    live.retain(|rel| match r5_view_is_live(*rel, now) {
         Ok(()) => true,
         Err(r) => {
             first_refusal.get_or_insert(r);
@@ -167,15 +167,18 @@ pub fn r4_r5_live_relationships<'d>(
 /// A live relationship and an active assignment on it that reaches the user.
 pub type Reaching<'d> = (RelationshipView<'d>, AssignmentView<'d>);
 
+/// What R6 finds, held inline: a user is reached by one or two assignments.
+pub type AllReaching<'d> = smallvec::SmallVec<[Reaching<'d>; 4]>;
+
 /// R6: the active assignments on live relationships whose group holds the user, by
 /// relationship id, then assignment id.
 pub fn r6_reaching_assignments<'d>(
     dir: &'d Directory,
     live: &[RelationshipView<'d>],
     user: &UserId,
-) -> Result<Vec<Reaching<'d>>, Rejection> {
+) -> Result<AllReaching<'d>, Rejection> {
     let in_group = |group: &str| dir.groups_of(user).any(|g| g.as_str() == group);
-    let mut reaching: Vec<Reaching<'d>> = Vec::new();
+    let mut reaching = AllReaching::new();
     for &rel in live {
         let first = reaching.len();
         reaching.extend(
@@ -326,7 +329,7 @@ pub fn r11_partner_contact(
     if customer.is_some_and(|c| c.domains().any(|d| d == domain)) {
         return Err(refuse("the contact must be the partner's, not the customer's"));
     }
-    if !partner.domains.contains(&domain) {
+    if !partner.domains.iter().any(|d| *d == domain) {
         return Err(refuse("the contact e-mail is not on one of the partner's verified domains"));
     }
     Ok(())

@@ -326,6 +326,10 @@ impl Chains {
     }
 }
 
+/// Relationships as a decision collects them: a pair of partner and customer has one or
+/// two, held inline.
+pub type Views<'a> = smallvec::SmallVec<[RelationshipView<'a>; 4]>;
+
 /// A customer as a decision reads it: borrowed from its row, nothing copied.
 #[derive(Clone, Copy)]
 pub struct CustomerView<'a> {
@@ -567,11 +571,11 @@ impl Packed {
     }
 
     /// The same, borrowed.
-    pub(crate) fn relationship_views_between(&self, partner: &str, customer: &str) -> Vec<RelationshipView<'_>> {
+    pub(crate) fn relationship_views_between(&self, partner: &str, customer: &str) -> Views<'_> {
         let (Some(p), Some(c)) = (self.texts.find(partner), self.texts.find(customer)) else {
-            return Vec::new();
+            return Views::new();
         };
-        let mut found: Vec<RelationshipView<'_>> = self
+        let mut found: Views<'_> = self
             .of_customer
             .rows(c)
             .map(|at| &self.relationships.rows[at as usize])
