@@ -376,8 +376,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<()> {
         for (who, token) in [("Rina, Tailspin's agent", &rina), ("the vendor", &vendor), ("an auditor", &auditor)] {
             println!("  {who}: {}/console/#token={token}", server.base());
         }
+        let stop = crate::listen::shutdown_signal();
         println!("Serving on {} until Ctrl-C.", server.addr);
-        crate::listen::shutdown_signal().await;
+        stop.await;
     }
     server.stop().await?;
     println!();

@@ -97,11 +97,12 @@ pub async fn notify(a: NotifyArgs, s: &crate::settings::Settings) -> anyhow::Res
         println!("forwarded up to position {at}; recorded {n} missed response target(s)");
         return Ok(());
     }
+    let stop = crate::listen::shutdown_signal();
     let service = Arc::new(CommandService::new(log.clone(), Arc::clone(&clock)));
     let mut workers = behalf_service::runner::Workers::default();
     crate::workers::spawn_forwarding(&mut workers, log, Arc::clone(&queues));
     crate::workers::spawn_sla_sweep(&mut workers, views, service, clock, queues, None);
-    crate::listen::shutdown_signal().await;
+    stop.await;
     workers.stop(crate::workers::STOP_DEADLINE).await;
     Ok(())
 }

@@ -240,8 +240,9 @@ pub async fn notify(s: &Settings) -> anyhow::Result<()> {
         Arc::clone(&queues),
         s.retention.closed_tickets(),
     );
-    println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE), sending webhooks");
+    // The SIGTERM handler before the line a supervisor may wait for.
     let stop = Stop::when(shutdown_signal());
+    println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE), sending webhooks");
     stop.into_stopped().await;
     workers.stop(crate::workers::STOP_DEADLINE).await;
     Ok(())
