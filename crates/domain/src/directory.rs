@@ -10,7 +10,7 @@ use crate::{
     SubscriptionId, UserId,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 mod decide;
 mod packed;
@@ -22,6 +22,7 @@ pub use crate::facts::{
 
 pub(crate) use decide::decide;
 pub use decide::{contact_domain, email_domain, is_domain};
+pub use packed::{AssignmentView, CustomerView, RelationshipView, Views};
 
 /// A small ordered set of ids, kept as a sorted vector: most sets of the directory's
 /// indexes hold one or two ids, and a `BTreeSet` node takes ~300 bytes even for one.
@@ -101,12 +102,21 @@ pub struct Group {
 /// projection's snapshot. Customers, relationships and access assignments — the facts
 /// that grow with the vendor — are held packed ([`packed`]) and read through methods
 /// that give each back as its public type.
+///
+/// Partners, their users and the users' groups — what every decision looks up first —
+/// are hashed: at ten thousand partners a tree lookup compares the id with a dozen keys,
+/// each behind a pointer and, at vendor scale, a cache miss; a hash costs one or two.
+/// They serialize in key order all the same, so a snapshot's bytes do not depend on a
+/// process's hash keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directory {
-    pub partners: BTreeMap<PartnerId, Partner>,
-    pub users: BTreeMap<UserId, PartnerUser>,
+    #[serde(serialize_with = "in_key_order")]
+    pub partners: HashMap<PartnerId, Partner>,
+    #[serde(serialize_with = "in_key_order")]
+    pub users: HashMap<UserId, PartnerUser>,
     pub groups: BTreeMap<GroupId, Group>,
-    pub user_groups: BTreeMap<UserId, IdSet<GroupId>>,
+    #[serde(serialize_with = "in_key_order")]
+    pub user_groups: HashMap<UserId, IdSet<GroupId>>,
     gdap: packed::Packed,
     pub subscriptions: BTreeMap<SubscriptionId, Subscription>,
     pub rbac: BTreeMap<RbacAssignmentId, RbacAssignment>,
@@ -118,6 +128,16 @@ pub struct Directory {
     /// command service decides against and the senders read.
     #[serde(default)]
     pub webhooks: crate::webhook::Webhooks,
+}
+
+/// A hashed map written as its keys sort.
+fn in_key_order<S: serde::Serializer, K: Ord + Serialize, V: Serialize>(
+    map: &HashMap<K, V>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut entries: Vec<(&K, &V)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    s.collect_map(entries)
 }
 
 impl Directory {
@@ -197,6 +217,11 @@ impl Directory {
         self.gdap.customer(id.as_str())
     }
 
+    /// The same, borrowed: what a decision reads.
+    pub fn customer_view(&self, id: &CustomerId) -> Option<CustomerView<'_>> {
+        self.gdap.customer_view(id.as_str())
+    }
+
     pub fn has_customer(&self, id: &CustomerId) -> bool {
         self.gdap.has_customer(id.as_str())
     }
@@ -212,6 +237,11 @@ impl Directory {
     /// Relationships between a partner and a customer, in id order.
     pub fn relationships_between(&self, partner: &PartnerId, customer: &CustomerId) -> Vec<Relationship> {
         self.gdap.relationships_between(partner.as_str(), customer.as_str())
+    }
+
+    /// The same, borrowed: what a decision reads.
+    pub fn relationship_views_between(&self, partner: &PartnerId, customer: &CustomerId) -> Views<'_> {
+        self.gdap.relationship_views_between(partner.as_str(), customer.as_str())
     }
 
     /// A partner's customers in id order, each with its relationships in id order.
@@ -242,5 +272,32 @@ impl Directory {
     /// RBAC assignments on a subscription, in id order.
     pub fn rbac_on<'a>(&'a self, subscription: &SubscriptionId) -> impl Iterator<Item = &'a RbacAssignment> {
         self.rbac_by_subscription.get(subscription).into_iter().flatten().filter_map(|id| self.rbac.get(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{Cloud, Program};
+
+    #[test]
+    fn hashed_maps_are_written_in_key_order() {
+        let partner = |i: u32| Partner {
+            partner_id: format!("p-{i:04}").as_str().into(),
+            name: format!("Partner {i}"),
+            program: Program::DirectBill,
+            domains: vec![format!("p{i}.example")],
+            cloud: Cloud::Commercial,
+            provider_id: None,
+        };
+        let (mut up, mut down) = (Directory::default(), Directory::default());
+        for i in 0..200 {
+            up.partners.insert(partner(i).partner_id.clone(), partner(i));
+            down.partners.insert(partner(199 - i).partner_id.clone(), partner(199 - i));
+        }
+        let (a, b) = (rmp_serde::to_vec(&up).unwrap(), rmp_serde::to_vec(&down).unwrap());
+        assert_eq!(a, b, "the same directory, the same bytes");
+        let back: Directory = rmp_serde::from_slice(&a).unwrap();
+        assert_eq!(back, up);
     }
 }

@@ -73,24 +73,32 @@ pub struct Relationship {
 pub const AUTO_EXTEND_DAYS: i64 = 180;
 
 impl Relationship {
-    fn duration_days(&self) -> i64 {
-        parse_iso_duration_days(&self.duration).map_or(0, i64::from)
-    }
     pub fn auto_extends(&self) -> bool {
         parse_iso_duration_days(&self.auto_extend).is_some_and(|d| d > 0)
     }
     /// R5: the end of the relationship as seen at `now` — activation + duration, rolled
     /// forward by 180-day steps while auto-extend is on. `None` without an activation.
     pub fn end_at(&self, now: Timestamp) -> Option<Timestamp> {
-        let start = self.activated_at?;
-        let end = start.plus_millis(self.duration_days() * MS_PER_DAY);
-        if self.auto_extends() && now >= end {
-            let step = AUTO_EXTEND_DAYS * MS_PER_DAY;
-            let steps = now.millis().saturating_sub(end.millis()) / step + 1;
-            return Some(end.plus_millis(steps.saturating_mul(step)));
-        }
-        Some(end)
+        relationship_end(self.activated_at, &self.duration, &self.auto_extend, now)
     }
+}
+
+/// [`Relationship::end_at`] from the fields it reads.
+pub(crate) fn relationship_end(
+    activated_at: Option<Timestamp>,
+    duration: &str,
+    auto_extend: &str,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let start = activated_at?;
+    let days = parse_iso_duration_days(duration).map_or(0, i64::from);
+    let end = start.plus_millis(days * MS_PER_DAY);
+    if parse_iso_duration_days(auto_extend).is_some_and(|d| d > 0) && now >= end {
+        let step = AUTO_EXTEND_DAYS * MS_PER_DAY;
+        let steps = now.millis().saturating_sub(end.millis()) / step + 1;
+        return Some(end.plus_millis(steps.saturating_mul(step)));
+    }
+    Some(end)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

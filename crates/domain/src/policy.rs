@@ -4,13 +4,15 @@
 //!
 //! The policy authorises on permissions (see [`crate::roles`]), never on role names.
 
-use crate::directory::{contact_domain, Assignment, Customer, Directory, Partner, Relationship};
+use crate::directory::{
+    contact_domain, AssignmentView, CustomerView, Directory, Partner, Relationship, RelationshipView, Views,
+};
 use crate::event::{Evidence, Grant};
 use crate::rejection::{Code, Rejection, Rule};
 use crate::roles::{azure_role_may_open_support, entra_role_permits};
 use crate::time::Timestamp;
 use crate::{
-    AssignmentStatus, CustomerId, GroupId, PartnerId, Permission, PlanId, Principal, Program, RbacAssignmentId,
+    AssignmentStatus, Cloud, CustomerId, GroupId, PartnerId, Permission, PlanId, Principal, Program, RbacAssignmentId,
     RelationshipStatus, RoleId, SubscriptionId, UserId, Workload,
 };
 
@@ -69,46 +71,56 @@ pub fn r3_admin_agent(dir: &Directory, partner: &PartnerId, user: &UserId) -> Re
 }
 
 /// R14: partner and customer are in the same cloud instance.
-pub fn r14_one_cloud(partner: &Partner, customer: &Customer) -> Result<(), Rejection> {
-    if partner.cloud == customer.cloud {
+pub fn r14_one_cloud(partner: &Partner, customer_cloud: Cloud) -> Result<(), Rejection> {
+    if partner.cloud == customer_cloud {
         Ok(())
     } else {
         Err(Rejection::new(
             Code::CloudMismatch,
             Rule::R14,
-            format!("partner is in the {} cloud, customer in {}", partner.cloud, customer.cloud),
+            format!("partner is in the {} cloud, customer in {}", partner.cloud, customer_cloud),
         )
         .with("partner_cloud", partner.cloud.as_str())
-        .with("customer_cloud", customer.cloud.as_str()))
+        .with("customer_cloud", customer_cloud.as_str()))
     }
 }
 
 /// R5 for one relationship: active, and `now` before its (auto-extended) end.
 pub fn r5_is_live(rel: &Relationship, now: Timestamp) -> Result<(), Rejection> {
-    match rel.status {
-        RelationshipStatus::Active => match rel.end_at(now) {
+    r5_live(rel.relationship_id.as_str(), rel.status, || rel.end_at(now), now)
+}
+
+/// R5 for a relationship read in place.
+fn r5_view_is_live(rel: RelationshipView<'_>, now: Timestamp) -> Result<(), Rejection> {
+    r5_live(rel.id(), rel.status(), || rel.end_at(now), now)
+}
+
+fn r5_live(
+    id: &str,
+    status: RelationshipStatus,
+    end_at: impl FnOnce() -> Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(), Rejection> {
+    match status {
+        RelationshipStatus::Active => match end_at() {
             Some(end) if now < end => Ok(()),
-            Some(end) => Err(Rejection::new(
-                Code::RelationshipExpired,
-                Rule::R5,
-                format!("relationship {} ended at {end}", rel.relationship_id),
-            )
-            .with("relationship_id", rel.relationship_id.as_str())
-            .with("ended_at", end.to_string())),
+            Some(end) => {
+                Err(Rejection::new(Code::RelationshipExpired, Rule::R5, format!("relationship {id} ended at {end}"))
+                    .with("relationship_id", id)
+                    .with("ended_at", end.to_string()))
+            }
             None => Err(Rejection::new(
                 Code::RelationshipInactive,
                 Rule::R5,
-                format!("relationship {} has no activation time", rel.relationship_id),
+                format!("relationship {id} has no activation time"),
             )
-            .with("status", rel.status.as_str())),
+            .with("status", status.as_str())),
         },
-        RelationshipStatus::Expired => Err(Rejection::new(
-            Code::RelationshipExpired,
-            Rule::R5,
-            format!("relationship {} has expired", rel.relationship_id),
-        )
-        .with("relationship_id", rel.relationship_id.as_str())
-        .with("status", rel.status.as_str())),
+        RelationshipStatus::Expired => {
+            Err(Rejection::new(Code::RelationshipExpired, Rule::R5, format!("relationship {id} has expired"))
+                .with("relationship_id", id)
+                .with("status", status.as_str()))
+        }
         RelationshipStatus::Created
         | RelationshipStatus::ApprovalPending
         | RelationshipStatus::Approved
@@ -116,33 +128,31 @@ pub fn r5_is_live(rel: &Relationship, now: Timestamp) -> Result<(), Rejection> {
         | RelationshipStatus::Expiring
         | RelationshipStatus::TerminationRequested
         | RelationshipStatus::Terminating
-        | RelationshipStatus::Terminated => Err(Rejection::new(
-            Code::RelationshipInactive,
-            Rule::R5,
-            format!("relationship {} is {}", rel.relationship_id, rel.status),
-        )
-        .with("relationship_id", rel.relationship_id.as_str())
-        .with("status", rel.status.as_str())),
+        | RelationshipStatus::Terminated => {
+            Err(Rejection::new(Code::RelationshipInactive, Rule::R5, format!("relationship {id} is {status}"))
+                .with("relationship_id", id)
+                .with("status", status.as_str()))
+        }
     }
 }
 
-/// R4 and R5: the partner's live relationships with the customer.
-pub fn r4_r5_live_relationships(
-    dir: &Directory,
+/// R4 and R5: the partner's live relationships with the customer, in id order, read
+/// in place.
+pub fn r4_r5_live_relationships<'d>(
+    dir: &'d Directory,
     partner: &PartnerId,
     customer: &CustomerId,
     now: Timestamp,
-) -> Result<Vec<Relationship>, Rejection> {
+) -> Result<Views<'d>, Rejection> {
     let mut first_refusal = None;
-    let mut live = Vec::new();
-    for rel in dir.relationships_between(partner, customer) {
-        match r5_is_live(&rel, now) {
-            Ok(()) => live.push(rel),
-            Err(r) => {
-                first_refusal.get_or_insert(r);
-            }
+    let mut live = dir.relationship_views_between(partner, customer);
+    live.retain(|rel| match r5_view_is_live(*rel, now) {
+        Ok(()) => true,
+        Err(r) => {
+            first_refusal.get_or_insert(r);
+            false
         }
-    }
+    });
     match (live.is_empty(), first_refusal) {
         (false, _) => Ok(live),
         (true, Some(refusal)) => Err(refusal),
@@ -154,18 +164,30 @@ pub fn r4_r5_live_relationships(
     }
 }
 
-/// R6: the active assignments on live relationships whose group holds the user.
-pub fn r6_reaching_assignments<'l>(
-    dir: &Directory,
-    live: &'l [Relationship],
+/// A live relationship and an active assignment on it that reaches the user.
+pub type Reaching<'d> = (RelationshipView<'d>, AssignmentView<'d>);
+
+/// What R6 finds, held inline: a user is reached by one or two assignments.
+pub type AllReaching<'d> = smallvec::SmallVec<[Reaching<'d>; 4]>;
+
+/// R6: the active assignments on live relationships whose group holds the user, by
+/// relationship id, then assignment id.
+pub fn r6_reaching_assignments<'d>(
+    dir: &'d Directory,
+    live: &[RelationshipView<'d>],
     user: &UserId,
-) -> Result<Vec<(&'l Relationship, Assignment)>, Rejection> {
-    let groups: Vec<&GroupId> = dir.groups_of(user).collect();
-    let reaching: Vec<_> = live
-        .iter()
-        .flat_map(|rel| dir.assignments_on(&rel.relationship_id).into_iter().map(move |a| (rel, a)))
-        .filter(|(_, a)| a.status == AssignmentStatus::Active && groups.contains(&&a.group_id))
-        .collect();
+) -> Result<AllReaching<'d>, Rejection> {
+    let in_group = |group: &str| dir.groups_of(user).any(|g| g.as_str() == group);
+    let mut reaching = AllReaching::new();
+    for &rel in live {
+        let first = reaching.len();
+        reaching.extend(
+            rel.assignments()
+                .filter(|a| a.status() == AssignmentStatus::Active && in_group(a.group()))
+                .map(|a| (rel, a)),
+        );
+        reaching[first..].sort_by(|x, y| x.1.id().cmp(y.1.id()));
+    }
     if reaching.is_empty() {
         Err(Rejection::new(Code::NoAccess, Rule::R6, format!("no active access assignment reaches user {user}")))
     } else {
@@ -174,13 +196,26 @@ pub fn r6_reaching_assignments<'l>(
 }
 
 /// The roles an assignment really grants: its own, within its relationship's.
-fn granted_roles<'a>(rel: &'a Relationship, a: &'a Assignment) -> impl Iterator<Item = &'a RoleId> {
-    a.roles.iter().filter(move |r| rel.roles.contains(r))
+fn granted_roles<'a>(rel: RelationshipView<'a>, a: AssignmentView<'a>) -> impl Iterator<Item = &'a str> {
+    a.roles().filter(move |r| rel.has_role(r))
+}
+
+/// The evidence of a GDAP grant: its ids become owned only here, once a decision allows.
+fn gdap_grant((rel, a): Reaching<'_>, role: &str) -> Grant {
+    Grant::Gdap {
+        relationship_id: rel.id().into(),
+        assignment_id: a.id().into(),
+        group_id: a.group().into(),
+        role_id: role.into(),
+        permission: None,
+        rbac_assignment_id: None,
+        rbac_role_id: None,
+    }
 }
 
 /// R7 and R22: a reaching assignment with a role that carries `permission`.
 pub fn r7_permission(
-    reaching: &[(&Relationship, Assignment)],
+    reaching: &[Reaching<'_>],
     permission: Permission,
     rule: Rule,
     user: &UserId,
@@ -188,19 +223,13 @@ pub fn r7_permission(
 ) -> Result<Evidence, Rejection> {
     reaching
         .iter()
-        .find_map(|(rel, a)| {
-            granted_roles(rel, a).find(|r| entra_role_permits(r, permission)).map(|role| Evidence {
-                directory_position: position,
-                user_id: user.clone(),
-                grant: Grant::Gdap {
-                    relationship_id: rel.relationship_id.clone(),
-                    assignment_id: a.assignment_id.clone(),
-                    group_id: a.group_id.clone(),
-                    role_id: role.clone(),
-                    permission: Some(permission),
-                    rbac_assignment_id: None,
-                    rbac_role_id: None,
-                },
+        .find_map(|&(rel, a)| {
+            granted_roles(rel, a).find(|r| entra_role_permits(r, permission)).map(|role| {
+                let mut grant = gdap_grant((rel, a), role);
+                if let Grant::Gdap { permission: p, .. } = &mut grant {
+                    *p = Some(permission);
+                }
+                Evidence { directory_position: position, user_id: user.clone(), grant }
             })
         })
         .ok_or_else(|| {
@@ -288,15 +317,19 @@ pub fn r10_csp_support_plan(plan: Option<&str>) -> Result<(), Rejection> {
 }
 
 /// R11: the contact is the partner's (one of its domains), not the customer's.
-pub fn r11_partner_contact(partner: &Partner, customer: Option<&Customer>, email: &str) -> Result<(), Rejection> {
+pub fn r11_partner_contact(
+    partner: &Partner,
+    customer: Option<CustomerView<'_>>,
+    email: &str,
+) -> Result<(), Rejection> {
     let refuse = |why: &str| {
         Rejection::new(Code::ContactMustBePartner, Rule::R11, why.to_owned()).with("field", "contact.email")
     };
     let domain = contact_domain(email).ok_or_else(|| refuse("the contact e-mail is not an e-mail address"))?;
-    if customer.is_some_and(|c| c.domains.contains(&domain)) {
+    if customer.is_some_and(|c| c.domains().any(|d| d == domain)) {
         return Err(refuse("the contact must be the partner's, not the customer's"));
     }
-    if !partner.domains.contains(&domain) {
+    if !partner.domains.iter().any(|d| *d == domain) {
         return Err(refuse("the contact e-mail is not on one of the partner's verified domains"));
     }
     Ok(())
@@ -345,7 +378,7 @@ pub fn authorize_ticket(
     let (partner_id, user_id) = r2_partner_agent(principal)?;
     let partner = registered_partner(dir, partner_id)?;
     r3_admin_agent(dir, partner_id, user_id)?;
-    let customer = dir.customer(scope.customer_id);
+    let customer = dir.customer_view(scope.customer_id);
     if partner_id.as_str() == scope.customer_id.as_str() {
         // R13: the partner's own tenant. GDAP is not needed; its own plan is.
         let plan_id = r13_own_support_plan(dir, partner_id, scope.support_plan, now)?;
@@ -363,39 +396,33 @@ pub fn authorize_ticket(
             format!("partner {partner_id} has no GDAP relationship with customer {}", scope.customer_id),
         )
     })?;
-    r14_one_cloud(partner, &customer)?;
+    r14_one_cloud(partner, customer.cloud())?;
     let live = r4_r5_live_relationships(dir, partner_id, scope.customer_id, now)?;
     let reaching = r6_reaching_assignments(dir, &live, user_id)?;
     let evidence = match scope.workload {
         Workload::Azure => {
             let sub = r8_r9_azure_subscription(dir, partner, scope.customer_id, scope.subscription_id)?;
             // R8: any Entra role through an active assignment.
-            let (rel, a) =
-                reaching.iter().find(|(rel, a)| granted_roles(rel, a).next().is_some()).ok_or_else(|| {
+            let (granted, role) = reaching
+                .iter()
+                .find_map(|&(rel, a)| granted_roles(rel, a).next().map(|role| ((rel, a), role)))
+                .ok_or_else(|| {
                     Rejection::new(Code::NoAccess, Rule::R6, format!("no assigned role reaches user {user_id}"))
                 })?;
-            let role = granted_roles(rel, a).next().cloned().unwrap_or_default();
             let (rbac_id, rbac_role) = r8_rbac(dir, &sub, user_id)?;
             r10_csp_support_plan(scope.support_plan)?;
-            Evidence {
-                directory_position: position,
-                user_id: user_id.clone(),
-                grant: Grant::Gdap {
-                    relationship_id: rel.relationship_id.clone(),
-                    assignment_id: a.assignment_id.clone(),
-                    group_id: a.group_id.clone(),
-                    role_id: role,
-                    permission: None,
-                    rbac_assignment_id: Some(rbac_id),
-                    rbac_role_id: Some(rbac_role),
-                },
+            let mut grant = gdap_grant(granted, role);
+            if let Grant::Gdap { rbac_assignment_id, rbac_role_id, .. } = &mut grant {
+                *rbac_assignment_id = Some(rbac_id);
+                *rbac_role_id = Some(rbac_role);
             }
+            Evidence { directory_position: position, user_id: user_id.clone(), grant }
         }
         Workload::Office365 | Workload::Ems | Workload::DynamicsCrmOnline => {
             r7_permission(&reaching, Permission::SupportTickets, Rule::R7, user_id, position)?
         }
     };
-    r11_partner_contact(partner, Some(&customer), scope.contact_email)?;
+    r11_partner_contact(partner, Some(customer), scope.contact_email)?;
     Ok(evidence)
 }
 

@@ -56,8 +56,8 @@ pub const AZURE_ROLES: &[AzureRole] = &[
 ];
 
 /// Whether an Entra role carries a permission. Unknown roles carry nothing.
-pub fn entra_role_permits(role: &RoleId, permission: Permission) -> bool {
-    ENTRA_ROLES.iter().any(|r| r.id == role.as_str() && r.permissions.contains(&permission))
+pub fn entra_role_permits(role: &str, permission: Permission) -> bool {
+    ENTRA_ROLES.iter().any(|r| r.id == role && r.permissions.contains(&permission))
 }
 
 /// Whether an Azure role may open support requests. Unknown roles may not.

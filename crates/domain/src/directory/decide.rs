@@ -14,6 +14,7 @@ use crate::{
     Code, Directory, DirectoryCommand, Event, PartnerId, Principal, Program, Rejection, RelationshipStatus, RoleId,
     Rule,
 };
+use std::borrow::Cow;
 fn check_id<T>(field: &str, check: Result<(), &'static str>, _: &T) -> Result<(), Rejection> {
     check.map_err(|why| Rejection::invalid(field, why))
 }
@@ -37,10 +38,9 @@ fn text(field: &str, v: &str, max: usize) -> Result<(), Rejection> {
 
 /// A mail domain: lower-case labels of letters, digits and `-`, at least two.
 pub fn is_domain(d: &str) -> bool {
-    let labels: Vec<&str> = d.split('.').collect();
     d.len() <= 253
-        && labels.len() >= 2
-        && labels.iter().all(|l| {
+        && d.contains('.')
+        && d.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -53,18 +53,27 @@ pub fn is_domain(d: &str) -> bool {
 /// The domain R11 judges on a stored contact: the address's, or — where the address
 /// is sealed (issue 26: only its domain stays in the clear, after the last `@`) — that
 /// domain. A new contact is checked as an address first (R16).
-pub fn contact_domain(e: &str) -> Option<String> {
+/// Borrowed when already lower-case (as stored contacts are), so R11 allocates nothing.
+pub fn contact_domain(e: &str) -> Option<Cow<'_, str>> {
     email_domain(e).or_else(|| {
         let (local, domain) = e.trim().rsplit_once('@')?;
         local.starts_with(crate::erasure::SEALED_PREFIX).then_some(())?;
-        let domain = domain.to_ascii_lowercase();
+        let domain = lower_case(domain);
         (!local.is_empty() && !local.contains(char::is_whitespace) && is_domain(&domain)).then_some(domain)
     })
 }
 
-pub fn email_domain(e: &str) -> Option<String> {
+fn lower_case(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+pub fn email_domain(e: &str) -> Option<Cow<'_, str>> {
     let (local, domain) = e.trim().rsplit_once('@')?;
-    let domain = domain.to_ascii_lowercase();
+    let domain = lower_case(domain);
     (!local.is_empty() && local.len() <= 64 && !local.contains(char::is_whitespace) && is_domain(&domain))
         .then_some(domain)
 }

@@ -143,7 +143,7 @@ pub fn rejudge(
                 return Err(format!("role {role_id} was not granted by the assignment"));
             }
             if let Some(p) = permission {
-                if !entra_role_permits(role_id, *p) {
+                if !entra_role_permits(role_id.as_str(), *p) {
                     return Err(format!("role {role_id} does not carry {}", p.as_str()));
                 }
             }

@@ -23,15 +23,16 @@ fn sources() -> Vec<PathBuf> {
 }
 
 #[test]
-fn domain_depends_on_serde_and_schemars_only() {
+fn domain_depends_on_serde_schemars_and_smallvec_only() {
     let manifest = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
     let deps = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
     let names: Vec<&str> =
         deps.lines().filter_map(|l| l.split(['=', '.']).next()).map(str::trim).filter(|n| !n.is_empty()).collect();
-    // schemars only describes the types (the OpenAPI document's schemas): no I/O either.
+    // schemars only describes the types (the OpenAPI document's schemas): no I/O either;
+    // smallvec is an inline vector (a GDAP decision's few relationships): data only.
     assert_eq!(
         names,
-        ["serde", "schemars"],
+        ["serde", "schemars", "smallvec"],
         "behalf-domain must stay pure: no tokio, sled, async-nats, clock or randomness"
     );
     // Nor may the source reach for a clock or randomness.
