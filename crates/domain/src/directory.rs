@@ -106,9 +106,9 @@ pub struct Group {
 /// Partners, their users and the users' groups — what every decision looks up first —
 /// are hashed: at ten thousand partners a tree lookup compares the id with a dozen keys,
 /// each behind a pointer and, at vendor scale, a cache miss; a hash costs one or two.
-/// They serialize in key order all the same, so a snapshot's bytes do not depend on a
-/// process's hash keys.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// They serialize and print (`Debug`) in key order all the same, so neither a
+/// snapshot's bytes nor a comparison of two folds depends on a process's hash keys.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directory {
     #[serde(serialize_with = "in_key_order")]
     pub partners: HashMap<PartnerId, Partner>,
@@ -138,6 +138,36 @@ fn in_key_order<S: serde::Serializer, K: Ord + Serialize, V: Serialize>(
     let mut entries: Vec<(&K, &V)> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     s.collect_map(entries)
+}
+
+/// A hashed map printed as its keys sort.
+struct Sorted<'a, K, V>(&'a HashMap<K, V>);
+
+impl<K: Ord + std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Sorted<'_, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut entries: Vec<(&K, &V)> = self.0.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        f.debug_map().entries(entries).finish()
+    }
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("partners", &Sorted(&self.partners))
+            .field("users", &Sorted(&self.users))
+            .field("groups", &self.groups)
+            .field("user_groups", &Sorted(&self.user_groups))
+            .field("gdap", &self.gdap)
+            .field("subscriptions", &self.subscriptions)
+            .field("rbac", &self.rbac)
+            .field("rbac_by_subscription", &self.rbac_by_subscription)
+            .field("products", &self.products)
+            .field("plans", &self.plans)
+            .field("issues", &self.issues)
+            .field("webhooks", &self.webhooks)
+            .finish()
+    }
 }
 
 impl Directory {
@@ -281,7 +311,7 @@ mod tests {
     use crate::vocab::{Cloud, Program};
 
     #[test]
-    fn hashed_maps_are_written_in_key_order() {
+    fn hashed_maps_are_written_and_printed_in_key_order() {
         let partner = |i: u32| Partner {
             partner_id: format!("p-{i:04}").as_str().into(),
             name: format!("Partner {i}"),
@@ -297,6 +327,9 @@ mod tests {
         }
         let (a, b) = (rmp_serde::to_vec(&up).unwrap(), rmp_serde::to_vec(&down).unwrap());
         assert_eq!(a, b, "the same directory, the same bytes");
+        assert_eq!(format!("{up:?}"), format!("{down:?}"), "the same directory, the same print");
+        let printed = format!("{up:?}");
+        assert!(printed.find("p-0000").unwrap() < printed.find("p-0199").unwrap(), "in key order");
         let back: Directory = rmp_serde::from_slice(&a).unwrap();
         assert_eq!(back, up);
     }
