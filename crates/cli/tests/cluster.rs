@@ -425,14 +425,18 @@ async fn nemesis(test: &str, shape: Shape) {
     }
     eprintln!("nemesis: Behalf as {shape:?}");
     let mut network = std::env::var_os("BEHALF_NEMESIS_IN_NETNS").map(|_| net::Net::new());
-    let netem = network.as_ref().is_some_and(net::Net::has_netem);
-    if network.is_some() && !netem {
-        eprintln!("nemesis: this kernel has no `tc netem` (sch_netem): LossyLinks is not drawn");
+    let lossy = network.as_ref().and_then(net::Net::lossy_kind);
+    match (&network, lossy) {
+        (Some(_), Some(net::Lossy::Nft)) => {
+            eprintln!("nemesis: this kernel has no `tc netem` (sch_netem): LossyLinks loses 20 % (nftables), no delay")
+        }
+        (Some(_), None) => eprintln!("nemesis: neither `tc netem` nor nftables here: LossyLinks is not drawn"),
+        _ => {}
     }
     let all: Vec<Fault> = FAULTS
         .iter()
         .chain(network.iter().flat_map(|_| NET_FAULTS.iter()))
-        .filter(|f| netem || **f != Fault::LossyLinks)
+        .filter(|f| lossy.is_some() || **f != Fault::LossyLinks)
         .copied()
         .collect();
     let rounds: usize = std::env::var("BEHALF_NEMESIS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(all.len());
@@ -657,12 +661,18 @@ async fn nemesis(test: &str, shape: Shape) {
             }
             Fault::LossyLinks => {
                 let net = network.as_ref().unwrap();
+                let how = lossy.expect("drawn only where links can be made lossy");
                 for node in &node_spaces {
-                    net.netem(node, Some("delay 50ms loss 20%"));
+                    net.lossy(node, how, true);
                 }
                 tokio::time::sleep(Duration::from_secs(10)).await;
+                let dropped: u64 = node_spaces.iter().filter_map(|n| net.dropped(n)).sum();
                 for node in &node_spaces {
-                    net.netem(node, None);
+                    net.lossy(node, how, false);
+                }
+                if how == net::Lossy::Nft {
+                    eprintln!("nemesis round {}: LossyLinks dropped {dropped} packets", round + 1);
+                    assert!(dropped > 0, "the lossy links dropped nothing: the fault did not bite");
                 }
             }
             Fault::PastWindow => {

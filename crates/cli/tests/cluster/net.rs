@@ -2,7 +2,7 @@
 //! own ([`Suite`]); there a bridge joins one namespace per node and per command service,
 //! each with an address the suite assigns on a subnet private to the suite's namespace
 //! ([`SUBNET`]). A link is cut with blackhole routes on both ends, and slowed or made
-//! lossy with `tc netem`. Needs root (`ip netns`), which `./dev test` and CI have.
+//! lossy with `tc netem` or, where the kernel lacks it, nftables ([`Net::lossy`]). Needs root (`ip netns`), which `./dev test` and CI have.
 
 use std::process::Command;
 
@@ -100,38 +100,109 @@ impl Net {
         let _ = ip(&["-n", &b.ns, "route", "del", "blackhole", &format!("{}/32", a.addr)]);
     }
 
-    /// Whether this kernel has `tc netem` (some virtual machines' kernels lack
-    /// `sch_netem`): tried on the bridge and taken off again.
-    pub fn has_netem(&self) -> bool {
-        let tried = ip(&["link", "show", BRIDGE]).is_ok()
-            && Command::new("tc")
-                .args(["qdisc", "replace", "dev", BRIDGE, "root", "netem", "delay", "1ms"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-        if tried {
+    /// How this kernel makes a link lossy: `tc netem` where it has `sch_netem` (delay and
+    /// loss); else nftables, built into kernels that lack `sch_netem` (this machine's
+    /// virtual machine's), which drops at random but cannot delay. Each tried on the
+    /// bridge (netem) or in a namespace of the suite's (nftables) and taken off again.
+    pub fn lossy_kind(&self) -> Option<Lossy> {
+        let netem = Command::new("tc")
+            .args(["qdisc", "replace", "dev", BRIDGE, "root", "netem", "delay", "1ms"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if netem {
             let _ = Command::new("tc").args(["qdisc", "del", "dev", BRIDGE, "root"]).output();
+            return Some(Lossy::Netem);
         }
-        tried
+        let filters = nft(None, &drops("lo", 0)).is_ok();
+        if filters {
+            let _ = nft(None, &format!("delete table inet {TABLE}"));
+        }
+        filters.then_some(Lossy::Nft)
     }
 
-    /// Everything `s` sends is delayed and partly lost (`tc netem`, e.g. `delay 50ms
-    /// loss 20%`); `None` clears it.
-    pub fn netem(&self, s: &Space, spec: Option<&str>) {
-        let mut args = vec!["netns", "exec", &s.ns, "tc", "qdisc"];
-        match spec {
-            Some(spec) => {
-                args.extend(["replace", "dev", "eth0", "root", "netem"]);
-                args.extend(spec.split_whitespace());
+    /// Everything `s` sends is lost at 20 % and, with `tc netem`, delayed 50 ms; `on:
+    /// false` clears it.
+    pub fn lossy(&self, s: &Space, how: Lossy, on: bool) {
+        let done = match (how, on) {
+            (Lossy::Netem, true) => {
+                tc(&s.ns, &["replace", "dev", "eth0", "root", "netem", "delay", "50ms", "loss", "20%"])
             }
-            None => args.extend(["del", "dev", "eth0", "root"]),
+            (Lossy::Netem, false) => tc(&s.ns, &["del", "dev", "eth0", "root"]),
+            (Lossy::Nft, true) => nft(Some(&s.ns), &drops("eth0", 20)),
+            (Lossy::Nft, false) => nft(Some(&s.ns), &format!("delete table inet {TABLE}")),
+        };
+        if on {
+            must(done);
         }
-        let out = Command::new("ip").args(&args).output().expect("ip runs");
-        assert!(
-            out.status.success() || spec.is_none(),
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+    }
+}
+
+impl Net {
+    /// How many packets the nftables rule of [`Net::lossy`] dropped in `s` so far
+    /// (`None` without that rule): the suite checks the fault really bit.
+    pub fn dropped(&self, s: &Space) -> Option<u64> {
+        let out =
+            Command::new("ip").args(["netns", "exec", &s.ns, "nft", "list", "table", "inet", TABLE]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let after = text.split("counter packets ").nth(1)?;
+        after.split_whitespace().next()?.parse().ok()
+    }
+}
+
+/// How [`Net::lossy`] makes a link lossy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lossy {
+    /// `tc netem`: 50 ms of delay and 20 % loss.
+    Netem,
+    /// nftables: 20 % loss, no delay.
+    Nft,
+}
+
+/// The nftables table a lossy link's rule lives in.
+const TABLE: &str = "behalf_lossy";
+
+/// A table dropping `percent` of what leaves by `dev`, at random.
+fn drops(dev: &str, percent: u8) -> String {
+    format!(
+        "table inet {TABLE} {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  \
+         oifname \"{dev}\" numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
+    )
+}
+
+/// Runs `tc qdisc ARGS` in namespace `ns`.
+fn tc(ns: &str, args: &[&str]) -> Result<(), String> {
+    let mut all = vec!["netns", "exec", ns, "tc", "qdisc"];
+    all.extend(args);
+    ip(&all)
+}
+
+/// Runs an nftables script in namespace `ns` (or in this one).
+fn nft(ns: Option<&str>, script: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nft", "-f", "-"]);
+            c
+        }
+        None => {
+            let mut c = Command::new("nft");
+            c.args(["-f", "-"]);
+            c
+        }
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `nft`: {e}"))?;
+    child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(|e| format!("cannot feed `nft`: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("`nft` did not finish: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`nft -f -` failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
