@@ -8,8 +8,11 @@
 //! 1,000 messages and 50 batches in flight per stream, a batch id of at most 64
 //! characters; `Nats-Expected-Last-Sequence` only on the first message;
 //! `Nats-Expected-Last-Msg-Id` refused; a per-subject expectation refused when that
-//! subject is already in the batch or in flight; a `Nats-Msg-Id` still in the
-//! de-duplication window fails the batch.
+//! subject is already in the batch or in flight, or when another batch in process
+//! already checks that subject (`Nats-Expected-Last-Subject-Sequence-Subject` names the
+//! subject checked, a filter; the server keys "in process" by the filter as written —
+//! `tests/it/fencing.rs`); a `Nats-Msg-Id` still in the de-duplication window fails the
+//! batch.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
