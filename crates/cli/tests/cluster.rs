@@ -427,10 +427,12 @@ async fn nemesis(test: &str, shape: Shape) {
     let mut network = std::env::var_os("BEHALF_NEMESIS_IN_NETNS").map(|_| net::Net::new());
     let lossy = network.as_ref().and_then(net::Net::lossy_kind);
     match (&network, lossy) {
-        (Some(_), Some(net::Lossy::Nft)) => {
-            eprintln!("nemesis: this kernel has no `tc netem` (sch_netem): LossyLinks loses 20 % (nftables), no delay")
+        (Some(_), Some(net::Lossy::Tun)) => {
+            eprintln!(
+                "nemesis: this kernel has no `tc netem` (sch_netem): lossy links go through a TUN device and delay.py"
+            )
         }
-        (Some(_), None) => eprintln!("nemesis: neither `tc netem` nor nftables here: LossyLinks is not drawn"),
+        (Some(_), None) => eprintln!("nemesis: neither `tc netem` nor TUN and python3 here: LossyLinks is not drawn"),
         _ => {}
     }
     let all: Vec<Fault> = FAULTS
@@ -663,16 +665,26 @@ async fn nemesis(test: &str, shape: Shape) {
                 let net = network.as_ref().unwrap();
                 let how = lossy.expect("drawn only where links can be made lossy");
                 for node in &node_spaces {
-                    net.lossy(node, how, true);
+                    net.lossy(node, how, rng.next());
                 }
                 tokio::time::sleep(Duration::from_secs(10)).await;
-                let dropped: u64 = node_spaces.iter().filter_map(|n| net.dropped(n)).sum();
+                let mut counted = (0, 0);
                 for node in &node_spaces {
-                    net.lossy(node, how, false);
+                    if let Some((held, dropped)) = net.mend(node, how) {
+                        counted = (counted.0 + held, counted.1 + dropped);
+                    }
                 }
-                if how == net::Lossy::Nft {
-                    eprintln!("nemesis round {}: LossyLinks dropped {dropped} packets", round + 1);
-                    assert!(dropped > 0, "the lossy links dropped nothing: the fault did not bite");
+                if how == net::Lossy::Tun {
+                    eprintln!(
+                        "nemesis round {}: LossyLinks held {} packets 50 ms and dropped {}",
+                        round + 1,
+                        counted.0,
+                        counted.1
+                    );
+                    assert!(
+                        counted.0 > 0 && counted.1 > 0,
+                        "the lossy links held or dropped nothing: the fault did not bite"
+                    );
                 }
             }
             Fault::PastWindow => {

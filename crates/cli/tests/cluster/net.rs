@@ -2,7 +2,8 @@
 //! own ([`Suite`]); there a bridge joins one namespace per node and per command service,
 //! each with an address the suite assigns on a subnet private to the suite's namespace
 //! ([`SUBNET`]). A link is cut with blackhole routes on both ends, and slowed or made
-//! lossy with `tc netem` or, where the kernel lacks it, nftables ([`Net::lossy`]). Needs root (`ip netns`), which `./dev test` and CI have.
+//! lossy with `tc netem` or, where the kernel lacks it, through a TUN device and a program
+//! that delays and drops (`delay.py`, [`Net::lossy`]). Needs root (`ip netns`), which `./dev test` and CI have.
 
 use std::process::Command;
 
@@ -61,6 +62,7 @@ pub struct Space {
 pub struct Net {
     prefix: String,
     spaces: Vec<String>,
+    delayers: std::sync::Mutex<Vec<Delayer>>,
 }
 
 impl Net {
@@ -70,7 +72,7 @@ impl Net {
         must(ip(&["addr", "add", &format!("{SUBNET}.254/24"), "dev", BRIDGE]));
         must(ip(&["link", "set", BRIDGE, "up"]));
         must(ip(&["link", "set", "lo", "up"]));
-        Net { prefix: format!("behalf-{}", std::process::id()), spaces: Vec::new() }
+        Net { prefix: format!("behalf-{}", std::process::id()), spaces: Vec::new(), delayers: Default::default() }
     }
 
     /// A namespace with address `SUBNET.host` on the bridge.
@@ -100,10 +102,10 @@ impl Net {
         let _ = ip(&["-n", &b.ns, "route", "del", "blackhole", &format!("{}/32", a.addr)]);
     }
 
-    /// How this kernel makes a link lossy: `tc netem` where it has `sch_netem` (delay and
-    /// loss); else nftables, built into kernels that lack `sch_netem` (this machine's
-    /// virtual machine's), which drops at random but cannot delay. Each tried on the
-    /// bridge (netem) or in a namespace of the suite's (nftables) and taken off again.
+    /// How this kernel makes a link lossy: `tc netem` where it has `sch_netem`; else a
+    /// TUN device and a small program that holds and drops packets (`delay.py`), where
+    /// the kernel has TUN and `python3` runs. netem is tried on the bridge and taken off
+    /// again.
     pub fn lossy_kind(&self) -> Option<Lossy> {
         let netem = Command::new("tc")
             .args(["qdisc", "replace", "dev", BRIDGE, "root", "netem", "delay", "1ms"])
@@ -113,60 +115,95 @@ impl Net {
             let _ = Command::new("tc").args(["qdisc", "del", "dev", BRIDGE, "root"]).output();
             return Some(Lossy::Netem);
         }
-        let filters = nft(None, &drops("lo", 0)).is_ok();
-        if filters {
-            let _ = nft(None, &format!("delete table inet {TABLE}"));
-        }
-        filters.then_some(Lossy::Nft)
+        let python = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
+        (python && std::path::Path::new("/dev/net/tun").exists()).then_some(Lossy::Tun)
     }
 
-    /// Everything `s` sends is lost at 20 % and, with `tc netem`, delayed 50 ms; `on:
-    /// false` clears it.
-    pub fn lossy(&self, s: &Space, how: Lossy, on: bool) {
-        let done = match (how, on) {
-            (Lossy::Netem, true) => {
-                tc(&s.ns, &["replace", "dev", "eth0", "root", "netem", "delay", "50ms", "loss", "20%"])
-            }
-            (Lossy::Netem, false) => tc(&s.ns, &["del", "dev", "eth0", "root"]),
-            (Lossy::Nft, true) => nft(Some(&s.ns), &drops("eth0", 20)),
-            (Lossy::Nft, false) => nft(Some(&s.ns), &format!("delete table inet {TABLE}")),
+    /// Everything `s` sends on the bridge is delayed 50 ms and 20 % of it lost, until
+    /// [`Net::mend`]. With a TUN device: what `s` sends to the subnet is routed into
+    /// `dly0`, where [`DELAYER`] holds it and writes it back; the kernel forwards it out
+    /// of `eth0` (routing from `dly0` uses the main table).
+    pub fn lossy(&self, s: &Space, how: Lossy, seed: u64) {
+        if how == Lossy::Netem {
+            return must(tc(&s.ns, &["replace", "dev", "eth0", "root", "netem", "delay", "50ms", "loss", "20%"]));
+        }
+        must(ip(&["-n", &s.ns, "tuntap", "add", "dev", "dly0", "mode", "tun"]));
+        must(ip(&["-n", &s.ns, "link", "set", "dly0", "up"]));
+        must(sysctl(
+            &s.ns,
+            &[
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.dly0.rp_filter=0",
+                // What comes back out of `dly0` has this namespace's own address as source.
+                "net.ipv4.conf.dly0.accept_local=1",
+            ],
+        ));
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &s.ns, "python3", DELAYER, "dly0", "50", "20", &seed.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).expect("the delayer speaks");
+        assert_eq!(line.trim(), "ready", "the delayer did not attach to dly0");
+        must(ip(&["-n", &s.ns, "route", "add", &format!("{SUBNET}.0/24"), "dev", "dly0", "table", "100"]));
+        must(ip(&["-n", &s.ns, "rule", "add", "iif", "dly0", "lookup", "main", "pref", "100"]));
+        must(ip(&["-n", &s.ns, "rule", "add", "to", &format!("{SUBNET}.0/24"), "lookup", "100", "pref", "200"]));
+        self.delayers.lock().unwrap().push((s.ns.clone(), child, out));
+    }
+
+    /// Takes off what [`Net::lossy`] put on `s`; with a TUN device, how many packets the
+    /// delayer held and dropped (the suite checks the fault really bit).
+    pub fn mend(&self, s: &Space, how: Lossy) -> Option<(u64, u64)> {
+        if how == Lossy::Netem {
+            let _ = tc(&s.ns, &["del", "dev", "eth0", "root"]);
+            return None;
+        }
+        let _ = ip(&["-n", &s.ns, "rule", "del", "pref", "200"]);
+        let _ = ip(&["-n", &s.ns, "rule", "del", "pref", "100"]);
+        let found = {
+            let mut delayers = self.delayers.lock().unwrap();
+            let at = delayers.iter().position(|(ns, ..)| *ns == s.ns)?;
+            delayers.remove(at)
         };
-        if on {
-            must(done);
+        let (_, mut child, mut out) = found;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let mut report = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut report);
+        let _ = child.wait();
+        let _ = ip(&["-n", &s.ns, "link", "del", "dly0"]);
+        let mut words = report.split_whitespace();
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("held"), Some(held), Some("dropped"), Some(dropped)) => {
+                Some((held.parse().unwrap_or(0), dropped.parse().unwrap_or(0)))
+            }
+            _ => panic!("the delayer of {} did not report: {report:?}", s.ns),
         }
     }
 }
 
-impl Net {
-    /// How many packets the nftables rule of [`Net::lossy`] dropped in `s` so far
-    /// (`None` without that rule): the suite checks the fault really bit.
-    pub fn dropped(&self, s: &Space) -> Option<u64> {
-        let out =
-            Command::new("ip").args(["netns", "exec", &s.ns, "nft", "list", "table", "inet", TABLE]).output().ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let after = text.split("counter packets ").nth(1)?;
-        after.split_whitespace().next()?.parse().ok()
-    }
-}
+/// The program that holds and drops packets where `tc netem` is missing.
+const DELAYER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/delay.py");
+
+/// A delayer of [`Net::lossy`]: its namespace, its process and its output.
+type Delayer = (String, std::process::Child, std::io::BufReader<std::process::ChildStdout>);
 
 /// How [`Net::lossy`] makes a link lossy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lossy {
-    /// `tc netem`: 50 ms of delay and 20 % loss.
+    /// `tc netem` on the namespace's `eth0`.
     Netem,
-    /// nftables: 20 % loss, no delay.
-    Nft,
+    /// A TUN device the namespace's sends are routed through, and `delay.py`.
+    Tun,
 }
 
-/// The nftables table a lossy link's rule lives in.
-const TABLE: &str = "behalf_lossy";
-
-/// A table dropping `percent` of what leaves by `dev`, at random.
-fn drops(dev: &str, percent: u8) -> String {
-    format!(
-        "table inet {TABLE} {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  \
-         oifname \"{dev}\" numgen random mod 100 < {percent} counter drop\n }}\n}}\n"
-    )
+/// Sets kernel parameters in namespace `ns`.
+fn sysctl(ns: &str, settings: &[&str]) -> Result<(), String> {
+    let mut all = vec!["netns", "exec", ns, "sysctl", "-q", "-w"];
+    all.extend(settings);
+    ip(&all)
 }
 
 /// Runs `tc qdisc ARGS` in namespace `ns`.
@@ -176,38 +213,12 @@ fn tc(ns: &str, args: &[&str]) -> Result<(), String> {
     ip(&all)
 }
 
-/// Runs an nftables script in namespace `ns` (or in this one).
-fn nft(ns: Option<&str>, script: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    let mut cmd = match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "nft", "-f", "-"]);
-            c
-        }
-        None => {
-            let mut c = Command::new("nft");
-            c.args(["-f", "-"]);
-            c
-        }
-    };
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run `nft`: {e}"))?;
-    child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(|e| format!("cannot feed `nft`: {e}"))?;
-    let out = child.wait_with_output().map_err(|e| format!("`nft` did not finish: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("`nft -f -` failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
 impl Drop for Net {
     fn drop(&mut self) {
+        for (_, child, _) in self.delayers.get_mut().map(std::mem::take).unwrap_or_default().iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for ns in &self.spaces {
             let _ = ip(&["netns", "del", ns]);
         }
