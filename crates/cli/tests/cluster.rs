@@ -169,6 +169,8 @@ struct Sent {
     body: Value,
     answer: Value,
     at: Instant,
+    /// The command service that answered.
+    via: String,
 }
 
 /// What the producers share: the command services' addresses (a restarted one gets a
@@ -189,6 +191,11 @@ impl Load {
 /// Sends one keyed command until it is answered (accepted or refused), retrying the
 /// same id and body on a failure (no answer, 5xx, 429), alternating services.
 async fn send_until_answered(load: &Load, http: &reqwest::Client, token: &str, body: &Value, w: usize) -> Value {
+    answered_by(load, http, token, body, w).await.0
+}
+
+/// As [`send_until_answered`], with the command service that answered.
+async fn answered_by(load: &Load, http: &reqwest::Client, token: &str, body: &Value, w: usize) -> (Value, String) {
     let mut tries = 0usize;
     // Fail rather than hang: no fault here pauses answers for minutes.
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -203,7 +210,7 @@ async fn send_until_answered(load: &Load, http: &reqwest::Client, token: &str, b
             let status = r.status().as_u16();
             if let Ok(v) = r.json::<Value>().await {
                 if status < 500 && status != 429 {
-                    return v;
+                    return (v, base);
                 }
             }
         }
@@ -230,13 +237,13 @@ fn producer(load: std::sync::Arc<Load>, token: String, w: usize) -> tokio::task:
                 _ => merge(open_o365(), json!({"command_id": id})),
             };
             load.ids.lock().unwrap().insert(id.clone());
-            let answer = send_until_answered(&load, &http, &token, &body, w).await;
+            let (answer, via) = answered_by(&load, &http, &token, &body, w).await;
             if answer["outcome"] == "accepted" {
                 if let Some(t) = answer["ticket_id"].as_str() {
                     ticket = Some(t.to_owned());
                 }
             }
-            load.answered.lock().unwrap().push(Sent { id, body, answer, at: Instant::now() });
+            load.answered.lock().unwrap().push(Sent { id, body, answer, at: Instant::now(), via });
         }
     })
 }
@@ -250,6 +257,46 @@ async fn until_accepted(load: &Load, more: usize) {
     while count() < target {
         before(deadline, &format!("{more} more accepted commands"));
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every command service has accepted commands steadily for three seconds
+/// (no gap over half a second): a round starts on a cluster that has healed from the
+/// one before — TCP connections that lost packets can still be backing off their
+/// resends (seen: a round after lossy links, a command index read timing out on the
+/// surviving service at the start of the next round). A minute at most, then it fails.
+async fn settled(load: &Load) {
+    const STEADY: Duration = Duration::from_secs(3);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    loop {
+        let now = Instant::now();
+        let since = now.checked_sub(STEADY).unwrap_or(start).max(start);
+        let bases = load.bases.read().unwrap().clone();
+        let steady = now.duration_since(start) >= STEADY
+            && bases.iter().all(|base| {
+                let mut at: Vec<Instant> = load
+                    .answered
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s.via == *base && s.at >= since && s.answer["outcome"] == "accepted")
+                    .map(|s| s.at)
+                    .collect();
+                at.push(now);
+                at.sort();
+                let mut last = since;
+                at.iter().all(|&t| {
+                    let gap = t.duration_since(last);
+                    last = t;
+                    gap <= Duration::from_millis(500)
+                })
+            });
+        if steady {
+            return;
+        }
+        before(deadline, "every command service accepting steadily before the next round");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -536,6 +583,7 @@ async fn nemesis(test: &str, shape: Shape) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
     let mut stalls = Vec::new();
     for (round, fault) in plan.iter().enumerate() {
+        settled(&load).await;
         let leader = nats.leader_of(behalf_nats::EVENTS_STREAM).await;
         if let Some(n) = leader {
             // The raw publisher's stream led by the same node: the same fault for both.
