@@ -3,7 +3,8 @@
 //! each with an address the suite assigns on a subnet private to the suite's namespace
 //! ([`SUBNET`]). A link is cut with blackhole routes on both ends, and slowed or made
 //! lossy with `tc netem` or, where the kernel lacks it, through a TUN device and a program
-//! that delays and drops (`delay.py`, [`Net::lossy`]). Needs root (`ip netns`), which `./dev test` and CI have.
+//! that delays and drops (`delay.py`, [`Net::lossy`]). Needs root (`ip netns`), which
+//! `./dev test` and CI have.
 
 use std::process::Command;
 
