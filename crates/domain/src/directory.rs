@@ -130,14 +130,19 @@ pub struct Directory {
     pub webhooks: crate::webhook::Webhooks,
 }
 
+/// A hashed map's entries as its keys sort.
+fn sorted<K: Ord, V>(map: &HashMap<K, V>) -> Vec<(&K, &V)> {
+    let mut entries: Vec<(&K, &V)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
 /// A hashed map written as its keys sort.
 fn in_key_order<S: serde::Serializer, K: Ord + Serialize, V: Serialize>(
     map: &HashMap<K, V>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    let mut entries: Vec<(&K, &V)> = map.iter().collect();
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    s.collect_map(entries)
+    s.collect_map(sorted(map))
 }
 
 /// A hashed map printed as its keys sort.
@@ -145,9 +150,7 @@ struct Sorted<'a, K, V>(&'a HashMap<K, V>);
 
 impl<K: Ord + std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Sorted<'_, K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut entries: Vec<(&K, &V)> = self.0.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        f.debug_map().entries(entries).finish()
+        f.debug_map().entries(sorted(self.0)).finish()
     }
 }
 
