@@ -237,12 +237,16 @@ pub(crate) async fn remove<L: EventLog>(
     let s = early!(side(&app));
     early!(visible(&app, &who, &id));
     let command = Command::WebhookDelete(WebhookRef { webhook_id: id.clone() });
-    if let Err(r) = send(s.commands, who, format!("webhook-delete-{id}"), command).await {
-        return r;
-    }
+    let position = match send(s.commands, who, format!("webhook-delete-{id}"), command).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     if let Err(e) = s.store.delete(&id) {
         return store_failed(e);
     }
+    // As `create`: answer once this process' directory no longer holds it, so that the
+    // caller's next read finds it gone (CI saw a read right after answer 200).
+    let _ = app.gdap.wait_for(position, std::time::Duration::from_secs(2)).await;
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -268,9 +272,12 @@ pub(crate) async fn rotate<L: EventLog>(
         return store_failed(e);
     }
     let command = Command::WebhookRotate(WebhookRef { webhook_id: id.clone() });
-    if let Err(r) = send(s.commands, who, format!("webhook-rotate-{id}-{now}"), command).await {
-        return r;
-    }
+    let position = match send(s.commands, who, format!("webhook-rotate-{id}-{now}"), command).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    // As `create`: the caller's next read shows the rotation.
+    let _ = app.gdap.wait_for(position, std::time::Duration::from_secs(2)).await;
     json_response(StatusCode::OK, &Rotated { id, secret }, false)
 }
 
