@@ -257,29 +257,10 @@ impl Temporary {
 
     /// As [`Temporary::start`], listening on `listen`.
     pub async fn start_on(max_in_flight: usize, listen: SocketAddr) -> anyhow::Result<Temporary> {
-        Temporary::start_with(max_in_flight, listen, None).await
-    }
-
-    /// As [`Temporary::start`], but `serve --nats`: the log, queues and stores on the
-    /// (fresh) NATS servers at `urls` with streams of `replicas` copies; the temporary
-    /// directory holds the views.
-    pub async fn start_on_nats(max_in_flight: usize, urls: &str, replicas: usize) -> anyhow::Result<Temporary> {
-        Temporary::start_with(max_in_flight, "127.0.0.1:0".parse()?, Some((urls, replicas))).await
-    }
-
-    async fn start_with(
-        max_in_flight: usize,
-        listen: SocketAddr,
-        nats: Option<(&str, usize)>,
-    ) -> anyhow::Result<Temporary> {
         let dir = tempfile::tempdir()?;
         let mut settings = Settings { data_dir: dir.path().to_path_buf(), ..Settings::default() };
         settings.http.listen = Some(listen);
         settings.http.max_in_flight = max_in_flight;
-        if let Some((urls, replicas)) = nats {
-            settings.nats.url = Some(urls.to_owned());
-            settings.nats.replicas = replicas;
-        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (started, serving) = start(&settings, false, async move {
             let _ = stopped.await;

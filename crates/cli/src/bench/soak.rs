@@ -1,5 +1,6 @@
 //! `behalf bench soak`: a deterministic model of a working day, driven over HTTP
-//! through `behalf-client` against an embedded `serve` in a temporary directory.
+//! through `behalf-client` against `behalf serve` — a child process, on a temporary
+//! directory (embedded) or on a local NATS cluster — whose resident memory it reports.
 //!
 //! Partners sync their users, groups and GDAP relationships through a lifecycle
 //! (approval pending → active → expiring → expired, auto-extended, renewed; access
@@ -50,7 +51,7 @@ pub struct SoakArgs {
     pub report_seconds: u64,
     /// Run on NATS JetStream instead of the embedded engine: a local nats-server of
     /// this many nodes (3: a cluster with R3 streams) started for the day, the server
-    /// in this process being `serve --nats` on it
+    /// being `behalf serve --nats` on it
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=5))]
     pub nats_nodes: Option<u64>,
 }
@@ -339,20 +340,29 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.partners > 0 && a.workers > 0 && a.minutes > 0.0 && a.rate > 0.0, "nothing to run");
     anyhow::ensure!(a.customers >= a.partners, "--customers must be at least --partners (one each)");
     let cluster = a.nats_nodes.map(|n| behalf_nats::server::Cluster::start(n as usize)).transpose()?;
-    let server = match &cluster {
-        Some(c) => crate::serve::Temporary::start_on_nats(4096, &c.urls(), c.replicas()).await?,
-        None => crate::serve::Temporary::start(4096).await?,
+    // The server is `behalf serve`, a child process of its own: the RSS figures are the
+    // server's alone, not this process's model of the day.
+    let dir = tempfile::Builder::new().permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700)).tempdir()?;
+    let role: Vec<String> = match &cluster {
+        Some(c) => {
+            vec!["serve".into(), "--nats".into(), c.urls(), "--nats-replicas".into(), c.replicas().to_string()]
+        }
+        None => vec!["serve".into()],
     };
+    let role: Vec<&str> = role.iter().map(String::as_str).collect();
+    let server = super::startup::Server::start_role(&role, dir.path())?;
+    let admin_path = server.admin_token.clone().context("a fresh store writes an admin token")?;
+    let admin = std::fs::read_to_string(&admin_path)?.trim().to_owned();
     // Where the log's bytes are: the data directory, or every node's store.
     let stores: Vec<std::path::PathBuf> = match &cluster {
         Some(c) => c.nodes.iter().map(|n| n.dir.clone()).collect(),
-        None => vec![server.dir.path().to_path_buf()],
+        None => vec![dir.path().to_path_buf()],
     };
-    let base = server.base();
+    let base = server.base.clone();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let demo = crate::demo::Demo::new(base.clone())?;
-    let vendor = demo.token(&server.admin, json!({"kind": "vendor", "label": "soak vendor"})).await?;
-    let auditor = demo.token(&server.admin, json!({"kind": "auditor", "label": "soak auditor"})).await?;
+    let vendor = demo.token(&admin, json!({"kind": "vendor", "label": "soak vendor"})).await?;
+    let auditor = demo.token(&admin, json!({"kind": "auditor", "label": "soak auditor"})).await?;
     let client = |token: &str| Client::with_http(http.clone(), &base, token);
     let day = Arc::new(Day {
         http: http.clone(),
@@ -382,13 +392,11 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
     for p in 0..a.partners {
         let pid = id(a.seed, 0x5000, p);
         let (admin_user, plain_user, group) = (id(a.seed, 0x5a00, p), id(a.seed, 0x5b00, p), id(a.seed, 0x5900, p));
-        let sync = demo.token(&server.admin, json!({"kind": "partner_sync", "partner_id": pid})).await?;
-        let agent_token = demo
-            .token(&server.admin, json!({"kind": "partner_agent", "partner_id": pid, "user_id": admin_user}))
-            .await?;
-        let plain = demo
-            .token(&server.admin, json!({"kind": "partner_agent", "partner_id": pid, "user_id": plain_user}))
-            .await?;
+        let sync = demo.token(&admin, json!({"kind": "partner_sync", "partner_id": pid})).await?;
+        let agent_token =
+            demo.token(&admin, json!({"kind": "partner_agent", "partner_id": pid, "user_id": admin_user})).await?;
+        let plain =
+            demo.token(&admin, json!({"kind": "partner_agent", "partner_id": pid, "user_id": plain_user})).await?;
         let partner = Partner {
             id: pid.clone(),
             group: group.clone(),
@@ -501,14 +509,16 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
 
     // Every report window: throughput by kind, latency by route, refusals by rule,
     // RSS, disk per commit, follower lag, queue depth.
-    let mut rss_by_third: [f64; 3] = [super::startup::own_rss_mib(), 0.0, 0.0];
+    let server_rss = || server.rss_mib().unwrap_or(0.0);
+    let mut rss_by_third: [f64; 3] = [server_rss(), 0.0, 0.0];
     let mut window_no = 0u32;
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::sleep(left.min(Duration::from_secs(a.report_seconds.max(1)))).await;
         window_no += 1;
         let w = std::mem::take(&mut day.lock().window);
-        let rss = super::startup::own_rss_mib();
+        let rss = server_rss();
+        let own_rss = super::startup::own_rss_mib();
         let third = day.third();
         rss_by_third[third] = rss_by_third[third].max(rss);
         let metrics = day.http.get(format!("{base}/metrics")).send().await?.text().await.unwrap_or_default();
@@ -534,7 +544,7 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
             .collect();
         let refused: Vec<String> = w.refused.iter().map(|(r, n)| format!("{r} {n}")).collect();
         println!(
-            "[{window_no}] accepted: {} | p50/p99 ms: {} | refused: {} | RSS {rss:.0} MiB | disk {:.0} B/commit | lag: views {views_lag}, gdap {gdap_lag} commits | queue {depth}",
+            "[{window_no}] accepted: {} | p50/p99 ms: {} | refused: {} | RSS {rss:.0} MiB (the day's model {own_rss:.0}) | disk {:.0} B/commit | lag: views {views_lag}, gdap {gdap_lag} commits | queue {depth}",
             kinds.join(", "),
             routes.join(", "),
             if refused.is_empty() { "none".to_owned() } else { refused.join(", ") },
@@ -600,7 +610,7 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
     }
 
     let s = std::mem::take(&mut *day.lock());
-    let dir = server.stop().await?;
+    server.stop()?;
     let views_equal =
         crate::audit::run(crate::audit::AuditCmd::replay(dir.path(), cluster.as_ref().map(|c| c.urls()))).await?;
     if !views_equal {

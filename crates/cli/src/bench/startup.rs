@@ -22,6 +22,8 @@ pub(super) struct Server {
     pub(super) base: String,
     /// From spawning to "listening on".
     listening: Duration,
+    /// Where a fresh store's first admin token was written (said before "listening on").
+    pub(super) admin_token: Option<PathBuf>,
 }
 
 impl Server {
@@ -41,14 +43,21 @@ impl Server {
             .spawn()?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
         let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut admin_token = None;
         let addr = lines
             .by_ref()
             .map_while(Result::ok)
-            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
+            .find_map(|l| {
+                if let Some(rest) = l.strip_prefix("admin token written to ") {
+                    let path = rest.split(" (").next().unwrap_or(rest);
+                    admin_token = Some(PathBuf::from(path));
+                }
+                l.strip_prefix("listening on ").map(str::to_owned)
+            })
             .ok_or_else(|| anyhow::anyhow!("behalf {} did not start on {}", role.join(" "), dir.display()))?;
         let listening = t0.elapsed();
         std::thread::spawn(move || lines.for_each(drop));
-        Ok(Server { child, base: format!("http://{addr}"), listening })
+        Ok(Server { child, base: format!("http://{addr}"), listening, admin_token })
     }
 
     /// Polls `/readyz` until it answers 200.
@@ -71,7 +80,7 @@ impl Server {
     }
 
     /// Resident memory in MiB, from /proc.
-    fn rss_mib(&self) -> Option<f64> {
+    pub(super) fn rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let kb: f64 =
             status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
@@ -79,7 +88,7 @@ impl Server {
     }
 
     /// SIGTERM, then waits for the graceful stop.
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(super) fn stop(mut self) -> anyhow::Result<()> {
         Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
         let status = self.child.wait()?;
         anyhow::ensure!(status.success(), "behalf serve stopped with {status}");
