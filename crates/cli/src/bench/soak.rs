@@ -531,7 +531,7 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
             .read("queue", &vendor, &format!("/v1/queues/{QUEUE}"))
             .await
             .map_or(-1, |(_, v)| v["depth"].as_i64().unwrap_or(-1));
-        let disk = stores.iter().map(|d| dir_bytes(d)).sum::<u64>() as f64 / head.max(1.0);
+        let disk = stores.iter().map(|d| super::startup::du(d)).sum::<u64>() as f64 / head.max(1.0);
         let secs = a.report_seconds.max(1) as f64;
         let kinds: Vec<String> = w.accepted.iter().map(|(k, n)| format!("{k} {:.1}/s", *n as f64 / secs)).collect();
         let routes: Vec<String> = w
@@ -611,6 +611,9 @@ pub async fn run(a: SoakArgs) -> anyhow::Result<()> {
 
     let s = std::mem::take(&mut *day.lock());
     server.stop()?;
+    if cluster.is_none() {
+        println!("{}", super::startup::disk_per_commit(dir.path()).await?);
+    }
     let views_equal =
         crate::audit::run(crate::audit::AuditCmd::replay(dir.path(), cluster.as_ref().map(|c| c.urls()))).await?;
     if !views_equal {
@@ -933,10 +936,3 @@ async fn read_back(day: &Day, partners: &[Arc<tokio::sync::Mutex<Partner>>]) -> 
     (count, bad)
 }
 
-/// The bytes of every file under `dir`.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir).into_iter().flatten().flatten().fold(0, |sum, e| {
-        let Ok(meta) = e.metadata() else { return sum };
-        sum + if meta.is_dir() { dir_bytes(&e.path()) } else { meta.len() }
-    })
-}

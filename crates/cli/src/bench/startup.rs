@@ -152,7 +152,8 @@ async fn prepare(dir: &Path, events: u64, http: &reqwest::Client) -> anyhow::Res
     Ok(filled)
 }
 
-fn du(path: &Path) -> u64 {
+/// The bytes a file or a directory takes on disk (its blocks, not its length).
+pub(super) fn du(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
     if meta.is_dir() {
         std::fs::read_dir(path).map_or(0, |rd| rd.filter_map(Result::ok).map(|e| du(&e.path())).sum())
@@ -160,6 +161,37 @@ fn du(path: &Path) -> u64 {
         use std::os::unix::fs::MetadataExt as _;
         meta.blocks() * 512
     }
+}
+
+/// What each store of the (stopped) data directory `dir` takes on disk per commit,
+/// beside the bytes the log stores per commit record.
+pub(super) async fn disk_per_commit(dir: &Path) -> anyhow::Result<String> {
+    let (log, _) = DataDir::new(dir).open_log(Default::default())?;
+    let head = log.head().await?;
+    let mut record_bytes = 0u64;
+    let mut after = 0;
+    loop {
+        let page = log.read_raw(after, 8192)?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        record_bytes += page.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+    }
+    drop(log);
+    let per = |b: u64| b as f64 / head.max(1) as f64;
+    let mut parts: Vec<(String, u64)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), du(&e.path())))
+        .collect();
+    parts.sort();
+    let total: u64 = parts.iter().map(|(_, b)| b).sum();
+    Ok(format!(
+        "disk over {head} commits: {} — {:.0} B/commit in all, {:.2} × the {:.0} B the log stores per commit record",
+        parts.iter().map(|(p, b)| format!("{p} {:.0} B/commit", per(*b))).collect::<Vec<_>>().join(", "),
+        per(total),
+        per(total) / per(record_bytes),
+        per(record_bytes)
+    ))
 }
 
 pub async fn run(events: u64, dir: Option<PathBuf>, runs: usize) -> anyhow::Result<()> {
@@ -182,28 +214,7 @@ pub async fn run(events: u64, dir: Option<PathBuf>, runs: usize) -> anyhow::Resu
         ready.push(secs);
         server.stop()?;
     }
-    // The bytes the log stores per commit, and what all the stores take on disk.
-    let (log, _) = DataDir::new(&dir).open_log(Default::default())?;
-    let head = log.head().await?;
-    let mut record_bytes = 0u64;
-    let mut after = 0;
-    loop {
-        let page = log.read_raw(after, 8192)?;
-        let Some((last, _)) = page.last() else { break };
-        after = *last;
-        record_bytes += page.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
-    }
-    drop(log);
-    let per = |b: u64| b as f64 / head.max(1) as f64;
-    let parts = ["log", "views", "queues", "tokens"].map(|p| (p, du(&dir.join(p))));
-    let total: u64 = parts.iter().map(|(_, b)| b).sum();
-    println!(
-        "disk over {head} commits: {} — {:.0} B/commit in all, {:.2} × the {:.0} B the log stores per commit record",
-        parts.iter().map(|(p, b)| format!("{p} {:.0} B/commit", per(*b))).collect::<Vec<_>>().join(", "),
-        per(total),
-        per(total) / per(record_bytes),
-        per(record_bytes)
-    );
+    println!("{}", disk_per_commit(&dir).await?);
     println!("resident memory when ready: {rss:.0} MiB");
     ready.sort_by(f64::total_cmp);
     let median = ready[ready.len() / 2];
