@@ -935,4 +935,3 @@ async fn read_back(day: &Day, partners: &[Arc<tokio::sync::Mutex<Partner>>]) -> 
     }
     (count, bad)
 }
-
