@@ -1,13 +1,14 @@
 //! What nats-server's atomic batches allow a pipelined writer (issue 25), on a real
 //! three-node cluster (R3). Today the log keeps one batch in flight per process
 //! (`log/group.rs`) because of the first test: a second batch chained to a first that
-//! failed is stored on whatever filled the first's positions. The second test is the
-//! fence a pipelined writer under a lease would rest on: every batch expects, besides
-//! the stream's last sequence, that the lease subject still ends at the writer's own
-//! lease message — a subject no batch in flight writes, so the server checks it while
-//! batches are pipelined — and a writer that took the lease since refuses them all.
+//! failed is stored on whatever filled the first's positions. The rest are the fences a
+//! pipelined writer under a lease could rest on: a lease subject every batch expects
+//! unchanged refuses a holder once another writer took it; through wildcard filters
+//! (one per batch in flight) it pipelines but does not see a take in flight, so it is no
+//! fence; one literal lease subject per batch in flight (slots), every one written by a
+//! take, pipelines and refuses the holder behind a take in flight.
 //! These are the server's rules, asserted so that an upgrade that changes them fails
-//! here first (docs/SCALING.md, "Pipelining under a lease").
+//! here first (docs/SCALING.md, "Several batches in flight").
 
 use std::time::Duration;
 
@@ -174,5 +175,138 @@ async fn fenced_batches_pipeline_when_each_in_flight_checks_the_lease_through_it
     let filters = ["fence.lease", "fence.*", "*.lease", "*.*"];
     for round in 0..5 {
         assert_eq!(pipelined(&js, 4, lease, &filters).await, 4, "round {round}: a fenced batch in flight was refused");
+    }
+}
+
+/// A lease taken while a fenced batch is on its way: the taker's lease message is
+/// published (not yet acknowledged) and the holder's batch right behind it expects the
+/// stream to end just after it — as if the taker had filled exactly the positions of a
+/// batch of the holder's that failed — and the lease to be still the holder's, checked
+/// through `filter`. Rounds of it, the lease changing hands each time: how many of the
+/// holder's batches were stored on top of a lease message that replaced its lease.
+async fn fenced_behind_a_take(js: &jetstream::Context, filter: &str, rounds: u32) -> u32 {
+    let mut lease = take_lease(js, "w0", last_lease(js).await).await.unwrap();
+    let mut breaches = 0;
+    for round in 0..rounds {
+        let tail = last_sequence(js).await;
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, lease.to_string().as_str());
+        let take = js.publish_with_headers(LEASE, headers, format!("w{}", round + 1).into()).await.unwrap();
+        let holder = publish_atomic(js, batch_checking("h", u64::from(round) * 2, 2, tail + 1, Some(lease), filter))
+            .await
+            .unwrap();
+        let took = take.await.map(|a| a.sequence);
+        let fenced = holder.await.map(|a| a.sequence);
+        assert_eq!(took.as_ref().ok(), Some(&(tail + 1)), "round {round}: the take was not stored first");
+        if let Ok(at) = fenced {
+            eprintln!(
+                "round {round} ({filter}): the holder's batch was stored at {at}, after the take at {}",
+                tail + 1
+            );
+            breaches += 1;
+        }
+        // Once the take is stored, the same fence refuses the holder, however named.
+        let now = last_sequence(js).await;
+        let after = stored(js, batch_checking("h", 1000 + u64::from(round), 1, now, Some(lease), filter)).await;
+        assert!(after.is_err(), "round {round} ({filter}): fenced on a lease replaced and stored: {after:?}");
+        lease = tail + 1;
+    }
+    breaches
+}
+
+async fn last_lease(js: &jetstream::Context) -> u64 {
+    match js.get_stream(STREAM).await.unwrap().get_last_raw_message_by_subject(LEASE).await {
+        Ok(m) => m.sequence,
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_the_lease_subject_itself_fences_against_a_take_in_flight() {
+    let nats = Cluster::start(3).unwrap();
+    let js = stream_on(&nats).await;
+    // Named as written, the lease subject is one a proposal in flight writes (the
+    // server's `inflight`, keyed by subject): the holder's batch is refused, every round.
+    assert_eq!(fenced_behind_a_take(&js, LEASE, 30).await, 0, "the lease subject let a fenced batch through");
+    // Named through a wildcard filter, the check reads the stream as applied, which does
+    // not hold the take yet: the holder's batch is stored on top of it.
+    let breaches = fenced_behind_a_take(&js, "*.lease", 30).await;
+    eprintln!("through a filter: {breaches} of 30 fenced batches stored behind a take in flight");
+    assert!(breaches > 0, "a filter fenced every batch against a take in flight: the fence through filters may hold");
+}
+
+/// How many lease subjects (slots) the sound fence below uses: one per batch in flight.
+const SLOTS: u64 = 4;
+
+fn slot(k: u64) -> String {
+    format!("fence.slot.{k}")
+}
+
+/// A take of the lease: one message on every slot, each expecting its slot to end
+/// where the taker read it (`last[k]`).
+fn take_every_slot(last: &[u64]) -> Vec<BatchMsg> {
+    (0..SLOTS)
+        .map(|k| {
+            let mut headers = HeaderMap::new();
+            headers
+                .insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, last[k as usize].to_string().as_str());
+            BatchMsg { subject: slot(k), headers, payload: "take".into() }
+        })
+        .collect()
+}
+
+/// A holder's batch on slot `k`: its first message is on the slot itself, expecting
+/// the stream to end at `after` and the slot at `slot_last` (the holder's own last
+/// message there); `n` messages of the holder's after it.
+fn on_slot(k: u64, slot_last: u64, after: u64, n: u64, from: u64) -> Vec<BatchMsg> {
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, after.to_string().as_str());
+    headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, slot_last.to_string().as_str());
+    let mut msgs = vec![BatchMsg { subject: slot(k), headers, payload: "mark".into() }];
+    msgs.extend((0..n).map(|i| BatchMsg {
+        subject: format!("fence.h.{}", from + i),
+        headers: HeaderMap::new(),
+        payload: "x".into(),
+    }));
+    msgs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_per_batch_in_flight_pipelines_and_every_take_in_flight_refuses_the_holder() {
+    let nats = Cluster::start(3).unwrap();
+    let js = stream_on(&nats).await;
+    let start = last_sequence(&js).await;
+    let took = stored(&js, take_every_slot(&[0; SLOTS as usize])).await.unwrap();
+    // Each slot's last message, as the holder knows it.
+    let mut slots: Vec<u64> = (0..SLOTS).map(|k| start + 1 + k).collect();
+    assert_eq!(took, start + SLOTS);
+    // Pipelined: a batch on every slot at once, each chained to the one before; every one
+    // stored where predicted, round after round.
+    for round in 0..5u64 {
+        let tail = last_sequence(&js).await;
+        let mut acks = Vec::new();
+        for k in 0..SLOTS {
+            let msgs = on_slot(k, slots[k as usize], tail + k * 16, 15, round * 100 + k * 16);
+            acks.push(publish_atomic(&js, msgs).await.unwrap());
+        }
+        for (k, ack) in acks.into_iter().enumerate() {
+            let at = ack.await.unwrap_or_else(|e| panic!("round {round}: batch on slot {k} refused: {e}")).sequence;
+            assert_eq!(at, tail + 16 * (k as u64 + 1), "round {round}: batch on slot {k} stored elsewhere");
+            slots[k] = tail + 16 * k as u64 + 1;
+        }
+    }
+    // A take in flight, the holder's batch right behind it chained as if the take had
+    // filled exactly the positions of one of its batches that failed: refused, whichever
+    // slot it is on, every round.
+    for round in 0..30u64 {
+        let tail = last_sequence(&js).await;
+        let take = publish_atomic(&js, take_every_slot(&slots)).await.unwrap();
+        let k = round % SLOTS;
+        let holder =
+            publish_atomic(&js, on_slot(k, slots[k as usize], tail + SLOTS, 2, 10_000 + round * 4)).await.unwrap();
+        assert_eq!(take.await.map(|a| a.sequence).ok(), Some(tail + SLOTS), "round {round}: the take");
+        let fenced = holder.await.map(|a| a.sequence);
+        assert!(fenced.is_err(), "round {round}: the holder's batch on slot {k} was stored behind a take: {fenced:?}");
+        slots = (0..SLOTS).map(|k| tail + 1 + k).collect();
     }
 }
