@@ -236,7 +236,22 @@ pub async fn run(
     }
     println!("listening on {}", started.addr);
     tracing::info!(addr = %started.addr, data_dir = %s.data_dir.display(), "serving");
-    serving.await
+    serving.await?;
+    refresh_snapshots(s.data()).await;
+    Ok(())
+}
+
+/// Once every store is closed: has sled write the page-table snapshots of the data
+/// directory's stores (see [`DataDir::refresh_snapshots`]), so that the next start
+/// does not replay what this process wrote. A failure costs only that replay.
+pub async fn refresh_snapshots(dir: DataDir) {
+    let done = tokio::task::spawn_blocking(move || dir.refresh_snapshots().map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    match done {
+        Ok(took) => tracing::info!(seconds = took.as_secs_f64(), "sled's snapshots written for the next start"),
+        Err(error) => tracing::warn!(error, "sled's snapshots not written: the next start replays this run's writes"),
+    }
 }
 
 /// A server on a fresh temporary store in this process: the demo's and the

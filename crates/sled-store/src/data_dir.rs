@@ -105,4 +105,29 @@ impl DataDir {
     pub fn open_tokens(&self) -> Result<SledTokens, LogError> {
         SledTokens::open(self.tokens())
     }
+
+    /// Opens every sled store of the directory that is there once more and closes it,
+    /// each store's handles having been dropped: sled 0.34 writes the snapshot of its
+    /// page table only when it opens, so a process that wrote a lot would otherwise
+    /// leave its next start to replay everything it wrote (7–11 s after 10 M events).
+    /// The replay is paid here instead; `serve` calls this as it stops. Returns how
+    /// long it took.
+    pub fn refresh_snapshots(&self) -> Result<std::time::Duration, LogError> {
+        use crate::log::{open_db, Cache};
+        let started = std::time::Instant::now();
+        let stores = [
+            (self.log(), Cache::Log),
+            (self.views(), Cache::Views),
+            (self.tokens(), Cache::Small),
+            (self.queues(), Cache::Small),
+            (self.webhooks(), Cache::Small),
+            (self.keys(), Cache::Small),
+        ];
+        for (path, cache) in stores {
+            if path.join("conf").exists() {
+                drop(open_db(&path, cache)?);
+            }
+        }
+        Ok(started.elapsed())
+    }
 }

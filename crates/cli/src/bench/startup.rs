@@ -146,8 +146,14 @@ async fn prepare(dir: &Path, events: u64, http: &reqwest::Client) -> anyhow::Res
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    let caught_up = t1.elapsed();
+    let t2 = Instant::now();
     server.stop()?;
-    println!("caught up (views, notifier, chain walk) in {:.1} s", t1.elapsed().as_secs_f64());
+    println!(
+        "caught up (views, notifier, chain walk) in {:.1} s; stopped in {:.1} s (sled's snapshots written as it stops)",
+        caught_up.as_secs_f64(),
+        t2.elapsed().as_secs_f64()
+    );
     std::fs::write(dir.join(FILLED), format!("{events} {filled}\n"))?;
     Ok(filled)
 }

@@ -7,3 +7,4 @@ mod corruption;
 mod crash;
 mod model;
 mod queues;
+mod snapshots;
