@@ -206,6 +206,7 @@ pub async fn project(s: &Settings) -> anyhow::Result<()> {
     let (n, h) = tokio::join!(nats, serve_http(&a, router, stop));
     workers.stop(crate::workers::STOP_DEADLINE).await;
     gdap.save(&log).await;
+    crate::serve::refresh_snapshots(a.data_dir.clone()).await;
     n.and(h)
 }
 
@@ -245,5 +246,6 @@ pub async fn notify(s: &Settings) -> anyhow::Result<()> {
     println!("forwarding into the cluster's queues (bucket BEHALF_QUEUE), sending webhooks");
     stop.into_stopped().await;
     workers.stop(crate::workers::STOP_DEADLINE).await;
+    crate::serve::refresh_snapshots(a.data_dir.clone()).await;
     Ok(())
 }
