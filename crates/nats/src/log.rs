@@ -328,7 +328,7 @@ fn is_race(e: &jetstream::context::PublishError) -> bool {
     matches!(e.kind(), jetstream::context::PublishErrorKind::WrongLastSequence)
 }
 
-fn is_not_found(e: &stream::RawMessageError) -> bool {
+pub(crate) fn is_not_found(e: &stream::RawMessageError) -> bool {
     matches!(e.kind(), stream::LastRawMessageErrorKind::NoMessageFound)
 }
 

@@ -343,15 +343,22 @@ impl NatsQueues {
         }
     }
 
-    /// A message and its revision; `None` once acked.
+    /// A message and its revision; `None` once acked. Read from the bucket's leader:
+    /// the bucket allows direct gets, which any replica answers, and a replica that
+    /// has not yet applied the message's first write answers that there is none — an
+    /// ack of a message just leased was then answered 404, and the message delivered
+    /// again once its lease ran out (twice in a 30-minute soak on three nodes).
     async fn entry(&self, key: &str) -> Result<Option<(QueueMessage, u64)>, LogError> {
-        let entry = self.messages.entry(key).await.map_err(|e| storage("cannot read a queue message", e))?;
-        match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                let m = serde_json::from_slice(&e.value).map_err(|e| LogError::Codec(e.to_string()))?;
-                Ok(Some((m, e.revision)))
+        let subject = format!("{}{key}", self.messages.prefix);
+        match self.messages.stream.raw_message_builder().last_by_subject(subject).send().await {
+            // A delete or purge marker: acked.
+            Ok(m) if m.headers.get("KV-Operation").is_some() => Ok(None),
+            Ok(m) => {
+                let message = serde_json::from_slice(&m.payload).map_err(|e| LogError::Codec(e.to_string()))?;
+                Ok(Some((message, m.sequence)))
             }
-            Some(_) | None => Ok(None),
+            Err(e) if crate::log::is_not_found(&e) => Ok(None),
+            Err(e) => Err(storage("cannot read a queue message", e)),
         }
     }
 

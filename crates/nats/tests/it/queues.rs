@@ -147,3 +147,77 @@ async fn sealing_keys() {
     let s = behalf_nats::NatsKeys::open(&nats.urls(), 1).await.unwrap();
     behalf_log::keys::conformance(&s);
 }
+
+/// An ack right after a lease, on three nodes, with a replica behind: it was paused
+/// while the messages were forwarded and leased, and is let go just before the acks.
+/// Every ack finds its message (a read a lagging replica answered found none: 404, and
+/// the message was delivered again once its lease ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ack_finds_its_message_while_a_replica_catches_up() {
+    let nats = Cluster::start(3).unwrap();
+    drop(NatsQueues::open(&nats.urls(), 3).await.unwrap()); // makes the buckets
+    let mut leaders = Vec::new();
+    for stream in ["KV_BEHALF_QUEUE", "KV_BEHALF_NOTIFIER"] {
+        leaders.push(loop {
+            if let Some(l) = nats.leader_of(stream).await {
+                break l;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        });
+    }
+    // A node that leads neither bucket falls behind; the handle talks to a leader.
+    let behind = (0..3).find(|n| !leaders.contains(n)).unwrap();
+    let q = NatsQueues::open(&nats.nodes[leaders[0]].url(), 3).await.unwrap();
+    // The watch a lease reads is made now, with every node up (making a consumer asks
+    // the meta leader, which may be the node that falls behind).
+    assert!(q.lease_async("commercial.azure", 1, 1_000, 60_000).await.unwrap().is_empty());
+    for round in 0..10u64 {
+        assert!(nats.nodes[behind].signal("STOP"));
+        let batch: Vec<_> = (1..=200)
+            .map(|p| {
+                let p = round * 1000 + p;
+                conformance::notice(
+                    "commercial.azure",
+                    &format!("vendor/r{p}:0"),
+                    p,
+                    behalf_domain::Severity::Moderate,
+                    false,
+                )
+            })
+            .collect();
+        q.forward(batch, round * 1000 + 200).await.unwrap();
+        // A lease can answer "not caught up" (503) while the node is paused: seen when
+        // the watch's consumer was made again and the paused node led the meta group.
+        let mut leased = Vec::new();
+        for attempt in 0..6 {
+            match q.lease_async("commercial.azure", 200, 1_000, 60_000).await {
+                Ok(l) => {
+                    leased = l;
+                    break;
+                }
+                Err(e) => eprintln!("round {round}, lease attempt {attempt}: {e}"),
+            }
+        }
+        assert_eq!(leased.len(), 200, "round {round}: every message leased");
+        assert!(nats.nodes[behind].signal("CONT"));
+        let mut missed = Vec::new();
+        for m in &leased {
+            // An error (a request timed out while the cluster settles) is tried again;
+            // an answer that the message is not there is what this test is about.
+            let mut found = None;
+            for attempt in 0..6 {
+                match q.ack_async("commercial.azure", &m.id).await {
+                    Ok(f) => {
+                        found = Some(f);
+                        break;
+                    }
+                    Err(e) => eprintln!("round {round}, ack attempt {attempt}: {e}"),
+                }
+            }
+            if found != Some(true) {
+                missed.push(m.id.clone());
+            }
+        }
+        assert!(missed.is_empty(), "round {round}: {} acks found no message, e.g. {:?}", missed.len(), missed.first());
+    }
+}
