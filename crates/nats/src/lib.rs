@@ -69,6 +69,23 @@ pub(crate) async fn bucket(
     }
 }
 
+/// A key's value and revision, read from its bucket's leader (`STREAM.MSG.GET`), never
+/// by a direct get that a replica behind the leader may answer; `None`: never written,
+/// or deleted or purged since (its last message a `KV-Operation` marker).
+pub(crate) async fn leader_entry(
+    store: &async_nats::jetstream::kv::Store,
+    key: &str,
+    what: &str,
+) -> Result<Option<(bytes::Bytes, u64)>, behalf_log::LogError> {
+    let subject = format!("{}{key}", store.prefix);
+    match store.stream.raw_message_builder().last_by_subject(subject).send().await {
+        Ok(m) if m.headers.get("KV-Operation").is_some() => Ok(None),
+        Ok(m) => Ok(Some((m.payload, m.sequence))),
+        Err(e) if log::is_not_found(&e) => Ok(None),
+        Err(e) => Err(storage(what, e)),
+    }
+}
+
 /// Runs a JetStream call from a synchronous store method (the token and queue traits
 /// are synchronous). Needs a multi-threaded Tokio runtime, which every role runs on.
 pub(crate) fn blocking<T>(what: &str, f: impl std::future::Future<Output = T>) -> Result<T, behalf_log::LogError> {

@@ -349,16 +349,13 @@ impl NatsQueues {
     /// ack of a message just leased was then answered 404, and the message delivered
     /// again once its lease ran out (twice in a 30-minute soak on three nodes).
     async fn entry(&self, key: &str) -> Result<Option<(QueueMessage, u64)>, LogError> {
-        let subject = format!("{}{key}", self.messages.prefix);
-        match self.messages.stream.raw_message_builder().last_by_subject(subject).send().await {
-            // A delete or purge marker: acked.
-            Ok(m) if m.headers.get("KV-Operation").is_some() => Ok(None),
-            Ok(m) => {
-                let message = serde_json::from_slice(&m.payload).map_err(|e| LogError::Codec(e.to_string()))?;
-                Ok(Some((message, m.sequence)))
+        // A delete or purge marker (`None`): acked.
+        match crate::leader_entry(&self.messages, key, "cannot read a queue message").await? {
+            Some((value, revision)) => {
+                let message = serde_json::from_slice(&value).map_err(|e| LogError::Codec(e.to_string()))?;
+                Ok(Some((message, revision)))
             }
-            Err(e) if crate::log::is_not_found(&e) => Ok(None),
-            Err(e) => Err(storage("cannot read a queue message", e)),
+            None => Ok(None),
         }
     }
 

@@ -57,18 +57,15 @@ impl NatsLog {
             k.floor
         };
         let commands = &self.inner.commands;
-        let subject = format!("{}{}", commands.prefix, command_key(key));
-        let found = match commands.stream.raw_message_builder().last_by_subject(subject).send().await {
-            // A deleted or purged key (an operator's hand) is no entry.
-            Ok(m) if m.headers.get("KV-Operation").is_some() => None,
-            Ok(m) => Some(
-                std::str::from_utf8(&m.payload)
+        // A deleted or purged key (an operator's hand) is no entry.
+        let found = match crate::leader_entry(commands, &command_key(key), "cannot read the command index").await? {
+            Some((value, _)) => Some(
+                std::str::from_utf8(&value)
                     .ok()
                     .and_then(|s| s.parse::<u64>().ok())
                     .ok_or_else(|| LogError::Codec(format!("the index entry of command {key} is not a position")))?,
             ),
-            Err(e) if is_not_found(&e) => None,
-            Err(e) => return Err(storage("cannot read the command index", e)),
+            None => None,
         };
         if found.is_none() {
             // Not at or below this floor, ever (the past does not change): the next
