@@ -65,6 +65,16 @@ struct Turn {
 /// acknowledged before it asked (then it answers an error: 503).
 const CATCH_UP: Duration = Duration::from_secs(5);
 
+/// How long a lease waits for the watch before it reads what the watch has not
+/// applied from the bucket's leader itself. The watch's consumer lives on one node,
+/// picked at random: if that node is paused or cut off, the client notices only after
+/// two missed heartbeats (10 s), and until then every lease answered 503.
+const STALL: Duration = Duration::from_millis(500);
+
+/// The most writes a lease reads from the leader when the watch is behind; a longer
+/// gap is left to the watch (then the lease answers 503 after [`CATCH_UP`]).
+const MAX_READ_PAST_WATCH: u64 = 4096;
+
 /// Queues on JetStream.
 pub struct NatsQueues {
     js: jetstream::Context,
@@ -93,6 +103,18 @@ struct Watched {
     /// The bucket's last sequence the watch has applied.
     seen: tokio::sync::watch::Sender<u64>,
     task: std::sync::OnceLock<tokio::task::AbortHandle>,
+    /// Set when a lease read past the watch (it was silent while behind), cleared when
+    /// the watch applies a write of its own again: while set, a lease reads past it
+    /// at once instead of waiting [`STALL`] first.
+    silent: std::sync::atomic::AtomicBool,
+    /// Writes read from the leader past the watch (tests).
+    read_past: std::sync::atomic::AtomicU64,
+    /// Counts the watches made: a read past the watch applies only within the watch
+    /// it started under (a new watch starts the index again from nothing). Changed
+    /// only under the queues' lock.
+    epoch: std::sync::atomic::AtomicU64,
+    /// One reader past the watch at a time, each in order of sequence.
+    reading_past: tokio::sync::Mutex<()>,
     /// Messages a lease or peek looked at (tests: a lease reads its own queue's live
     /// messages, not the bucket's history).
     examined: std::sync::atomic::AtomicU64,
@@ -107,6 +129,10 @@ impl Watched {
             queues: Mutex::default(),
             seen: tokio::sync::watch::Sender::new(0),
             task: std::sync::OnceLock::new(),
+            silent: std::sync::atomic::AtomicBool::new(false),
+            read_past: std::sync::atomic::AtomicU64::new(0),
+            reading_past: tokio::sync::Mutex::new(()),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             examined: std::sync::atomic::AtomicU64::new(0),
         });
         let me = Arc::downgrade(&watched);
@@ -118,13 +144,21 @@ impl Watched {
                             // A fresh watch delivers each key's last message again: the
                             // index is made anew from it.
                             let Some(w) = me.upgrade() else { return };
-                            w.lock().clear();
-                            w.seen.send_replace(0);
+                            {
+                                let mut queues = w.lock();
+                                queues.clear();
+                                w.seen.send_replace(0);
+                                w.epoch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
                             drop(w);
                             while let Some(entry) = watch.next().await {
                                 let Some(w) = me.upgrade() else { return };
                                 match entry {
-                                    Ok(e) => w.apply(e),
+                                    Ok(e) => {
+                                        if w.apply(&e.key, &e.operation, &e.value, e.revision, None) {
+                                            w.silent.store(false, std::sync::atomic::Ordering::Relaxed);
+                                        }
+                                    }
                                     Err(err) => {
                                         tracing::warn!(error = %err, "the queue watch failed; watching again");
                                         break;
@@ -147,19 +181,30 @@ impl Watched {
         self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn apply(&self, e: kv::Entry) {
-        if let Some(dot) = e.key.rfind('.') {
-            let prefix = &e.key[..=dot];
-            let mut queues = self.lock();
-            match e.operation {
-                kv::Operation::Put => match serde_json::from_slice::<QueueMessage>(&e.value) {
+    /// Applies one write (`revision` is its sequence in the bucket) unless it is
+    /// already applied: the watch and a read past it both apply in order of
+    /// sequence, so a write at or below the last one applied is one of them. A read
+    /// past the watch names the watch it started under (`epoch`). Whether it was
+    /// applied.
+    fn apply(&self, key: &str, op: &kv::Operation, value: &[u8], revision: u64, epoch: Option<u64>) -> bool {
+        // Under the lock, so that the check and the write are one step for both.
+        let mut queues = self.lock();
+        if revision <= *self.seen.borrow()
+            || epoch.is_some_and(|e| e != self.epoch.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return false;
+        }
+        if let Some(dot) = key.rfind('.') {
+            let prefix = &key[..=dot];
+            match op {
+                kv::Operation::Put => match serde_json::from_slice::<QueueMessage>(value) {
                     Ok(m) => {
-                        queues.entry(prefix.to_owned()).or_default().insert(e.key.clone(), (m, e.revision));
+                        queues.entry(prefix.to_owned()).or_default().insert(key.to_owned(), (m, revision));
                     }
                     // Not the error's text: serde_json quotes the value it met, and a
                     // message's body may hold personal fields.
                     Err(err) => tracing::warn!(
-                        key = %e.key,
+                        key = %key,
                         category = ?err.classify(),
                         column = err.column(),
                         "skipping a queue message that does not decode"
@@ -167,7 +212,7 @@ impl Watched {
                 },
                 kv::Operation::Delete | kv::Operation::Purge => {
                     if let Some(q) = queues.get_mut(prefix) {
-                        q.remove(&e.key);
+                        q.remove(key);
                         if q.is_empty() {
                             queues.remove(prefix);
                         }
@@ -175,11 +220,8 @@ impl Watched {
                 }
             }
         }
-        self.seen.send_if_modified(|s| {
-            let later = e.revision > *s;
-            *s = (*s).max(e.revision);
-            later
-        });
+        self.seen.send_replace(revision);
+        true
     }
 
     /// Up to `n` messages of the queue after `after`, in key order, that `keep` keeps.
@@ -236,12 +278,76 @@ impl NatsQueues {
         let mut stream = self.messages.stream.clone();
         let last = stream.info().await.map_err(|e| storage("cannot read the queue bucket", e))?.state.last_sequence;
         let mut seen = w.seen.subscribe();
-        if matches!(tokio::time::timeout(CATCH_UP, seen.wait_for(|s| *s >= last)).await, Ok(Ok(_))) {
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        // The watch first; if it stays behind (or already was silent), what it has not
+        // applied is read from the bucket's leader, in order.
+        let first = if w.silent.load(std::sync::atomic::Ordering::Relaxed) { Duration::ZERO } else { STALL };
+        if matches!(tokio::time::timeout(first, seen.wait_for(|s| *s >= last)).await, Ok(Ok(_))) {
+            return Ok(w);
+        }
+        if last.saturating_sub(*w.seen.borrow()) <= MAX_READ_PAST_WATCH {
+            match tokio::time::timeout_at(deadline, self.read_past_watch(&w, last)).await {
+                Ok(Ok(())) if *w.seen.borrow() >= last => return Ok(w),
+                Ok(Ok(())) => {} // a new watch started meanwhile: wait for it
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        if matches!(tokio::time::timeout_at(deadline, seen.wait_for(|s| *s >= last)).await, Ok(Ok(_))) {
             return Ok(w);
         }
         Err(LogError::Storage(format!(
             "the queues as this server watches them have not reached the bucket's last write ({last}) within {CATCH_UP:?}"
         )))
+    }
+
+    /// Reads the writes after the watch's last up to `last` from the bucket's leader
+    /// and applies them: the watch's node may be paused or cut off (see [`STALL`]).
+    async fn read_past_watch(&self, w: &Watched, last: u64) -> Result<(), LogError> {
+        let _one = w.reading_past.lock().await;
+        w.silent.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (epoch, from) = {
+            let _queues = w.lock();
+            (w.epoch.load(std::sync::atomic::Ordering::Relaxed), *w.seen.borrow() + 1)
+        };
+        for seq in from..=last {
+            if *w.seen.borrow() >= seq {
+                continue; // the watch got there first
+            }
+            match self.messages.stream.raw_message_builder().sequence(seq).send().await {
+                Ok(m) => {
+                    let key = m.subject.strip_prefix(self.messages.prefix.as_str()).unwrap_or(&m.subject);
+                    let op = match m.headers.get("KV-Operation").map(|v| v.as_str()) {
+                        Some("DEL") => kv::Operation::Delete,
+                        Some("PURGE") => kv::Operation::Purge,
+                        _ => kv::Operation::Put,
+                    };
+                    if w.apply(key, &op, &m.payload, seq, Some(epoch)) {
+                        w.read_past.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                // Superseded: the key was written again later (the bucket keeps one
+                // revision a key), and that later write is in this range.
+                Err(e) if crate::log::is_not_found(&e) => {}
+                Err(e) => return Err(storage("cannot read the queue bucket", e)),
+            }
+        }
+        // Every write up to `last` is applied or was superseded by a later one.
+        let _queues = w.lock();
+        if w.epoch.load(std::sync::atomic::Ordering::Relaxed) == epoch {
+            w.seen.send_if_modified(|s| {
+                let later = last > *s;
+                *s = (*s).max(last);
+                later
+            });
+        }
+        Ok(())
+    }
+
+    /// How many writes leases read from the bucket's leader because the watch was
+    /// behind and silent.
+    pub fn read_past_watch_count(&self) -> u64 {
+        self.watched.get().map_or(0, |w| w.read_past.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// How many messages this process's leases and peeks looked at, in all.

@@ -221,3 +221,86 @@ async fn an_ack_finds_its_message_while_a_replica_catches_up() {
         assert!(missed.is_empty(), "round {round}: {} acks found no message, e.g. {:?}", missed.len(), missed.first());
     }
 }
+
+/// The node this process's queue watch reads from (its consumer's node).
+async fn watch_node(nats: &Cluster, js: &async_nats::jetstream::Context) -> Option<usize> {
+    use futures::TryStreamExt as _;
+    let stream = js.get_stream("KV_BEHALF_QUEUE").await.ok()?;
+    let infos: Vec<_> = stream.consumers().try_collect().await.ok()?;
+    // The newest: a dropped handle's watch stays until the server finds it inactive.
+    let info = infos
+        .iter()
+        .filter(|i| i.config.description.as_deref() == Some("kv watch consumer"))
+        .max_by_key(|i| i.created)?;
+    let name = info.cluster.as_ref()?.leader.clone()?;
+    nats.nodes.iter().position(|n| n.name == name)
+}
+
+/// Leases while the node the queue watch reads from is paused: the watch applies
+/// nothing, and a lease that waited for it answered 503 after 5 s until the client
+/// missed two heartbeats (10 s). Now a lease reads what the watch has not applied
+/// from the bucket's leader, and the queue stays right: leased messages are not
+/// leased again, acked ones are gone, and the watch resuming changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_answers_while_the_watch_s_node_is_paused() {
+    let nats = Cluster::start(3).unwrap();
+    drop(NatsQueues::open(&nats.urls(), 3).await.unwrap()); // makes the buckets
+    let leader = loop {
+        if let Some(l) = nats.leader_of("KV_BEHALF_QUEUE").await {
+            break l;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(nats.nodes[leader].url()).await.unwrap());
+    let notice = |p: u64| {
+        conformance::notice("commercial.azure", &format!("vendor/w{p}:0"), p, behalf_domain::Severity::Moderate, false)
+    };
+    for round in 0..3u64 {
+        let base = round * 1000;
+        // A handle whose watch reads from a node that does not lead the bucket (the
+        // consumer's node is picked at random: a new handle until one is).
+        let mut found = None;
+        for _ in 0..40 {
+            let q = NatsQueues::open(&nats.nodes[leader].url(), 3).await.unwrap();
+            assert!(q.peek_async("commercial.azure", 1).await.unwrap().is_empty(), "round {round}: starts empty");
+            match watch_node(&nats, &js).await {
+                Some(n) if n != leader => {
+                    found = Some((q, n));
+                    break;
+                }
+                _ => drop(q),
+            }
+        }
+        let (q, paused) = found.expect("a watch on a node that does not lead the bucket");
+        q.forward((1..=20).map(|p| notice(base + p)).collect(), base + 20).await.unwrap();
+        assert_eq!(q.peek_async("commercial.azure", 50).await.unwrap().len(), 20);
+
+        assert!(nats.nodes[paused].signal("STOP"));
+        let first = q.lease_async("commercial.azure", 10, 1_000, 60_000).await.unwrap();
+        // The watch has not seen the first lease's writes.
+        let started = std::time::Instant::now();
+        let second = q.lease_async("commercial.azure", 10, 1_000, 60_000).await;
+        let took = started.elapsed();
+        let second = second.unwrap_or_else(|e| panic!("round {round}: a lease with the watch's node paused: {e}"));
+        eprintln!("round {round}: node {paused} paused, the second lease answered in {took:?}");
+        let ids = |l: &[behalf_log::queues::QueueMessage]| l.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        let (a, b) = (ids(&first), ids(&second));
+        assert_eq!((a.len(), b.len()), (10, 10), "round {round}");
+        assert!(a.iter().all(|id| !b.contains(id)), "round {round}: a leased message was leased again");
+        assert!(q.read_past_watch_count() > 0, "round {round}: the lease read past the watch");
+        for id in a.iter().chain(&b) {
+            assert!(q.ack_async("commercial.azure", id).await.unwrap(), "round {round}: ack {id}");
+        }
+        assert!(q.peek_async("commercial.azure", 50).await.unwrap().is_empty(), "round {round}: acked, gone");
+
+        assert!(nats.nodes[paused].signal("CONT"));
+        // The watch delivers what it missed; none of it is applied twice.
+        q.forward((21..=25).map(|p| notice(base + p)).collect(), base + 25).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let after = q.lease_async("commercial.azure", 50, 1_000, 60_000).await.unwrap();
+        assert_eq!(after.len(), 5, "round {round}: only the new messages, once");
+        for m in &after {
+            assert!(q.ack_async("commercial.azure", &m.id).await.unwrap());
+        }
+    }
+}
