@@ -180,3 +180,28 @@ fn the_packed_directory_gives_back_what_was_folded_and_decoded() {
     other.apply(&Event::RelationshipUpserted(changed));
     assert_ne!(other, dir);
 }
+
+/// A log that reads shorter than the projection (on a cluster: a leader that has not
+/// yet applied what a replica delivered) defers the save; it is not lost, and the
+/// next save against the log as it is saves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_that_reads_shorter_defers_the_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = DataDir::new(dir.path()).gdap_snapshot();
+    let log = world_log(&DataDir::new(dir.path()).log()).await;
+    let head = log.head().await.unwrap();
+    let (shorter, _) = SledLog::open(&dir.path().join("shorter"), OpenOptions::default()).unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(at("2026-06-01T00:00:00Z")));
+    let service = CommandService::new(shorter.clone(), clock);
+    for (who, cmd) in standard_world(&FIXED_TIMES) {
+        service.execute(who, request::from_value(cmd, None).unwrap()).await.unwrap();
+    }
+    assert!(shorter.head().await.unwrap() < head);
+    let p = GdapProjection::spawn_with_snapshot(&log, file.clone());
+    caught_up(&p, &log).await;
+    for _ in 0..4 {
+        assert_eq!(p.save(&shorter).await, None, "not saved on a log without its position");
+    }
+    assert!(!file.exists());
+    assert_eq!(p.save(&log).await, Some(head), "saved once the log holds it");
+}
