@@ -190,7 +190,7 @@ async fn a_log_that_reads_shorter_defers_the_save() {
     let file = DataDir::new(dir.path()).gdap_snapshot();
     let log = world_log(&DataDir::new(dir.path()).log()).await;
     let head = log.head().await.unwrap();
-    let (shorter, _) = SledLog::open(&dir.path().join("shorter"), OpenOptions::default()).unwrap();
+    let (shorter, _) = SledLog::open(dir.path().join("shorter"), OpenOptions::default()).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(at("2026-06-01T00:00:00Z")));
     let service = CommandService::new(shorter.clone(), clock);
     for (who, cmd) in standard_world(&FIXED_TIMES) {
