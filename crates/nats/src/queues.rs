@@ -326,8 +326,10 @@ impl NatsQueues {
                         w.read_past.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
-                // Superseded: the key was written again later (the bucket keeps one
-                // revision a key), and that later write is in this range.
+                // Superseded by a later write of the key (the bucket keeps one
+                // revision a key): read here if it is in this range, else it came
+                // after the lease asked. An entry left stale meanwhile only loses its
+                // compare-and-set.
                 Err(e) if crate::log::is_not_found(&e) => {}
                 Err(e) => return Err(storage("cannot read the queue bucket", e)),
             }
