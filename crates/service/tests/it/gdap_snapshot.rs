@@ -14,14 +14,20 @@ use behalf_service::request;
 use behalf_sled_store::{DataDir, OpenOptions, SledLog};
 use behalf_test_support::world::*;
 
-/// A log holding the standard world and a ticket, in `dir`.
-async fn world_log(dir: &Path) -> SledLog {
+/// A log holding the standard world, in `dir`, and a service on it.
+async fn standard_log(dir: &Path) -> (SledLog, CommandService<SledLog>) {
     let (log, _) = SledLog::open(dir, OpenOptions::default()).unwrap();
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(at("2026-06-01T00:00:00Z")));
     let service = CommandService::new(log.clone(), clock);
     for (who, cmd) in standard_world(&FIXED_TIMES) {
         service.execute(who, request::from_value(cmd, None).unwrap()).await.unwrap();
     }
+    (log, service)
+}
+
+/// A log holding the standard world and a ticket, in `dir`.
+async fn world_log(dir: &Path) -> SledLog {
+    let (log, service) = standard_log(dir).await;
     service.execute(agent(), request::from_value(open_o365(), None).unwrap()).await.unwrap();
     log
 }
@@ -190,12 +196,7 @@ async fn a_log_that_reads_shorter_defers_the_save() {
     let file = DataDir::new(dir.path()).gdap_snapshot();
     let log = world_log(&DataDir::new(dir.path()).log()).await;
     let head = log.head().await.unwrap();
-    let (shorter, _) = SledLog::open(dir.path().join("shorter"), OpenOptions::default()).unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(at("2026-06-01T00:00:00Z")));
-    let service = CommandService::new(shorter.clone(), clock);
-    for (who, cmd) in standard_world(&FIXED_TIMES) {
-        service.execute(who, request::from_value(cmd, None).unwrap()).await.unwrap();
-    }
+    let (shorter, _) = standard_log(&dir.path().join("shorter")).await; // the same, without the ticket
     assert!(shorter.head().await.unwrap() < head);
     let p = GdapProjection::spawn_with_snapshot(&log, file.clone());
     caught_up(&p, &log).await;
