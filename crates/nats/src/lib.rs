@@ -69,6 +69,17 @@ pub(crate) async fn bucket(
     }
 }
 
+/// What a key-value bucket's stored message does to its key, from its `KV-Operation`
+/// header (none: a put), for reads that bypass the KV client.
+pub(crate) fn kv_operation(headers: &async_nats::HeaderMap) -> async_nats::jetstream::kv::Operation {
+    use async_nats::jetstream::kv;
+    match headers.get("KV-Operation").map(|v| v.as_str()) {
+        Some("DEL") => kv::Operation::Delete,
+        Some("PURGE") => kv::Operation::Purge,
+        _ => kv::Operation::Put,
+    }
+}
+
 /// A key's value and revision, read from its bucket's leader (`STREAM.MSG.GET`), never
 /// by a direct get that a replica behind the leader may answer; `None`: never written,
 /// or deleted or purged since (its last message a `KV-Operation` marker).
@@ -79,7 +90,7 @@ pub(crate) async fn leader_entry(
 ) -> Result<Option<(bytes::Bytes, u64)>, behalf_log::LogError> {
     let subject = format!("{}{key}", store.prefix);
     match store.stream.raw_message_builder().last_by_subject(subject).send().await {
-        Ok(m) if m.headers.get("KV-Operation").is_some() => Ok(None),
+        Ok(m) if kv_operation(&m.headers) != async_nats::jetstream::kv::Operation::Put => Ok(None),
         Ok(m) => Ok(Some((m.payload, m.sequence))),
         Err(e) if log::is_not_found(&e) => Ok(None),
         Err(e) => Err(storage(what, e)),

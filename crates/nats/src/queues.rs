@@ -317,11 +317,7 @@ impl NatsQueues {
             match self.messages.stream.raw_message_builder().sequence(seq).send().await {
                 Ok(m) => {
                     let key = m.subject.strip_prefix(self.messages.prefix.as_str()).unwrap_or(&m.subject);
-                    let op = match m.headers.get("KV-Operation").map(|v| v.as_str()) {
-                        Some("DEL") => kv::Operation::Delete,
-                        Some("PURGE") => kv::Operation::Purge,
-                        _ => kv::Operation::Put,
-                    };
+                    let op = crate::kv_operation(&m.headers);
                     if w.apply(key, &op, &m.payload, seq, Some(epoch)) {
                         w.read_past.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
